@@ -1,0 +1,3 @@
+from iii.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""The ``iii`` command: ``iii engine`` starts an engine.
+
+Every engine setting is a flag here (generated from :class:`~iii.engine.config.EngineConfig`, so flags,
+environment variables and defaults cannot drift apart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import MISSING, fields
+from typing import Any
+
+import click
+
+from iii._version import __version__
+from iii.engine import Engine, EngineConfig
+from iii.engine.config import ENV_PREFIX, field_type
+
+log = logging.getLogger("iii.cli")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="iii")
+def main() -> None:
+    """iii: functions that call each other across processes, and data channels between them."""
+
+
+def _config_options(command: Any) -> Any:
+    """Add one ``--flag`` per EngineConfig field; values default to None so the environment can fill in."""
+    for spec in reversed(fields(EngineConfig)):
+        default = None if spec.default is MISSING else spec.default
+        shown = "none" if default is None else default
+        help_text = f"{spec.metadata.get('help', '')} [env {ENV_PREFIX}{spec.name.upper()}; default {shown}]"
+        command = click.option(
+            "--" + spec.name.replace("_", "-"), spec.name, type=field_type(spec), default=None, help=help_text
+        )(command)
+    return command
+
+
+@main.command()
+@_config_options
+def engine(**options: Any) -> None:
+    """Start an engine and serve until SIGINT or SIGTERM."""
+    try:
+        config = EngineConfig.from_sources(options)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(config.log_level)
+    try:
+        _run(serve(config))
+    except OSError as exc:
+        click.echo(f"iii engine: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: EngineConfig) -> None:
+    """Run an engine until a stop signal arrives, then shut it down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = Engine(config)
+    await server.start()
+    await stop.wait()
+    log.info("stop signal received, shutting down")
+    await server.stop()
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""Data channels: creation, the relay between a writer socket and a reader socket, and expiry.
+
+A channel is a bounded queue between its two ends. Frames from the writer go straight to the reader
+while the reader's socket can take them, and into the queue otherwise; when the queue holds
+``buffer_frames`` frames or ``buffer_bytes`` bytes, the engine stops reading the writer's socket, so TCP
+pushes back on the writer. Nothing here is unbounded.
+
+Ends are reached through :class:`ChannelEnd`, implemented by the socket layer, so this module holds the
+whole state machine and can be tested without sockets. The promises (design §3):
+
+* the reader sees close code 1000 only when the writer ended the stream deliberately; a writer that
+  vanished, aborted, or was cut off by shutdown or expiry gives the reader another code and a reason,
+  after whatever data did arrive;
+* a reader that goes away fails the writer (close ``READER_LOST``);
+* each end has its own key and can be taken once; a finished channel is forgotten, so its keys open
+  nothing any more;
+* an end that never connects expires after the TTL, and the other end is told.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from iii.protocol import close_codes
+
+
+class FrameKind(enum.IntEnum):
+    """WebSocket opcodes of the frames a channel relays (fragments keep their opcode and fin flag)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+
+
+class ChannelEnd(Protocol):
+    """One connected end, as the relay sees it."""
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the socket's outgoing buffer is full (the reader cannot take more yet)."""
+
+    def send_frame(self, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
+        """Send one frame to the peer."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and drop the connection; idempotent."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the peer's socket (backpressure)."""
+
+    def resume_reading(self) -> None:
+        """Read the peer's socket again."""
+
+
+class EndState(enum.Enum):
+    WAITING = "waiting"
+    """Not connected yet."""
+    RESERVED = "reserved"
+    """A socket presented the key and is completing its handshake."""
+    OPEN = "open"
+    """Connected."""
+    DONE = "done"
+    """Finished (closed, lost or expired)."""
+
+
+class Role(enum.Enum):
+    WRITER = "write"
+    READER = "read"
+
+
+class KeyCheck(enum.Enum):
+    """The outcome of presenting a key for one direction of a channel."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    """No such channel, or the key opens neither end."""
+    WRONG_DIRECTION = "wrong_direction"
+    """The key opens the other end of this channel."""
+    TAKEN = "taken"
+    """The key is right but that end is already connected or finished."""
+
+
+class Channel:
+    """One channel: its keys, its ends' states, its queue and its counters."""
+
+    __slots__ = (
+        "buffer_bytes",
+        "buffer_frames",
+        "bytes_relayed",
+        "channel_id",
+        "created_at",
+        "end_code",
+        "end_reason",
+        "frames_relayed",
+        "manager",
+        "owner_id",
+        "queue",
+        "queued_bytes",
+        "reader",
+        "reader_key",
+        "reader_state",
+        "writer",
+        "writer_key",
+        "writer_paused",
+        "writer_state",
+    )
+
+    def __init__(
+        self,
+        manager: ChannelManager,
+        channel_id: str,
+        writer_key: str,
+        reader_key: str,
+        buffer_frames: int,
+        buffer_bytes: int,
+        created_at: float,
+        owner_id: str | None,
+    ) -> None:
+        self.manager = manager
+        self.channel_id = channel_id
+        self.writer_key = writer_key
+        self.reader_key = reader_key
+        self.buffer_frames = buffer_frames
+        self.buffer_bytes = buffer_bytes
+        self.created_at = created_at
+        self.owner_id = owner_id
+        self.writer: ChannelEnd | None = None
+        self.reader: ChannelEnd | None = None
+        self.writer_state = EndState.WAITING
+        self.reader_state = EndState.WAITING
+        # Created on first use: an idle channel should cost little.
+        self.queue: deque[tuple[FrameKind, bytes, bool]] | None = None
+        self.queued_bytes = 0
+        self.frames_relayed = 0
+        self.bytes_relayed = 0
+        self.writer_paused = False
+        self.end_code: int | None = None
+        self.end_reason = ""
+
+    # --- the writer side -------------------------------------------------------------------------------
+
+    def on_writer_frame(self, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
+        """Relay or queue one frame from the writer. ``payload`` is only valid during this call."""
+        if self.writer_state is not EndState.OPEN:
+            return
+        reader = self.reader
+        if reader is not None and not self.queue and not reader.write_paused:
+            reader.send_frame(kind, payload, fin)
+            self.frames_relayed += 1
+            self.bytes_relayed += len(payload)
+            return
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append((kind, bytes(payload), fin))
+        self.queued_bytes += len(payload)
+        if not self.writer_paused and self._buffer_full():
+            self.writer_paused = True
+            assert self.writer is not None
+            self.writer.pause_reading()
+            self.manager.stalls += 1
+
+    def on_writer_end(self, code: int, reason: str) -> None:
+        """The writer finished: ``NORMAL`` for a deliberate end, another code if it was lost or aborted."""
+        if self.writer_state is EndState.DONE:
+            return
+        self.writer_state = EndState.DONE
+        self.writer = None
+        self.end_code = code
+        self.end_reason = reason
+        if self.reader_state is EndState.OPEN:
+            self._drain()
+        elif self.reader_state is EndState.DONE:
+            self.manager.forget(self)
+        # A reader that has not connected yet gets the buffered data and the end when it does.
+
+    # --- the reader side -------------------------------------------------------------------------------
+
+    def on_reader_writable(self) -> None:
+        """The reader's socket can take more: send what is queued."""
+        if self.reader_state is EndState.OPEN:
+            self._drain()
+
+    def on_reader_gone(self, reason: str) -> None:
+        """The reader closed or disconnected before the stream ended: fail the writer, drop the data."""
+        if self.reader_state is EndState.DONE:
+            return
+        self.reader_state = EndState.DONE
+        self.reader = None
+        self.queue = None
+        self.queued_bytes = 0
+        if self.writer_state is EndState.OPEN:
+            assert self.writer is not None
+            self.writer.close(close_codes.READER_LOST, f"reader went away: {reason}")
+        self.writer_state = EndState.DONE
+        self.writer = None
+        self.manager.forget(self)
+
+    # --- connection, expiry, shutdown ------------------------------------------------------------------
+
+    def attach(self, role: Role, end: ChannelEnd) -> None:
+        """Bind a connected socket to an end that :meth:`ChannelManager.take` reserved.
+
+        If the channel finished meanwhile (expired, aborted), the socket is closed at once.
+        """
+        state = self.writer_state if role is Role.WRITER else self.reader_state
+        if state is not EndState.RESERVED:
+            end.close(close_codes.PEER_NEVER_CONNECTED, "the channel expired before this end connected")
+            return
+        if role is Role.WRITER:
+            self.writer_state = EndState.OPEN
+            self.writer = end
+            if self.writer_paused:
+                end.pause_reading()
+        else:
+            self.reader_state = EndState.OPEN
+            self.reader = end
+        if self.writer_state is not EndState.WAITING and self.reader_state is not EndState.WAITING:
+            self.manager.connected(self)
+        if role is Role.READER:
+            self._drain()
+
+    def expire(self) -> None:
+        """The TTL ran out with an end never connected: tell the other end, then forget the channel."""
+        if self.reader is not None:
+            self._close_reader(close_codes.PEER_NEVER_CONNECTED, "the writer never connected")
+        elif self.writer is not None:
+            self.writer.close(close_codes.PEER_NEVER_CONNECTED, "the reader never connected")
+        self.writer_state = self.reader_state = EndState.DONE
+        self.writer = self.reader = None
+        self.queue = None
+        self.queued_bytes = 0
+        self.manager.forget(self)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Cut both ends off (engine shutdown); neither sees a clean end."""
+        if self.writer is not None:
+            self.writer.close(code, reason)
+        if self.reader is not None:
+            self.reader.close(code, reason)
+        self.writer_state = self.reader_state = EndState.DONE
+        self.writer = self.reader = None
+        self.queue = None
+        self.queued_bytes = 0
+        self.manager.forget(self)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """A listing entry: never the keys."""
+        return {
+            "channel_id": self.channel_id,
+            "owner_worker_id": self.owner_id,
+            "buffer_size": self.buffer_frames,
+            "writer": self.writer_state.value,
+            "reader": self.reader_state.value,
+            "frames": self.frames_relayed,
+            "bytes": self.bytes_relayed,
+            "queued_frames": len(self.queue) if self.queue else 0,
+            "queued_bytes": self.queued_bytes,
+            "writer_paused": self.writer_paused,
+            "age_s": round(now - self.created_at, 3),
+        }
+
+    # --- internals -------------------------------------------------------------------------------------
+
+    def _buffer_full(self) -> bool:
+        queue = self.queue
+        return queue is not None and (len(queue) >= self.buffer_frames or self.queued_bytes >= self.buffer_bytes)
+
+    def _drain(self) -> None:
+        reader = self.reader
+        if reader is None:
+            return
+        queue = self.queue
+        while queue and not reader.write_paused:
+            kind, payload, fin = queue.popleft()
+            self.queued_bytes -= len(payload)
+            reader.send_frame(kind, payload, fin)
+            self.frames_relayed += 1
+            self.bytes_relayed += len(payload)
+        if self.writer_paused and not self._buffer_full():
+            self.writer_paused = False
+            if self.writer is not None:
+                self.writer.resume_reading()
+        if not queue and self.writer_state is EndState.DONE and self.end_code is not None:
+            self._close_reader(self.end_code, self.end_reason)
+            self.manager.forget(self)
+
+    def _close_reader(self, code: int, reason: str) -> None:
+        if self.reader is not None:
+            self.reader.close(code, reason)
+        self.reader = None
+        self.reader_state = EndState.DONE
+
+
+class ChannelManager:
+    """All live channels of one engine: create, look up by key, expire, list."""
+
+    def __init__(
+        self,
+        *,
+        default_buffer_frames: int,
+        max_buffer_frames: int,
+        buffer_bytes: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.default_buffer_frames = default_buffer_frames
+        self.max_buffer_frames = max_buffer_frames
+        self.buffer_bytes = buffer_bytes
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._channels: dict[str, Channel] = {}
+        # Channels with an end not yet connected, oldest first (insertion order), for the TTL sweep.
+        self._awaiting: dict[str, Channel] = {}
+        self.created = 0
+        self.stalls = 0
+        """How many times a writer was paused because its channel's buffer was full."""
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(list(self._channels.values()))
+
+    def create(self, buffer_frames: int | None, owner_id: str | None) -> Channel:
+        """A new channel with fresh, separate keys; ``buffer_frames`` None means the default.
+
+        The size is clamped to 1..max, as the reference engine does.
+        """
+        size = self.default_buffer_frames if buffer_frames is None else buffer_frames
+        size = max(1, min(size, self.max_buffer_frames))
+        channel = Channel(
+            self,
+            str(uuid.uuid4()),
+            secrets.token_urlsafe(24),
+            secrets.token_urlsafe(24),
+            size,
+            self.buffer_bytes,
+            self._clock(),
+            owner_id,
+        )
+        self._channels[channel.channel_id] = channel
+        self._awaiting[channel.channel_id] = channel
+        self.created += 1
+        return channel
+
+    def check(self, channel_id: str, key: str, role: Role) -> tuple[KeyCheck, Channel | None]:
+        """Whether ``key`` opens the ``role`` end of ``channel_id`` now. Keys are compared in constant time."""
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            return KeyCheck.NOT_FOUND, None
+        own, other = (
+            (channel.writer_key, channel.reader_key)
+            if role is Role.WRITER
+            else (channel.reader_key, channel.writer_key)
+        )
+        if not secrets.compare_digest(key.encode(), own.encode()):
+            if secrets.compare_digest(key.encode(), other.encode()):
+                return KeyCheck.WRONG_DIRECTION, channel
+            return KeyCheck.NOT_FOUND, None
+        state = channel.writer_state if role is Role.WRITER else channel.reader_state
+        if state is not EndState.WAITING:
+            return KeyCheck.TAKEN, channel
+        return KeyCheck.OK, channel
+
+    def take(self, channel: Channel, role: Role) -> None:
+        """Reserve the ``role`` end (after a successful :meth:`check`); the socket attaches later.
+
+        A reserved end still counts as unconnected for the TTL until its socket attaches.
+        """
+        if role is Role.WRITER:
+            channel.writer_state = EndState.RESERVED
+        else:
+            channel.reader_state = EndState.RESERVED
+
+    def connected(self, channel: Channel) -> None:
+        """Both ends have connected (or finished): the channel no longer expires."""
+        self._awaiting.pop(channel.channel_id, None)
+
+    def forget(self, channel: Channel) -> None:
+        """Remove a finished channel; its keys open nothing afterwards."""
+        self._channels.pop(channel.channel_id, None)
+        self._awaiting.pop(channel.channel_id, None)
+
+    def expire_due(self) -> int:
+        """Expire channels whose unconnected end is older than the TTL; returns how many."""
+        deadline = self._clock() - self.ttl_s
+        due = []
+        for channel in self._awaiting.values():
+            if channel.created_at > deadline:
+                break
+            due.append(channel)
+        for channel in due:
+            channel.expire()
+        return len(due)
+
+    def forget_unconnected_of(self, owner_id: str) -> int:
+        """Remove the channels of a departed worker that no one ever connected to."""
+        orphans = [
+            c
+            for c in self._awaiting.values()
+            if c.owner_id == owner_id and c.writer_state is EndState.WAITING and c.reader_state is EndState.WAITING
+        ]
+        for channel in orphans:
+            self.forget(channel)
+        return len(orphans)
+
+    def abort_all(self, code: int, reason: str) -> None:
+        for channel in list(self._channels.values()):
+            channel.abort(code, reason)
+
+    def describe(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [channel.describe(now) for channel in self._channels.values()]

@@ -1,0 +1,114 @@
+"""Every setting, limit and timeout of the engine, in one object, with units in the names.
+
+Each field can be set by a command-line flag (``--channel-ttl-s 60``) and by an environment variable
+(``III_ENGINE_CHANNEL_TTL_S=60``); a flag wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+ENV_PREFIX: Final = "III_ENGINE_"
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The engine's configuration. All sizes are bytes, all durations seconds."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=49134, metadata={"help": "port of the worker and channel sockets (0 = any)"})
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "shared bearer token every worker and channel handshake must carry",
+            "secret": True,
+        },
+    )
+    max_message_bytes: int = field(
+        default=64 * MIB, metadata={"help": "largest message accepted on any socket (fragments included)"}
+    )
+    invocation_timeout_s: float = field(
+        default=300.0, metadata={"help": "engine-side limit on how long a call may wait for its result"}
+    )
+    channel_default_buffer_frames: int = field(
+        default=64, metadata={"help": "frames a channel buffers when the creator gives no buffer_size"}
+    )
+    channel_max_buffer_frames: int = field(default=1024, metadata={"help": "largest buffer_size a channel may ask for"})
+    channel_buffer_bytes: int = field(
+        default=16 * MIB, metadata={"help": "bytes a channel buffers before the writer is paused"}
+    )
+    channel_ttl_s: float = field(
+        default=300.0, metadata={"help": "how long a channel end may stay unconnected before it expires"}
+    )
+    handshake_timeout_s: float = field(
+        default=10.0, metadata={"help": "time a client has to complete the WebSocket handshake"}
+    )
+    shutdown_grace_s: float = field(
+        default=5.0, metadata={"help": "time given to sockets to flush and close on shutdown"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be 0..65535, got {self.port}")
+        for name in ("max_message_bytes", "channel_buffer_bytes", "channel_default_buffer_frames"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.channel_max_buffer_frames < self.channel_default_buffer_frames:
+            problems.append("channel_max_buffer_frames must be >= channel_default_buffer_frames")
+        for name in ("invocation_timeout_s", "channel_ttl_s", "handshake_timeout_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_sources(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> EngineConfig:
+        """Build a config from the environment (``III_ENGINE_<FIELD>``) and explicit overrides.
+
+        ``overrides`` values of ``None`` are ignored, so unset command-line flags fall through.
+        Raises ``ValueError`` naming the variable when an environment value cannot be converted.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            env_name = ENV_PREFIX + spec.name.upper()
+            if env_name in environ:
+                try:
+                    values[spec.name] = convert(spec, environ[env_name])
+                except ValueError as exc:
+                    raise ValueError(f"{env_name}: {exc}") from None
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def field_type(spec: dataclasses.Field[Any]) -> type:
+    """The Python type used to parse a field's text value (``str | None`` parses as ``str``)."""
+    text = str(spec.type)
+    for candidate in (int, float, str):
+        if text.startswith(candidate.__name__):
+            return candidate
+    raise TypeError(f"unsupported config field type {spec.type!r}")
+
+
+def convert(spec: dataclasses.Field[Any], text: str) -> Any:
+    """Parse the text of an environment variable or flag into the field's type."""
+    kind = field_type(spec)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {kind.__name__}, got {text!r}") from None

@@ -1,0 +1,32 @@
+"""What the engine's registries know of the things on the other side of a socket.
+
+The registries, the router and the builtins see workers only through these protocols, so that they can
+be tested without sockets and so that a caller inside the engine (an HTTP trigger, say) can wait for a
+result the same way a worker does.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+
+class Caller(Protocol):
+    """Whoever waits for the result of an invocation."""
+
+    def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
+        """Receive the outcome of the call known to this caller as ``invocation_id``.
+
+        Absent values are :data:`~iii.protocol.messages.JSON_NULL`. Must not raise.
+        """
+
+
+class Host(Protocol):
+    """A worker that hosts functions and receives their invocations."""
+
+    worker_id: str
+    name: str
+
+    def send_message(self, payload: bytes) -> None:
+        """Queue one encoded protocol message for the worker. Must not raise."""

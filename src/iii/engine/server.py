@@ -1,0 +1,429 @@
+"""The engine: one listener, the routes behind it, and what each worker message does.
+
+Routes (all WebSocket upgrades on one port):
+
+* ``/``: the worker control socket (:mod:`iii.engine.worker_socket`);
+* ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`);
+* ``/otel``: telemetry from the official SDKs, read and discarded.
+
+Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed
+and written to its host without a task switch. Time-based work (call deadlines, channel expiry) runs in
+one housekeeping task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
+from picows import (
+    WSListener,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from iii.engine.builtins import Builtins
+from iii.engine.channels import ChannelManager, KeyCheck, Role
+from iii.engine.config import EngineConfig
+from iii.engine.registry import BuiltinInputError, FunctionEntry, FunctionRegistry
+from iii.engine.router import InvocationRouter, PendingCall
+from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
+from iii.engine.worker_socket import WorkerConnection
+from iii.protocol import close_codes, errors
+from iii.protocol.codec import MalformedMessage, decode_value, encode, encode_value, with_caller_worker_id
+from iii.protocol.messages import (
+    JSON_NULL,
+    Delivery,
+    InboundMessage,
+    InvocationResult,
+    InvokeFunction,
+    Ping,
+    Pong,
+    Reattach,
+    RegisterFunction,
+    RegistrationRejected,
+    UnregisterFunction,
+    WorkerRegistered,
+)
+from iii.protocol.refs import CHANNEL_PATH_PREFIX
+
+log = logging.getLogger("iii.engine")
+
+_HOUSEKEEPING_TICK_S: Final = 0.05
+
+
+def error_raw(code: str, message: str) -> msgspec.Raw:
+    """An ``invocationresult.error`` value."""
+    return msgspec.Raw(encode_value({"code": code, "message": message}))
+
+
+def _http_error(status: int, text: str) -> WSUpgradeResponseWithListener:
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, text.encode()), None)
+
+
+class Engine:
+    """An iii engine bound to one host and port. Use :meth:`start` and :meth:`stop`, or ``async with``."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.functions = FunctionRegistry()
+        self.router = InvocationRouter()
+        self.channels = ChannelManager(
+            default_buffer_frames=self.config.channel_default_buffer_frames,
+            max_buffer_frames=self.config.channel_max_buffer_frames,
+            buffer_bytes=self.config.channel_buffer_bytes,
+            ttl_s=self.config.channel_ttl_s,
+        )
+        self.workers: dict[str, WorkerConnection] = {}
+        Builtins(self).install()
+        self._server: asyncio.Server | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._sockets: set[WSTransport] = set()
+        self._stopping = False
+        self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
+            InvokeFunction: self._on_invoke,
+            InvocationResult: self._on_result,
+            RegisterFunction: self._on_register_function,
+            UnregisterFunction: self._on_unregister_function,
+            Reattach: self._on_reattach,
+            Ping: self._on_ping,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once the port is open."""
+        self._server = await ws_create_server(
+            self._route,
+            self.config.host,
+            self.config.port,
+            websocket_handshake_timeout=self.config.handshake_timeout_s,
+            max_frame_size=self.config.max_message_bytes,
+            logger_name="iii.engine.ws",
+        )
+        self._housekeeping = asyncio.get_running_loop().create_task(self._run_housekeeping())
+        log.info("iii engine listening on %s", self.url)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "engine not started"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Shut down: stop accepting, fail pending calls with ``invocation_stopped``, close every socket.
+
+        Callers are told before their sockets close. Idempotent.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        stopped = self.router.take_all()
+        self._fail_calls(stopped, errors.INVOCATION_STOPPED, "Invocation stopped: the engine is shutting down")
+        self.channels.abort_all(close_codes.SERVICE_RESTART, "the engine is shutting down")
+        for worker in list(self.workers.values()):
+            worker.close(1001, "the engine is shutting down")
+        pending = [asyncio.ensure_future(t.wait_disconnected()) for t in list(self._sockets)]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            for future in late:
+                future.cancel()
+            for transport in list(self._sockets):
+                transport.disconnect(graceful=False)
+        log.info("iii engine stopped (%d calls stopped)", len(stopped))
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def track(self, transport: WSTransport, connected: bool) -> None:
+        """Keep the set of open sockets that shutdown must close."""
+        if connected:
+            self._sockets.add(transport)
+        else:
+            self._sockets.discard(transport)
+
+    async def _run_housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(_HOUSEKEEPING_TICK_S)
+            try:
+                expired = self.router.take_expired()
+                if expired:
+                    self._fail_calls(expired, errors.TIMEOUT, "invocation timed out in the engine")
+                self.channels.expire_due()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # --- routing of new sockets ------------------------------------------------------------------------
+
+    def _route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
+        """Choose the listener for an upgrade request, or refuse it with an HTTP status."""
+        if self._stopping:
+            return _http_error(503, "the engine is shutting down")
+        target = urlsplit(request.path.decode("latin-1"))
+        path = target.path
+        authorized = self._authorized(request)
+        if path == "/" or path == "":
+            if not authorized:
+                log.warning("refused a worker: missing or wrong bearer token")
+                return RefusingSocket(
+                    close_codes.POLICY_VIOLATION, "unauthorized: missing or wrong bearer token", self.track
+                )
+            return WorkerConnection(self, self.config.max_message_bytes)
+        if not authorized:
+            return _http_error(401, "unauthorized: missing or wrong bearer token")
+        if path.startswith(CHANNEL_PATH_PREFIX):
+            return self._route_channel(unquote(path[len(CHANNEL_PATH_PREFIX) :]), target.query)
+        if path == "/otel":
+            return DrainSocket(self.track)
+        return None  # picows answers 404
+
+    def _authorized(self, request: WSUpgradeRequest) -> bool:
+        token = self.config.token
+        if token is None:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(presented.strip().encode(), token.encode())
+
+    def _route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener:
+        params = parse_qs(query)
+        keys, dirs = params.get("key", []), params.get("dir", [])
+        if len(keys) != 1 or len(dirs) != 1 or dirs[0] not in ("read", "write"):
+            return _http_error(400, "channel sockets need one 'key' and one 'dir' of read or write")
+        role = Role(dirs[0])
+        outcome, channel = self.channels.check(channel_id, keys[0], role)
+        if outcome is KeyCheck.NOT_FOUND or channel is None:
+            return _http_error(404, "Channel not found")
+        if outcome is KeyCheck.WRONG_DIRECTION:
+            other = "read" if role is Role.WRITER else "write"
+            return _http_error(403, f"this key opens the {other} end of the channel, not the {role.value} end")
+        if outcome is KeyCheck.TAKEN:
+            log.warning("channel=%s refused a second %s end", channel_id, role.value)
+            reason = f"the {role.value} end of this channel is already taken"
+            return RefusingSocket(close_codes.POLICY_VIOLATION, reason, self.track)
+        self.channels.take(channel, role)
+        return ChannelSocket(channel, role, self.track)
+
+    # --- worker sockets --------------------------------------------------------------------------------
+
+    def on_worker_connected(self, worker: WorkerConnection) -> None:
+        self.workers[worker.worker_id] = worker
+        worker.send_message(encode(WorkerRegistered(worker_id=worker.worker_id, reattach_token=worker.reattach_token)))
+        log.info("worker=%s connected from %s", worker.worker_id, worker.peer_address)
+
+    def on_worker_disconnected(self, worker: WorkerConnection) -> None:
+        """Clean up after a worker: its functions, the calls it hosts (failed now) and makes, its channels."""
+        self.workers.pop(worker.worker_id, None)
+        removed = self.functions.remove_owner(worker)
+        stopped = self.router.take_target(worker)
+        who = worker.name or worker.worker_id
+        self._fail_calls(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
+        abandoned = self.router.drop_caller(worker)
+        orphans = self.channels.forget_unconnected_of(worker.worker_id)
+        log.info(
+            "worker=%s name=%s disconnected functions=%d stopped_calls=%d abandoned_calls=%d orphan_channels=%d",
+            worker.worker_id,
+            worker.name,
+            len(removed),
+            len(stopped),
+            abandoned,
+            orphans,
+        )
+
+    def on_worker_message(self, worker: WorkerConnection, message: InboundMessage) -> None:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            log.debug("worker=%s %s not handled by this engine", worker.worker_id, type(message).__name__)
+            return
+        handler(worker, message)
+
+    def on_malformed_message(self, worker: WorkerConnection, problem: MalformedMessage) -> None:
+        """Answer a message that could not be used; the caller of a broken call gets an error result."""
+        log.warning("worker=%s sent a malformed message: %s", worker.worker_id, problem.reason)
+        if problem.invocation_id is not None:
+            worker.deliver_result(
+                problem.invocation_id, "", JSON_NULL, error_raw(errors.INVALID_MESSAGE, problem.reason)
+            )
+        else:
+            worker.send_error_notice(errors.INVALID_MESSAGE, problem.reason)
+
+    # --- message handlers ------------------------------------------------------------------------------
+
+    def _on_invoke(self, worker: WorkerConnection, message: InvokeFunction) -> None:
+        caller_id = message.invocation_id
+        action = message.action
+        if action is not None:
+            if action.type == "void":
+                caller_id = None
+            elif action.type == "enqueue":
+                if caller_id is not None:
+                    worker.deliver_result(
+                        caller_id,
+                        message.function_id,
+                        JSON_NULL,
+                        error_raw(errors.ENQUEUE_ERROR, "this engine has no queue provider for 'enqueue'"),
+                    )
+                return
+            else:
+                if caller_id is not None:
+                    worker.deliver_result(
+                        caller_id,
+                        message.function_id,
+                        JSON_NULL,
+                        error_raw(errors.INVALID_MESSAGE, f"unknown action type {action.type!r}"),
+                    )
+                return
+        entry = self.functions.get(message.function_id)
+        if entry is None:
+            if caller_id is not None:
+                worker.deliver_result(
+                    caller_id,
+                    message.function_id,
+                    JSON_NULL,
+                    error_raw(errors.FUNCTION_NOT_FOUND, f"Function {message.function_id} not found"),
+                )
+            return
+        if entry.handler is not None:
+            self._call_builtin(entry, worker, caller_id, message.data)
+            return
+        owner = entry.owner
+        assert owner is not None
+        timeout_s = self.config.invocation_timeout_s
+        if message.timeout_ms is not None and message.timeout_ms > 0:
+            timeout_s = min(timeout_s, message.timeout_ms / 1000)
+        call = self.router.start(
+            entry.function_id, owner, worker if caller_id is not None else None, caller_id, timeout_s
+        )
+        owner.send_message(
+            encode(
+                Delivery(
+                    invocation_id=call.dispatch_id,
+                    function_id=entry.function_id,
+                    data=with_caller_worker_id(message.data, worker.worker_id),
+                    metadata=message.metadata,
+                    traceparent=message.traceparent,
+                    baggage=message.baggage,
+                )
+            )
+        )
+
+    def _call_builtin(
+        self, entry: FunctionEntry, worker: WorkerConnection, caller_id: str | None, data: msgspec.Raw
+    ) -> None:
+        assert entry.handler is not None
+        result = error = JSON_NULL
+        try:
+            result = msgspec.Raw(encode_value(entry.handler(worker, decode_value(data))))
+        except BuiltinInputError as exc:
+            error = error_raw(errors.DESERIALIZATION_ERROR, str(exc))
+        except Exception as exc:
+            log.exception("builtin %s failed", entry.function_id)
+            error = error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+        if caller_id is not None:
+            worker.deliver_result(caller_id, entry.function_id, result, error)
+
+    def _on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
+        call = self.router.complete(message.invocation_id, worker)
+        if call is None:
+            log.debug("worker=%s result for unknown or foreign invocation dropped", worker.worker_id)
+            return
+        if call.caller is not None and call.caller_invocation_id is not None:
+            call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
+
+    def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
+        function_id = message.id
+        if not function_id:
+            worker.send_error_notice(errors.INVALID_MESSAGE, "registerfunction needs a non-empty 'id'")
+            return
+        conflict = self.functions.register(
+            FunctionEntry(
+                function_id,
+                owner=worker,
+                description=message.description,
+                metadata=message.metadata,
+                request_format=message.request_format,
+                response_format=message.response_format,
+            )
+        )
+        if conflict is not None:
+            owner_id = conflict.owner.worker_id if conflict.owner is not None else ""
+            log.warning(
+                "worker=%s refused function %s: owned by %s",
+                worker.worker_id,
+                function_id,
+                owner_id or "the engine",
+            )
+            worker.send_message(
+                encode(
+                    RegistrationRejected(
+                        code=errors.FUNCTION_NAMESPACE_CONFLICT,
+                        namespace="default",
+                        function_id=function_id,
+                        owner_worker_id=owner_id,
+                    )
+                )
+            )
+            return
+        log.debug("worker=%s registered %s", worker.worker_id, function_id)
+
+    def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
+        self.functions.unregister(message.id, worker)
+
+    def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
+        """Retire the worker's previous connection and give its functions and pending calls to this one."""
+        old = self.workers.get(message.previous_worker_id)
+        if old is None or old is worker:
+            return
+        presented = message.reattach_token or ""
+        if not secrets.compare_digest(presented.encode(), old.reattach_token.encode()):
+            log.warning("worker=%s reattach to %s refused: wrong token", worker.worker_id, old.worker_id)
+            return
+        moved = self.functions.transfer(old, worker)
+        self.router.retarget(old, worker)
+        self.router.recall(old, worker)
+        worker.name = worker.name or old.name
+        worker.metadata = worker.metadata or old.metadata
+        # Retire the old socket without the disconnect cleanup: everything it had now belongs to `worker`.
+        old.alive = False
+        self.workers.pop(old.worker_id, None)
+        old.close(1001, "replaced by a reattaching connection")
+        log.info("worker=%s reattached from %s functions=%d", worker.worker_id, old.worker_id, len(moved))
+
+    def _on_ping(self, worker: WorkerConnection, message: Ping) -> None:
+        worker.send_message(encode(Pong()))
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fail_calls(calls: list[PendingCall], code: str, message: str) -> None:
+        error = error_raw(code, message)
+        for call in calls:
+            if call.caller is not None and call.caller_invocation_id is not None:
+                call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)
+
+    @staticmethod
+    def decode_raw(raw: msgspec.Raw) -> Any:
+        return decode_value(raw)

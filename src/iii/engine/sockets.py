@@ -1,0 +1,181 @@
+"""picows listeners for the engine's WebSocket routes other than the worker socket.
+
+* :class:`ChannelSocket`: one connected end of a channel, the thin I/O shell of
+  :class:`iii.engine.channels.Channel`.
+* :class:`RefusingSocket`: completes the upgrade only to close at once with a code and a reason (an end
+  already taken, a missing token), so the client learns why.
+* :class:`DrainSocket`: ``/otel``; reads and discards everything, so official SDKs stop retrying.
+
+Every listener reads its socket until it closes, and picows answers pings on all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from iii.engine.channels import Channel, FrameKind, Role
+from iii.protocol import close_codes
+
+log = logging.getLogger("iii.engine.channels")
+
+_CLEAN_CLOSE_CODES: Final = frozenset((WSCloseCode.OK, WSCloseCode.NO_INFO))
+_FRAME_KINDS: Final = {
+    WSMsgType.BINARY: FrameKind.BINARY,
+    WSMsgType.TEXT: FrameKind.TEXT,
+    WSMsgType.CONTINUATION: FrameKind.CONTINUATION,
+}
+_MSG_TYPES: Final = {kind: msg_type for msg_type, kind in _FRAME_KINDS.items()}
+_WRITE_BUFFER_HIGH: Final = 1024 * 1024
+"""Outgoing bytes a reader socket may have buffered before the relay queues in the channel instead."""
+
+
+def close_transport(transport: WSTransport, code: int, reason: str) -> None:
+    """Send a close frame (unless one was sent) and drop the connection after flushing; idempotent."""
+    if transport.is_disconnected:
+        return
+    if not transport.is_close_frame_sent:
+        transport.send_close(WSCloseCode(code), reason.encode()[:120])
+    transport.disconnect()
+
+
+def answer_close(transport: WSTransport, frame: WSFrame) -> None:
+    """Complete the closing handshake the peer started."""
+    code = frame.get_close_code()
+    close_transport(transport, close_codes.NORMAL if code in _CLEAN_CLOSE_CODES else code.value, "")
+
+
+Tracker = Callable[[WSTransport, bool], None]
+"""Told of every socket that connects (True) and disconnects (False), so shutdown can close them all."""
+
+
+def _untracked(transport: WSTransport, connected: bool) -> None:
+    pass
+
+
+class TrackedListener(WSListener):
+    """A listener that reports its socket to a :data:`Tracker`."""
+
+    def __init__(self, tracker: Tracker = _untracked) -> None:
+        self._tracker = tracker
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._tracker(transport, True)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._tracker(transport, False)
+
+
+class ChannelSocket(TrackedListener):
+    """One end of a channel over a WebSocket."""
+
+    def __init__(self, channel: Channel, role: Role, tracker: Tracker = _untracked) -> None:
+        super().__init__(tracker)
+        self.channel = channel
+        self.role = role
+        self.transport: WSTransport | None = None
+        self._write_paused = False
+        self._closed_by_us = False
+
+    # ChannelEnd --------------------------------------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def send_frame(self, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
+        assert self.transport is not None
+        self.transport.send(_MSG_TYPES[kind], payload, fin)
+
+    def close(self, code: int, reason: str) -> None:
+        self._closed_by_us = True
+        if self.transport is not None:
+            close_transport(self.transport, code, reason)
+
+    def pause_reading(self) -> None:
+        assert self.transport is not None
+        self.transport.underlying_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        assert self.transport is not None
+        if not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
+
+    # WSListener --------------------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.transport = transport
+        if self.role is Role.READER:
+            transport.underlying_transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
+        self.channel.attach(self.role, self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.CLOSE:
+            self._on_close_frame(transport, frame)
+            return
+        kind = _FRAME_KINDS.get(msg_type)
+        if kind is None or self.role is Role.READER:
+            return  # pings are answered by picows; readers have nothing to say but close
+        self.channel.on_writer_frame(kind, frame.get_payload_as_memoryview(), frame.fin)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
+        if self._closed_by_us:
+            return
+        if self.role is Role.WRITER:
+            self.channel.on_writer_end(close_codes.WRITER_LOST, "the writer disconnected before ending the stream")
+        else:
+            self.channel.on_reader_gone("disconnected")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.role is Role.READER:
+            self.channel.on_reader_writable()
+
+    def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        code = frame.get_close_code()
+        reason = frame.get_close_reason() or ""
+        self._closed_by_us = True
+        answer_close(transport, frame)
+        if self.role is Role.WRITER:
+            if code in _CLEAN_CLOSE_CODES:
+                self.channel.on_writer_end(close_codes.NORMAL, reason or "stream complete")
+            else:
+                self.channel.on_writer_end(
+                    close_codes.WRITER_LOST, f"the writer aborted the stream (code {code.value}: {reason})"
+                )
+        else:
+            self.channel.on_reader_gone(f"closed with code {code.value}")
+
+
+class RefusingSocket(TrackedListener):
+    """Accepts the upgrade, then closes at once with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str, tracker: Tracker = _untracked) -> None:
+        super().__init__(tracker)
+        self.code = code
+        self.reason = reason
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        close_transport(transport, self.code, self.reason)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            transport.disconnect()
+
+
+class DrainSocket(TrackedListener):
+    """Reads and discards everything (telemetry from the official SDKs)."""
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            answer_close(transport, frame)

@@ -1,0 +1,142 @@
+"""The worker control socket (``/``): frames in, typed messages to the engine, encoded messages out.
+
+This is the I/O shell only. It reassembles fragmented text messages (bounded by ``max_message_bytes``),
+decodes them, and hands each message to :class:`iii.engine.server.Engine`; what a message means is
+decided there. Bad input never closes the socket except an oversized message (close 1009): malformed
+JSON, wrong field types and binary frames are answered with an ``error`` notice and the connection goes
+on; unknown message types are ignored, as the protocol requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+from picows import WSFrame, WSMsgType, WSTransport
+
+from iii.engine.sockets import TrackedListener, answer_close, close_transport
+from iii.protocol import close_codes, errors
+from iii.protocol.codec import MalformedMessage, decode_inbound, encode
+from iii.protocol.messages import ErrorBody, ErrorNotice, InvocationResult
+
+if TYPE_CHECKING:
+    from iii.engine.server import Engine
+
+log = logging.getLogger("iii.engine.workers")
+
+_TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
+_WRITE_BUFFER_HIGH: Final = 4 * 1024 * 1024
+
+
+class WorkerConnection(TrackedListener):
+    """One worker's control socket, and what the engine knows about that worker."""
+
+    def __init__(self, engine: Engine, max_message_bytes: int) -> None:
+        super().__init__(engine.track)
+        self.engine = engine
+        self.worker_id = str(uuid.uuid4())
+        self.reattach_token = str(uuid.uuid4())
+        self.name = ""
+        self.peer_address = ""
+        self.metadata: dict[str, Any] = {}
+        self.connected_at = time.time()
+        self.transport: WSTransport | None = None
+        self.alive = False
+        self._max_message_bytes = max_message_bytes
+        self._fragments: bytearray | None = None
+
+    def __repr__(self) -> str:
+        return f"<worker {self.worker_id} {self.name!r}>"
+
+    # Host / Caller -----------------------------------------------------------------------------------
+
+    def send_message(self, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None and self.alive:
+            transport.send(WSMsgType.TEXT, payload)
+
+    def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
+        self.send_message(
+            encode(InvocationResult(invocation_id=invocation_id, function_id=function_id, result=result, error=error))
+        )
+
+    def send_error_notice(self, code: str, message: str) -> None:
+        self.send_message(encode(ErrorNotice(error=ErrorBody(code=code, message=message))))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.transport is not None:
+            close_transport(self.transport, code, reason)
+
+    # WSListener --------------------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.transport = transport
+        self.alive = True
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self.peer_address = str(peer[0]) if peer else ""
+        transport.underlying_transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
+        self.engine.on_worker_connected(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
+        if self.alive:
+            self.alive = False
+            self._fragments = None
+            self.engine.on_worker_disconnected(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.TEXT:
+            if frame.fin:
+                if self._fragments is not None:
+                    self._protocol_error("a new text message started before the previous one was finished")
+                    return
+                self._on_text(frame.get_payload_as_memoryview())
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+                self._check_size(len(self._fragments))
+        elif msg_type is WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                return  # continuation of a binary message, or of nothing: ignored like the binary frame
+            self._fragments += frame.get_payload_as_memoryview()
+            if not self._check_size(len(self._fragments)):
+                return
+            if frame.fin:
+                message, self._fragments = self._fragments, None
+                self._on_text(message)
+        elif msg_type is WSMsgType.BINARY:
+            payload = frame.get_payload_as_memoryview()
+            if bytes(payload[:4]) in _TELEMETRY_PREFIXES:
+                return  # telemetry belongs on /otel; accepted and dropped like the reference engine
+            self.send_error_notice(
+                errors.INVALID_MESSAGE, "binary frames are not accepted on the control socket; send JSON text"
+            )
+        elif msg_type is WSMsgType.CLOSE:
+            answer_close(transport, frame)
+
+    # internals ---------------------------------------------------------------------------------------
+
+    def _check_size(self, size: int) -> bool:
+        if size <= self._max_message_bytes:
+            return True
+        self._fragments = None
+        log.warning("worker=%s message too big: %d bytes > %d", self.worker_id, size, self._max_message_bytes)
+        self.close(close_codes.MESSAGE_TOO_BIG, f"message exceeds {self._max_message_bytes} bytes")
+        return False
+
+    def _protocol_error(self, reason: str) -> None:
+        self._fragments = None
+        self.close(close_codes.POLICY_VIOLATION, reason)
+
+    def _on_text(self, payload: bytes | bytearray | memoryview) -> None:
+        try:
+            message = decode_inbound(payload)
+        except MalformedMessage as exc:
+            self.engine.on_malformed_message(self, exc)
+            return
+        if message is not None:
+            self.engine.on_worker_message(self, message)

@@ -1,0 +1,25 @@
+"""WebSocket close codes the engine sends, and what each means to the peer.
+
+Only :data:`NORMAL` means "the stream ended as its writer intended". Every other code tells a channel
+reader that what it received may be incomplete.
+"""
+
+from typing import Final
+
+NORMAL: Final = 1000
+"""The writer ended the stream deliberately (or the worker socket closed normally)."""
+POLICY_VIOLATION: Final = 1008
+"""Refused: the end is already taken, or the bearer token is missing or wrong."""
+MESSAGE_TOO_BIG: Final = 1009
+"""A message exceeded the configured limit."""
+INTERNAL_ERROR: Final = 1011
+"""The engine failed while serving this socket."""
+SERVICE_RESTART: Final = 1012
+"""The engine is shutting down; the stream was cut off."""
+
+WRITER_LOST: Final = 4001
+"""The writer disconnected, or closed with an error code, before ending the stream."""
+READER_LOST: Final = 4002
+"""The reader went away; nothing more can be delivered."""
+PEER_NEVER_CONNECTED: Final = 4003
+"""The other end never connected before the channel's time to live ran out."""

@@ -1,0 +1,23 @@
+"""Error codes carried in ``invocationresult.error.code`` and in ``error`` notices.
+
+The lowercase codes are the reference engine's; the others are the official SDKs' local codes, which
+our engine also uses where the meaning is the same (an engine-side timeout is still a ``TIMEOUT``).
+"""
+
+from typing import Final
+
+FUNCTION_NOT_FOUND: Final = "function_not_found"
+INVOCATION_FAILED: Final = "invocation_failed"
+INVOCATION_STOPPED: Final = "invocation_stopped"
+INVOCATION_ERROR: Final = "invocation_error"
+DESERIALIZATION_ERROR: Final = "deserialization_error"
+TIMEOUT: Final = "TIMEOUT"
+FORBIDDEN: Final = "FORBIDDEN"
+INVALID_MESSAGE: Final = "invalid_message"
+"""A message on the control socket could not be decoded or had fields of the wrong type."""
+ENQUEUE_ERROR: Final = "enqueue_error"
+LIMIT_EXCEEDED: Final = "limit_exceeded"
+"""A per-worker limit (pending invocations, open channels) was reached."""
+
+FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
+"""``registrationrejected`` code: another live worker owns the function id (non-fatal for SDKs)."""
