@@ -39,7 +39,7 @@ from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
 from iii.engine.worker_socket import WorkerConnection
 from iii.protocol import close_codes, errors
-from iii.protocol.codec import MalformedMessage, decode_value, encode, encode_value, with_caller_worker_id
+from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
 from iii.protocol.messages import (
     JSON_NULL,
     Delivery,
@@ -363,9 +363,10 @@ class Engine:
                 function_id,
                 owner=worker,
                 description=message.description,
-                metadata=message.metadata,
-                request_format=message.request_format,
-                response_format=message.response_format,
+                # The message points into the socket's receive buffer; what is kept must be copied.
+                metadata=detached(message.metadata),
+                request_format=detached(message.request_format),
+                response_format=detached(message.response_format),
             )
         )
         if conflict is not None:

@@ -8,6 +8,8 @@ escapes). Contracts:
   does not know (the protocol says to ignore those), or raises :class:`MalformedMessage` with a reason a
   human can act on.
 * :func:`encode` never fails for messages built by the engine.
+* Decoded messages may point into the buffer they were decoded from: use :func:`detached` on any payload
+  kept after the buffer is reused.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Final
 
 import msgspec
 
-from iii.protocol.messages import INBOUND_TYPES, InboundMessage, Message
+from iii.protocol.messages import INBOUND_TYPES, JSON_NULL, InboundMessage, Message
 
 _inbound_decoder: Final = msgspec.json.Decoder(InboundMessage)
 _any_decoder: Final = msgspec.json.Decoder()
@@ -53,6 +55,9 @@ def decode_inbound(payload: bytes | bytearray | memoryview) -> InboundMessage | 
     fields have the wrong types.
     """
     try:
+        # msgspec checks the strings it decodes but not the relayed raw payloads; peers must never be
+        # handed invalid UTF-8, so the whole message is checked once here.
+        str(payload, "utf-8")
         message: InboundMessage = _inbound_decoder.decode(payload)
         return message
     except UnicodeDecodeError:
@@ -80,6 +85,17 @@ def _raise_unless_unknown_type(payload: bytes | bytearray | memoryview, exc: msg
     raise MalformedMessage(
         f"invalid '{envelope.type}' message: {exc}", message_type=envelope.type, invocation_id=invocation_id
     ) from None
+
+
+def detached(raw: msgspec.Raw) -> msgspec.Raw:
+    """A copy of ``raw`` that does not point into the buffer it was decoded from.
+
+    Decoded messages may reference the receive buffer of the socket, which is reused after the frame
+    callback returns; any payload kept longer than that (registration metadata, say) must be detached.
+    """
+    if raw is JSON_NULL:
+        return raw
+    return msgspec.Raw(bytes(raw))
 
 
 def encode(message: Message) -> bytes:

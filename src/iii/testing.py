@@ -1,0 +1,117 @@
+"""Helpers for tests and benchmarks: run a real engine in a child process on an ephemeral port.
+
+Example::
+
+    with EngineProcess() as engine:
+        client = register_worker(engine.url)
+
+The engine's log is kept (``engine.log_lines()``) so a test can check what it logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import IO, Final
+
+_LISTENING: Final = re.compile(r"listening on (ws://\S+)")
+
+
+class EngineProcess:
+    """``python -m iii engine --port 0`` in a child process.
+
+    :meth:`start` returns once the engine logs the address it listens on (or raises ``RuntimeError``
+    with the log if it exits or does not get there within ``start_timeout_s``).
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        start_timeout_s: float = 30.0,
+    ) -> None:
+        self.args = ["--host", "127.0.0.1", "--port", "0", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.start_timeout_s = start_timeout_s
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> EngineProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "iii", "engine", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+        assert self.process.stderr is not None
+        self._reader = threading.Thread(target=self._read_log, args=(self.process.stderr,), daemon=True)
+        self._reader.start()
+        if not self._ready.wait(self.start_timeout_s) or not self.url:
+            self.kill()
+            raise RuntimeError("engine did not start:\n" + self.log_text())
+        return self
+
+    def _read_log(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.append(line.rstrip("\n"))
+            if not self.url:
+                match = _LISTENING.search(line)
+                if match:
+                    self.url = match.group(1)
+                    self._ready.set()
+        self._ready.set()  # the process ended: stop waiting either way
+
+    def log_lines(self) -> list[str]:
+        return list(self._lines)
+
+    def log_text(self) -> str:
+        return "\n".join(self._lines)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, then wait; returns the exit code (kills the process if it does not exit in time)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout_s)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the engine gets no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,56 @@
+"""Fixtures shared by every test: a real engine in a child process on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii.engine import Engine, EngineConfig
+from iii.testing import EngineProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+"""Throwaway environments (official SDKs from PyPI and npm) live here; it is git-ignored."""
+
+
+@pytest.fixture
+def engine() -> Iterator[EngineProcess]:
+    """A fresh engine for one test; stopped (SIGTERM) afterwards."""
+    with EngineProcess() as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def shared_engine() -> Iterator[EngineProcess]:
+    """One engine for a whole test module, for tests that do not change engine-wide state."""
+    with EngineProcess() as process:
+        yield process
+
+
+@pytest.fixture
+async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
+    """Start engines inside the test's event loop: ``engine = await start_engine(channel_ttl_s=1)``.
+
+    A real engine on an ephemeral loopback port, in this process so tests can inspect its state.
+    Every engine started is stopped after the test.
+    """
+    engines: list[Engine] = []
+
+    async def start(**overrides: Any) -> Engine:
+        engine = Engine(EngineConfig(port=0, **overrides))
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        await engine.stop()
+
+
+@pytest.fixture
+async def live_engine(start_engine: Callable[..., Awaitable[Engine]]) -> Engine:
+    """An in-process engine with the default configuration."""
+    return await start_engine()

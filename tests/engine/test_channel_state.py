@@ -1,0 +1,195 @@
+"""The channel state machine (design §3 items 1-4) without sockets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iii.engine.channels import ChannelManager, EndState, FrameKind, KeyCheck, Role
+from iii.protocol import close_codes
+
+
+@dataclass
+class FakeEnd:
+    """A channel end that records what the relay did to it."""
+
+    write_paused: bool = False
+    frames: list[tuple[FrameKind, bytes, bool]] = field(default_factory=list)
+    closed: tuple[int, str] | None = None
+    reading: bool = True
+
+    def send_frame(self, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
+        self.frames.append((kind, bytes(payload), fin))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed is None:
+            self.closed = (code, reason)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def make_manager(now: list[float] | None = None, **overrides: int | float) -> ChannelManager:
+    clock = now or [0.0]
+    settings = {"default_buffer_frames": 4, "max_buffer_frames": 1024, "buffer_bytes": 1000, "ttl_s": 60.0}
+    settings.update(overrides)
+    return ChannelManager(clock=lambda: clock[0], **settings)  # type: ignore[arg-type]
+
+
+def connect(manager: ChannelManager, role: Role, channel_id: str, key: str) -> FakeEnd:
+    outcome, channel = manager.check(channel_id, key, role)
+    assert outcome is KeyCheck.OK and channel is not None
+    manager.take(channel, role)
+    end = FakeEnd()
+    channel.attach(role, end)
+    return end
+
+
+def test_keys_open_only_their_own_direction() -> None:
+    manager = make_manager()
+    channel = manager.create(None, owner_id="w")
+    assert channel.writer_key != channel.reader_key
+    assert manager.check(channel.channel_id, channel.reader_key, Role.WRITER)[0] is KeyCheck.WRONG_DIRECTION
+    assert manager.check(channel.channel_id, channel.writer_key, Role.READER)[0] is KeyCheck.WRONG_DIRECTION
+    assert manager.check(channel.channel_id, "nope", Role.READER)[0] is KeyCheck.NOT_FOUND
+    assert manager.check("unknown", channel.reader_key, Role.READER)[0] is KeyCheck.NOT_FOUND
+    connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    assert manager.check(channel.channel_id, channel.reader_key, Role.READER)[0] is KeyCheck.TAKEN
+
+
+def test_buffer_size_is_clamped_like_the_reference() -> None:
+    manager = make_manager(max_buffer_frames=1024)
+    assert manager.create(0, None).buffer_frames == 1
+    assert manager.create(5000, None).buffer_frames == 1024
+    assert manager.create(None, None).buffer_frames == 4
+
+
+def test_frames_written_before_the_reader_connects_arrive_in_order_then_a_clean_end() -> None:
+    manager = make_manager()
+    channel = manager.create(None, None)
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    channel.on_writer_frame(FrameKind.BINARY, b"one", True)
+    channel.on_writer_frame(FrameKind.TEXT, b"note", True)
+    channel.on_writer_frame(FrameKind.BINARY, b"two", True)
+    channel.on_writer_end(close_codes.NORMAL, "done")
+    assert writer.closed is None  # the engine answers the writer's close in the socket layer
+    reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    assert reader.frames == [
+        (FrameKind.BINARY, b"one", True),
+        (FrameKind.TEXT, b"note", True),
+        (FrameKind.BINARY, b"two", True),
+    ]
+    assert reader.closed is not None and reader.closed[0] == close_codes.NORMAL
+    assert len(manager) == 0  # finished channels are forgotten: their keys open nothing
+    assert manager.check(channel.channel_id, channel.reader_key, Role.READER)[0] is KeyCheck.NOT_FOUND
+
+
+def test_a_lost_writer_never_looks_like_a_clean_end() -> None:
+    manager = make_manager()
+    channel = manager.create(None, None)
+    reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    channel.on_writer_frame(FrameKind.BINARY, b"partial", True)
+    channel.on_writer_end(close_codes.WRITER_LOST, "the writer disconnected")
+    assert reader.frames == [(FrameKind.BINARY, b"partial", True)]
+    assert reader.closed == (close_codes.WRITER_LOST, "the writer disconnected")
+
+
+def test_a_full_buffer_pauses_the_writer_until_the_reader_drains() -> None:
+    manager = make_manager(default_buffer_frames=2)
+    channel = manager.create(None, None)
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    channel.on_writer_frame(FrameKind.BINARY, b"a", True)
+    assert writer.reading
+    channel.on_writer_frame(FrameKind.BINARY, b"b", True)
+    assert not writer.reading
+    assert manager.stalls == 1
+    reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    assert [f[1] for f in reader.frames] == [b"a", b"b"]
+    assert writer.reading
+
+
+def test_the_byte_budget_pauses_the_writer_too() -> None:
+    manager = make_manager(default_buffer_frames=100, buffer_bytes=10)
+    channel = manager.create(None, None)
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    channel.on_writer_frame(FrameKind.BINARY, b"x" * 6, True)
+    assert writer.reading
+    channel.on_writer_frame(FrameKind.BINARY, b"y" * 6, True)
+    assert not writer.reading
+    assert channel.queued_bytes == 12
+
+
+def test_a_reader_that_cannot_keep_up_gets_frames_queued_not_dropped() -> None:
+    manager = make_manager(default_buffer_frames=3)
+    channel = manager.create(None, None)
+    reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    reader.write_paused = True
+    for index in range(3):
+        channel.on_writer_frame(FrameKind.BINARY, bytes([index]), True)
+    assert reader.frames == [] and not writer.reading
+    reader.write_paused = False
+    channel.on_reader_writable()
+    assert [f[1] for f in reader.frames] == [b"\x00", b"\x01", b"\x02"]
+    assert writer.reading
+
+
+def test_a_vanished_reader_fails_the_writer_and_frees_the_channel() -> None:
+    manager = make_manager()
+    channel = manager.create(None, None)
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    channel.on_reader_gone("disconnected")
+    assert writer.closed is not None and writer.closed[0] == close_codes.READER_LOST
+    assert len(manager) == 0
+
+
+def test_an_end_that_never_connects_expires_and_the_other_end_is_told() -> None:
+    now = [0.0]
+    manager = make_manager(now, ttl_s=10.0)
+    lonely_reader = manager.create(None, None)
+    lonely_writer = manager.create(None, None)
+    untouched = manager.create(None, None)
+    reader = connect(manager, Role.READER, lonely_reader.channel_id, lonely_reader.reader_key)
+    writer = connect(manager, Role.WRITER, lonely_writer.channel_id, lonely_writer.writer_key)
+    now[0] = 9.0
+    assert manager.expire_due() == 0
+    now[0] = 10.5
+    assert manager.expire_due() == 3
+    assert reader.closed is not None and reader.closed[0] == close_codes.PEER_NEVER_CONNECTED
+    assert writer.closed is not None and writer.closed[0] == close_codes.PEER_NEVER_CONNECTED
+    assert len(manager) == 0
+    assert untouched.writer_state is EndState.DONE
+
+
+def test_connected_channels_do_not_expire() -> None:
+    now = [0.0]
+    manager = make_manager(now, ttl_s=10.0)
+    channel = manager.create(None, None)
+    connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    now[0] = 100.0
+    assert manager.expire_due() == 0
+    assert len(manager) == 1
+
+
+def test_a_departed_owner_takes_its_never_connected_channels_along() -> None:
+    manager = make_manager()
+    unused = manager.create(None, "w1")
+    used = manager.create(None, "w1")
+    other = manager.create(None, "w2")
+    connect(manager, Role.WRITER, used.channel_id, used.writer_key)
+    assert manager.forget_unconnected_of("w1") == 1
+    assert manager.check(unused.channel_id, unused.reader_key, Role.READER)[0] is KeyCheck.NOT_FOUND
+    assert len(manager) == 2 and other.channel_id in {c.channel_id for c in manager}
+
+
+def test_listing_never_shows_keys() -> None:
+    manager = make_manager()
+    channel = manager.create(None, "w")
+    text = repr(manager.describe())
+    assert channel.channel_id in text
+    assert channel.writer_key not in text and channel.reader_key not in text

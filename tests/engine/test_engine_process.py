@@ -1,0 +1,146 @@
+"""`iii engine` as a process: configuration, shutdown, tokens, and workers that die."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import websockets
+
+from iii.protocol.refs import channel_url
+from iii.testing import EngineProcess
+from tests.engine.wire import RawWorker, connect_raw
+
+HANGING_WORKER = """
+import asyncio, json, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        await ws.recv()  # workerregistered
+        await ws.send(json.dumps({"type": "registerfunction", "id": "stuck"}))
+        await ws.send(json.dumps({"type": "ping"}))
+        await ws.recv()  # pong: the registration has been processed
+        print("READY", flush=True)
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == "invokefunction":
+                print("GOT", flush=True)  # and never answer
+asyncio.run(main())
+"""
+
+
+def start_hanging_worker(url: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HANGING_WORKER, url], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "READY"
+    return process
+
+
+async def test_a_caller_learns_within_a_second_that_the_target_worker_died(engine: EngineProcess) -> None:
+    target = start_hanging_worker(engine.url)
+    try:
+        caller = await RawWorker.connect(engine.url)
+        invocation_id = await caller.invoke("stuck", {"work": 1})
+        assert target.stdout is not None
+        assert await asyncio.to_thread(target.stdout.readline) == "GOT\n"
+        killed_at = time.monotonic()
+        target.kill()
+        answer = await caller.recv_type("invocationresult", timeout_s=1.0)
+        elapsed = time.monotonic() - killed_at
+    finally:
+        target.kill()
+        target.wait(10)
+    assert answer["invocation_id"] == invocation_id
+    assert answer["error"]["code"] == "invocation_stopped"
+    assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_shutdown_fails_pending_calls_closes_sockets_and_exits_cleanly(signum: int) -> None:
+    engine = EngineProcess().start()
+    target = start_hanging_worker(engine.url)
+    try:
+        caller = await RawWorker.connect(engine.url)
+        invocation_id = await caller.invoke("stuck", {})
+        assert target.stdout is not None
+        assert await asyncio.to_thread(target.stdout.readline) == "GOT\n"
+        assert engine.process is not None
+        engine.process.send_signal(signum)
+        answer = await caller.recv_type("invocationresult", timeout_s=5)
+        assert (answer["invocation_id"], answer["error"]["code"]) == (invocation_id, "invocation_stopped")
+        with pytest.raises(websockets.ConnectionClosed):
+            await caller.recv(timeout_s=5)
+        assert await asyncio.to_thread(target.wait, 10) is not None  # the worker saw its socket close
+        assert await asyncio.to_thread(engine.process.wait, 10) == 0
+    finally:
+        target.kill()
+        target.wait(10)
+        engine.stop()
+    log = engine.log_text()
+    assert "Traceback" not in log
+    assert "iii engine stopped (1 calls stopped)" in log
+
+
+async def test_with_a_token_nothing_gets_in_without_it() -> None:
+    token = "s3cret-token-value"
+    with EngineProcess(["--token", token]) as engine:
+        refused = await connect_raw(engine.url)
+        with pytest.raises(websockets.ConnectionClosed) as caught:
+            await asyncio.wait_for(refused.recv(), 5)
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+        assert "unauthorized" in caught.value.rcvd.reason
+
+        headers = {"Authorization": f"Bearer {token}"}
+        worker = await RawWorker.connect(engine.url, additional_headers=headers)
+        refs = await worker.result_of("engine::channels::create", {})
+        reader_url = channel_url(engine.url, refs["reader"]["channel_id"], refs["reader"]["access_key"], "read")
+        with pytest.raises(websockets.InvalidStatus) as status:
+            await connect_raw(reader_url)
+        assert status.value.response.status_code == 401
+        reader = await connect_raw(reader_url, additional_headers=headers)
+        await reader.close()
+        wrong = await connect_raw(engine.url, additional_headers={"Authorization": "Bearer nope"})
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(wrong.recv(), 5)
+    log = engine.log_text()
+    assert token not in log
+    assert refs["reader"]["access_key"] not in log and refs["writer"]["access_key"] not in log
+
+
+def test_settings_come_from_flags_and_environment_with_clear_errors() -> None:
+    with EngineProcess(["--log-level", "DEBUG"], env={"III_ENGINE_CHANNEL_TTL_S": "7.5"}) as engine:
+        assert engine.url.startswith("ws://127.0.0.1:")
+    bad_env = subprocess.run(
+        [sys.executable, "-m", "iii", "engine", "--port", "0"],
+        env={"III_ENGINE_CHANNEL_TTL_S": "soon", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad_env.returncode == 2
+    assert "III_ENGINE_CHANNEL_TTL_S: expected float, got 'soon'" in bad_env.stderr
+    bad_flag = subprocess.run(
+        [sys.executable, "-m", "iii", "engine", "--port", "0", "--channel-ttl-s", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad_flag.returncode == 2
+    assert "channel_ttl_s must be positive" in bad_flag.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(engine: EngineProcess) -> None:
+    clash = subprocess.run(
+        [sys.executable, "-m", "iii", "engine", "--port", str(engine.port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert clash.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{engine.port}" in clash.stderr
+    assert "Traceback" not in clash.stderr

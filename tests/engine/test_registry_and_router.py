@@ -1,0 +1,107 @@
+"""Function ownership and the table of calls in flight, without sockets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iii.engine.registry import FunctionEntry, FunctionRegistry
+from iii.engine.router import InvocationRouter
+
+
+@dataclass(eq=False)
+class FakeWorker:
+    worker_id: str
+    name: str = ""
+    sent: list[bytes] = field(default_factory=list)
+
+    def send_message(self, payload: bytes) -> None:
+        self.sent.append(payload)
+
+    def deliver_result(self, *args: object) -> None:
+        pass
+
+
+def test_first_live_owner_keeps_a_function_id() -> None:
+    registry = FunctionRegistry()
+    a, b = FakeWorker("a"), FakeWorker("b")
+    assert registry.register(FunctionEntry("f", owner=a)) is None
+    conflict = registry.register(FunctionEntry("f", owner=b))
+    assert conflict is not None and conflict.owner is a
+    assert registry.register(FunctionEntry("f", owner=a, description="again")) is None  # same owner: update
+    assert not registry.unregister("f", b)
+    assert registry.remove_owner(a) == ["f"]
+    assert registry.register(FunctionEntry("f", owner=b)) is None
+
+
+def test_builtins_cannot_be_taken_over() -> None:
+    registry = FunctionRegistry()
+    registry.add_builtin("engine::x", lambda caller, data: None, "x")
+    assert registry.register(FunctionEntry("engine::x", owner=FakeWorker("a"))) is not None
+
+
+def test_transfer_moves_ownership_to_a_reattached_connection() -> None:
+    registry = FunctionRegistry()
+    old, new = FakeWorker("old"), FakeWorker("new")
+    registry.register(FunctionEntry("f", owner=old))
+    assert registry.transfer(old, new) == ["f"]
+    entry = registry.get("f")
+    assert entry is not None and entry.owner is new
+    assert registry.remove_owner(old) == []
+
+
+def test_results_are_accepted_only_from_the_target() -> None:
+    router = InvocationRouter()
+    caller, target, intruder = FakeWorker("c"), FakeWorker("t"), FakeWorker("i")
+    call = router.start("f", target, caller, "caller-id", timeout_s=30)
+    assert call.dispatch_id != "caller-id"
+    assert router.complete(call.dispatch_id, intruder) is None
+    assert router.complete(call.dispatch_id, target) is call
+    assert router.complete(call.dispatch_id, target) is None  # only once
+    assert len(router) == 0
+
+
+def test_dispatch_ids_are_unique_and_uuid_shaped() -> None:
+    router = InvocationRouter()
+    target = FakeWorker("t")
+    ids = {router.start("f", target, None, None, 30).dispatch_id for _ in range(1000)}
+    assert len(ids) == 1000
+    sample = next(iter(ids))
+    assert [len(part) for part in sample.split("-")] == [8, 4, 4, 4, 12]
+
+
+def test_target_loss_returns_its_calls_and_caller_loss_forgets_its_own() -> None:
+    router = InvocationRouter()
+    c1, c2, t1, t2 = FakeWorker("c1"), FakeWorker("c2"), FakeWorker("t1"), FakeWorker("t2")
+    a = router.start("f", t1, c1, "a", 30)
+    b = router.start("f", t1, c2, "b", 30)
+    c = router.start("g", t2, c1, "c", 30)
+    assert {call.caller_invocation_id for call in router.take_target(t1)} == {"a", "b"}
+    assert router.drop_caller(c1) == 1
+    assert len(router) == 0
+    assert router.complete(c.dispatch_id, t2) is None
+    assert a.dispatch_id != b.dispatch_id
+
+
+def test_calls_expire_at_their_timeout() -> None:
+    now = [100.0]
+    router = InvocationRouter(clock=lambda: now[0])
+    target, caller = FakeWorker("t"), FakeWorker("c")
+    short = router.start("f", target, caller, "short", timeout_s=1)
+    router.start("f", target, caller, "long", timeout_s=10)
+    now[0] = 100.5
+    assert router.take_expired() == []
+    now[0] = 101.1
+    assert router.take_expired() == [short]
+    assert router.pending_for_target(target) == 1
+
+
+def test_reattach_moves_calls_both_ways() -> None:
+    router = InvocationRouter()
+    old, new, other = FakeWorker("old"), FakeWorker("new"), FakeWorker("other")
+    hosted = router.start("f", old, other, "x", 30)
+    made = router.start("g", other, old, "y", 30)
+    router.retarget(old, new)
+    router.recall(old, new)
+    assert router.complete(hosted.dispatch_id, old) is None
+    assert router.complete(hosted.dispatch_id, new) is hosted
+    assert made.caller is new

@@ -1,0 +1,413 @@
+"""The worker socket on the wire: handshake, registration, routing, errors and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import websockets
+
+from iii.engine import Engine
+from tests.engine.wire import RawWorker, connect_raw, eventually
+
+StartEngine = Callable[..., Awaitable[Engine]]
+
+
+async def test_workerregistered_is_the_first_frame_with_id_and_reattach_token(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    assert set(worker.first_message) == {"type", "worker_id", "reattach_token"}
+    assert worker.worker_id in live_engine.workers
+    other = await RawWorker.connect(live_engine.url)
+    assert other.worker_id != worker.worker_id
+
+
+async def test_a_call_reaches_the_host_and_the_result_comes_back_under_the_callers_id(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("math::double")
+
+    invocation_id = await caller.invoke("math::double", {"n": 21}, traceparent="00-abc-def-01")
+    delivery = await host.serve_one(lambda d: {"n": d["data"]["n"] * 2})
+    answer = await caller.recv_type("invocationresult")
+
+    assert delivery["invocation_id"] != invocation_id  # the engine's own dispatch id
+    assert delivery["data"] == {"n": 21, "_caller_worker_id": caller.worker_id}
+    assert delivery["traceparent"] == "00-abc-def-01"
+    assert "action" not in delivery and "namespace" not in delivery
+    assert answer == {
+        "type": "invocationresult",
+        "invocation_id": invocation_id,
+        "function_id": "math::double",
+        "result": {"n": 42},
+    }
+
+
+async def test_a_worker_can_call_its_own_functions_through_the_engine(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    await worker.register("self::echo")
+    invocation_id = await worker.invoke("self::echo", [1, 2, 3])
+    delivery = await worker.serve_one(lambda d: d["data"])
+    assert delivery["data"] == [1, 2, 3]  # non-object payloads are not touched
+    answer = await worker.recv_type("invocationresult")
+    assert (answer["invocation_id"], answer["result"]) == (invocation_id, [1, 2, 3])
+
+
+async def test_errors_from_the_host_are_passed_to_the_caller(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("fails")
+    invocation_id = await caller.invoke("fails", {})
+    delivery = await host.recv_type("invokefunction")
+    error = {"code": "invocation_failed", "message": "boom", "stacktrace": "Traceback ..."}
+    await host.send({"type": "invocationresult", "invocation_id": delivery["invocation_id"], "error": error})
+    answer = await caller.recv_type("invocationresult")
+    assert answer["invocation_id"] == invocation_id
+    assert answer["error"] == error
+    assert "result" not in answer
+
+
+async def test_void_calls_are_delivered_and_nothing_comes_back(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("sink")
+    await caller.send({"type": "invokefunction", "function_id": "sink", "data": {"v": 1}, "action": {"type": "void"}})
+    delivery = await host.serve_one(lambda d: {"ignored": True})
+    assert delivery["invocation_id"]
+    assert delivery["data"]["v"] == 1
+    # A void call to a missing function is silent too; the next answer the caller sees is its pong.
+    await caller.send({"type": "invokefunction", "function_id": "missing", "action": {"type": "void"}})
+    await caller.send({"type": "ping"})
+    assert (await caller.recv())["type"] == "pong"
+    assert len(live_engine.router) == 0
+
+
+async def test_unknown_functions_fail_at_once(live_engine: Engine) -> None:
+    caller = await RawWorker.connect(live_engine.url)
+    answer = await caller.call("no::such")
+    assert answer["error"]["code"] == "function_not_found"
+    assert "no::such" in answer["error"]["message"]
+
+
+async def test_results_are_accepted_only_from_the_worker_the_call_went_to(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    intruder = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("guarded")
+    invocation_id = await caller.invoke("guarded", {})
+    delivery = await host.recv_type("invokefunction")
+    forged = {"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": "forged"}
+    await intruder.send(forged)
+    await intruder.ping()  # the forged result has been processed
+    await host.send({**forged, "result": "genuine"})
+    answer = await caller.recv_type("invocationresult")
+    assert (answer["invocation_id"], answer["result"]) == (invocation_id, "genuine")
+
+
+async def test_callers_waiting_on_a_worker_that_disconnects_get_invocation_stopped(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("slow")
+    first = await caller.invoke("slow", {})
+    second = await caller.invoke("slow", {})
+    await host.recv_type("invokefunction")
+    await host.recv_type("invokefunction")
+    host.ws.transport.abort()  # drop the connection without a close frame
+    answers = {}
+    for _ in range(2):
+        message = await caller.recv_type("invocationresult", timeout_s=1.0)
+        answers[message["invocation_id"]] = message["error"]["code"]
+    assert answers == {first: "invocation_stopped", second: "invocation_stopped"}
+    # The function went with its worker.
+    assert (await caller.call("slow"))["error"]["code"] == "function_not_found"
+
+
+async def test_the_engine_times_calls_out(start_engine: StartEngine) -> None:
+    engine = await start_engine(invocation_timeout_s=0.3)
+    host = await RawWorker.connect(engine.url)
+    caller = await RawWorker.connect(engine.url)
+    await host.register("never")
+    answer = await caller.call("never", {})
+    assert answer["error"]["code"] == "TIMEOUT"
+    # A caller may ask for less than the engine's limit (an optional field of ours).
+    answer = await caller.call("never", {}, timeout_ms=50)
+    assert answer["error"]["code"] == "TIMEOUT"
+    assert len(engine.router) == 0
+    # A late answer to a timed-out call is dropped quietly.
+    delivery = await host.recv_type("invokefunction")
+    await host.send({"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": 1})
+    await host.ping()
+
+
+async def test_a_second_worker_cannot_take_a_live_workers_function(live_engine: Engine) -> None:
+    first = await RawWorker.connect(live_engine.url)
+    second = await RawWorker.connect(live_engine.url)
+    await first.register("owned")
+    await second.send({"type": "registerfunction", "id": "owned"})
+    rejection = await second.recv_type("registrationrejected")
+    assert rejection == {
+        "type": "registrationrejected",
+        "code": "FUNCTION_NAMESPACE_CONFLICT",
+        "namespace": "default",
+        "function_id": "owned",
+        "owner_worker_id": first.worker_id,
+    }
+    await second.send({"type": "registerfunction", "id": "engine::channels::create"})
+    assert (await second.recv_type("registrationrejected"))["owner_worker_id"] == ""
+    await first.close()
+    await second.send({"type": "ping"})
+    await second.recv_type("pong")
+    # Once the owner is gone the id is free.
+    await _eventually_registers(second, "owned", live_engine)
+
+
+async def _eventually_registers(worker: RawWorker, function_id: str, engine: Engine) -> None:
+    await eventually(lambda: engine.functions.get(function_id) is None, what="the old owner's function is gone")
+    await worker.register(function_id)
+    entry = engine.functions.get(function_id)
+    assert entry is not None and entry.owner is not None and entry.owner.worker_id == worker.worker_id
+
+
+async def test_unregister_removes_only_the_owners_function(live_engine: Engine) -> None:
+    owner = await RawWorker.connect(live_engine.url)
+    other = await RawWorker.connect(live_engine.url)
+    await owner.register("f")
+    await other.send({"type": "unregisterfunction", "id": "f"})
+    await other.ping()
+    assert live_engine.functions.get("f") is not None
+    await owner.send({"type": "unregisterfunction", "id": "f"})
+    await owner.ping()
+    assert live_engine.functions.get("f") is None
+
+
+async def test_reattach_hands_the_reconnecting_worker_its_functions_and_calls(live_engine: Engine) -> None:
+    old = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await old.register("resilient")
+    invocation_id = await caller.invoke("resilient", {"x": 1})
+    delivery = await old.recv_type("invokefunction")
+
+    new = await RawWorker.connect(live_engine.url)
+    await new.send({"type": "reattach", "previous_worker_id": old.worker_id, "reattach_token": "wrong"})
+    await new.ping()
+    assert old.worker_id in live_engine.workers  # a wrong token changes nothing
+
+    await new.send({"type": "reattach", "previous_worker_id": old.worker_id, "reattach_token": old.reattach_token})
+    await new.ping()
+    assert old.worker_id not in live_engine.workers
+    with pytest.raises(websockets.ConnectionClosed):
+        await old.recv(timeout_s=2)
+    # The call dispatched to the old connection is answered on the new one.
+    await new.send({"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": "late"})
+    answer = await caller.recv_type("invocationresult")
+    assert (answer["invocation_id"], answer["result"]) == (invocation_id, "late")
+    # And new calls go to the new connection.
+    await caller.invoke("resilient", {})
+    assert (await new.recv_type("invokefunction"))["function_id"] == "resilient"
+
+
+async def test_ping_is_answered_with_pong(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    await worker.send({"type": "ping"})
+    assert await worker.recv() == {"type": "pong"}
+
+
+async def test_websocket_pings_are_answered(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    pong = await worker.ws.ping(b"are you there")
+    await asyncio.wait_for(pong, 5)
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "fragment"),
+    [
+        ("{oops", "not valid JSON"),
+        ('"just a string"', "JSON object"),
+        ('{"type": 12}', "JSON object"),
+        ('{"type": "registerfunction", "id": ["a"]}', "Expected `str`"),
+        ('{"type": "invocationresult"}', "invocation_id"),
+        ('{"type": "reattach", "previous_worker_id": 5}', "Expected `str`"),
+    ],
+)
+async def test_malformed_messages_get_a_clear_error_and_the_connection_stays(
+    live_engine: Engine, frame: str, fragment: str
+) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    await worker.send(frame)
+    notice = await worker.recv()
+    assert notice["type"] == "error"
+    assert notice["error"]["code"] == "invalid_message"
+    assert fragment in notice["error"]["message"]
+    await worker.ping()
+
+
+async def test_a_broken_invoke_is_answered_on_its_invocation_id(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    await worker.send({"type": "invokefunction", "invocation_id": "abc", "function_id": 123})
+    answer = await worker.recv()
+    assert answer["type"] == "invocationresult"
+    assert answer["invocation_id"] == "abc"
+    assert answer["error"]["code"] == "invalid_message"
+
+
+async def test_invalid_utf8_is_refused_without_dropping_the_connection(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    await host.register("f")
+    caller = await connect_raw(live_engine.url)
+    await caller.recv()
+    # A text frame must be UTF-8; send the bytes through the protocol layer to get an invalid one out.
+    caller.protocol.send_text(b'{"type":"invokefunction","function_id":"f","data":"\xff"}')
+    await caller.send('{"type":"ping"}')
+    notice = json.loads(await asyncio.wait_for(caller.recv(), 5))
+    assert notice["type"] == "error" and "UTF-8" in notice["error"]["message"]
+    assert json.loads(await asyncio.wait_for(caller.recv(), 5)) == {"type": "pong"}
+
+
+async def test_unknown_types_and_fields_are_ignored_and_missing_data_is_null(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("f")
+    await caller.send({"type": "observe", "whatever": [1, 2]})
+    await caller.send({"type": "invokefunction", "invocation_id": "i-1", "function_id": "f", "future_field": {"x": 1}})
+    delivery = await host.serve_one(lambda d: None)
+    assert delivery["data"] is None
+    answer = await caller.recv()  # nothing came back for the unknown type
+    assert answer["invocation_id"] == "i-1"
+    assert answer.get("result") is None and not answer.get("error")
+
+
+async def test_binary_frames_on_the_control_socket_are_refused_clearly(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    await worker.send(b'{"type":"ping"}')
+    notice = await worker.recv()
+    assert notice["type"] == "error" and "binary frames" in notice["error"]["message"]
+    await worker.send(b"OTLP{}")  # telemetry sent to the wrong socket is dropped silently
+    await worker.ping()
+
+
+async def test_an_oversized_message_closes_the_connection_with_1009(start_engine: StartEngine) -> None:
+    engine = await start_engine(max_message_bytes=1024 * 1024)
+    worker = await RawWorker.connect(engine.url)
+    other = await RawWorker.connect(engine.url)
+    await worker.send({"type": "invokefunction", "function_id": "x", "data": "a" * (1024 * 1024 + 1)})
+    with pytest.raises(websockets.ConnectionClosed) as caught:
+        await worker.recv()
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+    await other.ping()  # other workers are unaffected
+
+
+async def test_oversized_fragmented_messages_are_refused_too(start_engine: StartEngine) -> None:
+    engine = await start_engine(max_message_bytes=1024 * 1024)
+    worker = await RawWorker.connect(engine.url)
+    await worker.ws.send(iter(["{" + " " * 600_000, " " * 600_000 + "}"]))
+    with pytest.raises(websockets.ConnectionClosed) as caught:
+        await worker.recv()
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+
+
+async def test_large_and_fragmented_messages_are_relayed_as_utf8(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("echo")
+    text = "😀" * (20 * 1024 * 1024 // 4)  # 20 MiB of UTF-8
+    message = json.dumps(
+        {"type": "invokefunction", "invocation_id": "big", "function_id": "echo", "data": {"t": text}},
+        ensure_ascii=False,
+    )
+    fragments = [message[i : i + 1024 * 1024] for i in range(0, len(message), 1024 * 1024)]
+    await caller.ws.send(iter(fragments))  # a fragmented text message, as iii-sdk 0.25 sends one
+    raw = await asyncio.wait_for(host.ws.recv(decode=False), 30)
+    assert len(raw) < 21 * 1024 * 1024  # UTF-8, not \\u escapes (which would be 60 MiB)
+    delivery = json.loads(raw)
+    assert delivery["data"]["t"] == text
+    await host.send(
+        json.dumps(
+            {"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": delivery["data"]["t"]},
+            ensure_ascii=False,
+        )
+    )
+    answer = await caller.recv_type("invocationresult", timeout_s=30)
+    assert answer["result"] == text
+
+
+async def test_64_mib_messages_are_accepted(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("size")
+    blob = "x" * (64 * 1024 * 1024 - 200)
+    await caller.send({"type": "invokefunction", "invocation_id": "i", "function_id": "size", "data": blob})
+    delivery = await host.recv_type("invokefunction", timeout_s=30)
+    assert len(delivery["data"]) == len(blob)
+
+
+# --- builtins ---------------------------------------------------------------------------------------------
+
+
+async def test_functions_list_shows_registered_functions_and_hides_builtins(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    await worker.send({"type": "registerfunction", "id": "shop::order", "description": "Order", "metadata": {"v": 2}})
+    await worker.ping()
+    listing = await worker.result_of("engine::functions::list", {})
+    assert listing["functions"] == [
+        {
+            "function_id": "shop::order",
+            "namespace": "default",
+            "worker_name": "",
+            "worker_id": worker.worker_id,
+            "description": "Order",
+            "metadata": {"v": 2},
+        }
+    ]
+    everything = await worker.result_of("engine::functions::list", {"include_internal": True})
+    ids = {item["function_id"] for item in everything["functions"]}
+    assert {"engine::channels::create", "engine::channels::list", "engine::workers::list"} <= ids
+
+
+async def test_workers_register_and_list(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    metadata = {"name": "billing", "runtime": "python", "version": "1.2.3", "pid": 42, "os": "linux"}
+    await worker.send(
+        {
+            "type": "invokefunction",
+            "function_id": "engine::workers::register",
+            "data": metadata,
+            "action": {"type": "void"},
+        }
+    )
+    await worker.register("billing::charge")
+    listing = await worker.result_of("engine::workers::list", {})
+    (me,) = [w for w in listing["workers"] if w["id"] == worker.worker_id]
+    assert (me["name"], me["runtime"], me["version"], me["pid"], me["function_count"]) == (
+        "billing",
+        "python",
+        "1.2.3",
+        42,
+        1,
+    )
+    assert me["status"] == "connected" and me["ip_address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("bad", [{"buffer_size": "big"}, {"buffer_size": 1.5}, {"buffer_size": True}, [1]])
+async def test_channels_create_rejects_bad_input(live_engine: Engine, bad: Any) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    answer = await worker.call("engine::channels::create", bad)
+    assert answer["error"]["code"] == "deserialization_error"
+
+
+async def test_channels_create_gives_separate_keys_per_direction(live_engine: Engine) -> None:
+    worker = await RawWorker.connect(live_engine.url)
+    refs = await worker.result_of("engine::channels::create", {"buffer_size": None})
+    assert refs["writer"]["direction"] == "write" and refs["reader"]["direction"] == "read"
+    assert refs["writer"]["channel_id"] == refs["reader"]["channel_id"]
+    assert refs["writer"]["access_key"] != refs["reader"]["access_key"]
+    listing = await worker.result_of("engine::channels::list", {})
+    (channel,) = listing["channels"]
+    assert channel["channel_id"] == refs["writer"]["channel_id"]
+    assert (channel["writer"], channel["reader"], channel["buffer_size"]) == ("waiting", "waiting", 64)
+    assert refs["writer"]["access_key"] not in json.dumps(listing)
+    assert refs["reader"]["access_key"] not in json.dumps(listing)
