@@ -411,3 +411,34 @@ async def test_channels_create_gives_separate_keys_per_direction(live_engine: En
     assert (channel["writer"], channel["reader"], channel["buffer_size"]) == ("waiting", "waiting", 64)
     assert refs["writer"]["access_key"] not in json.dumps(listing)
     assert refs["reader"]["access_key"] not in json.dumps(listing)
+
+
+async def test_a_worker_that_does_not_read_holds_back_its_callers_without_losing_calls(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    caller = await RawWorker.connect(live_engine.url)
+    await host.register("slow::reader")
+    host.ws.transport.pause_reading()  # the host process stops reading its socket
+    payload = "p" * (1024 * 1024)
+    calls = 100
+
+    async def flood() -> None:
+        for index in range(calls):
+            await caller.send(
+                {"type": "invokefunction", "invocation_id": f"c{index}", "function_id": "slow::reader", "data": payload}
+            )
+
+    sending = asyncio.ensure_future(flood())
+    engine_host = live_engine.workers[host.worker_id]
+    engine_caller = live_engine.workers[caller.worker_id]
+    await eventually(lambda: bool(engine_caller._held_by), what="the caller's reading is held back")
+    buffered = engine_host.transport.underlying_transport.get_write_buffer_size()  # type: ignore[union-attr]
+    assert buffered < 16 * 1024 * 1024  # bounded: far below the 100 MiB the caller is trying to send
+    assert not sending.done()
+
+    host.ws.transport.resume_reading()
+    for _ in range(calls):
+        await host.serve_one(lambda d: len(d["data"]))
+    await sending
+    answers = [await caller.recv_type("invocationresult") for _ in range(calls)]
+    assert sorted(a["invocation_id"] for a in answers) == sorted(f"c{i}" for i in range(calls))
+    assert all(a["result"] == len(payload) for a in answers)

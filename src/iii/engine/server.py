@@ -34,6 +34,7 @@ from picows import (
 from iii.engine.builtins import Builtins
 from iii.engine.channels import ChannelManager, KeyCheck, Role
 from iii.engine.config import EngineConfig
+from iii.engine.peers import Host
 from iii.engine.registry import BuiltinInputError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
@@ -317,7 +318,9 @@ class Engine:
         call = self.router.start(
             entry.function_id, owner, worker if caller_id is not None else None, caller_id, timeout_s
         )
-        owner.send_message(
+        self._send_on_behalf(
+            worker,
+            owner,
             encode(
                 Delivery(
                     invocation_id=call.dispatch_id,
@@ -327,7 +330,7 @@ class Engine:
                     traceparent=message.traceparent,
                     baggage=message.baggage,
                 )
-            )
+            ),
         )
 
     def _call_builtin(
@@ -344,6 +347,8 @@ class Engine:
             error = error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
         if caller_id is not None:
             worker.deliver_result(caller_id, entry.function_id, result, error)
+            if worker.write_paused:
+                worker.hold_reading_for(worker)  # it asks faster than it reads its answers
 
     def _on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
         call = self.router.complete(message.invocation_id, worker)
@@ -352,6 +357,8 @@ class Engine:
             return
         if call.caller is not None and call.caller_invocation_id is not None:
             call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
+            if isinstance(call.caller, WorkerConnection) and call.caller.write_paused:
+                worker.hold_reading_for(call.caller)
 
     def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
         function_id = message.id
@@ -417,6 +424,17 @@ class Engine:
         worker.send_message(encode(Pong()))
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _send_on_behalf(source: WorkerConnection, target: Host, payload: bytes) -> None:
+        """Send to ``target``; if its outgoing buffer is full, stop reading ``source`` until it drains.
+
+        This keeps every worker's outgoing buffer bounded (by its high-water mark plus what one read of the
+        senders can bring) without dropping anything: TCP pushes back on whoever produces the traffic.
+        """
+        target.send_message(payload)
+        if isinstance(target, WorkerConnection) and target.write_paused:
+            source.hold_reading_for(target)
 
     @staticmethod
     def _fail_calls(calls: list[PendingCall], code: str, message: str) -> None:

@@ -47,6 +47,13 @@ class WorkerConnection(TrackedListener):
         self.alive = False
         self._max_message_bytes = max_message_bytes
         self._fragments: bytearray | None = None
+        # Backpressure between workers: a worker whose outgoing buffer is full (it does not read fast enough)
+        # holds back the reading of every worker that sends it more, until its buffer drains.
+        self.write_paused = False
+        self._holding: set[WorkerConnection] = set()
+        """Workers whose reading is paused until this one's outgoing buffer drains."""
+        self._held_by: set[WorkerConnection] = set()
+        """Workers whose full buffers keep this one's reading paused."""
 
     def __repr__(self) -> str:
         return f"<worker {self.worker_id} {self.name!r}>"
@@ -65,6 +72,29 @@ class WorkerConnection(TrackedListener):
 
     def send_error_notice(self, code: str, message: str) -> None:
         self.send_message(encode(ErrorNotice(error=ErrorBody(code=code, message=message))))
+
+    def hold_reading_for(self, target: WorkerConnection) -> None:
+        """Stop reading this worker's socket until ``target``'s outgoing buffer has drained."""
+        if target in self._held_by or not target.write_paused:
+            return
+        self._held_by.add(target)
+        target._holding.add(self)
+        if len(self._held_by) == 1 and self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    def _release(self, target: WorkerConnection) -> None:
+        self._held_by.discard(target)
+        if not self._held_by and self.alive and self.transport is not None:
+            self.transport.underlying_transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        holding, self._holding = self._holding, set()
+        for worker in holding:
+            worker._release(self)
 
     def close(self, code: int, reason: str) -> None:
         if self.transport is not None:
@@ -86,6 +116,10 @@ class WorkerConnection(TrackedListener):
         if self.alive:
             self.alive = False
             self._fragments = None
+            self.resume_writing()  # whoever waited on this worker's buffer goes on
+            for target in self._held_by:
+                target._holding.discard(self)
+            self._held_by.clear()
             self.engine.on_worker_disconnected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
