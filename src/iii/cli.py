@@ -62,6 +62,10 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # picows logs every accepted connection and every flow-control pause (normal backpressure) at
+        # INFO and WARNING; the engine logs what matters about connections itself.
+        logging.getLogger("picows").setLevel(logging.ERROR)
 
 
 async def serve(config: EngineConfig) -> None:

@@ -318,6 +318,7 @@ class ChannelManager:
         self._channels: dict[str, Channel] = {}
         # Channels with an end not yet connected, oldest first (insertion order), for the TTL sweep.
         self._awaiting: dict[str, Channel] = {}
+        self._by_owner: dict[str, set[str]] = {}
         self.created = 0
         self.stalls = 0
         """How many times a writer was paused because its channel's buffer was full."""
@@ -347,6 +348,8 @@ class ChannelManager:
         )
         self._channels[channel.channel_id] = channel
         self._awaiting[channel.channel_id] = channel
+        if owner_id is not None:
+            self._by_owner.setdefault(owner_id, set()).add(channel.channel_id)
         self.created += 1
         return channel
 
@@ -387,6 +390,12 @@ class ChannelManager:
         """Remove a finished channel; its keys open nothing afterwards."""
         self._channels.pop(channel.channel_id, None)
         self._awaiting.pop(channel.channel_id, None)
+        if channel.owner_id is not None:
+            owned = self._by_owner.get(channel.owner_id)
+            if owned is not None:
+                owned.discard(channel.channel_id)
+                if not owned:
+                    del self._by_owner[channel.owner_id]
 
     def expire_due(self) -> int:
         """Expire channels whose unconnected end is older than the TTL; returns how many."""
@@ -401,15 +410,25 @@ class ChannelManager:
         return len(due)
 
     def forget_unconnected_of(self, owner_id: str) -> int:
-        """Remove the channels of a departed worker that no one ever connected to."""
-        orphans = [
-            c
-            for c in self._awaiting.values()
-            if c.owner_id == owner_id and c.writer_state is EndState.WAITING and c.reader_state is EndState.WAITING
-        ]
+        """Remove the channels of a departed worker that no one ever connected to; returns how many.
+
+        Its other channels live on (someone is using them) but no longer count as its own.
+        """
+        owned = [self._channels[channel_id] for channel_id in self._by_owner.pop(owner_id, ())]
+        orphans = [c for c in owned if c.writer_state is EndState.WAITING and c.reader_state is EndState.WAITING]
+        for channel in owned:
+            channel.owner_id = None
         for channel in orphans:
             self.forget(channel)
         return len(orphans)
+
+    def transfer_owner(self, old_id: str, new_id: str) -> None:
+        """Make the channels of ``old_id`` belong to ``new_id`` (a reattaching worker)."""
+        moved = self._by_owner.pop(old_id, set())
+        for channel_id in moved:
+            self._channels[channel_id].owner_id = new_id
+        if moved:
+            self._by_owner.setdefault(new_id, set()).update(moved)
 
     def abort_all(self, code: int, reason: str) -> None:
         for channel in list(self._channels.values()):

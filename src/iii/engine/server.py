@@ -412,6 +412,7 @@ class Engine:
         moved = self.functions.transfer(old, worker)
         self.router.retarget(old, worker)
         self.router.recall(old, worker)
+        self.channels.transfer_owner(old.worker_id, worker.worker_id)
         worker.name = worker.name or old.name
         worker.metadata = worker.metadata or old.metadata
         # Retire the old socket without the disconnect cleanup: everything it had now belongs to `worker`.

@@ -113,13 +113,13 @@ class WorkerConnection(TrackedListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
-        if self.alive:
-            self.alive = False
-            self._fragments = None
-            self.resume_writing()  # whoever waited on this worker's buffer goes on
-            for target in self._held_by:
-                target._holding.discard(self)
-            self._held_by.clear()
+        self._fragments = None
+        was_alive, self.alive = self.alive, False
+        self.resume_writing()  # whoever waited on this worker's buffer goes on
+        for target in self._held_by:
+            target._holding.discard(self)
+        self._held_by.clear()
+        if was_alive:  # not retired by a reattach, which hands everything over instead
             self.engine.on_worker_disconnected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
