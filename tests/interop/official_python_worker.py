@@ -1,0 +1,109 @@
+"""A worker on the OFFICIAL Python SDK (PyPI ``iii-sdk`` 0.25.0), run by the interop tests in its own venv.
+
+Usage: ``III_URL=ws://... <official venv>/bin/python official_python_worker.py``. It is not imported by pytest
+(it imports the official ``iii`` package, not ours). It registers the ``interop.python.*`` functions, asks the
+engine (``engine::functions::list``) until they are listed, prints ``READY {...}`` with the engine's entries
+for them, serves calls until its stdin closes, then shuts the client down and exits 0.
+
+Every function takes or creates a channel and uses only the official SDK's channel API:
+``iii.helpers.create_channel_async``, ``await writer.write``, ``send_message_async``, ``close_async``,
+``reader.on_message`` and ``await reader.read_all()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+from iii.channels import ChannelReader, ChannelWriter
+from iii.helpers import create_channel_async
+
+from iii import InitOptions, register_worker
+
+MAX_LIST_ATTEMPTS = 200
+
+
+def pattern(length: int) -> bytes:
+    """The deterministic test bytes; the Node roles (roles.mjs) and the tests compute the same."""
+    return bytes((i * 31 + (i >> 10)) % 251 for i in range(length))
+
+
+async def produce(writer: ChannelWriter, size: int, lang: str) -> dict[str, Any]:
+    """Write ``size`` pattern bytes between two text messages, close cleanly; describe what was written."""
+    data = pattern(size)
+    await writer.send_message_async(f"start:{lang}")
+    await writer.write(data)
+    await writer.send_message_async(f"end:{lang}")
+    await writer.close_async()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "length": len(data)}
+
+
+async def digest(reader: ChannelReader) -> dict[str, Any]:
+    """Read a channel to its end with ``read_all``; describe the bytes and list the text messages."""
+    messages: list[str] = []
+    reader.on_message(messages.append)
+    raw = await reader.read_all()
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "length": len(raw), "messages": messages}
+
+
+def main() -> int:
+    iii = register_worker(os.environ["III_URL"], InitOptions(worker_name=f"interop-python-{os.getpid()}"))
+
+    async def digest_handler(data: dict[str, Any]) -> dict[str, Any]:
+        return await digest(data["reader"])
+
+    async def produce_handler(data: dict[str, Any]) -> dict[str, Any]:
+        return await produce(data["writer"], data["size"], "python")
+
+    async def send_to_handler(data: dict[str, Any]) -> dict[str, Any]:
+        channel = await create_channel_async(iii)
+        read = asyncio.ensure_future(
+            iii.trigger_async({"function_id": data["target"], "payload": {"reader": channel.reader_ref.model_dump()}})
+        )
+        written = await produce(channel.writer, data["size"], "python")
+        return {"written": written, "read": await read}
+
+    async def fetch_from_handler(data: dict[str, Any]) -> dict[str, Any]:
+        channel = await create_channel_async(iii)
+        written = asyncio.ensure_future(
+            iii.trigger_async(
+                {
+                    "function_id": data["target"],
+                    "payload": {"writer": channel.writer_ref.model_dump(), "size": data["size"]},
+                }
+            )
+        )
+        read = await digest(channel.reader)
+        return {"written": await written, "read": read}
+
+    refs = [
+        iii.register_function("interop.python.digest", digest_handler),
+        iii.register_function("interop.python.produce", produce_handler),
+        iii.register_function("interop.python.send_to", send_to_handler),
+        iii.register_function("interop.python.fetch_from", fetch_from_handler),
+    ]
+    ids = [ref.id for ref in refs]
+
+    entries: list[dict[str, Any]] = []
+    attempts = 0
+    while len(entries) != len(ids) and attempts < MAX_LIST_ATTEMPTS:
+        attempts += 1
+        listed = iii.trigger({"function_id": "engine::functions::list", "payload": {}, "timeout_ms": 10_000})
+        entries = [entry for entry in listed["functions"] if entry["function_id"] in ids]
+    if len(entries) != len(ids):
+        print(f"FATAL registration not visible: {json.dumps({'ids': ids, 'entries': entries})}", flush=True)
+        iii.shutdown()
+        return 1
+    print("READY " + json.dumps({"functions": entries, "list_attempts": attempts}), flush=True)
+
+    sys.stdin.read()  # the test closes our stdin to stop us
+    iii.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
