@@ -1,5 +1,51 @@
-"""iii: functions that call each other across processes, and data channels that stream between them."""
+"""iii: functions that call each other across processes, and data channels that stream between them.
+
+::
+
+    from iii import register_worker
+
+    iii_client = register_worker("ws://127.0.0.1:49134")
+    iii_client.register_function({"id": "math.double"}, lambda data: data["n"] * 2)
+    iii_client.trigger({"function_id": "math.double", "payload": {"n": 21}})  # 42
+"""
 
 from iii._version import __version__
+from iii.errors import (
+    ChannelBrokenError,
+    ChannelError,
+    EngineError,
+    EngineRefusedError,
+    EngineUnavailableError,
+    IIIError,
+    InvocationError,
+    UsageError,
+)
+from iii.sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
+from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
+from iii.sdk.client import III, FunctionRef, register_worker
+from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_ENGINE_URL",
+    "III",
+    "Channel",
+    "ChannelBrokenError",
+    "ChannelError",
+    "ChannelReader",
+    "ChannelWriter",
+    "EngineError",
+    "EngineRefusedError",
+    "EngineUnavailableError",
+    "FunctionRef",
+    "IIIError",
+    "InitOptions",
+    "InvocationError",
+    "ReconnectionConfig",
+    "StreamChannelRef",
+    "TriggerAction",
+    "TriggerActionEnqueue",
+    "TriggerActionVoid",
+    "UsageError",
+    "__version__",
+    "register_worker",
+]

@@ -18,9 +18,10 @@ from typing import Any, Final
 
 import msgspec
 
-from iii.protocol.messages import INBOUND_TYPES, JSON_NULL, InboundMessage, Message
+from iii.protocol.messages import INBOUND_TYPES, JSON_NULL, FromEngineMessage, InboundMessage, Message
 
 _inbound_decoder: Final = msgspec.json.Decoder(InboundMessage)
+_from_engine_decoder: Final = msgspec.json.Decoder(FromEngineMessage)
 _any_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
 _KNOWN_TYPES: Final = frozenset(str(cls.__struct_config__.tag) for cls in INBOUND_TYPES)
@@ -85,6 +86,15 @@ def _raise_unless_unknown_type(payload: bytes | bytearray | memoryview, exc: msg
     raise MalformedMessage(
         f"invalid '{envelope.type}' message: {exc}", message_type=envelope.type, invocation_id=invocation_id
     ) from None
+
+
+def decode_from_engine(payload: bytes | bytearray | memoryview) -> FromEngineMessage | None:
+    """Decode one engine→worker message; ``None`` for types this SDK does not know or messages it cannot use."""
+    try:
+        message: FromEngineMessage = _from_engine_decoder.decode(payload)
+        return message
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
 
 
 def detached(raw: msgspec.Raw) -> msgspec.Raw:

@@ -226,6 +226,20 @@ InboundMessage = (
 )
 
 
+FromEngineMessage = (
+    WorkerRegistered
+    | InvokeFunction
+    | InvocationResult
+    | RegistrationRejected
+    | Pong
+    | ErrorNotice
+    | RegisterTrigger
+    | UnregisterTrigger
+    | TriggerRegistrationResult
+)
+"""Every message type an engine may send to a worker (a delivery decodes as :class:`InvokeFunction`)."""
+
+
 def is_null(raw: msgspec.Raw) -> bool:
     """True when a raw payload field is absent or JSON ``null``."""
     return raw is JSON_NULL or bytes(raw).strip() == b"null"

@@ -1,0 +1,76 @@
+"""The SDK's exceptions: one root, with local misuse and remote failure kept apart.
+
+::
+
+    IIIError
+    ├── UsageError                 you called something the wrong way (write after close, read twice, ...)
+    ├── InvocationError            a call failed: the engine or the remote handler said so (code, message, stacktrace)
+    ├── ChannelError
+    │   └── ChannelBrokenError     the stream was cut off: the data you have may be incomplete
+    └── EngineError
+        ├── EngineUnavailableError the engine could not be reached
+        └── EngineRefusedError     the engine refused this worker (bad token, fatal rejection): no retry
+"""
+
+from __future__ import annotations
+
+
+class IIIError(Exception):
+    """Root of every exception raised by the iii SDK."""
+
+
+class UsageError(IIIError, RuntimeError):
+    """Local misuse of the API; nothing was sent. Fix the calling code."""
+
+
+class InvocationError(IIIError):
+    """A call failed remotely or timed out. ``str(e)`` is ``"<code>: <message>"``, as in the official SDKs.
+
+    ``code`` is one of the protocol's error codes (``function_not_found``, ``invocation_failed``,
+    ``invocation_stopped``, ``TIMEOUT``, ...); ``stacktrace`` is the remote handler's traceback, if any.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        function_id: str | None = None,
+        stacktrace: str | None = None,
+        invocation_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.function_id = function_id
+        self.stacktrace = stacktrace
+        self.invocation_id = invocation_id
+
+
+class ChannelError(IIIError):
+    """A data channel failed."""
+
+
+class ChannelBrokenError(ChannelError):
+    """The stream ended without its writer ending it (writer lost, reader lost, expiry, engine shutdown).
+
+    ``code`` and ``reason`` are the WebSocket close code and reason the engine gave; ``received`` is how many
+    data bytes had arrived before the break (for a reader).
+    """
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "", received: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.received = received
+
+
+class EngineError(IIIError):
+    """The connection to the engine failed."""
+
+
+class EngineUnavailableError(EngineError, ConnectionError):
+    """The engine could not be reached (within the connect timeout)."""
+
+
+class EngineRefusedError(EngineError, PermissionError):
+    """The engine refused this worker (a missing or wrong token, a fatal registration rejection). Not retried."""

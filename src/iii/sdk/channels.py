@@ -1,0 +1,445 @@
+"""Channel ends for workers: :class:`ChannelWriter`, :class:`ChannelReader`, their refs and :class:`Channel`.
+
+Each end is one WebSocket to ``/ws/channels/{id}`` on the engine, opened lazily on first use, on the SDK's
+loop. Every method follows the dual-mode rule of :mod:`iii.sdk.portal`; calls on one end run in call order.
+
+* Writes are split into 64 KiB frames and are **backpressured**: ``write`` completes once the data is in
+  the socket's buffer and that buffer is below its high-water mark. Before the reader connects, the engine
+  holds the channel's buffer (``buffer_size`` frames, and a byte budget) plus what the TCP buffers take;
+  past that, ``write`` waits (blocks, in synchronous code) until the reader reads.
+* A reader yields data only while the stream is intact. If the stream ends any other way than its writer
+  closing it, the reader raises :class:`~iii.errors.ChannelBrokenError` (after the data that did arrive),
+  so a broken stream never looks complete; a writer whose reader went away raises the same on its next
+  call.
+* Misuse (writing after close, reading an end twice) raises :class:`~iii.errors.UsageError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
+from pydantic import BaseModel
+
+from iii.errors import ChannelBrokenError, ChannelError, UsageError
+from iii.protocol import close_codes
+from iii.protocol.refs import channel_url
+from iii.sdk.portal import Portal, dual
+
+log = logging.getLogger("iii.channels")
+
+FRAME_BYTES: Final = 64 * 1024
+"""Data is sent in binary frames of at most this size, as every iii SDK does."""
+_READ_HIGH_FRAMES: Final = 64
+_READ_LOW_FRAMES: Final = 16
+_WRITE_HIGH_BYTES: Final = 1024 * 1024
+_CLOSE_WAIT_S: Final = 10.0
+_MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+
+
+class StreamChannelRef(BaseModel):
+    """The serializable handle of one channel end: pass it (or ``model_dump()``) inside a trigger payload."""
+
+    channel_id: str
+    access_key: str
+    direction: Literal["read", "write"]
+
+
+class _EndSocket(WSListener):
+    """The picows listener of one end: frames in, flow control, how the socket ended."""
+
+    def __init__(self, end: _ChannelEnd) -> None:
+        self.end = end
+        self.transport: WSTransport | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        transport.underlying_transport.set_write_buffer_limits(high=_WRITE_HIGH_BYTES)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.BINARY:
+            self.end._on_data(frame.get_payload_as_bytes(), transport)
+        elif msg_type is WSMsgType.TEXT:
+            self.end._on_text(frame.get_payload_as_utf8_text(), transport)
+        elif msg_type is WSMsgType.CLOSE:
+            if self.close_code is None:
+                self.close_code = frame.get_close_code().value
+                self.close_reason = frame.get_close_reason() or ""
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.writable.set()
+        self.closed.set()
+        self.end._on_closed()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+class _ChannelEnd:
+    """What writer and reader share: the ref, the lazy socket, ordering of calls, the sticky error."""
+
+    _direction: Literal["read", "write"]
+
+    def __init__(
+        self,
+        engine_url: str,
+        ref: StreamChannelRef | Mapping[str, Any],
+        portal: Portal,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.ref = ref if isinstance(ref, StreamChannelRef) else StreamChannelRef.model_validate(dict(ref))
+        if self.ref.direction != self._direction:
+            raise UsageError(f"a {type(self).__name__} needs a '{self._direction}' ref, got '{self.ref.direction}'")
+        self._url = channel_url(engine_url, self.ref.channel_id, self.ref.access_key, self._direction)
+        self._portal = portal
+        self._headers = dict(headers or {})
+        self._socket: _EndSocket | None = None
+        self._connecting: asyncio.Future[_EndSocket] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} channel={self.ref.channel_id}>"
+
+    # subclasses react to frames and the end of the socket
+    def _on_data(self, data: bytes, transport: WSTransport) -> None:
+        pass
+
+    def _on_text(self, text: str, transport: WSTransport) -> None:
+        pass
+
+    def _on_closed(self) -> None:
+        pass
+
+    def _ordered(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _record(self, error: BaseException) -> None:
+        if self._error is None and isinstance(error, Exception):
+            self._error = error
+
+    async def _connect(self) -> _EndSocket:
+        """The connected socket, opened on first use (concurrent callers share one attempt)."""
+        if self._socket is not None:
+            return self._socket
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _EndSocket:
+        listener = _EndSocket(self)
+        try:
+            await ws_connect(
+                lambda: listener, self._url, extra_headers=self._headers or None, max_frame_size=_MAX_FRAME_BYTES
+            )
+        except WSInvalidStatusError as exc:
+            status = exc.response.status if exc.response is not None else "?"
+            body = (exc.raw_body or b"").decode(errors="replace").strip()
+            raise ChannelError(f"the engine refused channel {self.ref.channel_id} ({status}): {body}") from None
+        except (OSError, WSError) as exc:
+            raise ChannelError(f"cannot connect channel {self.ref.channel_id}: {exc}") from None
+        self._socket = listener
+        return listener
+
+    def _broken(self, socket: _EndSocket, received: int = 0) -> ChannelBrokenError:
+        code = socket.close_code
+        what = f"code {code}: {socket.close_reason}" if code is not None else "connection lost without a close"
+        return ChannelBrokenError(f"channel {self.ref.channel_id} broke ({what})", code, socket.close_reason, received)
+
+
+class ChannelWriter(_ChannelEnd):
+    """The writing end of a channel. Binary data with :meth:`write`, text side-messages with
+    :meth:`send_message`, the end with :meth:`close` (the reader then sees a clean end)."""
+
+    _direction = "write"
+
+    def __init__(
+        self,
+        engine_url: str,
+        ref: StreamChannelRef | Mapping[str, Any],
+        portal: Portal,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(engine_url, ref, portal, headers)
+        self._closing = False
+        self.stream = WritableStream(self)
+
+    # --- public API ------------------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> Any:
+        """Send ``data`` (in 64 KiB frames). Backpressured: blocks in sync code, awaitable in async code."""
+        self._check_open("write")
+        return dual(self._portal, self._write(bytes(data) if isinstance(data, bytearray) else data), blocking=True)
+
+    def send_message(self, message: str) -> Any:
+        """Send a text side-message, in order with the data. Fire-and-forget (awaitable in async code)."""
+        self._check_open("send_message")
+        return dual(self._portal, self._send_text(message), blocking=False, on_error=self._record)
+
+    async def send_message_async(self, message: str) -> None:
+        """Send a text side-message and wait until it is handed to the socket."""
+        await self._await(self.send_message(message))
+
+    def close(self) -> Any:
+        """End the stream cleanly (after everything written before). Fire-and-forget; idempotent."""
+        if self._closing:
+            return dual(self._portal, _done(), blocking=False)
+        self._closing = True
+        return dual(self._portal, self._close(), blocking=False, on_error=self._record)
+
+    async def close_async(self) -> None:
+        """End the stream cleanly and wait until the engine has it."""
+        await self._await(self.close())
+
+    # --- internals -------------------------------------------------------------------------------------
+
+    def _check_open(self, what: str) -> None:
+        if self._closing:
+            raise UsageError(f"{what}() on a closed ChannelWriter (channel {self.ref.channel_id})")
+
+    async def _await(self, pending: Any) -> None:
+        if pending is not None:
+            await pending
+
+    async def _write(self, data: bytes | memoryview) -> None:
+        async with self._ordered():
+            socket = await self._ready()
+            view = memoryview(data)
+            for offset in range(0, max(len(view), 1), FRAME_BYTES):
+                if not socket.writable.is_set():
+                    await socket.writable.wait()
+                    self._raise_if_broken(socket)
+                assert socket.transport is not None
+                socket.transport.send(WSMsgType.BINARY, view[offset : offset + FRAME_BYTES])
+            if not socket.writable.is_set():
+                await socket.writable.wait()
+                self._raise_if_broken(socket)
+
+    async def _send_text(self, message: str) -> None:
+        async with self._ordered():
+            socket = await self._ready()
+            assert socket.transport is not None
+            socket.transport.send(WSMsgType.TEXT, message.encode())
+
+    async def _close(self) -> None:
+        async with self._ordered():
+            if self._error is not None:
+                raise self._error
+            # Connect even if nothing was written, so the reader sees the end at once (design §3.7).
+            socket = await self._connect()
+            transport = socket.transport
+            assert transport is not None
+            if not socket.closed.is_set():
+                transport.send_close(WSCloseCode.OK)
+                try:
+                    await asyncio.wait_for(socket.closed.wait(), _CLOSE_WAIT_S)
+                except TimeoutError:
+                    transport.disconnect()
+            if socket.close_code not in (None, close_codes.NORMAL):
+                raise self._broken(socket)
+
+    async def _ready(self) -> _EndSocket:
+        if self._error is not None:
+            raise self._error
+        socket = await self._connect()
+        self._raise_if_broken(socket)
+        return socket
+
+    def _raise_if_broken(self, socket: _EndSocket) -> None:
+        if socket.closed.is_set() or socket.close_code is not None:
+            error = self._broken(socket)
+            self._record(error)
+            raise error
+
+
+class WritableStream:
+    """Node-style ``writer.stream``: ``write(data)`` and ``end(data=None)``, both fire-and-forget."""
+
+    def __init__(self, writer: ChannelWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes | bytearray | memoryview) -> Any:
+        """Queue ``data`` after earlier calls; returns at once (awaitable in async code)."""
+        self._writer._check_open("stream.write")
+        return dual(
+            self._writer._portal, self._writer._write(bytes(data)), blocking=False, on_error=self._writer._record
+        )
+
+    def end(self, data: bytes | bytearray | memoryview | None = None) -> Any:
+        """Write ``data`` if given, then end the stream. Fire-and-forget."""
+        if data is not None:
+            self.write(data)
+        return self._writer.close()
+
+
+class ChannelReader(_ChannelEnd):
+    """The reading end of a channel: ``async for chunk in reader``, :meth:`read_all`, :meth:`on_message`.
+
+    Text side-messages go to the callbacks of :meth:`on_message` in stream order: a message written
+    between two chunks is dispatched after the first chunk is read and before the second is.
+    An end can be read once: iterating again, or after :meth:`read_all`, raises :class:`UsageError`.
+    """
+
+    _direction = "read"
+
+    def __init__(
+        self,
+        engine_url: str,
+        ref: StreamChannelRef | Mapping[str, Any],
+        portal: Portal,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(engine_url, ref, portal, headers)
+        self._items: collections.deque[bytes | str] = collections.deque()
+        self._arrived: asyncio.Event | None = None
+        self._callbacks: list[Callable[[str], Any]] = []
+        self._callback_tasks: set[asyncio.Future[Any]] = set()
+        self._ended = False
+        self._consumed = False
+        self._paused = False
+        self._received = 0
+        self.stream = self
+
+    # --- public API ------------------------------------------------------------------------------------
+
+    def on_message(self, callback: Callable[[str], Any]) -> None:
+        """Call ``callback(text)`` for every text side-message (``async def`` callbacks are scheduled)."""
+        self._callbacks.append(callback)
+
+    def read_all(self) -> Any:
+        """Everything until the writer ends the stream, as ``bytes``. Blocks in sync code; awaitable in async.
+
+        Raises :class:`ChannelBrokenError` if the stream breaks (``received`` tells how much had arrived).
+        """
+        self._take("read_all")
+        return dual(self._portal, self._read_all(), blocking=True)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._take("async iteration")
+        return self._iterate()
+
+    async def close_async(self) -> None:
+        """Stop reading early; the writer's next call fails (its reader went away)."""
+        await self._await_portal(self._close())
+
+    def close(self) -> Any:
+        """Stop reading early. Fire-and-forget."""
+        return dual(self._portal, self._close(), blocking=False, on_error=self._record)
+
+    # --- internals -------------------------------------------------------------------------------------
+
+    def _take(self, how: str) -> None:
+        if self._consumed:
+            raise UsageError(f"{how}: this ChannelReader (channel {self.ref.channel_id}) has already been read")
+        self._consumed = True
+
+    async def _await_portal(self, coro: Any) -> Any:
+        if asyncio.get_running_loop() is self._portal.loop:
+            return await coro
+        return await asyncio.wrap_future(self._portal.submit(coro))
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._await_portal(self._next())
+            if chunk is None:
+                return
+            yield chunk
+
+    async def _read_all(self) -> bytes:
+        parts = []
+        while (chunk := await self._next()) is not None:
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _next(self) -> bytes | None:
+        """The next chunk, or None at a clean end; raises ChannelBrokenError at a broken one."""
+        socket = await self._connect()
+        while True:
+            while not self._items:
+                if self._ended:
+                    if socket.close_code == close_codes.NORMAL:
+                        return None
+                    raise self._broken(socket, self._received)
+                if self._arrived is None:
+                    self._arrived = asyncio.Event()
+                self._arrived.clear()
+                await self._arrived.wait()
+            item = self._items.popleft()
+            if self._paused and len(self._items) <= _READ_LOW_FRAMES and socket.transport is not None:
+                self._paused = False
+                socket.transport.underlying_transport.resume_reading()
+            if isinstance(item, bytes):
+                return item
+            self._dispatch(item)
+
+    async def _close(self) -> None:
+        if self._socket is not None and self._socket.transport is not None and not self._ended:
+            self._socket.transport.send_close(WSCloseCode.OK)
+            self._socket.transport.disconnect()
+
+    def _on_data(self, data: bytes, transport: WSTransport) -> None:
+        self._received += len(data)
+        self._queue(data, transport)
+
+    def _on_text(self, text: str, transport: WSTransport) -> None:
+        self._queue(text, transport)
+
+    def _queue(self, item: bytes | str, transport: WSTransport) -> None:
+        self._items.append(item)
+        if len(self._items) >= _READ_HIGH_FRAMES and not self._paused:
+            self._paused = True
+            transport.underlying_transport.pause_reading()
+        self._wake()
+
+    def _dispatch(self, text: str) -> None:
+        for callback in self._callbacks:
+            try:
+                result = callback(text)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._callback_tasks.add(task)
+                    task.add_done_callback(self._callback_tasks.discard)
+            except Exception:
+                log.exception("on_message callback failed (channel %s)", self.ref.channel_id)
+
+    def _on_closed(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+
+
+async def _done() -> None:
+    return None
+
+
+@dataclass
+class Channel:
+    """A new channel: the local ends, and the refs to hand to other functions."""
+
+    writer: ChannelWriter
+    reader: ChannelReader
+    writer_ref: StreamChannelRef
+    reader_ref: StreamChannelRef

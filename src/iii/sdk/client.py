@@ -1,0 +1,680 @@
+"""The worker client: one connection to the engine, functions it serves, calls it makes, channels it opens.
+
+Everything runs on the SDK's loop (:class:`~iii.sdk.portal.Portal`); the public methods are thin dual-mode
+shells (see :mod:`iii.sdk.portal`). ``async def`` handlers run on that loop; plain ``def`` handlers run in
+a thread pool that grows as needed, so a sync handler may call ``trigger`` on another function of the same
+worker, at any depth, without deadlock.
+
+Connection lifecycle: connect (the first time within ``connect_timeout_s``, or
+:class:`~iii.errors.EngineUnavailableError`), register every function, serve; when the connection drops,
+calls waiting for an answer fail at once with ``invocation_stopped`` and the client reconnects with
+backoff, reattaches and registers everything again. An engine that refuses the worker (bad token, fatal
+rejection) raises :class:`~iii.errors.EngineRefusedError` and is not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import logging
+import os
+import platform
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
+from pydantic import BaseModel
+
+from iii._version import __version__
+from iii.errors import EngineRefusedError, EngineUnavailableError, InvocationError, UsageError
+from iii.protocol import close_codes, errors
+from iii.protocol.codec import decode_from_engine, decode_value, encode
+from iii.protocol.messages import (
+    JSON_NULL,
+    ErrorNotice,
+    InvocationResult,
+    InvokeFunction,
+    Reattach,
+    RegisterFunction,
+    RegistrationRejected,
+    TriggerAction,
+    UnregisterFunction,
+    WorkerRegistered,
+)
+from iii.protocol.refs import is_channel_ref
+from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
+from iii.sdk.options import InitOptions, resolve_url
+from iii.sdk.portal import Portal, dual
+
+log = logging.getLogger("iii.sdk")
+
+_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+_HANDLER_THREADS: Final = 4096
+"""Upper bound of the sync-handler pool; threads are created only when every existing one is busy."""
+_REFUSED_CODES: Final = frozenset((close_codes.POLICY_VIOLATION,))
+_NON_FATAL_REJECTIONS: Final = frozenset((errors.FUNCTION_NAMESPACE_CONFLICT,))
+
+
+def _enc_hook(value: Any) -> Any:
+    """How payload values that are not plain JSON are sent: refs and models as dicts, live ends as refs."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (ChannelReader, ChannelWriter)):
+        return value.ref.model_dump()
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+_payload_encoder: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def encode_payload(value: Any) -> msgspec.Raw:
+    """A payload as raw JSON; raises ``TypeError`` naming the type that cannot be sent."""
+    return msgspec.Raw(_payload_encoder.encode(value))
+
+
+@dataclass
+class _Function:
+    function_id: str
+    handler: Callable[..., Any]
+    is_async: bool
+    wants_metadata: bool
+    description: str | None = None
+    metadata: Any = None
+    request_format: Any = None
+    response_format: Any = None
+
+    def registration(self) -> RegisterFunction:
+        return RegisterFunction(
+            id=self.function_id,
+            description=self.description,
+            metadata=encode_payload(self.metadata) if self.metadata is not None else JSON_NULL,
+            request_format=encode_payload(self.request_format) if self.request_format is not None else JSON_NULL,
+            response_format=encode_payload(self.response_format) if self.response_format is not None else JSON_NULL,
+        )
+
+
+@dataclass
+class FunctionRef:
+    """What :meth:`III.register_function` returns: the id, and a way to withdraw the function."""
+
+    id: str
+    _client: III = field(repr=False)
+
+    def unregister(self) -> None:
+        """Stop serving this function (fire-and-forget)."""
+        self._client.unregister_function(self.id)
+
+
+class _ControlSocket(WSListener):
+    """The picows listener of the worker socket."""
+
+    def __init__(self, client: III) -> None:
+        self.client = client
+        self.transport: WSTransport | None = None
+        self.registered: asyncio.Future[WorkerRegistered] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._fragments: bytearray | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.TEXT:
+            if frame.fin:
+                self._on_text(frame.get_payload_as_bytes())
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+        elif msg_type is WSMsgType.CONTINUATION and self._fragments is not None:
+            self._fragments += frame.get_payload_as_memoryview()
+            if frame.fin:
+                payload, self._fragments = bytes(self._fragments), None
+                self._on_text(payload)
+        elif msg_type is WSMsgType.CLOSE:
+            self.close_code = frame.get_close_code().value
+            self.close_reason = frame.get_close_reason() or ""
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def _on_text(self, payload: bytes) -> None:
+        message = decode_from_engine(payload)
+        if isinstance(message, WorkerRegistered):
+            if not self.registered.done():
+                self.registered.set_result(message)
+        elif message is not None:
+            self.client._on_message(message)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed.set()
+        if not self.registered.done():
+            self.registered.set_exception(ConnectionError("the engine closed the connection before registering"))
+
+
+class III:
+    """A worker connected to an iii engine. Create it with :func:`register_worker`."""
+
+    def __init__(self, url: str | None = None, options: InitOptions | None = None) -> None:
+        self.address = resolve_url(url)
+        self.options = options or InitOptions()
+        self._headers = self.options.handshake_headers()
+        self._portal = Portal()
+        self._functions: dict[str, _Function] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._socket: _ControlSocket | None = None
+        self._connected: asyncio.Event | None = None
+        self._first_connect: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._fatal: BaseException | None = None
+        self._stopping = False
+        self._worker_id: str | None = None
+        self._reattach_token: str | None = None
+        self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
+        self._keepalive: threading.Event | None = None
+        self._runner = self._portal.submit(self._run())
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str | None:
+        """The id the engine gave this worker's current connection."""
+        return self._worker_id
+
+    def get_address(self) -> str:
+        return self.address
+
+    def wait_until_connected(self, timeout_s: float | None = None) -> None:
+        """Block until the first connection is up; raises the reason if it cannot be made."""
+        timeout = self.options.connect_timeout_s if timeout_s is None else timeout_s
+        try:
+            self._first_connect.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise EngineUnavailableError(
+                f"could not connect to the iii engine at {self.address} within {timeout}s"
+            ) from None
+
+    _wait_until_connected = wait_until_connected  # the official SDK's spelling, used by its test fixtures
+
+    def shutdown(self) -> None:
+        """Stop serving: fail calls still waiting (``SHUTDOWN``), close the socket, stop the SDK thread."""
+        if self._stopping:
+            return
+        if self._portal.in_loop_thread:
+            raise UsageError("shutdown() cannot run on the SDK's loop; use 'await shutdown_async()'")
+        try:
+            self._portal.call(self._shutdown(), timeout_s=10)
+        finally:
+            self._portal.stop()
+            self._handler_pool.shutdown(wait=False, cancel_futures=True)
+            if self._keepalive is not None:
+                self._keepalive.set()
+
+    async def shutdown_async(self) -> None:
+        """Like :meth:`shutdown`, from async code."""
+        if asyncio.get_running_loop() is self._portal.loop:
+            await self._shutdown()
+            self._portal.loop.call_soon(self._portal.loop.stop)
+        else:
+            await asyncio.to_thread(self.shutdown)
+
+    def __enter__(self) -> III:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self._fail_pending("SHUTDOWN", "the worker is shutting down")
+        socket = self._socket
+        if socket is not None and socket.transport is not None and not socket.closed.is_set():
+            socket.transport.send_close(WSCloseCode.OK)
+            socket.transport.disconnect()
+            try:
+                await asyncio.wait_for(socket.closed.wait(), 5)
+            except TimeoutError:
+                socket.transport.disconnect(graceful=False)
+        self._runner.cancel()
+
+    # --- the connection loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._connected = asyncio.Event()
+        attempt = 0
+        ever_connected = False
+        config = self.options.reconnection_config
+        while not self._stopping:
+            try:
+                await self._connect_once()
+                ever_connected = True
+                attempt = 0
+                assert self._socket is not None
+                await self._socket.closed.wait()
+                self._on_disconnected()
+            except EngineRefusedError as refusal:
+                self._fail_for_good(refusal)
+                return
+            except (OSError, WSError, ConnectionError) as exc:
+                log.debug("connecting to %s failed: %s", self.address, exc)
+            if self._stopping:
+                return
+            if 0 <= config.max_retries <= attempt:
+                self._fail_for_good(EngineUnavailableError(f"gave up reconnecting to {self.address}"))
+                return
+            delay = config.delay_s(attempt)
+            attempt += 1
+            if ever_connected:
+                log.warning("connection to the engine lost; reconnecting in %.1fs", delay)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        listener = _ControlSocket(self)
+        try:
+            await ws_connect(
+                lambda: listener, self.address, extra_headers=self._headers or None, max_frame_size=_MAX_MESSAGE_BYTES
+            )
+        except WSInvalidStatusError as exc:
+            status = exc.response.status if exc.response is not None else 0
+            if status in (401, 403):
+                raise EngineRefusedError(
+                    f"the engine at {self.address} refused this worker (HTTP {int(status)})"
+                ) from None
+            raise
+        try:
+            registered = await asyncio.wait_for(asyncio.shield(listener.registered), self.options.connect_timeout_s)
+        except (ConnectionError, TimeoutError):
+            if listener.close_code in _REFUSED_CODES:
+                raise EngineRefusedError(
+                    f"the engine at {self.address} refused this worker: {listener.close_reason}"
+                ) from None
+            raise
+        self._socket = listener
+        previous, token = self._worker_id, self._reattach_token
+        self._worker_id, self._reattach_token = registered.worker_id, registered.reattach_token
+        if previous is not None:
+            self._send(Reattach(previous_worker_id=previous, reattach_token=token))
+        for function in self._functions.values():
+            self._send(function.registration())
+        self._send_void("engine::workers::register", self._worker_metadata())
+        assert self._connected is not None
+        self._connected.set()
+        if not self._first_connect.done():
+            self._first_connect.set_result(None)
+        log.info("connected to %s as worker %s", self.address, registered.worker_id)
+
+    def _on_disconnected(self) -> None:
+        assert self._connected is not None
+        self._connected.clear()
+        socket = self._socket
+        if socket is not None and socket.close_code in _REFUSED_CODES and "unauthorized" in socket.close_reason:
+            raise EngineRefusedError(f"the engine at {self.address} refused this worker: {socket.close_reason}")
+        # The engine fails the calls it was routing for this connection; say so now instead of at the timeout.
+        self._fail_pending(errors.INVOCATION_STOPPED, "the connection to the engine was lost")
+
+    def _fail_for_good(self, error: BaseException) -> None:
+        self._fatal = error
+        self._stopping = True
+        self._fail_pending("SHUTDOWN", str(error))
+        if not self._first_connect.done():
+            self._first_connect.set_exception(error)
+        log.error("%s", error)
+
+    def _fail_pending(self, code: str, message: str) -> None:
+        pending, self._pending = self._pending, {}
+        for invocation_id, future in pending.items():
+            if not future.done():
+                future.set_exception(InvocationError(code, message, invocation_id=invocation_id))
+
+    def _worker_metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.options.resolved_name(),
+            "description": self.options.worker_description,
+            "runtime": "python",
+            "version": __version__,
+            "os": platform.system().lower(),
+            "pid": os.getpid(),
+            "isolation": None,
+            "telemetry": {"language": "python", "framework": "iii-py"},
+        }
+
+    # --- sending ---------------------------------------------------------------------------------------
+
+    def _send(self, message: Any) -> bool:
+        """Send now if connected; returns whether it was sent (registrations are replayed on reconnect)."""
+        socket = self._socket
+        if socket is None or socket.transport is None or socket.closed.is_set():
+            return False
+        socket.transport.send(WSMsgType.TEXT, encode(message))
+        return True
+
+    def _send_void(self, function_id: str, payload: Any) -> None:
+        self._send(InvokeFunction(function_id=function_id, data=encode_payload(payload), action=TriggerAction("void")))
+
+    async def _await_connection(self, timeout_s: float) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        assert self._connected is not None
+        if not self._connected.is_set():
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout_s)
+            except TimeoutError:
+                raise InvocationError("TIMEOUT", f"not connected to the engine within {timeout_s}s") from None
+
+    # --- functions -------------------------------------------------------------------------------------
+
+    def register_function(
+        self,
+        function: str | Mapping[str, Any],
+        handler: Callable[..., Any],
+        *,
+        description: str | None = None,
+        metadata: Any = None,
+        request_format: Any = None,
+        response_format: Any = None,
+        **_ignored: Any,
+    ) -> FunctionRef:
+        """Serve ``handler`` under an id (``"id"`` or ``{"id": ..., "description": ...}``).
+
+        ``handler(data)`` may be ``def`` or ``async def``; it also receives ``metadata`` if it declares a
+        parameter of that name. What it returns is the result; what it raises becomes an
+        ``invocation_failed`` error with the traceback text. Registering the same id twice raises
+        :class:`UsageError`.
+        """
+        if isinstance(function, Mapping):
+            spec = dict(function)
+            function_id = spec.get("id")
+            description = description if description is not None else spec.get("description")
+            metadata = metadata if metadata is not None else spec.get("metadata")
+            request_format = request_format if request_format is not None else spec.get("request_format")
+            response_format = response_format if response_format is not None else spec.get("response_format")
+        else:
+            function_id = function
+        if not isinstance(function_id, str) or not function_id:
+            raise UsageError("a function needs a non-empty string id")
+        if not callable(handler):
+            raise UsageError(f"the handler of {function_id} is not callable")
+        if function_id in self._functions:
+            raise UsageError(f"function {function_id} is already registered by this worker")
+        entry = _Function(
+            function_id,
+            handler,
+            is_async=_is_async_callable(handler),
+            wants_metadata=_accepts_metadata(handler),
+            description=description,
+            metadata=metadata,
+            request_format=request_format,
+            response_format=response_format,
+        )
+        self._functions[function_id] = entry
+        self._portal.loop.call_soon_threadsafe(self._send, entry.registration())
+        self._keep_process_alive()
+        return FunctionRef(function_id, self)
+
+    def unregister_function(self, function_id: str) -> None:
+        """Stop serving ``function_id`` (fire-and-forget)."""
+        if self._functions.pop(function_id, None) is not None:
+            self._portal.loop.call_soon_threadsafe(self._send, UnregisterFunction(id=function_id))
+
+    def _keep_process_alive(self) -> None:
+        """A worker that serves functions keeps its process alive until shutdown, like the official SDK."""
+        if self._keepalive is None:
+            self._keepalive = threading.Event()
+            threading.Thread(target=self._keepalive.wait, name="iii-keepalive", daemon=False).start()
+
+    # --- calls -----------------------------------------------------------------------------------------
+
+    def trigger(self, request: Mapping[str, Any]) -> Any:
+        """Call a function: ``{"function_id", "payload"?, "action"?, "timeout_ms"?, "metadata"?}``.
+
+        Returns the result (blocks in sync code; awaitable in async code). Raises :class:`InvocationError`
+        with the engine's or the handler's code, or ``TIMEOUT``. With ``action`` void, returns ``None`` as
+        soon as the call is sent.
+        """
+        return dual(self._portal, self._trigger(request), blocking=True)
+
+    async def trigger_async(self, request: Mapping[str, Any]) -> Any:
+        """Like :meth:`trigger`, always awaitable."""
+        if asyncio.get_running_loop() is self._portal.loop:
+            return await self._trigger(request)
+        return await asyncio.wrap_future(self._portal.submit(self._trigger(request)))
+
+    async def _trigger(self, request: Mapping[str, Any]) -> Any:
+        function_id = request.get("function_id")
+        if not isinstance(function_id, str) or not function_id:
+            raise UsageError("trigger needs a 'function_id' string")
+        timeout_ms = request.get("timeout_ms") or self.options.invocation_timeout_ms
+        timeout_s = timeout_ms / 1000
+        payload = encode_payload(request.get("payload"))
+        metadata = request.get("metadata")
+        metadata_raw = encode_payload(metadata) if metadata is not None else JSON_NULL
+        await self._await_connection(timeout_s)
+        if _is_void(request.get("action")):
+            self._send(
+                InvokeFunction(
+                    function_id=function_id, data=payload, metadata=metadata_raw, action=TriggerAction("void")
+                )
+            )
+            return None
+        invocation_id = str(uuid.uuid4())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending[invocation_id] = future
+        timer = loop.call_later(timeout_s, _time_out, future, function_id, invocation_id, timeout_ms)
+        try:
+            self._send(
+                InvokeFunction(
+                    function_id=function_id,
+                    invocation_id=invocation_id,
+                    data=payload,
+                    metadata=metadata_raw,
+                    timeout_ms=int(timeout_ms),
+                )
+            )
+            return await future
+        finally:
+            timer.cancel()
+            self._pending.pop(invocation_id, None)
+
+    # --- channels --------------------------------------------------------------------------------------
+
+    def create_channel(self, buffer_size: int | None = 64) -> Any:
+        """A new channel (writer, reader and their refs). Blocks in sync code; awaitable in async code."""
+        return dual(self._portal, self._create_channel(buffer_size), blocking=True)
+
+    async def create_channel_async(self, buffer_size: int | None = 64) -> Channel:
+        if asyncio.get_running_loop() is self._portal.loop:
+            return await self._create_channel(buffer_size)
+        return await asyncio.wrap_future(self._portal.submit(self._create_channel(buffer_size)))
+
+    async def _create_channel(self, buffer_size: int | None) -> Channel:
+        refs = await self._trigger({"function_id": "engine::channels::create", "payload": {"buffer_size": buffer_size}})
+        writer_ref = StreamChannelRef.model_validate(refs["writer"])
+        reader_ref = StreamChannelRef.model_validate(refs["reader"])
+        return Channel(
+            writer=ChannelWriter(self.address, writer_ref, self._portal, self._headers),
+            reader=ChannelReader(self.address, reader_ref, self._portal, self._headers),
+            writer_ref=writer_ref,
+            reader_ref=reader_ref,
+        )
+
+    def reader(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelReader:
+        """A reader for a ref received by other means than a payload."""
+        return ChannelReader(self.address, ref, self._portal, self._headers)
+
+    def writer(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelWriter:
+        """A writer for a ref received by other means than a payload."""
+        return ChannelWriter(self.address, ref, self._portal, self._headers)
+
+    def _materialize(self, value: Any) -> Any:
+        """Replace every channel ref in ``value`` (dicts, lists, tuples, nested) by a live end."""
+        if isinstance(value, dict):
+            if is_channel_ref(value):
+                return self.reader(value) if value["direction"] == "read" else self.writer(value)
+            return {key: self._materialize(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._materialize(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self._materialize(item) for item in value)
+        return value
+
+    # --- incoming messages -----------------------------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        if isinstance(message, InvocationResult):
+            self._on_result(message)
+        elif isinstance(message, InvokeFunction):
+            self._on_invocation(message)
+        elif isinstance(message, RegistrationRejected):
+            self._on_rejected(message)
+        elif isinstance(message, ErrorNotice):
+            log.warning("the engine refused a message: %s: %s", message.error.code, message.error.message)
+
+    def _on_result(self, message: InvocationResult) -> None:
+        future = self._pending.pop(message.invocation_id, None)
+        if future is None or future.done():
+            return
+        error = decode_value(message.error)
+        if error:
+            future.set_exception(_invocation_error(error, message.function_id, message.invocation_id))
+        else:
+            future.set_result(decode_value(message.result))
+
+    def _on_rejected(self, message: RegistrationRejected) -> None:
+        if message.code in _NON_FATAL_REJECTIONS:
+            log.warning(
+                "the engine refused function %s: it is served by worker %s",
+                message.function_id,
+                message.owner_worker_id,
+            )
+            return
+        self._fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
+
+    def _on_invocation(self, message: InvokeFunction) -> None:
+        invocation_id = message.invocation_id or ""
+        function = self._functions.get(message.function_id)
+        if function is None:
+            self._reply(
+                invocation_id,
+                message.function_id,
+                error={
+                    "code": errors.FUNCTION_NOT_FOUND,
+                    "message": f"function {message.function_id} is not served here",
+                },
+            )
+            return
+        try:
+            data = self._materialize(decode_value(message.data))
+            metadata = decode_value(message.metadata)
+        except Exception as exc:
+            self._reply(invocation_id, function.function_id, error=_failure(exc))
+            return
+        args = (data, metadata) if function.wants_metadata else (data,)
+        if function.is_async:
+            self._portal.loop.create_task(self._run_async(function, invocation_id, args))
+        else:
+            context = contextvars.copy_context()
+            future = self._handler_pool.submit(context.run, function.handler, *args)
+            future.add_done_callback(
+                lambda done: self._portal.loop.call_soon_threadsafe(self._reply_from, invocation_id, function, done)
+            )
+
+    async def _run_async(self, function: _Function, invocation_id: str, args: tuple[Any, ...]) -> None:
+        try:
+            result = await function.handler(*args)
+        except Exception as exc:
+            self._reply(invocation_id, function.function_id, error=_failure(exc))
+        else:
+            self._reply(invocation_id, function.function_id, result=result)
+
+    def _reply_from(self, invocation_id: str, function: _Function, done: concurrent.futures.Future[Any]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            self._reply(invocation_id, function.function_id, error=_failure(error))
+        else:
+            self._reply(invocation_id, function.function_id, result=done.result())
+
+    def _reply(self, invocation_id: str, function_id: str, *, result: Any = None, error: Any = None) -> None:
+        try:
+            result_raw = encode_payload(result) if error is None else JSON_NULL
+        except TypeError as exc:
+            error = {"code": errors.INVOCATION_FAILED, "message": f"the result could not be sent: {exc}"}
+            result_raw = JSON_NULL
+        error_raw = encode_payload(error) if error is not None else JSON_NULL
+        if not self._send(
+            InvocationResult(invocation_id=invocation_id, function_id=function_id, result=result_raw, error=error_raw)
+        ):
+            log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
+
+
+def _is_async_callable(handler: Callable[..., Any]) -> bool:
+    """``async def`` functions, and objects whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - looking for an async __call__
+    return not inspect.isfunction(handler) and inspect.iscoroutinefunction(call)
+
+
+def _accepts_metadata(handler: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(handler).parameters
+    except (TypeError, ValueError):
+        return False
+    return "metadata" in parameters
+
+
+def _is_void(action: Any) -> bool:
+    if action is None:
+        return False
+    if isinstance(action, Mapping):
+        return action.get("type") == "void"
+    return getattr(action, "type", None) == "void"
+
+
+def _time_out(future: asyncio.Future[Any], function_id: str, invocation_id: str, timeout_ms: float) -> None:
+    if not future.done():
+        future.set_exception(
+            InvocationError(
+                "TIMEOUT", f"invocation timed out after {int(timeout_ms)}ms", function_id, invocation_id=invocation_id
+            )
+        )
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    message = str(exc) or type(exc).__name__
+    stack = "".join(traceback.format_exception(exc))
+    return {"code": errors.INVOCATION_FAILED, "message": message, "stacktrace": stack}
+
+
+def _invocation_error(error: Any, function_id: str, invocation_id: str) -> InvocationError:
+    if isinstance(error, Mapping) and isinstance(error.get("code"), str):
+        return InvocationError(
+            error["code"], str(error.get("message", "")), function_id, error.get("stacktrace"), invocation_id
+        )
+    return InvocationError("UNKNOWN", str(error), function_id, invocation_id=invocation_id)
+
+
+def register_worker(url: str | None = None, options: InitOptions | None = None) -> III:
+    """Connect a worker to the engine at ``url`` (else ``III_URL``, else ``ws://127.0.0.1:49134``).
+
+    Blocks until connected. Raises :class:`EngineUnavailableError` if the engine cannot be reached within
+    ``options.connect_timeout_s`` and :class:`EngineRefusedError` if it refuses the worker.
+    """
+    client = III(url, options)
+    try:
+        client.wait_until_connected()
+    except BaseException:
+        client.shutdown()
+        raise
+    return client

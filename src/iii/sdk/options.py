@@ -1,0 +1,70 @@
+"""Options of a worker connection, named as in the official Python SDK where they exist there."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+DEFAULT_ENGINE_URL: Final = "ws://127.0.0.1:49134"
+
+
+@dataclass
+class ReconnectionConfig:
+    """Exponential backoff between reconnection attempts (the official SDKs' defaults).
+
+    ``max_retries`` of -1 retries forever once the worker has connected at least once.
+    """
+
+    initial_delay_ms: int = 1000
+    max_delay_ms: int = 30_000
+    backoff_multiplier: float = 2.0
+    jitter_factor: float = 0.3
+    max_retries: int = -1
+
+    def delay_s(self, attempt: int) -> float:
+        """The pause before reconnection attempt ``attempt`` (0-based), with jitter."""
+        base = min(self.initial_delay_ms * self.backoff_multiplier**attempt, self.max_delay_ms)
+        jitter = base * self.jitter_factor * (2 * random.random() - 1)
+        return max(0.0, base + jitter) / 1000
+
+
+@dataclass
+class InitOptions:
+    """How a worker connects and behaves.
+
+    ``token`` (or ``III_TOKEN``) is sent as ``Authorization: Bearer <token>`` on the worker socket and on
+    every channel socket. ``connect_timeout_s`` bounds the first connection: :func:`register_worker` raises
+    :class:`~iii.errors.EngineUnavailableError` when the engine cannot be reached within it. Official-SDK
+    options this SDK does not use (``otel``, ``telemetry``, ``enable_metrics_reporting``) are accepted and
+    ignored.
+    """
+
+    worker_name: str | None = None
+    worker_description: str | None = None
+    namespace: str | None = None
+    invocation_timeout_ms: int = 30_000
+    headers: dict[str, str] | None = None
+    token: str | None = None
+    reconnection_config: ReconnectionConfig = field(default_factory=ReconnectionConfig)
+    connect_timeout_s: float = 10.0
+    enable_metrics_reporting: bool = True
+    otel: Any = None
+    telemetry: Any = None
+
+    def resolved_name(self) -> str:
+        return self.worker_name or os.environ.get("III_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+    def handshake_headers(self) -> dict[str, str]:
+        headers = dict(self.headers or {})
+        token = self.token or os.environ.get("III_TOKEN")
+        if token and not any(name.lower() == "authorization" for name in headers):
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+
+def resolve_url(url: str | None) -> str:
+    """The engine address: the argument, else ``III_URL``, else ``ws://127.0.0.1:49134``."""
+    return url or os.environ.get("III_URL") or DEFAULT_ENGINE_URL

@@ -1,0 +1,131 @@
+"""The SDK's own event loop thread, and the dual-mode rule that every I/O method follows (design §4).
+
+All SDK I/O runs as coroutines on one private loop (:class:`Portal`). A public method builds its coroutine
+and hands it to :func:`dual`, which applies the rule in one place:
+
+* the work **starts at once**, in call order, whether or not anyone awaits it (like a JavaScript promise);
+* where an event loop runs in the calling thread, the call returns an **awaitable** for its completion
+  (awaiting is optional for fire-and-forget methods);
+* in plain synchronous code, value-producing and backpressured methods (``blocking=True``) **block** until
+  done and return the value; fire-and-forget methods return ``None`` at once.
+
+A fire-and-forget call's failure is never lost silently: it goes to ``on_error`` (the owning object then
+raises it from its next call) and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger("iii.sdk")
+
+T = TypeVar("T")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class Portal:
+    """A private asyncio loop running in a daemon thread."""
+
+    def __init__(self, name: str = "iii-sdk") -> None:
+        self.loop = _new_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+        self._thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    @property
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop from any thread; it starts in submission order."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result (never from the loop thread itself)."""
+        if self.in_loop_thread:
+            coro.close()
+            raise RuntimeError("a blocking iii call cannot run on the SDK's own loop; await the *_async variant")
+        return self.submit(coro).result(timeout_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the loop and join its thread (no-op when called from the loop thread)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.in_loop_thread:
+            self._thread.join(timeout_s)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def dual(
+    portal: Portal,
+    coro: Coroutine[Any, Any, T],
+    *,
+    blocking: bool,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> Any:
+    """Start ``coro`` on the SDK loop now, and return per the dual-mode rule (see the module docstring).
+
+    Returns an awaitable when the calling thread runs an event loop; otherwise the result (``blocking``)
+    or ``None`` (fire-and-forget).
+    """
+    running = _running_loop()
+    if running is portal.loop:
+        task = running.create_task(coro)
+        if on_error is not None:
+            task.add_done_callback(lambda t: _report(t, on_error))
+        return task
+    future = portal.submit(coro)
+    if on_error is not None:
+        future.add_done_callback(lambda f: _report(f, on_error))
+    if running is not None:
+        wrapped = asyncio.wrap_future(future, loop=running)
+        if on_error is not None:  # reported already; do not let an unawaited wrapper warn again
+            wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return wrapped
+    if blocking:
+        if portal.in_loop_thread:  # pragma: no cover - only reachable from loop callbacks
+            raise RuntimeError("a blocking iii call cannot run on the SDK's own loop")
+        return future.result()
+    return None
+
+
+def _report(
+    done: asyncio.Future[Any] | concurrent.futures.Future[Any], on_error: Callable[[BaseException], None]
+) -> None:
+    if done.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        on_error(error)
