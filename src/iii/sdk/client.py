@@ -181,6 +181,8 @@ class III:
         self._reattach_token: str | None = None
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
+        self._state = "connecting"
+        self._state_listeners: list[Callable[[str], Any]] = []
         self._runner = self._portal.submit(self._run())
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -192,6 +194,26 @@ class III:
 
     def get_address(self) -> str:
         return self.address
+
+    def get_connection_state(self) -> str:
+        """``connecting``, ``connected``, ``reconnecting``, ``failed`` or ``disconnected`` (after shutdown)."""
+        return self._state
+
+    def add_connection_state_listener(self, listener: Callable[[str], Any]) -> Callable[[], None]:
+        """Call ``listener(state)`` now and on every change (on the SDK's thread); returns an unsubscribe."""
+        self._state_listeners.append(listener)
+        listener(self._state)
+        return lambda: self._state_listeners.remove(listener) if listener in self._state_listeners else None
+
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        for listener in list(self._state_listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("connection state listener failed")
 
     def wait_until_connected(self, timeout_s: float | None = None) -> None:
         """Block until the first connection is up; raises the reason if it cannot be made."""
@@ -235,6 +257,7 @@ class III:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        self._set_state("disconnected")
         self._fail_pending("SHUTDOWN", "the worker is shutting down")
         socket = self._socket
         if socket is not None and socket.transport is not None and not socket.closed.is_set():
@@ -308,6 +331,7 @@ class III:
         self._send_void("engine::workers::register", self._worker_metadata())
         assert self._connected is not None
         self._connected.set()
+        self._set_state("connected")
         if not self._first_connect.done():
             self._first_connect.set_result(None)
         log.info("connected to %s as worker %s", self.address, registered.worker_id)
@@ -315,6 +339,8 @@ class III:
     def _on_disconnected(self) -> None:
         assert self._connected is not None
         self._connected.clear()
+        if not self._stopping:
+            self._set_state("reconnecting")
         socket = self._socket
         if socket is not None and socket.close_code in _REFUSED_CODES and "unauthorized" in socket.close_reason:
             raise EngineRefusedError(f"the engine at {self.address} refused this worker: {socket.close_reason}")
@@ -324,6 +350,7 @@ class III:
     def _fail_for_good(self, error: BaseException) -> None:
         self._fatal = error
         self._stopping = True
+        self._set_state("failed")
         self._fail_pending("SHUTDOWN", str(error))
         if not self._first_connect.done():
             self._first_connect.set_exception(error)

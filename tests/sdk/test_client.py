@@ -1,0 +1,238 @@
+"""Our SDK against a real engine: connecting, functions, calls, errors, timeouts, nesting and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from iii import (
+    III,
+    EngineRefusedError,
+    EngineUnavailableError,
+    InitOptions,
+    InvocationError,
+    ReconnectionConfig,
+    TriggerAction,
+    UsageError,
+    register_worker,
+)
+from iii.testing import EngineProcess
+
+FAST_RECONNECT = ReconnectionConfig(initial_delay_ms=50, max_delay_ms=200, jitter_factor=0.0)
+
+
+@pytest.fixture
+def client(engine: EngineProcess) -> Iterator[III]:
+    with register_worker(engine.url, InitOptions(worker_name="test-client")) as worker:
+        yield worker
+
+
+def test_sync_and_async_handlers_answer_sync_and_async_calls(client: III) -> None:
+    client.register_function({"id": "math.double"}, lambda data: data["n"] * 2)
+
+    async def add(data: dict[str, int]) -> int:
+        await asyncio.sleep(0)
+        return data["a"] + data["b"]
+
+    client.register_function("math.add", add)
+    assert client.trigger({"function_id": "math.double", "payload": {"n": 21}}) == 42
+    assert client.trigger({"function_id": "math.add", "payload": {"a": 2, "b": 3}}) == 5
+
+    async def from_async_code() -> list[Any]:
+        return [
+            await client.trigger({"function_id": "math.double", "payload": {"n": 5}}),
+            await client.trigger_async({"function_id": "math.add", "payload": {"a": 1, "b": 1}}),
+        ]
+
+    assert asyncio.run(from_async_code()) == [10, 2]
+
+
+def test_handlers_see_the_caller_and_can_take_metadata(client: III) -> None:
+    seen: dict[str, Any] = {}
+
+    def handler(data: dict[str, Any], metadata: Any) -> str:
+        seen.update(data=data, metadata=metadata)
+        return "ok"
+
+    client.register_function("meta.echo", handler)
+    assert client.trigger({"function_id": "meta.echo", "payload": {"x": 1}, "metadata": {"tenant": "t1"}}) == "ok"
+    assert seen["metadata"] == {"tenant": "t1"}
+    assert seen["data"]["x"] == 1
+    assert seen["data"]["_caller_worker_id"] == client.worker_id
+
+
+def test_handler_errors_arrive_as_invocation_failed_with_the_traceback(client: III) -> None:
+    def broken(data: Any) -> None:
+        raise ValueError("no such order")
+
+    async def broken_async(data: Any) -> None:
+        raise KeyError("sku")
+
+    client.register_function("orders.broken", broken)
+    client.register_function("orders.broken_async", broken_async)
+    with pytest.raises(InvocationError) as caught:
+        client.trigger({"function_id": "orders.broken", "payload": {}})
+    assert caught.value.code == "invocation_failed"
+    assert caught.value.message == "no such order"
+    assert caught.value.stacktrace is not None and "ValueError: no such order" in caught.value.stacktrace
+    assert "in broken" in caught.value.stacktrace
+    assert str(caught.value) == "invocation_failed: no such order"
+    with pytest.raises(InvocationError) as caught_async:
+        client.trigger({"function_id": "orders.broken_async", "payload": {}})
+    assert "KeyError" in (caught_async.value.stacktrace or "")
+
+
+def test_results_that_cannot_be_sent_are_a_clear_failure(client: III) -> None:
+    client.register_function("bad.result", lambda data: object())
+    with pytest.raises(InvocationError) as caught:
+        client.trigger({"function_id": "bad.result"})
+    assert caught.value.code == "invocation_failed"
+    assert "could not be sent" in caught.value.message
+
+
+def test_unknown_functions_and_timeouts(client: III) -> None:
+    with pytest.raises(InvocationError) as missing:
+        client.trigger({"function_id": "nope.nothing"})
+    assert missing.value.code == "function_not_found"
+
+    release = threading.Event()
+    client.register_function("slow.wait", lambda data: release.wait(10))
+    started = time.monotonic()
+    with pytest.raises(InvocationError) as timed_out:
+        client.trigger({"function_id": "slow.wait", "timeout_ms": 200})
+    release.set()
+    assert timed_out.value.code == "TIMEOUT"
+    assert "200ms" in timed_out.value.message
+    assert time.monotonic() - started < 5
+
+
+def test_void_triggers_return_at_once_and_the_call_still_runs(client: III) -> None:
+    arrived = threading.Event()
+    payloads: list[Any] = []
+
+    def sink(data: Any) -> None:
+        payloads.append(data)
+        arrived.set()
+
+    client.register_function("events.sink", sink)
+    assert client.trigger({"function_id": "events.sink", "payload": {"n": 1}, "action": TriggerAction.Void()}) is None
+    assert arrived.wait(5)
+    assert payloads[0]["n"] == 1
+
+
+def test_nested_sync_triggers_on_one_worker_do_not_deadlock(client: III) -> None:
+    def countdown(data: dict[str, int]) -> int:
+        if data["n"] == 0:
+            return 0
+        return 1 + client.trigger({"function_id": "nest.countdown", "payload": {"n": data["n"] - 1}})
+
+    client.register_function("nest.countdown", countdown)
+    assert client.trigger({"function_id": "nest.countdown", "payload": {"n": 40}}) == 40
+
+
+def test_misuse_is_refused_locally(client: III) -> None:
+    client.register_function("dup", lambda data: None)
+    with pytest.raises(UsageError):
+        client.register_function("dup", lambda data: None)
+    with pytest.raises(UsageError):
+        client.register_function({"description": "no id"}, lambda data: None)
+    with pytest.raises(UsageError):
+        client.trigger({"payload": {}})
+    with pytest.raises(TypeError):
+        client.trigger({"function_id": "dup", "payload": {"not": object()}})
+
+
+def test_unregistered_functions_are_gone(client: III, engine: EngineProcess) -> None:
+    ref = client.register_function("temp.fn", lambda data: 1)
+    assert client.trigger({"function_id": "temp.fn"}) == 1
+    ref.unregister()
+    listing = client.trigger({"function_id": "engine::functions::list", "payload": {}})
+    assert "temp.fn" not in [f["function_id"] for f in listing["functions"]]
+
+
+def test_an_unreachable_engine_is_a_clear_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailableError) as caught:
+        register_worker("ws://127.0.0.1:9", InitOptions(connect_timeout_s=0.5, reconnection_config=FAST_RECONNECT))
+    assert "ws://127.0.0.1:9" in str(caught.value)
+    assert time.monotonic() - started < 5
+
+
+def test_a_refused_token_raises_instead_of_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    with EngineProcess(["--token", "right"]) as engine:
+        started = time.monotonic()
+        with pytest.raises(EngineRefusedError) as caught:
+            register_worker(engine.url, InitOptions(token="wrong", connect_timeout_s=10))
+        assert "unauthorized" in str(caught.value)
+        assert time.monotonic() - started < 5  # refused at once, not after the connect timeout
+        monkeypatch.setenv("III_TOKEN", "right")
+        with register_worker(engine.url) as worker:
+            channel = worker.create_channel()  # channel sockets carry the token too
+            channel.writer.write(b"authorized")
+            channel.writer.close()
+            assert channel.reader.read_all() == b"authorized"
+
+
+def test_the_url_comes_from_iii_url_when_not_given(engine: EngineProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("III_URL", engine.url)
+    with register_worker() as worker:
+        assert worker.address == engine.url
+        assert worker.trigger({"function_id": "engine::workers::list", "payload": {}})["workers"]
+
+
+def test_workers_reconnect_and_re_register_after_an_engine_restart() -> None:
+    first = EngineProcess().start()
+    port = first.port
+    options = InitOptions(worker_name="survivor", reconnection_config=FAST_RECONNECT)
+    worker = register_worker(first.url, options)
+    try:
+        release, entered, reconnected = threading.Event(), threading.Event(), threading.Event()
+        states: list[str] = []
+
+        def block(data: Any) -> bool:
+            entered.set()
+            return release.wait(30)
+
+        def on_state(state: str) -> None:
+            states.append(state)
+            if state == "connected" and "reconnecting" in states:
+                reconnected.set()
+
+        worker.register_function("svc.echo", lambda data: data)
+        worker.register_function("svc.block", block)
+        worker.add_connection_state_listener(on_state)
+        assert worker.trigger({"function_id": "svc.echo", "payload": "before"}) == "before"
+
+        in_flight: dict[str, BaseException] = {}
+
+        def call_blocking() -> None:
+            try:
+                worker.trigger({"function_id": "svc.block", "timeout_ms": 30_000})
+            except BaseException as exc:
+                in_flight["error"] = exc
+
+        caller = threading.Thread(target=call_blocking)
+        caller.start()
+        assert entered.wait(10)
+        first.kill()
+        caller.join(5)
+        release.set()
+        assert isinstance(in_flight.get("error"), InvocationError)
+        assert in_flight["error"].code == "invocation_stopped"  # type: ignore[attr-defined]
+
+        with EngineProcess(["--port", str(port)]) as second:
+            assert reconnected.wait(15)
+            assert states[:3] == ["connected", "reconnecting", "connected"]
+            # Registrations are replayed on the new connection before anything else is sent on it.
+            assert worker.trigger({"function_id": "svc.echo", "payload": "after"}) == "after"
+            names = [w["name"] for w in worker.trigger({"function_id": "engine::workers::list"})["workers"]]
+            assert names == ["survivor"]
+            second.stop()
+    finally:
+        worker.shutdown()
+        first.stop()
