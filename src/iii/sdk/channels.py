@@ -20,7 +20,8 @@ import asyncio
 import collections
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -40,6 +41,8 @@ _READ_HIGH_FRAMES: Final = 64
 _READ_LOW_FRAMES: Final = 16
 _WRITE_HIGH_BYTES: Final = 1024 * 1024
 _CLOSE_WAIT_S: Final = 10.0
+_FAST_WRITE_BYTES: Final = 1024 * 1024
+"""Writes up to this size, made on the SDK loop with nothing queued, go to the socket without a task."""
 _MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 
 
@@ -115,6 +118,9 @@ class _ChannelEnd:
         self._connecting: asyncio.Future[_EndSocket] | None = None
         self._lock: asyncio.Lock | None = None
         self._error: BaseException | None = None
+        # Calls scheduled and not finished; a call may skip the queue only when there are none.
+        self._outstanding = 0
+        self._outstanding_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} channel={self.ref.channel_id}>"
@@ -128,6 +134,21 @@ class _ChannelEnd:
 
     def _on_closed(self) -> None:
         pass
+
+    def _schedule(
+        self, coro: Coroutine[Any, Any, Any], *, blocking: bool, on_error: Callable[[BaseException], None] | None = None
+    ) -> Any:
+        """Start ``coro`` per the dual-mode rule, counted as outstanding until it finishes."""
+        with self._outstanding_lock:
+            self._outstanding += 1
+        return dual(self._portal, self._counted(coro), blocking=blocking, on_error=on_error)
+
+    async def _counted(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await coro
+        finally:
+            with self._outstanding_lock:
+                self._outstanding -= 1
 
     def _ordered(self) -> asyncio.Lock:
         if self._lock is None:
@@ -189,12 +210,29 @@ class ChannelWriter(_ChannelEnd):
     def write(self, data: bytes | bytearray | memoryview) -> Any:
         """Send ``data`` (in 64 KiB frames). Backpressured: blocks in sync code, awaitable in async code."""
         self._check_open("write")
-        return dual(self._portal, self._write(bytes(data) if isinstance(data, bytearray) else data), blocking=True)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the caller may change its buffer before the write runs
+        socket = self._socket
+        if (
+            socket is not None
+            and self._outstanding == 0
+            and len(data) <= _FAST_WRITE_BYTES
+            and self._portal.in_loop_thread
+            and socket.writable.is_set()
+            and socket.close_code is None
+            and self._error is None
+        ):
+            # On the SDK loop with nothing queued and room in the socket: send now, no task needed.
+            self._send_frames(socket, memoryview(data))
+            done = self._portal.loop.create_future()
+            done.set_result(None)
+            return done
+        return self._schedule(self._write(data), blocking=True)
 
     def send_message(self, message: str) -> Any:
         """Send a text side-message, in order with the data. Fire-and-forget (awaitable in async code)."""
         self._check_open("send_message")
-        return dual(self._portal, self._send_text(message), blocking=False, on_error=self._record)
+        return self._schedule(self._send_text(message), blocking=False, on_error=self._record)
 
     async def send_message_async(self, message: str) -> None:
         """Send a text side-message and wait until it is handed to the socket."""
@@ -205,7 +243,7 @@ class ChannelWriter(_ChannelEnd):
         if self._closing:
             return dual(self._portal, _done(), blocking=False)
         self._closing = True
-        return dual(self._portal, self._close(), blocking=False, on_error=self._record)
+        return self._schedule(self._close(), blocking=False, on_error=self._record)
 
     async def close_async(self) -> None:
         """End the stream cleanly and wait until the engine has it."""
@@ -221,19 +259,25 @@ class ChannelWriter(_ChannelEnd):
         if pending is not None:
             await pending
 
-    async def _write(self, data: bytes | memoryview) -> None:
+    async def _write(self, data: bytes) -> None:
         async with self._ordered():
             socket = await self._ready()
             view = memoryview(data)
-            for offset in range(0, max(len(view), 1), FRAME_BYTES):
+            for offset in range(0, len(view), FRAME_BYTES):
                 if not socket.writable.is_set():
                     await socket.writable.wait()
                     self._raise_if_broken(socket)
-                assert socket.transport is not None
-                socket.transport.send(WSMsgType.BINARY, view[offset : offset + FRAME_BYTES])
+                self._send_frames(socket, view[offset : offset + FRAME_BYTES])
             if not socket.writable.is_set():
                 await socket.writable.wait()
                 self._raise_if_broken(socket)
+
+    @staticmethod
+    def _send_frames(socket: _EndSocket, view: memoryview) -> None:
+        transport = socket.transport
+        assert transport is not None
+        for offset in range(0, len(view), FRAME_BYTES):
+            transport.send(WSMsgType.BINARY, view[offset : offset + FRAME_BYTES])
 
     async def _send_text(self, message: str) -> None:
         async with self._ordered():
@@ -332,7 +376,7 @@ class ChannelReader(_ChannelEnd):
         Raises :class:`ChannelBrokenError` if the stream breaks (``received`` tells how much had arrived).
         """
         self._take("read_all")
-        return dual(self._portal, self._read_all(), blocking=True)
+        return self._schedule(self._read_all(), blocking=True)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._take("async iteration")
@@ -344,7 +388,7 @@ class ChannelReader(_ChannelEnd):
 
     def close(self) -> Any:
         """Stop reading early. Fire-and-forget."""
-        return dual(self._portal, self._close(), blocking=False, on_error=self._record)
+        return self._schedule(self._close(), blocking=False, on_error=self._record)
 
     # --- internals -------------------------------------------------------------------------------------
 
@@ -359,11 +403,26 @@ class ChannelReader(_ChannelEnd):
         return await asyncio.wrap_future(self._portal.submit(coro))
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._await_portal(self._next())
-            if chunk is None:
-                return
-            yield chunk
+        if asyncio.get_running_loop() is self._portal.loop:
+            while (chunk := await self._next()) is not None:
+                yield chunk
+            return
+        # From another loop each hop to the SDK thread costs tens of microseconds: fetch what has arrived.
+        while (batch := await asyncio.wrap_future(self._portal.submit(self._next_batch()))) is not None:
+            for chunk in batch:
+                yield chunk
+
+    async def _next_batch(self) -> list[bytes] | None:
+        """The next chunk and the data chunks right behind it (up to the next text message), or None at the end."""
+        first = await self._next()
+        if first is None:
+            return None
+        batch = [first]
+        items = self._items
+        while items and isinstance(items[0], bytes) and len(batch) < _READ_HIGH_FRAMES:
+            batch.append(items.popleft())  # type: ignore[arg-type]
+        self._resume_if_drained()
+        return batch
 
     async def _read_all(self) -> bytes:
         parts = []
@@ -385,12 +444,21 @@ class ChannelReader(_ChannelEnd):
                 self._arrived.clear()
                 await self._arrived.wait()
             item = self._items.popleft()
-            if self._paused and len(self._items) <= _READ_LOW_FRAMES and socket.transport is not None:
-                self._paused = False
-                socket.transport.underlying_transport.resume_reading()
+            self._resume_if_drained()
             if isinstance(item, bytes):
                 return item
             self._dispatch(item)
+
+    def _resume_if_drained(self) -> None:
+        socket = self._socket
+        if (
+            self._paused
+            and len(self._items) <= _READ_LOW_FRAMES
+            and socket is not None
+            and socket.transport is not None
+        ):
+            self._paused = False
+            socket.transport.underlying_transport.resume_reading()
 
     async def _close(self) -> None:
         if self._socket is not None and self._socket.transport is not None and not self._ended:
