@@ -154,15 +154,21 @@ class Channel:
             reader.send_frame(kind, payload, fin)
             self.frames_relayed += 1
             self.bytes_relayed += len(payload)
+            if reader.write_paused:
+                # The reader's socket is full: hold the writer now rather than copying frames into the queue.
+                self._pause_writer()
             return
         queue = self.queue
         if queue is None:
             queue = self.queue = deque()
         queue.append((kind, bytes(payload), fin))
         self.queued_bytes += len(payload)
-        if not self.writer_paused and self._buffer_full():
+        if reader is not None or self._buffer_full():
+            self._pause_writer()
+
+    def _pause_writer(self) -> None:
+        if not self.writer_paused and self.writer is not None:
             self.writer_paused = True
-            assert self.writer is not None
             self.writer.pause_reading()
             self.manager.stalls += 1
 
@@ -283,7 +289,8 @@ class Channel:
             reader.send_frame(kind, payload, fin)
             self.frames_relayed += 1
             self.bytes_relayed += len(payload)
-        if self.writer_paused and not self._buffer_full():
+        if self.writer_paused and not queue and not reader.write_paused:
+            # Everything queued went out and the reader's socket has room: let the writer go on.
             self.writer_paused = False
             if self.writer is not None:
                 self.writer.resume_reading()

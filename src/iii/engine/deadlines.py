@@ -1,65 +1,66 @@
-"""Many cheap deadlines, checked in batches.
+"""Many cheap deadlines for keys that share a few timeout values.
 
-Every pending invocation has a deadline, and most complete long before it. A timer handle per call would
-cost a heap entry that outlives the call; here a deadline is an entry in a per-tick bucket, removed in
-O(1) when the call completes, and :meth:`Deadlines.pop_expired` collects the overdue keys of all buckets
-up to now. Resolution is one tick; no entry expires early.
+Every pending invocation has a deadline, and most complete long before it. Calls with the same timeout
+expire in the order they started, so each distinct timeout gets a FIFO queue: adding and removing a key
+are O(1) dictionary operations, and :meth:`Deadlines.pop_expired` only looks at the head of each queue.
+Timeouts are rounded up to a 100 ms grid, which bounds the number of queues and lets a key expire at most
+that much late, never early.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
+from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
+_GRID_S: Final = 0.1
+
 
 class Deadlines(Generic[K]):
-    """A set of keys, each due at a time; times are any monotonic clock in seconds."""
+    """A set of keys, each due at ``start + timeout``; times are any monotonic clock in seconds."""
 
-    __slots__ = ("_buckets", "_due_tick", "_tick_s", "_ticks")
+    __slots__ = ("_queues",)
 
-    def __init__(self, tick_s: float = 0.1) -> None:
-        if tick_s <= 0:
-            raise ValueError("tick_s must be positive")
-        self._tick_s = tick_s
-        self._buckets: dict[int, set[K]] = {}
-        self._due_tick: dict[K, int] = {}
-        self._ticks: list[int] = []  # heap of ticks that had a bucket; stale entries are skipped
+    def __init__(self) -> None:
+        self._queues: dict[float, OrderedDict[K, float]] = {}
 
     def __len__(self) -> int:
-        return len(self._due_tick)
+        return sum(len(queue) for queue in self._queues.values())
 
-    def add(self, key: K, due: float) -> None:
-        """Make ``key`` due at ``due`` (replacing an earlier deadline for the same key)."""
-        self.discard(key)
-        tick = math.ceil(due / self._tick_s)
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            bucket = self._buckets[tick] = set()
-            heapq.heappush(self._ticks, tick)
-        bucket.add(key)
-        self._due_tick[key] = tick
+    @staticmethod
+    def slot(timeout_s: float) -> float:
+        """The queue a timeout belongs to (pass it back to :meth:`discard`)."""
+        return math.ceil(timeout_s / _GRID_S) * _GRID_S
 
-    def discard(self, key: K) -> None:
-        """Forget ``key``; does nothing if it has no deadline."""
-        tick = self._due_tick.pop(key, None)
-        if tick is None:
-            return
-        bucket = self._buckets[tick]
-        bucket.discard(key)
-        if not bucket:
-            del self._buckets[tick]
+    def add(self, key: K, start: float, timeout_s: float) -> float:
+        """Make ``key`` due ``timeout_s`` after ``start``; returns its slot. Keys must be unique."""
+        slot = self.slot(timeout_s)
+        queue = self._queues.get(slot)
+        if queue is None:
+            queue = self._queues[slot] = OrderedDict()
+        queue[key] = start + slot
+        return slot
+
+    def discard(self, key: K, slot: float) -> None:
+        """Forget ``key`` (added with ``slot``); does nothing if it is not there."""
+        queue = self._queues.get(slot)
+        if queue is not None and queue.pop(key, None) is not None and not queue:
+            del self._queues[slot]
 
     def pop_expired(self, now: float) -> list[K]:
-        """Remove and return every key whose deadline is at or before ``now``."""
-        limit = math.floor(now / self._tick_s)
+        """Remove and return every key whose deadline is at or before ``now``, oldest first per queue."""
         expired: list[K] = []
-        while self._ticks and self._ticks[0] <= limit:
-            tick = heapq.heappop(self._ticks)
-            for key in self._buckets.pop(tick, ()):
-                del self._due_tick[key]
+        for slot in list(self._queues):
+            queue = self._queues[slot]
+            while queue:
+                key = next(iter(queue))
+                if queue[key] > now:
+                    break
+                del queue[key]
                 expired.append(key)
+            if not queue:
+                del self._queues[slot]
         return expired

@@ -18,7 +18,15 @@ from iii.engine.peers import Caller, Host
 class PendingCall:
     """One call dispatched to a host and not yet answered."""
 
-    __slots__ = ("caller", "caller_invocation_id", "dispatch_id", "function_id", "started_at", "target")
+    __slots__ = (
+        "caller",
+        "caller_invocation_id",
+        "deadline_slot",
+        "dispatch_id",
+        "function_id",
+        "started_at",
+        "target",
+    )
 
     def __init__(
         self,
@@ -35,6 +43,7 @@ class PendingCall:
         self.caller = caller
         self.caller_invocation_id = caller_invocation_id
         self.started_at = started_at
+        self.deadline_slot = 0.0
 
 
 class DispatchIds:
@@ -64,7 +73,7 @@ class InvocationRouter:
         self._pending: dict[str, PendingCall] = {}
         self._by_target: dict[Host, set[str]] = {}
         self._by_caller: dict[Caller, set[str]] = {}
-        self._deadlines: Deadlines[str] = Deadlines(tick_s=0.05)
+        self._deadlines: Deadlines[str] = Deadlines()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -96,7 +105,7 @@ class InvocationRouter:
             if callers is None:
                 callers = self._by_caller[caller] = set()
             callers.add(call.dispatch_id)
-        self._deadlines.add(call.dispatch_id, now + timeout_s)
+        call.deadline_slot = self._deadlines.add(call.dispatch_id, now, timeout_s)
         return call
 
     def complete(self, dispatch_id: str, sender: Host) -> PendingCall | None:
@@ -169,4 +178,4 @@ class InvocationRouter:
                 if not callers:
                     del self._by_caller[call.caller]
         if not deadline_done:
-            self._deadlines.discard(call.dispatch_id)
+            self._deadlines.discard(call.dispatch_id, call.deadline_slot)

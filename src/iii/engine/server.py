@@ -38,7 +38,7 @@ from iii.engine.peers import Host
 from iii.engine.registry import BuiltinInputError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
-from iii.engine.worker_socket import WorkerConnection
+from iii.engine.worker_socket import Outbox, WorkerConnection
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
 from iii.protocol.messages import (
@@ -60,6 +60,7 @@ from iii.protocol.refs import CHANNEL_PATH_PREFIX
 log = logging.getLogger("iii.engine")
 
 _HOUSEKEEPING_TICK_S: Final = 0.05
+_READ_BUFFER_INIT_BYTES: Final = 4096
 
 
 def error_raw(code: str, message: str) -> msgspec.Raw:
@@ -85,6 +86,7 @@ class Engine:
             ttl_s=self.config.channel_ttl_s,
         )
         self.workers: dict[str, WorkerConnection] = {}
+        self.outbox = Outbox()
         Builtins(self).install()
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -109,6 +111,8 @@ class Engine:
             self.config.port,
             websocket_handshake_timeout=self.config.handshake_timeout_s,
             max_frame_size=self.config.max_message_bytes,
+            # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
+            read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
             logger_name="iii.engine.ws",
         )
         self._housekeeping = asyncio.get_running_loop().create_task(self._run_housekeeping())

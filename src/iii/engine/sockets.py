@@ -12,6 +12,7 @@ Every listener reads its socket until it closes, and picows answers pings on all
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Final
 
@@ -30,7 +31,10 @@ _FRAME_KINDS: Final = {
 }
 _MSG_TYPES: Final = {kind: msg_type for msg_type, kind in _FRAME_KINDS.items()}
 _WRITE_BUFFER_HIGH: Final = 1024 * 1024
-"""Outgoing bytes a reader socket may have buffered before the relay queues in the channel instead."""
+"""Outgoing bytes a reader socket may have buffered before the relay holds the writer back."""
+_WRITER_RCVBUF: Final = 256 * 1024
+"""Kernel receive buffer of a writer's socket. picows reads whatever the kernel holds into a buffer that
+only grows; a bounded kernel buffer keeps each read (and the memory it touches) small and cache-warm."""
 
 
 def close_transport(transport: WSTransport, code: int, reason: str) -> None:
@@ -111,6 +115,10 @@ class ChannelSocket(TrackedListener):
         self.transport = transport
         if self.role is Role.READER:
             transport.underlying_transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
+        else:
+            sock = transport.underlying_transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _WRITER_RCVBUF)
         self.channel.attach(self.role, self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:

@@ -14,6 +14,7 @@ escapes). Contracts:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import msgspec
@@ -130,22 +131,25 @@ _WHITESPACE: Final = b" \t\r\n"
 def with_caller_worker_id(data: msgspec.Raw, worker_id: str) -> msgspec.Raw:
     """Return ``data`` with ``_caller_worker_id`` set to ``worker_id`` when it is a JSON object.
 
-    Non-object payloads are returned unchanged, as the reference engine does. In the common case (the key
-    is not present) the field is spliced in as the object's last member without decoding the payload, so
-    a large payload costs one copy; a payload that already mentions the key is decoded, updated and
-    re-encoded so that the engine's value is the only one.
+    Non-object payloads are returned unchanged, as the reference engine does. The member is spliced in as
+    the object's last one without decoding the payload (one copy, however large). JSON parsers keep the
+    last of duplicate keys, so the engine's value wins even over a key spelled with escapes; a payload that
+    literally contains the key is decoded and rebuilt, so that the key appears once.
     """
     raw = bytes(data)
     stripped = raw.strip(_WHITESPACE)
     if not stripped.startswith(b"{"):
         return data
-    if _CALLER_KEY in stripped or b"\\u" in stripped:
-        # Rare: the key may already be there (possibly spelled with escapes); rebuild the object.
+    if _CALLER_KEY in stripped:
         value = _any_decoder.decode(stripped)
         value["_caller_worker_id"] = worker_id
         return msgspec.Raw(_encoder.encode(value))
-    member = b'"_caller_worker_id":' + _encoder.encode(worker_id)
-    inner = stripped[1:-1]
-    if inner.strip(_WHITESPACE):
-        return msgspec.Raw(stripped[:-1] + b"," + member + b"}")
-    return msgspec.Raw(b"{" + member + b"}")
+    member = _caller_member(worker_id)
+    if stripped[1:-1].strip(_WHITESPACE):
+        return msgspec.Raw(b"".join((stripped[:-1], b",", member, b"}")))
+    return msgspec.Raw(b"".join((b"{", member, b"}")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _caller_member(worker_id: str) -> bytes:
+    return _CALLER_KEY + b":" + _encoder.encode(worker_id)
