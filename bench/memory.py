@@ -1,0 +1,293 @@
+"""Engine memory: RSS growth of the engine process (``VmRSS``) per item, each case in a fresh engine.
+
+* channels created but never connected: ``engine::channels::create`` 100,000 times, 256 calls in flight;
+* channels with both ends connected and idle: 1,000 channels, each with a writer and a reader socket;
+* idle worker connections: 1,000 worker sockets, each having received ``workerregistered``.
+
+A lean client process (picows, no SDK) first does a small warm-up of the same kind (so one-time
+allocations land in the baseline), then the driver reads the baseline RSS, tells the client to go, and
+reads the RSS again once the client has finished. Growth / count is the result. For the socket cases the
+client then asks the engine (``engine::channels::list`` / ``engine::workers::list``) to confirm that all the
+items are there. The driver raises its soft ``RLIMIT_NOFILE`` before it starts the engine (the engine
+inherits it) and the client raises its own.
+
+Run alone: ``python bench/memory.py [--quick] [--case unconnected|connected|workers]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from _common import (
+    KIB,
+    Child,
+    Commands,
+    Measurement,
+    WorkerClient,
+    channel_url,
+    create_channel,
+    emit,
+    engine_process,
+    fmt_bytes,
+    markdown_table,
+    raise_nofile_limit,
+    run_role,
+    settle_rss,
+)
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+CHILD_TIMEOUT_S = 600.0
+SCRIPT = "memory.py"
+SETTLE_S = 1.0
+FD_SLACK = 200
+T = TypeVar("T")
+
+
+# --- client roles ----------------------------------------------------------------------------------------
+
+
+class IdleEnd(WSListener):
+    """A channel end that only notices being closed."""
+
+    def __init__(self) -> None:
+        self.closed_by_engine = False
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            self.closed_by_engine = True
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+
+async def create_many(client: WorkerClient, count: int, in_flight: int) -> list[dict[str, dict[str, str]]]:
+    """Create ``count`` channels with ``in_flight`` calls outstanding; returns their refs."""
+    refs: list[dict[str, dict[str, str]]] = []
+    remaining = count
+
+    async def lane() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            refs.append(await create_channel(client))
+
+    await asyncio.gather(*(lane() for _ in range(min(in_flight, count))))
+    return refs
+
+
+async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run async ``jobs`` (zero-argument coroutine functions) with at most ``concurrency`` at a time."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def run(job: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+async def open_channels(url: str, refs: list[dict[str, dict[str, str]]], concurrency: int) -> list[WSTransport]:
+    """Connect the writer and the reader end of every channel in ``refs``."""
+
+    def opener(ref: dict[str, str]) -> Callable[[], Awaitable[WSTransport]]:
+        async def open_end() -> WSTransport:
+            transport, _ = await ws_connect(IdleEnd, channel_url(url, ref), websocket_handshake_timeout=30)
+            return transport
+
+        return open_end
+
+    jobs = [opener(pair[end]) for pair in refs for end in ("writer", "reader")]
+    return await bounded(concurrency, jobs)
+
+
+async def unconnected_main(url: str, count: int, warmup: int, in_flight: int) -> None:
+    """Client of case 4a: create channels and keep them (and the worker socket) until told to exit."""
+    commands = Commands()
+    client = await WorkerClient.connect(url)
+    await create_many(client, warmup, in_flight)
+    emit("warm")
+    await commands.expect("go")
+    started = time.perf_counter()
+    refs = await create_many(client, count, in_flight)
+    seconds = time.perf_counter() - started
+    distinct = len({pair["writer"]["channel_id"] for pair in refs})
+    separate_keys = all(pair["writer"]["access_key"] != pair["reader"]["access_key"] for pair in refs)
+    del refs
+    emit("done", created=count, distinct=distinct, separate_keys=separate_keys, seconds=seconds)
+    await commands.expect("exit")  # stay connected: the engine forgets a departed worker's unused channels
+    await client.close()
+
+
+async def connected_main(url: str, count: int, warmup: int, concurrency: int) -> None:
+    """Client of case 4b: create channels and connect both ends of each; keep them idle."""
+    commands = Commands()
+    client = await WorkerClient.connect(url)
+    ends = await open_channels(url, await create_many(client, warmup, concurrency), concurrency)
+    emit("warm")
+    await commands.expect("go")
+    started = time.perf_counter()
+    refs = await create_many(client, count, concurrency)
+    ends += await open_channels(url, refs, concurrency)
+    seconds = time.perf_counter() - started
+    emit("done", sockets=len(ends), seconds=seconds)
+    await commands.expect("verify")
+    listing = await client.call("engine::channels::list", {})
+    both_open = sum(1 for c in listing["channels"] if c["writer"] == "open" and c["reader"] == "open")
+    alive = sum(1 for t in ends if not t.is_disconnected)
+    emit("verified", both_open=both_open, alive_sockets=alive)
+    await commands.expect("exit")
+    await client.close()
+
+
+async def workers_main(url: str, count: int, warmup: int, concurrency: int) -> None:
+    """Client of case 4c: open worker sockets, each waiting for ``workerregistered``."""
+    commands = Commands()
+    clients: list[WorkerClient] = []
+
+    async def connect() -> WorkerClient:
+        return await WorkerClient.connect(url, timeout_s=30)
+
+    clients += [await connect() for _ in range(warmup)]
+    emit("warm")
+    await commands.expect("go")
+    started = time.perf_counter()
+    clients += await bounded(concurrency, [connect] * count)
+    seconds = time.perf_counter() - started
+    registered = sum(1 for c in clients if c.registered.done() and not c.registered.exception())
+    emit("done", registered=registered, seconds=seconds)
+    await commands.expect("verify")
+    listing = await clients[0].call("engine::workers::list", {})
+    emit("verified", workers=len(listing["workers"]))
+    await commands.expect("exit")
+
+
+def client_fd_limit(wanted: int) -> None:
+    """Raise this client's soft RLIMIT_NOFILE; fail clearly if the hard limit is too low."""
+    soft = raise_nofile_limit(wanted)
+    if soft < wanted:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        raise RuntimeError(f"the client needs {wanted} file descriptors but the hard limit is {hard} (ulimit -Hn)")
+
+
+# --- driver ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One memory case: what the client does, how many items, and the target per item."""
+
+    key: str
+    name: str
+    unit: str
+    target_bytes: int
+    count: int
+    quick_count: int
+    warmup: int
+    fds_per_item: int
+
+
+CASES = {
+    "unconnected": Case(
+        "unconnected", "4a. engine RSS per created, unconnected channel", "channel", 2 * KIB, 100_000, 10_000, 1_000, 0
+    ),
+    "connected": Case(
+        "connected", "4b. engine RSS per channel, both ends connected, idle", "channel", 64 * KIB, 1_000, 200, 20, 2
+    ),
+    "workers": Case("workers", "4c. engine RSS per idle worker connection", "worker", 100 * KIB, 1_000, 200, 20, 1),
+}
+
+
+def measure_case(case: Case, quick: bool) -> Measurement:
+    """Run one case in a fresh engine and return its report row."""
+    count = case.quick_count if quick else case.count
+    fds = (count + case.warmup) * case.fds_per_item + FD_SLACK
+    soft = raise_nofile_limit(fds)  # inherited by the engine started below
+    if soft < fds:
+        raise RuntimeError(f"{case.key}: the engine needs {fds} file descriptors; raise the hard limit (ulimit -Hn)")
+    concurrency = 256 if case.key == "unconnected" else 64
+    args = ["--role", case.key, "--count", str(count), "--warmup", str(case.warmup), "--concurrency", str(concurrency)]
+    with engine_process() as engine, contextlib.ExitStack() as stack:
+        client = stack.enter_context(Child(f"memory-{case.key}", SCRIPT, [*args, "--url", engine.url], CHILD_TIMEOUT_S))
+        client.expect("warm")
+        baseline = settle_rss(engine.pid, SETTLE_S)
+        client.send("go")
+        done = client.expect("done")
+        after = settle_rss(engine.pid, SETTLE_S)
+        checks = []
+        if case.key == "unconnected":
+            if done["distinct"] != count or not done["separate_keys"]:
+                raise RuntimeError(f"unconnected: {done['distinct']} distinct channels of {count}, or shared keys")
+            checks.append(f"{count:,} distinct channels created in {done['seconds']:.1f} s")
+        elif case.key == "connected":
+            client.send("verify")
+            verified = client.expect("verified")
+            expected = count + case.warmup
+            if verified["both_open"] != expected or verified["alive_sockets"] != 2 * expected:
+                raise RuntimeError(f"connected: engine lists {verified} for {expected} channels")
+            checks.append(f"engine::channels::list shows {verified['both_open']} channels with both ends open")
+        else:
+            client.send("verify")
+            verified = client.expect("verified")
+            if done["registered"] != count + case.warmup or verified["workers"] != count + case.warmup:
+                raise RuntimeError(f"workers: {done['registered']} registered, engine lists {verified['workers']}")
+            checks.append(f"engine::workers::list shows {verified['workers']} workers")
+        client.send("exit")
+    per_item = (after - baseline) / count
+    return Measurement(
+        name=case.name,
+        result=f"{fmt_bytes(per_item)} per {case.unit}",
+        score=per_item,
+        target=case.target_bytes,
+        target_text=f"≤ {fmt_bytes(case.target_bytes)}",
+        higher_is_better=False,
+        details=(
+            f"{count:,} {case.unit}s after a warm-up of {case.warmup:,}; engine RSS {fmt_bytes(baseline)} → "
+            f"{fmt_bytes(after)} (+{fmt_bytes(after - baseline)}); " + "; ".join(checks)
+        ),
+    )
+
+
+def measure(quick: bool, cases: list[str] | None = None) -> list[Measurement]:
+    """The report rows of the given cases (all by default), each in a fresh engine."""
+    return [measure_case(CASES[key], quick) for key in cases or list(CASES)]
+
+
+def main() -> None:
+    """Command line: run as the driver, or as one client role when ``--role`` is given."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10,000 / 200 / 200 items")
+    parser.add_argument("--case", choices=list(CASES), action="append", help="run only this case (repeatable)")
+    parser.add_argument("--role", choices=list(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role is None:
+        print(markdown_table(measure(args.quick, args.case)))
+        return
+    client_fd_limit((args.count + args.warmup) * CASES[args.role].fds_per_item + FD_SLACK)
+    if args.role == "unconnected":
+        run_role(lambda: unconnected_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
+    elif args.role == "connected":
+        run_role(lambda: connected_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
+    else:
+        run_role(lambda: workers_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
+
+
+if __name__ == "__main__":
+    if "--role" not in sys.argv:
+        main()
+    else:
+        try:
+            main()
+        except Exception as exc:
+            emit("error", message=f"{type(exc).__name__}: {exc}")
+            sys.exit(1)

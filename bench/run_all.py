@@ -1,0 +1,82 @@
+"""Run every benchmark in one session and print one markdown table.
+
+``python bench/run_all.py`` (with the project's venv) runs, in this order and each in fresh processes:
+
+1. the bare 3-process TCP relay (the ceiling) and 2. the channel relay through the engine, interleaved;
+3. invocations between two workers (throughput with 64 in flight, sequential latency), interleaved;
+4. engine memory per unconnected channel, per connected idle channel and per idle worker connection.
+
+``--quick`` uses small sizes (a smoke test, not a measurement); ``--verify`` adds checksums and per-call
+result checks; ``--repeat N`` sets the runs per timed measurement (median reported). Each part also runs
+alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``, ``bench/memory.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import channel_relay
+import invocations
+import memory
+from _common import BENCH_DIR, Measurement, markdown_table
+
+PARTS = ("relay", "invoke", "memory")
+
+
+def machine_notes() -> str:
+    """One line about where and on what the benchmark ran."""
+    commit = subprocess.run(
+        ["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(BENCH_DIR), "status", "--porcelain", "--", "../src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    load = os.getloadavg()
+    return (
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; commit {commit or '?'}"
+        f"{' (src modified)' if dirty else ''}; {os.cpu_count()} CPUs; Python {platform.python_version()}; "
+        f"load average before the run {load[0]:.2f}"
+    )
+
+
+def main() -> None:
+    """Run the selected parts and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each (smoke test)")
+    parser.add_argument("--verify", action="store_true", help="checksums on the relays, result checks on calls")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per timed measurement; default 5, quick 1")
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    args = parser.parse_args()
+    repeat = args.repeat or (1 if args.quick else 5)
+    parts = args.only or list(PARTS)
+    notes = machine_notes()
+    started = time.monotonic()
+    rows: list[Measurement] = []
+    if "relay" in parts:
+        print("running: bare TCP relay and channel relay ...", file=sys.stderr, flush=True)
+        rows += channel_relay.measure(args.quick, args.verify, repeat)
+    if "invoke" in parts:
+        print("running: invocations ...", file=sys.stderr, flush=True)
+        rows += invocations.measure(args.quick, args.verify, repeat)
+    if "memory" in parts:
+        print("running: engine memory ...", file=sys.stderr, flush=True)
+        rows += memory.measure(args.quick)
+    mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
+    print(f"iii-py benchmarks — {notes}; {mode}; took {time.monotonic() - started:.0f} s\n")
+    print(markdown_table(rows))
+    missed = [row.name for row in rows if row.passed is False]
+    if missed:
+        print(f"\nTargets missed: {len(missed)} of {sum(1 for r in rows if r.target is not None)}")
+
+
+if __name__ == "__main__":
+    main()
