@@ -326,7 +326,7 @@ class III:
         self._worker_id, self._reattach_token = registered.worker_id, registered.reattach_token
         if previous is not None:
             self._send(Reattach(previous_worker_id=previous, reattach_token=token))
-        for function in self._functions.values():
+        for function in list(self._functions.values()):  # other threads may register meanwhile
             self._send(function.registration())
         self._send_void("engine::workers::register", self._worker_metadata())
         assert self._connected is not None
