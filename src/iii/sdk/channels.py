@@ -41,6 +41,8 @@ _READ_HIGH_FRAMES: Final = 64
 _READ_LOW_FRAMES: Final = 16
 _WRITE_HIGH_BYTES: Final = 1024 * 1024
 _CLOSE_WAIT_S: Final = 10.0
+_MAX_OUTSTANDING: Final = 256
+"""Calls on one end that may be in flight before a fire-and-forget call made in sync code waits."""
 _FAST_WRITE_BYTES: Final = 1024 * 1024
 """Writes up to this size, made on the SDK loop with nothing queued, go to the socket without a task."""
 _MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
@@ -138,10 +140,15 @@ class _ChannelEnd:
     def _schedule(
         self, coro: Coroutine[Any, Any, Any], *, blocking: bool, on_error: Callable[[BaseException], None] | None = None
     ) -> Any:
-        """Start ``coro`` per the dual-mode rule, counted as outstanding until it finishes."""
+        """Start ``coro`` per the dual-mode rule, counted as outstanding until it finishes.
+
+        A fire-and-forget call made while many calls on this end are still outstanding waits for its own
+        completion in sync code, so a loop of fire-and-forget calls cannot queue without bound.
+        """
         with self._outstanding_lock:
             self._outstanding += 1
-        return dual(self._portal, self._counted(coro), blocking=blocking, on_error=on_error)
+            crowded = self._outstanding > _MAX_OUTSTANDING
+        return dual(self._portal, self._counted(coro), blocking=blocking or crowded, on_error=on_error)
 
     async def _counted(self, coro: Coroutine[Any, Any, Any]) -> Any:
         try:
@@ -284,6 +291,9 @@ class ChannelWriter(_ChannelEnd):
             socket = await self._ready()
             assert socket.transport is not None
             socket.transport.send(WSMsgType.TEXT, message.encode())
+            if not socket.writable.is_set():  # backpressured like data: the next call waits for room
+                await socket.writable.wait()
+                self._raise_if_broken(socket)
 
     async def _close(self) -> None:
         async with self._ordered():

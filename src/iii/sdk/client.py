@@ -122,6 +122,8 @@ class _ControlSocket(WSListener):
         self.transport: WSTransport | None = None
         self.registered: asyncio.Future[WorkerRegistered] = asyncio.get_running_loop().create_future()
         self.closed = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
         self.close_code: int | None = None
         self.close_reason = ""
         self._fragments: bytearray | None = None
@@ -156,8 +158,15 @@ class _ControlSocket(WSListener):
         elif message is not None:
             self.client._on_message(message)
 
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed.set()
+        self.writable.set()
         if not self.registered.done():
             self.registered.set_exception(ConnectionError("the engine closed the connection before registering"))
 
@@ -181,6 +190,7 @@ class III:
         self._reattach_token: str | None = None
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
         self._state = "connecting"
         self._state_listeners: list[Callable[[str], Any]] = []
         self._runner = self._portal.submit(self._run())
@@ -259,6 +269,11 @@ class III:
         self._stopping = True
         self._set_state("disconnected")
         self._fail_pending("SHUTDOWN", "the worker is shutting down")
+        running = list(self._handler_tasks)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=5)
         socket = self._socket
         if socket is not None and socket.transport is not None and not socket.closed.is_set():
             socket.transport.send_close(WSCloseCode.OK)
@@ -492,6 +507,9 @@ class III:
                 )
             )
             return None
+        socket = self._socket
+        if socket is not None and not socket.writable.is_set():
+            await socket.writable.wait()  # the engine is slow to read: wait instead of piling up messages
         invocation_id = str(uuid.uuid4())
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -607,13 +625,20 @@ class III:
             return
         args = (data, metadata) if function.wants_metadata else (data,)
         if function.is_async:
-            self._portal.loop.create_task(self._run_async(function, invocation_id, args))
+            task = self._portal.loop.create_task(self._run_async(function, invocation_id, args))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
         else:
             context = contextvars.copy_context()
             future = self._handler_pool.submit(context.run, function.handler, *args)
-            future.add_done_callback(
-                lambda done: self._portal.loop.call_soon_threadsafe(self._reply_from, invocation_id, function, done)
-            )
+            future.add_done_callback(lambda done: self._from_thread(self._reply_from, invocation_id, function, done))
+
+    def _from_thread(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` on the SDK loop; dropped if the worker has shut down meanwhile."""
+        try:
+            self._portal.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            log.debug("the worker shut down before %s finished", getattr(callback, "__name__", callback))
 
     async def _run_async(self, function: _Function, invocation_id: str, args: tuple[Any, ...]) -> None:
         try:
