@@ -19,10 +19,9 @@ import os
 import sys
 from typing import Any
 
+from iii import InitOptions, register_worker
 from iii.channels import ChannelReader, ChannelWriter
 from iii.helpers import create_channel_async
-
-from iii import InitOptions, register_worker
 
 MAX_LIST_ATTEMPTS = 200
 
