@@ -194,3 +194,21 @@ def test_a_reader_that_leaves_breaks_the_writer(client: III) -> None:
         while time.monotonic() < deadline:  # the break arrives asynchronously; a write after it raises
             channel.writer.write(b"more" * 1000)
     assert caught.value.code == 4002
+
+
+def test_shutdown_lets_fire_and_forget_calls_finish(shared_engine: EngineProcess, client: III) -> None:
+    leaving = register_worker(shared_engine.url, InitOptions(worker_name="leaving"))
+    channel = leaving.create_channel(buffer_size=1024)
+    channel.writer.write(b"last words")
+    notes = [f"{index:04d}" + "n" * 8000 for index in range(200)]
+    for note in notes:  # fire-and-forget, backpressured inside the SDK: still going when shutdown starts
+        channel.writer.send_message(note)
+    channel.writer.close()
+    reader = client.reader(channel.reader_ref)
+    texts: list[str] = []
+    reader.on_message(texts.append)
+    reading = threading.Thread(target=lambda: texts.append(reader.read_all().decode()))
+    reading.start()
+    leaving.shutdown()
+    reading.join(30)
+    assert texts == [*notes, "last words"]  # every message, the data, and a clean end: nothing cut off

@@ -157,6 +157,12 @@ class _ChannelEnd:
             with self._outstanding_lock:
                 self._outstanding -= 1
 
+    async def _settled(self) -> None:
+        """Wait until every call made on this end before now has finished (shutdown uses it)."""
+        if self._outstanding:
+            async with self._ordered():
+                pass
+
     def _ordered(self) -> asyncio.Lock:
         if self._lock is None:
             self._lock = asyncio.Lock()

@@ -24,6 +24,7 @@ import platform
 import threading
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -191,6 +192,7 @@ class III:
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
         self._state = "connecting"
         self._state_listeners: list[Callable[[str], Any]] = []
         self._runner = self._portal.submit(self._run())
@@ -274,6 +276,10 @@ class III:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=5)
+        # Fire-and-forget calls made before shutdown (a writer's close, say) still happen.
+        settling = [asyncio.ensure_future(end._settled()) for end in list(self._ends)]
+        if settling:
+            await asyncio.wait(settling, timeout=5)
         socket = self._socket
         if socket is not None and socket.transport is not None and not socket.closed.is_set():
             socket.transport.send_close(WSCloseCode.OK)
@@ -546,19 +552,20 @@ class III:
         writer_ref = StreamChannelRef.model_validate(refs["writer"])
         reader_ref = StreamChannelRef.model_validate(refs["reader"])
         return Channel(
-            writer=ChannelWriter(self.address, writer_ref, self._portal, self._headers),
-            reader=ChannelReader(self.address, reader_ref, self._portal, self._headers),
-            writer_ref=writer_ref,
-            reader_ref=reader_ref,
+            writer=self.writer(writer_ref), reader=self.reader(reader_ref), writer_ref=writer_ref, reader_ref=reader_ref
         )
 
     def reader(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelReader:
         """A reader for a ref received by other means than a payload."""
-        return ChannelReader(self.address, ref, self._portal, self._headers)
+        end = ChannelReader(self.address, ref, self._portal, self._headers)
+        self._ends.add(end)
+        return end
 
     def writer(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelWriter:
         """A writer for a ref received by other means than a payload."""
-        return ChannelWriter(self.address, ref, self._portal, self._headers)
+        end = ChannelWriter(self.address, ref, self._portal, self._headers)
+        self._ends.add(end)
+        return end
 
     def _materialize(self, value: Any) -> Any:
         """Replace every channel ref in ``value`` (dicts, lists, tuples, nested) by a live end."""
