@@ -17,8 +17,8 @@ from iii.testing import EngineProcess
 from tests.interop.environments import PythonEnv, Sdist
 from tests.interop.processes import child_env, engine_complaints, run_once, tail
 
-OFFICIAL_MODULES = ("tests/test_data_channels.py", "tests/test_bridge.py")
-EXPECTED_PASSED = 8
+OFFICIAL_MODULES = ("tests/test_data_channels.py", "tests/test_bridge.py", "tests/test_trigger_type_lifecycle.py")
+EXPECTED_PASSED = 11
 """2 channel tests (one-way and bidirectional streaming) + 6 bridge tests (connect, register and invoke,
 a 30 MiB non-ASCII payload round trip, fire-and-forget, function listing, unknown function)."""
 
@@ -54,16 +54,17 @@ def test_summary_counts_parses_pytest_summaries() -> None:
 
 
 @ENVIRONMENT_TIMEOUT
-def test_official_python_sdk_channel_and_bridge_tests_pass(
+def test_official_python_sdk_channel_bridge_and_trigger_type_tests_pass(
     engine: EngineProcess, official_python: PythonEnv, official_sdist: Sdist
 ) -> None:
     """Proves the unchanged official Python SDK works against our engine, judged by its own tests.
 
     ``test_data_channels.py`` streams records from a sender to a processor and runs the bidirectional
-    progress example through engine channels; ``test_bridge.py`` connects, registers and invokes functions
-    (request/response and void), echoes a 30 MiB non-ASCII payload, lists functions and gets
-    ``function_not_found`` for an unknown one. All 8 must pass, none may fail, error or be skipped, and
-    the engine must log no warning or error meanwhile.
+    progress example through engine channels; ``test_trigger_type_lifecycle.py`` has a provider worker of a
+    custom trigger type receive, lose and regain the binding of a consumer worker; ``test_bridge.py``
+    connects, registers and invokes functions (request/response and void), echoes a 30 MiB non-ASCII
+    payload, lists functions and gets ``function_not_found`` for an unknown one. All 11 must pass, none
+    may fail, error or be skipped, and the engine must log no warning or error meanwhile.
     """
     argv = [str(official_python.python), "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-v"]
     code, out, err = run_once(

@@ -38,6 +38,7 @@ from iii.engine.peers import Host
 from iii.engine.registry import BuiltinInputError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
+from iii.engine.triggers import TriggerRegistry
 from iii.engine.worker_socket import Outbox, WorkerConnection
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
@@ -47,12 +48,18 @@ from iii.protocol.messages import (
     InboundMessage,
     InvocationResult,
     InvokeFunction,
+    Message,
     Ping,
     Pong,
     Reattach,
     RegisterFunction,
+    RegisterTrigger,
+    RegisterTriggerType,
     RegistrationRejected,
+    TriggerRegistrationResult,
     UnregisterFunction,
+    UnregisterTrigger,
+    UnregisterTriggerType,
     WorkerRegistered,
 )
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
@@ -86,6 +93,7 @@ class Engine:
             ttl_s=self.config.channel_ttl_s,
         )
         self.workers: dict[str, WorkerConnection] = {}
+        self.triggers = TriggerRegistry()
         self.outbox = Outbox()
         Builtins(self).install()
         self._server: asyncio.Server | None = None
@@ -99,6 +107,11 @@ class Engine:
             UnregisterFunction: self._on_unregister_function,
             Reattach: self._on_reattach,
             Ping: self._on_ping,
+            RegisterTriggerType: self._on_register_trigger_type,
+            UnregisterTriggerType: self._on_unregister_trigger_type,
+            RegisterTrigger: self._on_register_trigger,
+            UnregisterTrigger: self._on_unregister_trigger,
+            TriggerRegistrationResult: self._on_trigger_registration_result,
         }
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -248,6 +261,7 @@ class Engine:
         self._fail_calls(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
         abandoned = self.router.drop_caller(worker)
         orphans = self.channels.forget_unconnected_of(worker.worker_id)
+        self._send_all(self.triggers.remove_worker(worker))
         log.info(
             "worker=%s name=%s disconnected functions=%d stopped_calls=%d abandoned_calls=%d orphan_channels=%d",
             worker.worker_id,
@@ -417,6 +431,7 @@ class Engine:
         self.router.retarget(old, worker)
         self.router.recall(old, worker)
         self.channels.transfer_owner(old.worker_id, worker.worker_id)
+        self.triggers.transfer(old, worker)
         worker.name = worker.name or old.name
         worker.metadata = worker.metadata or old.metadata
         # Retire the old socket without the disconnect cleanup: everything it had now belongs to `worker`.
@@ -427,6 +442,35 @@ class Engine:
 
     def _on_ping(self, worker: WorkerConnection, message: Ping) -> None:
         worker.send_message(encode(Pong()))
+
+    def _on_register_trigger_type(self, worker: WorkerConnection, message: RegisterTriggerType) -> None:
+        if not message.id:
+            worker.send_error_notice(errors.INVALID_MESSAGE, "registertriggertype needs a non-empty 'id'")
+            return
+        log.info("worker=%s provides trigger type %s", worker.worker_id, message.id)
+        self._send_all(self.triggers.register_type(worker, message))
+
+    def _on_unregister_trigger_type(self, worker: WorkerConnection, message: UnregisterTriggerType) -> None:
+        self.triggers.unregister_type(worker, message.id)
+
+    def _on_register_trigger(self, worker: WorkerConnection, message: RegisterTrigger) -> None:
+        if not message.id or not message.trigger_type or not message.function_id:
+            worker.send_error_notice(
+                errors.INVALID_MESSAGE, "registertrigger needs non-empty 'id', 'trigger_type' and 'function_id'"
+            )
+            return
+        self._send_all(self.triggers.bind(worker, message))
+
+    def _on_unregister_trigger(self, worker: WorkerConnection, message: UnregisterTrigger) -> None:
+        self._send_all(self.triggers.unbind(worker, message.id))
+
+    def _on_trigger_registration_result(self, worker: WorkerConnection, message: TriggerRegistrationResult) -> None:
+        self._send_all(self.triggers.on_provider_result(worker, message))
+
+    @staticmethod
+    def _send_all(outgoing: list[tuple[Host, Message]]) -> None:
+        for host, message in outgoing:
+            host.send_message(encode(message))
 
     # --- helpers ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,175 @@
+"""Trigger types provided by workers, and the bindings of functions to them.
+
+A worker that sends ``registertriggertype`` becomes the provider of that type (replacing any earlier
+provider). A worker binds one of its functions with ``registertrigger``; the engine hands the binding to
+the type's provider, or parks it until a provider registers, and hands every binding again (same id) to a
+provider that comes back. ``unregistertrigger`` (or the binding worker's disconnect) is told to the
+provider. A provider's refusal (``triggerregistrationresult`` with an error) parks the binding and is
+forwarded to the worker that made it. Firing is the provider's business: it calls the bound function.
+
+State changes here are plain methods; what must be sent is returned to the caller as (host, message)
+pairs, so the module is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from iii.engine.peers import Host
+from iii.protocol.codec import detached
+from iii.protocol.messages import (
+    JSON_NULL,
+    Message,
+    RegisterTrigger,
+    RegisterTriggerType,
+    TriggerRegistrationResult,
+    UnregisterTrigger,
+    is_null,
+)
+
+Outgoing = list[tuple[Host, Message]]
+
+
+class Binding(msgspec.Struct, eq=False):
+    """A function bound to a trigger type, owned by the worker that bound it."""
+
+    binding_id: str
+    trigger_type: str
+    function_id: str
+    owner: Host
+    config: msgspec.Raw = JSON_NULL
+    metadata: msgspec.Raw = JSON_NULL
+    active: bool = False
+    """Delivered to the current provider and not refused by it."""
+
+    def registration(self) -> RegisterTrigger:
+        return RegisterTrigger(
+            id=self.binding_id,
+            trigger_type=self.trigger_type,
+            function_id=self.function_id,
+            config=self.config,
+            metadata=self.metadata,
+        )
+
+
+class TriggerType(msgspec.Struct, eq=False):
+    """A trigger type and the worker that provides it."""
+
+    type_id: str
+    provider: Host
+    description: str = ""
+
+
+class TriggerRegistry:
+    """Trigger types, their providers and the bindings to them."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, TriggerType] = {}
+        self._bindings: dict[str, Binding] = {}
+
+    def types(self) -> list[TriggerType]:
+        return list(self._types.values())
+
+    def bindings(self) -> list[Binding]:
+        return list(self._bindings.values())
+
+    def provider_of(self, type_id: str) -> Host | None:
+        entry = self._types.get(type_id)
+        return entry.provider if entry is not None else None
+
+    def register_type(self, provider: Host, message: RegisterTriggerType) -> Outgoing:
+        """``provider`` now provides ``message.id``; every binding of the type is (re)delivered to it."""
+        self._types[message.id] = TriggerType(message.id, provider, message.description)
+        return self._deliver_all(message.id)
+
+    def unregister_type(self, provider: Host, type_id: str) -> None:
+        """The provider withdraws the type; its bindings are parked until a provider registers again."""
+        entry = self._types.get(type_id)
+        if entry is not None and entry.provider is provider:
+            del self._types[type_id]
+            self._park(type_id)
+
+    def bind(self, owner: Host, message: RegisterTrigger) -> Outgoing:
+        """Add (or replace) a binding made by ``owner``; delivered now if the type has a provider."""
+        current = self._bindings.get(message.id)
+        if current is not None and current.owner is not owner:
+            return []  # another worker's binding id: not this worker's to replace
+        binding = Binding(
+            message.id,
+            message.trigger_type,
+            message.function_id,
+            owner,
+            detached(message.config),  # the message points into the socket's receive buffer
+            detached(message.metadata),
+        )
+        self._bindings[message.id] = binding
+        provider = self.provider_of(binding.trigger_type)
+        if provider is None:
+            return []
+        binding.active = True
+        return [(provider, binding.registration())]
+
+    def unbind(self, owner: Host, binding_id: str) -> Outgoing:
+        """Remove ``owner``'s binding and tell the provider."""
+        binding = self._bindings.get(binding_id)
+        if binding is None or binding.owner is not owner:
+            return []
+        del self._bindings[binding_id]
+        return self._tell_provider_unbound(binding)
+
+    def on_provider_result(self, provider: Host, message: TriggerRegistrationResult) -> Outgoing:
+        """A provider accepted or refused a binding; a refusal parks it and goes to the binding's owner."""
+        binding = self._bindings.get(message.id)
+        if binding is None or self.provider_of(binding.trigger_type) is not provider or is_null(message.error):
+            return []
+        binding.active = False
+        refusal = TriggerRegistrationResult(
+            id=binding.binding_id,
+            trigger_type=binding.trigger_type,
+            function_id=binding.function_id,
+            error=detached(message.error),
+        )
+        return [(binding.owner, refusal)]
+
+    def remove_worker(self, worker: Host) -> Outgoing:
+        """A worker left: its bindings are removed (providers told), the types it provided are withdrawn."""
+        outgoing: Outgoing = []
+        for binding in [b for b in self._bindings.values() if b.owner is worker]:
+            del self._bindings[binding.binding_id]
+            if self.provider_of(binding.trigger_type) is not worker:
+                outgoing.extend(self._tell_provider_unbound(binding))
+        for type_id in [t.type_id for t in self._types.values() if t.provider is worker]:
+            del self._types[type_id]
+            self._park(type_id)
+        return outgoing
+
+    def transfer(self, old: Host, new: Host) -> None:
+        """A reattaching worker takes over the old connection's bindings and provided types."""
+        for binding in self._bindings.values():
+            if binding.owner is old:
+                binding.owner = new
+        for entry in self._types.values():
+            if entry.provider is old:
+                entry.provider = new
+
+    def _deliver_all(self, type_id: str) -> Outgoing:
+        provider = self.provider_of(type_id)
+        if provider is None:
+            return []
+        outgoing: Outgoing = []
+        for binding in self._bindings.values():
+            if binding.trigger_type == type_id:
+                binding.active = True
+                outgoing.append((provider, binding.registration()))
+        return outgoing
+
+    def _park(self, type_id: str) -> None:
+        for binding in self._bindings.values():
+            if binding.trigger_type == type_id:
+                binding.active = False
+
+    def _tell_provider_unbound(self, binding: Binding) -> Outgoing:
+        provider = self.provider_of(binding.trigger_type)
+        if provider is None or not binding.active:
+            return []
+        return [(provider, UnregisterTrigger(id=binding.binding_id, trigger_type=binding.trigger_type))]
