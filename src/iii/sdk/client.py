@@ -44,15 +44,21 @@ from iii.protocol.messages import (
     InvokeFunction,
     Reattach,
     RegisterFunction,
+    RegisterTrigger,
+    RegisterTriggerType,
     RegistrationRejected,
     TriggerAction,
+    TriggerRegistrationResult,
     UnregisterFunction,
+    UnregisterTrigger,
+    UnregisterTriggerType,
     WorkerRegistered,
 )
 from iii.protocol.refs import is_channel_ref
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.options import InitOptions, resolve_url
 from iii.sdk.portal import Portal, dual
+from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
 log = logging.getLogger("iii.sdk")
 
@@ -192,6 +198,11 @@ class III:
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._trigger_types: dict[str, RegisterTriggerType] = {}
+        self._trigger_handlers: dict[str, TriggerHandler[Any]] = {}
+        self._bindings: dict[str, RegisterTrigger] = {}
+        self._provided: dict[str, TriggerConfig[Any]] = {}
+        """Bindings delivered to this worker as a provider, by binding id."""
         self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
         self._state = "connecting"
         self._state_listeners: list[Callable[[str], Any]] = []
@@ -347,8 +358,12 @@ class III:
         self._worker_id, self._reattach_token = registered.worker_id, registered.reattach_token
         if previous is not None:
             self._send(Reattach(previous_worker_id=previous, reattach_token=token))
-        for function in list(self._functions.values()):  # other threads may register meanwhile
+        for trigger_type in list(self._trigger_types.values()):  # other threads may register meanwhile
+            self._send(trigger_type)
+        for function in list(self._functions.values()):
             self._send(function.registration())
+        for binding in list(self._bindings.values()):
+            self._send(binding)
         self._send_void("engine::workers::register", self._worker_metadata())
         assert self._connected is not None
         self._connected.set()
@@ -473,6 +488,103 @@ class III:
         if self._functions.pop(function_id, None) is not None:
             self._portal.loop.call_soon_threadsafe(self._send, UnregisterFunction(id=function_id))
 
+    # --- triggers --------------------------------------------------------------------------------------
+
+    def register_trigger(self, trigger: Mapping[str, Any]) -> Trigger:
+        """Bind a function to a trigger type: ``{"type", "function_id", "config"?, "metadata"?}``.
+
+        The engine hands the binding to the type's provider (now, or when one registers). Fire-and-forget;
+        a provider's refusal is logged. Replayed after a reconnect.
+        """
+        trigger_type = trigger.get("type") or trigger.get("trigger_type")
+        function_id = trigger.get("function_id")
+        if not isinstance(trigger_type, str) or not trigger_type or not isinstance(function_id, str) or not function_id:
+            raise UsageError("register_trigger needs string 'type' and 'function_id'")
+        config, metadata = trigger.get("config"), trigger.get("metadata")
+        message = RegisterTrigger(
+            id=str(uuid.uuid4()),
+            trigger_type=trigger_type,
+            function_id=function_id,
+            config=encode_payload(config) if config is not None else JSON_NULL,
+            metadata=encode_payload(metadata) if metadata is not None else JSON_NULL,
+        )
+        self._bindings[message.id] = message
+        self._portal.loop.call_soon_threadsafe(self._send, message)
+        return Trigger(message.id, trigger_type, function_id, self.unregister_trigger)
+
+    def unregister_trigger(self, trigger_id: str) -> None:
+        """Remove a binding made by :meth:`register_trigger` (fire-and-forget)."""
+        message = self._bindings.pop(trigger_id, None)
+        if message is not None:
+            unbind = UnregisterTrigger(id=trigger_id, trigger_type=message.trigger_type)
+            self._portal.loop.call_soon_threadsafe(self._send, unbind)
+
+    def register_trigger_type(self, trigger_type: Mapping[str, Any], handler: TriggerHandler[Any]) -> TriggerTypeRef:
+        """Provide a trigger type: ``{"id", "description"?}``; ``handler`` receives its bindings."""
+        type_id = trigger_type.get("id")
+        if not isinstance(type_id, str) or not type_id:
+            raise UsageError("register_trigger_type needs a non-empty string 'id'")
+        message = RegisterTriggerType(id=type_id, description=str(trigger_type.get("description") or ""))
+        self._trigger_types[type_id] = message
+        self._trigger_handlers[type_id] = handler
+        self._portal.loop.call_soon_threadsafe(self._send, message)
+        self._keep_process_alive()
+        return TriggerTypeRef(type_id, self.unregister_trigger_type)
+
+    def unregister_trigger_type(self, type_id: str | Mapping[str, Any]) -> None:
+        """Stop providing a trigger type (fire-and-forget)."""
+        key = type_id if isinstance(type_id, str) else str(type_id.get("id"))
+        if self._trigger_types.pop(key, None) is not None:
+            self._trigger_handlers.pop(key, None)
+            self._portal.loop.call_soon_threadsafe(self._send, UnregisterTriggerType(id=key))
+
+    def _on_binding(self, message: RegisterTrigger) -> None:
+        handler = self._trigger_handlers.get(message.trigger_type)
+        if handler is None:
+            error = {"code": "trigger_type_not_found", "message": f"{message.trigger_type} is not provided here"}
+            self._send_binding_result(message, error)
+            return
+        config = TriggerConfig(
+            message.id, message.function_id, decode_value(message.config), decode_value(message.metadata)
+        )
+        self._provided[message.id] = config
+        task = self._portal.loop.create_task(self._call_trigger_handler(handler.register_trigger, config, message))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    def _on_unbinding(self, message: UnregisterTrigger) -> None:
+        handler = self._trigger_handlers.get(message.trigger_type or "")
+        config = self._provided.pop(message.id, None) or TriggerConfig(message.id, "", None)
+        if handler is not None:
+            task = self._portal.loop.create_task(self._call_trigger_handler(handler.unregister_trigger, config, None))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+
+    async def _call_trigger_handler(
+        self, method: Callable[[TriggerConfig[Any]], Any], config: TriggerConfig[Any], reply_to: RegisterTrigger | None
+    ) -> None:
+        error = None
+        try:
+            if _is_async_callable(method):
+                await method(config)
+            else:
+                await asyncio.get_running_loop().run_in_executor(self._handler_pool, method, config)
+        except Exception as exc:
+            log.warning("trigger handler %s failed for binding %s: %s", method.__name__, config.id, exc)
+            error = {"code": "trigger_registration_failed", "message": str(exc) or type(exc).__name__}
+        if reply_to is not None:
+            self._send_binding_result(reply_to, error)
+
+    def _send_binding_result(self, binding: RegisterTrigger, error: Any) -> None:
+        self._send(
+            TriggerRegistrationResult(
+                id=binding.id,
+                trigger_type=binding.trigger_type,
+                function_id=binding.function_id,
+                error=encode_payload(error) if error is not None else JSON_NULL,
+            )
+        )
+
     def _keep_process_alive(self) -> None:
         """A worker that serves functions keeps its process alive until shutdown, like the official SDK."""
         if self._keepalive is None:
@@ -588,6 +700,12 @@ class III:
             self._on_invocation(message)
         elif isinstance(message, RegistrationRejected):
             self._on_rejected(message)
+        elif isinstance(message, RegisterTrigger):
+            self._on_binding(message)
+        elif isinstance(message, UnregisterTrigger):
+            self._on_unbinding(message)
+        elif isinstance(message, TriggerRegistrationResult):
+            log.warning("the provider of %s refused binding %s: %s", message.trigger_type, message.id, message.error)
         elif isinstance(message, ErrorNotice):
             log.warning("the engine refused a message: %s: %s", message.error.code, message.error.message)
 
