@@ -58,13 +58,26 @@ class Child:
     The child prints one JSON object per line on stdout (``{"event": name, …}``) and reads commands, one
     per line, on stdin; closing its stdin tells it to exit. ``timeout_s`` bounds the child's whole life:
     every :meth:`expect` fails once it has passed, and :meth:`stop` kills the child if it does not exit.
+    ``python`` runs the script with another interpreter (default: this one), e.g. a venv with another SDK;
+    that child does not inherit ``PYTHONPATH``.
     """
 
-    def __init__(self, name: str, script: str, args: Sequence[str], timeout_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        script: str,
+        args: Sequence[str],
+        timeout_s: float,
+        python: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.name = name
         self.deadline = time.monotonic() + timeout_s
+        env = None
+        if python is not None:  # another venv: our PYTHONPATH (if any) must not shadow its packages
+            env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         self.process = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / script), *args],
+            [str(python or sys.executable), str(BENCH_DIR / script), *args],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -394,6 +407,42 @@ def run_role(main: Callable[[], Awaitable[None]], timeout_s: float) -> None:
     except BaseException as exc:  # report everything, including the deadline, to the driver
         emit("error", message=f"{type(exc).__name__}: {exc}")
         sys.exit(1)
+
+
+def start_watchdog(timeout_s: float) -> None:
+    """End this process (exit code 3, after an ``error`` event) if it is still alive after ``timeout_s``.
+
+    For the SDK roles, which block in plain code (sync calls) and keep SDK threads: a deadline inside an
+    event loop cannot bound them.
+    """
+
+    def fire() -> None:
+        time.sleep(timeout_s)
+        emit("error", message=f"deadline of {timeout_s:.0f} s passed")
+        os._exit(3)
+
+    threading.Thread(target=fire, daemon=True, name="bench-watchdog").start()
+
+
+def run_sdk_role(main: Callable[[], None], timeout_s: float) -> None:
+    """Run an SDK role in plain code under :func:`start_watchdog`; a failure becomes an ``error`` event, exit 1.
+
+    Unlike :func:`run_role` there is no event loop here: the role decides where it runs ``asyncio.run``.
+    """
+    start_watchdog(timeout_s)
+    try:
+        main()
+    except BaseException as exc:  # report everything to the driver
+        emit("error", message=f"{type(exc).__name__}: {exc}")
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def sdk_worker(url: str, role: str) -> Any:
+    """A worker connection with our SDK (``register_worker``), named after the benchmark role."""
+    from iii import InitOptions, register_worker
+
+    return register_worker(url, InitOptions(worker_name=f"bench-{role}-{os.getpid()}"))
 
 
 def channel_url(engine_url: str, ref: dict[str, str]) -> str:

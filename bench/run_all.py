@@ -4,11 +4,15 @@
 
 1. the bare 3-process TCP relay (the ceiling) and 2. the channel relay through the engine, interleaved;
 3. invocations between two workers (throughput with 64 in flight, sequential latency), interleaved;
-4. engine memory per unconnected channel, per connected idle channel and per idle worker connection.
+4. engine memory per unconnected channel, per connected idle channel and per idle worker connection;
+5. the channel relay with the Python SDKs (ours in three API styles, the official ``iii-sdk`` 0.25.0) beside
+   a bare TCP relay of the same session, and 6./7. trigger round trips and concurrent calls with our SDK
+   (``--only sdk``; the official SDK's venv is built on first use by ``tests/interop/environments.py``).
 
 ``--quick`` uses small sizes (a smoke test, not a measurement); ``--verify`` adds checksums and per-call
 result checks; ``--repeat N`` sets the runs per timed measurement (median reported). Each part also runs
-alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``, ``bench/memory.py``.
+alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``, ``bench/memory.py``,
+``bench/sdk_relay.py``, ``bench/sdk_calls.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import time
 import channel_relay
 import invocations
 import memory
+import sdk_calls
+import sdk_relay
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory")
+PARTS = ("relay", "invoke", "memory", "sdk")
 
 
 def machine_notes() -> str:
@@ -70,6 +76,11 @@ def main() -> None:
     if "memory" in parts:
         print("running: engine memory ...", file=sys.stderr, flush=True)
         rows += memory.measure(args.quick)
+    if "sdk" in parts:
+        print("running: SDK channel relay (ours and official) ...", file=sys.stderr, flush=True)
+        rows += sdk_relay.measure(args.quick, args.verify, repeat)
+        print("running: SDK trigger round trips ...", file=sys.stderr, flush=True)
+        rows += sdk_calls.measure(args.quick, args.verify, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     print(f"iii-py benchmarks — {notes}; {mode}; took {time.monotonic() - started:.0f} s\n")
     print(markdown_table(rows))
