@@ -53,12 +53,14 @@ class Outbox:
     def __init__(self) -> None:
         self._dirty: list[WorkerConnection] = []
         self._scheduled = False
+        self.reading = False
+        """True while a worker's read is being processed: its end flushes, no callback is needed."""
 
     def push(self, connection: WorkerConnection, payload: bytes) -> None:
         pending = connection.outgoing
         if not pending:
             self._dirty.append(connection)
-            if not self._scheduled:
+            if not self._scheduled and not self.reading:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self.flush)
         pending.append(_text_frame_header(len(payload)))
@@ -66,6 +68,7 @@ class Outbox:
 
     def flush(self) -> None:
         self._scheduled = False
+        self.reading = False
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             connection.flush()
@@ -112,7 +115,10 @@ class WorkerConnection(TrackedListener):
         pending, self.outgoing = self.outgoing, []
         transport = self.transport
         if pending and transport is not None and not transport.is_disconnected and not transport.is_close_frame_sent:
-            transport.underlying_transport.writelines(pending)
+            if len(pending) == 2:
+                transport.send(WSMsgType.TEXT, pending[1])  # one message: picows frames and writes it
+            else:
+                transport.underlying_transport.writelines(pending)
 
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
         self.send_message(
@@ -173,9 +179,13 @@ class WorkerConnection(TrackedListener):
             self.engine.on_worker_disconnected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self._on_frame(transport, frame)
-        if frame.last_in_buffer:
-            self._outbox.flush()
+        outbox = self._outbox
+        outbox.reading = True
+        try:
+            self._on_frame(transport, frame)
+        finally:
+            if frame.last_in_buffer:
+                outbox.flush()
 
     def _on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
