@@ -148,7 +148,7 @@ import os, sys
 from iii import register_worker
 worker = register_worker(sys.argv[1])
 writer = worker.writer({"channel_id": sys.argv[2], "access_key": sys.argv[3], "direction": "write"})
-writer.write(b"x" * 200_000)
+writer.write(b"x" * 3_000_000)  # more than the writer's backlog holds: returns once most of it is sent
 print("WROTE", flush=True)
 sys.stdin.readline()
 os._exit(1)  # dies without closing the stream
@@ -175,7 +175,7 @@ def test_a_writer_that_dies_mid_stream_breaks_the_reader(client: III) -> None:
         writer.kill()
         writer.wait(10)
     assert caught.value.code == 4001
-    assert caught.value.received == 200_000
+    assert 0 < caught.value.received <= 3_000_000  # whatever arrived, the stream is reported broken
 
 
 def test_a_reader_that_leaves_breaks_the_writer(client: III) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import inspect
 import logging
 import threading
@@ -41,10 +42,15 @@ _READ_HIGH_FRAMES: Final = 64
 _READ_LOW_FRAMES: Final = 16
 _WRITE_HIGH_BYTES: Final = 1024 * 1024
 _CLOSE_WAIT_S: Final = 10.0
+_BACKLOG_BYTES: Final = 1024 * 1024
+"""Bytes a writer's backlog may hold before its callers wait (on top of the socket's own buffer)."""
+_DATA: Final = 0
+_TEXT: Final = 1
+_CLOSE: Final = 2
+_PUMPS: set[asyncio.Task[None]] = set()
+"""Running writer pumps (kept referenced until they finish)."""
 _MAX_OUTSTANDING: Final = 256
 """Calls on one end that may be in flight before a fire-and-forget call made in sync code waits."""
-_FAST_WRITE_BYTES: Final = 1024 * 1024
-"""Writes up to this size, made on the SDK loop with nothing queued, go to the socket without a task."""
 _MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 
 
@@ -203,7 +209,12 @@ class _ChannelEnd:
 
 class ChannelWriter(_ChannelEnd):
     """The writing end of a channel. Binary data with :meth:`write`, text side-messages with
-    :meth:`send_message`, the end with :meth:`close` (the reader then sees a clean end)."""
+    :meth:`send_message`, the end with :meth:`close` (the reader then sees a clean end).
+
+    Calls from any thread or loop go into one ordered backlog that a single pump task on the SDK loop
+    sends; a call waits only when the backlog holds more than ``_BACKLOG_BYTES`` (so a caller off the SDK
+    loop does not pay a thread hand-over per chunk). A failure of the stream is raised by the next call.
+    """
 
     _direction = "write"
 
@@ -216,6 +227,14 @@ class ChannelWriter(_ChannelEnd):
     ) -> None:
         super().__init__(engine_url, ref, portal, headers)
         self._closing = False
+        self._backlog: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._backlog_bytes = 0
+        self._guard = threading.Lock()
+        self._room = threading.Condition(self._guard)
+        self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._pumping = False
+        self._pump_idle: asyncio.Event | None = None
+        self._closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.stream = WritableStream(self)
 
     # --- public API ------------------------------------------------------------------------------------
@@ -223,46 +242,33 @@ class ChannelWriter(_ChannelEnd):
     def write(self, data: bytes | bytearray | memoryview) -> Any:
         """Send ``data`` (in 64 KiB frames). Backpressured: blocks in sync code, awaitable in async code."""
         self._check_open("write")
-        if not isinstance(data, bytes):
-            data = bytes(data)  # the caller may change its buffer before the write runs
-        socket = self._socket
-        if (
-            socket is not None
-            and self._outstanding == 0
-            and len(data) <= _FAST_WRITE_BYTES
-            and self._portal.in_loop_thread
-            and socket.writable.is_set()
-            and socket.close_code is None
-            and self._error is None
-        ):
-            # On the SDK loop with nothing queued and room in the socket: send now, no task needed.
-            self._send_frames(socket, memoryview(data))
-            done = self._portal.loop.create_future()
-            done.set_result(None)
-            return done
-        return self._schedule(self._write(data), blocking=True)
+        return self._submit(_DATA, data if isinstance(data, bytes) else bytes(data))
 
     def send_message(self, message: str) -> Any:
         """Send a text side-message, in order with the data. Fire-and-forget (awaitable in async code)."""
         self._check_open("send_message")
-        return self._schedule(self._send_text(message), blocking=False, on_error=self._record)
+        return self._submit(_TEXT, message.encode())
 
     async def send_message_async(self, message: str) -> None:
-        """Send a text side-message and wait until it is handed to the socket."""
+        """Send a text side-message (waits only while the backlog is full)."""
         await self._await(self.send_message(message))
 
     def close(self) -> Any:
-        """End the stream cleanly (after everything written before). Fire-and-forget; idempotent."""
-        if self._closing:
-            return dual(self._portal, _done(), blocking=False)
-        self._closing = True
-        return self._schedule(self._close(), blocking=False, on_error=self._record)
+        """End the stream cleanly (after everything written before). Fire-and-forget; idempotent.
+
+        In async code the returned awaitable completes when the engine has the end.
+        """
+        if not self._closing:
+            self._closing = True
+            self._enqueue(_CLOSE, b"")
+        running = _running_loop()
+        return asyncio.wrap_future(self._closed, loop=running) if running is not None else None
 
     async def close_async(self) -> None:
         """End the stream cleanly and wait until the engine has it."""
         await self._await(self.close())
 
-    # --- internals -------------------------------------------------------------------------------------
+    # --- the backlog -----------------------------------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
         if self._closing:
@@ -272,64 +278,119 @@ class ChannelWriter(_ChannelEnd):
         if pending is not None:
             await pending
 
-    async def _write(self, data: bytes) -> None:
-        async with self._ordered():
-            socket = await self._ready()
-            view = memoryview(data)
-            for offset in range(0, len(view), FRAME_BYTES):
-                if not socket.writable.is_set():
-                    await socket.writable.wait()
-                    self._raise_if_broken(socket)
-                self._send_frames(socket, view[offset : offset + FRAME_BYTES])
-            if not socket.writable.is_set():
-                await socket.writable.wait()
-                self._raise_if_broken(socket)
+    def _submit(self, kind: int, payload: bytes) -> Any:
+        """Queue an item; wait (sync) or return an awaitable that waits while the backlog is full."""
+        crowded = self._enqueue(kind, payload)
+        running = _running_loop()
+        if running is None:
+            if crowded:
+                with self._room:
+                    self._room.wait_for(lambda: self._backlog_bytes <= _BACKLOG_BYTES or self._error is not None)
+                self._raise_error()
+            return None
+        room = running.create_future()
+        with self._guard:
+            if self._backlog_bytes <= _BACKLOG_BYTES or self._error is not None:
+                room.set_result(None)
+            else:
+                self._room_waiters.append((running, room))
+        return room
 
-    @staticmethod
-    def _send_frames(socket: _EndSocket, view: memoryview) -> None:
-        transport = socket.transport
-        assert transport is not None
-        for offset in range(0, len(view), FRAME_BYTES):
-            transport.send(WSMsgType.BINARY, view[offset : offset + FRAME_BYTES])
+    def _enqueue(self, kind: int, payload: bytes) -> bool:
+        """Add an item and make sure the pump runs; returns whether the backlog is now over budget."""
+        with self._guard:
+            self._raise_error()
+            self._backlog.append((kind, payload))
+            self._backlog_bytes += len(payload)
+            start, self._pumping = not self._pumping, True
+            crowded = self._backlog_bytes > _BACKLOG_BYTES
+        if start:
+            if self._portal.in_loop_thread:
+                self._spawn_pump()
+            else:
+                self._portal.loop.call_soon_threadsafe(self._spawn_pump)
+        return crowded
 
-    async def _send_text(self, message: str) -> None:
-        async with self._ordered():
-            socket = await self._ready()
-            assert socket.transport is not None
-            socket.transport.send(WSMsgType.TEXT, message.encode())
-            if not socket.writable.is_set():  # backpressured like data: the next call waits for room
-                await socket.writable.wait()
-                self._raise_if_broken(socket)
-
-    async def _close(self) -> None:
-        async with self._ordered():
-            if self._error is not None:
-                raise self._error
-            # Connect even if nothing was written, so the reader sees the end at once (design §3.7).
-            socket = await self._connect()
-            transport = socket.transport
-            assert transport is not None
-            if not socket.closed.is_set():
-                transport.send_close(WSCloseCode.OK)
-                try:
-                    await asyncio.wait_for(socket.closed.wait(), _CLOSE_WAIT_S)
-                except TimeoutError:
-                    transport.disconnect()
-            if socket.close_code not in (None, close_codes.NORMAL):
-                raise self._broken(socket)
-
-    async def _ready(self) -> _EndSocket:
+    def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
-        socket = await self._connect()
-        self._raise_if_broken(socket)
-        return socket
 
-    def _raise_if_broken(self, socket: _EndSocket) -> None:
+    def _spawn_pump(self) -> None:
+        if self._pump_idle is None:
+            self._pump_idle = asyncio.Event()
+        self._pump_idle.clear()
+        task = self._portal.loop.create_task(self._pump())
+        _PUMPS.add(task)
+        task.add_done_callback(_PUMPS.discard)
+
+    async def _pump(self) -> None:
+        """Send the backlog in order, on the SDK loop, until it is empty."""
+        try:
+            socket = await self._connect()
+            while True:
+                with self._guard:
+                    if not self._backlog:
+                        self._pumping = False
+                        self._wake_room()
+                        return
+                    kind, payload = self._backlog.popleft()
+                    self._backlog_bytes -= len(payload)
+                    if self._backlog_bytes <= _BACKLOG_BYTES:
+                        self._wake_room()
+                if kind == _DATA:
+                    view = memoryview(payload)
+                    for offset in range(0, len(view), FRAME_BYTES):
+                        await self._room_in(socket)
+                        socket.transport.send(WSMsgType.BINARY, view[offset : offset + FRAME_BYTES])  # type: ignore[union-attr]
+                elif kind == _TEXT:
+                    await self._room_in(socket)
+                    socket.transport.send(WSMsgType.TEXT, payload)  # type: ignore[union-attr]
+                else:
+                    await self._finish(socket)
+        except Exception as error:
+            with self._guard:
+                self._record(error)
+                self._backlog.clear()
+                self._backlog_bytes = 0
+                self._pumping = False
+                self._wake_room()
+            if self._closing and not self._closed.done():
+                self._closed.set_exception(error)
+        finally:
+            assert self._pump_idle is not None
+            self._pump_idle.set()
+
+    async def _room_in(self, socket: _EndSocket) -> None:
+        if not socket.writable.is_set():
+            await socket.writable.wait()
         if socket.closed.is_set() or socket.close_code is not None:
-            error = self._broken(socket)
-            self._record(error)
-            raise error
+            raise self._broken(socket)
+
+    async def _finish(self, socket: _EndSocket) -> None:
+        """Close cleanly, after everything before; the engine's answer tells whether the stream held."""
+        transport = socket.transport
+        assert transport is not None
+        if not socket.closed.is_set():
+            transport.send_close(WSCloseCode.OK)
+            try:
+                await asyncio.wait_for(socket.closed.wait(), _CLOSE_WAIT_S)
+            except TimeoutError:
+                transport.disconnect()
+        if socket.close_code not in (None, close_codes.NORMAL):
+            raise self._broken(socket)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _wake_room(self) -> None:
+        """Release callers waiting for room (called with the guard held)."""
+        self._room.notify_all()
+        waiters, self._room_waiters = self._room_waiters, []
+        for loop, room in waiters:
+            loop.call_soon_threadsafe(_resolve, room)
+
+    async def _settled(self) -> None:
+        if self._pumping and self._pump_idle is not None:
+            await self._pump_idle.wait()
 
 
 class WritableStream:
@@ -339,11 +400,9 @@ class WritableStream:
         self._writer = writer
 
     def write(self, data: bytes | bytearray | memoryview) -> Any:
-        """Queue ``data`` after earlier calls; returns at once (awaitable in async code)."""
+        """Queue ``data`` after earlier calls; returns at once unless the writer's backlog is full."""
         self._writer._check_open("stream.write")
-        return dual(
-            self._writer._portal, self._writer._write(bytes(data)), blocking=False, on_error=self._writer._record
-        )
+        return self._writer._submit(_DATA, bytes(data))
 
     def end(self, data: bytes | bytearray | memoryview | None = None) -> Any:
         """Write ``data`` if given, then end the stream. Fire-and-forget."""
@@ -515,8 +574,16 @@ class ChannelReader(_ChannelEnd):
             self._arrived.set()
 
 
-async def _done() -> None:
-    return None
+def _resolve(room: asyncio.Future[None]) -> None:
+    if not room.done():
+        room.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass
