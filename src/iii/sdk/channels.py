@@ -431,6 +431,8 @@ class ChannelReader(_ChannelEnd):
         super().__init__(engine_url, ref, portal, headers)
         self._items: collections.deque[bytes | str] = collections.deque()
         self._arrived: asyncio.Event | None = None
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        """A consumer on another loop waiting for the next item."""
         self._callbacks: list[Callable[[str], Any]] = []
         self._callback_tasks: set[asyncio.Future[Any]] = set()
         self._ended = False
@@ -482,22 +484,31 @@ class ChannelReader(_ChannelEnd):
             while (chunk := await self._next()) is not None:
                 yield chunk
             return
-        # From another loop each hop to the SDK thread costs tens of microseconds: fetch what has arrived.
-        while (batch := await asyncio.wrap_future(self._portal.submit(self._next_batch()))) is not None:
-            for chunk in batch:
-                yield chunk
-
-    async def _next_batch(self) -> list[bytes] | None:
-        """The next chunk and the data chunks right behind it (up to the next text message), or None at the end."""
-        first = await self._next()
-        if first is None:
-            return None
-        batch = [first]
+        # From another loop, take what has arrived straight from the queue (a deque is safe between two
+        # threads) and hand over to the SDK thread only to wait when it is empty.
+        socket = await asyncio.wrap_future(self._portal.submit(self._connect()))
+        loop = asyncio.get_running_loop()
         items = self._items
-        while items and isinstance(items[0], bytes) and len(batch) < _READ_HIGH_FRAMES:
-            batch.append(items.popleft())  # type: ignore[arg-type]
-        self._resume_if_drained()
-        return batch
+        while True:
+            if items:
+                item = items.popleft()
+                if self._paused and len(items) <= _READ_LOW_FRAMES:
+                    self._portal.loop.call_soon_threadsafe(self._resume_if_drained)
+                if isinstance(item, bytes):
+                    yield item
+                else:
+                    self._dispatch(item)
+            elif self._ended:
+                if socket.close_code == close_codes.NORMAL:
+                    return
+                raise self._broken(socket, self._received)
+            else:
+                arrived = loop.create_future()
+                self._waiter = (loop, arrived)
+                if items or self._ended:  # arrived meanwhile: the wake-up may have missed the waiter
+                    self._waiter = None
+                    continue
+                await arrived
 
     async def _read_all(self) -> bytes:
         parts = []
@@ -572,6 +583,9 @@ class ChannelReader(_ChannelEnd):
     def _wake(self) -> None:
         if self._arrived is not None:
             self._arrived.set()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter[0].call_soon_threadsafe(_resolve, waiter[1])
 
 
 def _resolve(room: asyncio.Future[None]) -> None:
