@@ -187,7 +187,7 @@ class III:
         self._headers = self.options.handshake_headers()
         self._portal = Portal()
         self._functions: dict[str, _Function] = {}
-        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._pending: dict[str, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
         self._socket: _ControlSocket | None = None
         self._connected: asyncio.Event | None = None
         self._first_connect: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -600,7 +600,60 @@ class III:
         with the engine's or the handler's code, or ``TIMEOUT``. With ``action`` void, returns ``None`` as
         soon as the call is sent.
         """
+        if not self._portal.in_loop_thread and _no_running_loop():
+            return self._trigger_blocking(request)
         return dual(self._portal, self._trigger(request), blocking=True)
+
+    def _trigger_blocking(self, request: Mapping[str, Any]) -> Any:
+        """``trigger`` from plain synchronous code: build the call here, hand only the send to the SDK loop.
+
+        Saves the coroutine, task and two thread hand-overs per call of the general path; anything unusual
+        (not connected, void, a full socket) takes the general path.
+        """
+        socket = self._socket
+        connected = self._connected
+        if (
+            _is_void(request.get("action"))
+            or socket is None
+            or connected is None
+            or not connected.is_set()
+            or not socket.writable.is_set()
+        ):
+            return self._portal.call(self._trigger(request))
+        function_id = request.get("function_id")
+        if not isinstance(function_id, str) or not function_id:
+            raise UsageError("trigger needs a 'function_id' string")
+        timeout_ms = request.get("timeout_ms") or self.options.invocation_timeout_ms
+        metadata = request.get("metadata")
+        invocation_id = str(uuid.uuid4())
+        message = InvokeFunction(
+            function_id=function_id,
+            invocation_id=invocation_id,
+            data=encode_payload(request.get("payload")),
+            metadata=encode_payload(metadata) if metadata is not None else JSON_NULL,
+            timeout_ms=int(timeout_ms),
+        )
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._pending[invocation_id] = future
+        try:
+            self._portal.loop.call_soon_threadsafe(self._send_call, message)
+            return future.result(timeout_ms / 1000)
+        except concurrent.futures.TimeoutError:
+            raise InvocationError(
+                "TIMEOUT", f"invocation timed out after {int(timeout_ms)}ms", function_id, invocation_id=invocation_id
+            ) from None
+        finally:
+            self._pending.pop(invocation_id, None)
+
+    def _send_call(self, message: InvokeFunction) -> None:
+        """Send a call built off the loop; if the connection went meanwhile, fail it at once."""
+        if not self._send(message):
+            assert message.invocation_id is not None
+            future = self._pending.pop(message.invocation_id, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    InvocationError(errors.INVOCATION_STOPPED, "not connected to the engine", message.function_id)
+                )
 
     async def trigger_async(self, request: Mapping[str, Any]) -> Any:
         """Like :meth:`trigger`, always awaitable."""
@@ -809,6 +862,14 @@ def _accepts_metadata(handler: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return "metadata" in parameters
+
+
+def _no_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 def _is_void(action: Any) -> bool:
