@@ -22,7 +22,7 @@ import concurrent.futures
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -49,8 +49,6 @@ _TEXT: Final = 1
 _CLOSE: Final = 2
 _PUMPS: set[asyncio.Task[None]] = set()
 """Running writer pumps (kept referenced until they finish)."""
-_MAX_OUTSTANDING: Final = 256
-"""Calls on one end that may be in flight before a fire-and-forget call made in sync code waits."""
 _MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 
 
@@ -124,11 +122,7 @@ class _ChannelEnd:
         self._headers = dict(headers or {})
         self._socket: _EndSocket | None = None
         self._connecting: asyncio.Future[_EndSocket] | None = None
-        self._lock: asyncio.Lock | None = None
         self._error: BaseException | None = None
-        # Calls scheduled and not finished; a call may skip the queue only when there are none.
-        self._outstanding = 0
-        self._outstanding_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} channel={self.ref.channel_id}>"
@@ -143,36 +137,8 @@ class _ChannelEnd:
     def _on_closed(self) -> None:
         pass
 
-    def _schedule(
-        self, coro: Coroutine[Any, Any, Any], *, blocking: bool, on_error: Callable[[BaseException], None] | None = None
-    ) -> Any:
-        """Start ``coro`` per the dual-mode rule, counted as outstanding until it finishes.
-
-        A fire-and-forget call made while many calls on this end are still outstanding waits for its own
-        completion in sync code, so a loop of fire-and-forget calls cannot queue without bound.
-        """
-        with self._outstanding_lock:
-            self._outstanding += 1
-            crowded = self._outstanding > _MAX_OUTSTANDING
-        return dual(self._portal, self._counted(coro), blocking=blocking or crowded, on_error=on_error)
-
-    async def _counted(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        try:
-            return await coro
-        finally:
-            with self._outstanding_lock:
-                self._outstanding -= 1
-
     async def _settled(self) -> None:
-        """Wait until every call made on this end before now has finished (shutdown uses it)."""
-        if self._outstanding:
-            async with self._ordered():
-                pass
-
-    def _ordered(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+        """Wait until the calls made on this end have done their I/O (shutdown uses it)."""
 
     def _record(self, error: BaseException) -> None:
         if self._error is None and isinstance(error, Exception):
@@ -453,7 +419,7 @@ class ChannelReader(_ChannelEnd):
         Raises :class:`ChannelBrokenError` if the stream breaks (``received`` tells how much had arrived).
         """
         self._take("read_all")
-        return self._schedule(self._read_all(), blocking=True)
+        return dual(self._portal, self._read_all(), blocking=True)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._take("async iteration")
@@ -465,7 +431,7 @@ class ChannelReader(_ChannelEnd):
 
     def close(self) -> Any:
         """Stop reading early. Fire-and-forget."""
-        return self._schedule(self._close(), blocking=False, on_error=self._record)
+        return dual(self._portal, self._close(), blocking=False, on_error=self._record)
 
     # --- internals -------------------------------------------------------------------------------------
 
