@@ -442,3 +442,19 @@ async def test_a_worker_that_does_not_read_holds_back_its_callers_without_losing
     answers = [await caller.recv_type("invocationresult") for _ in range(calls)]
     assert sorted(a["invocation_id"] for a in answers) == sorted(f"c{i}" for i in range(calls))
     assert all(a["result"] == len(payload) for a in answers)
+
+
+async def test_a_worker_that_goes_silent_is_dropped_and_its_callers_told(start_engine: StartEngine) -> None:
+    engine = await start_engine(worker_ping_interval_s=0.2, worker_ping_timeout_s=0.3)
+    host = await RawWorker.connect(engine.url, ping_interval=None)
+    caller = await RawWorker.connect(engine.url)
+    await host.register("silent::fn")
+    invocation_id = await caller.invoke("silent::fn", {})
+    await host.recv_type("invokefunction")
+    host.ws.transport.pause_reading()  # the host's process hangs: it neither reads nor answers pings
+    answer = await caller.recv_type("invocationresult", timeout_s=5)
+    assert (answer["invocation_id"], answer["error"]["code"]) == (invocation_id, "invocation_stopped")
+    assert host.worker_id not in engine.workers
+    # The caller answered the engine's pings (websockets does so while reading) and is still connected.
+    await caller.ping()
+    assert caller.worker_id in engine.workers

@@ -45,6 +45,12 @@ class EngineConfig:
     channel_ttl_s: float = field(
         default=300.0, metadata={"help": "how long a channel end may stay unconnected before it expires"}
     )
+    worker_ping_interval_s: float = field(
+        default=20.0, metadata={"help": "ping a worker socket that has been silent this long (0 = never)"}
+    )
+    worker_ping_timeout_s: float = field(
+        default=20.0, metadata={"help": "drop a worker that stays silent this long after a ping"}
+    )
     handshake_timeout_s: float = field(
         default=10.0, metadata={"help": "time a client has to complete the WebSocket handshake"}
     )
@@ -62,9 +68,11 @@ class EngineConfig:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.channel_max_buffer_frames < self.channel_default_buffer_frames:
             problems.append("channel_max_buffer_frames must be >= channel_default_buffer_frames")
-        for name in ("invocation_timeout_s", "channel_ttl_s", "handshake_timeout_s"):
+        for name in ("invocation_timeout_s", "channel_ttl_s", "handshake_timeout_s", "worker_ping_timeout_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.worker_ping_interval_s < 0:
+            problems.append(f"worker_ping_interval_s must be >= 0, got {self.worker_ping_interval_s}")
         if problems:
             raise ValueError("; ".join(problems))
 

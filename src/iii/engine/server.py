@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -184,6 +185,9 @@ class Engine:
             self._sockets.discard(transport)
 
     async def _run_housekeeping(self) -> None:
+        interval = self.config.worker_ping_interval_s
+        check_every = min(max(interval / 4, _HOUSEKEEPING_TICK_S), 1.0)
+        next_check = time.monotonic() + check_every
         while True:
             await asyncio.sleep(_HOUSEKEEPING_TICK_S)
             try:
@@ -191,8 +195,23 @@ class Engine:
                 if expired:
                     self._fail_calls(expired, errors.TIMEOUT, "invocation timed out in the engine")
                 self.channels.expire_due()
+                now = time.monotonic()
+                if interval > 0 and now >= next_check:
+                    next_check = now + check_every
+                    self._drop_silent_workers(now)
             except Exception:
                 log.exception("housekeeping failed")
+
+    def _drop_silent_workers(self, now: float) -> None:
+        """Ping quiet workers; drop those that did not answer in time (their callers are told at once)."""
+        interval, timeout = self.config.worker_ping_interval_s, self.config.worker_ping_timeout_s
+        for worker in list(self.workers.values()):
+            if not worker.check_alive(now, interval, timeout):
+                log.warning(
+                    "worker=%s name=%s silent after a ping for %.1fs: dropped", worker.worker_id, worker.name, timeout
+                )
+                if worker.transport is not None:
+                    worker.transport.disconnect(graceful=False)
 
     # --- routing of new sockets ------------------------------------------------------------------------
 

@@ -86,6 +86,9 @@ class WorkerConnection(TrackedListener):
         self.peer_address = ""
         self.metadata: dict[str, Any] = {}
         self.connected_at = time.time()
+        self.last_heard = time.monotonic()
+        """When the worker last sent anything (a frame of any kind, pongs included)."""
+        self.pinged_at: float | None = None
         self.transport: WSTransport | None = None
         self.alive = False
         self._max_message_bytes = max_message_bytes
@@ -151,6 +154,21 @@ class WorkerConnection(TrackedListener):
         for worker in holding:
             worker._release(self)
 
+    def check_alive(self, now: float, interval_s: float, timeout_s: float) -> bool:
+        """Ping a worker silent for ``interval_s``; False when it stayed silent ``timeout_s`` after the ping.
+
+        ``last_heard`` is refreshed lazily: a frame only clears a pending ping, and the time of the last
+        frame is then taken as now; a busy worker costs nothing per frame.
+        """
+        if self.pinged_at is None:
+            if now - self.last_heard < interval_s:
+                return True
+            if self.transport is not None:
+                self.transport.send_ping()
+            self.pinged_at = now
+            return True
+        return now - self.pinged_at < timeout_s
+
     def close(self, code: int, reason: str) -> None:
         if self.transport is not None:
             self.flush()  # what was said before the close arrives before it
@@ -179,6 +197,9 @@ class WorkerConnection(TrackedListener):
             self.engine.on_worker_disconnected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.pinged_at is not None:
+            self.pinged_at = None
+            self.last_heard = time.monotonic()
         outbox = self._outbox
         outbox.reading = True
         try:
