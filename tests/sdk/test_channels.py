@@ -212,3 +212,25 @@ def test_shutdown_lets_fire_and_forget_calls_finish(shared_engine: EngineProcess
     leaving.shutdown()
     reading.join(30)
     assert texts == [*notes, "last words"]  # every message, the data, and a clean end: nothing cut off
+
+
+def test_closing_a_broken_writer_raises_instead_of_waiting(client: III) -> None:
+    channel = client.create_channel()
+    channel.writer.write(b"first")
+
+    async def leave() -> None:
+        async for _ in channel.reader:
+            await channel.reader.close_async()
+            return
+
+    asyncio.run(leave())
+    deadline = time.monotonic() + 10
+    with pytest.raises(ChannelBrokenError):
+        while time.monotonic() < deadline:  # the break arrives asynchronously
+            channel.writer.write(b"more")
+
+    async def close_it() -> None:
+        await asyncio.wait_for(channel.writer.close_async(), 5)
+
+    with pytest.raises(ChannelBrokenError):
+        asyncio.run(close_it())

@@ -226,7 +226,12 @@ class ChannelWriter(_ChannelEnd):
         """
         if not self._closing:
             self._closing = True
-            self._enqueue(_CLOSE, b"")
+            try:
+                self._enqueue(_CLOSE, b"")
+            except Exception as error:  # the stream broke before: the end can never be clean
+                if not self._closed.done():
+                    self._closed.set_exception(error)
+                raise
         running = _running_loop()
         return asyncio.wrap_future(self._closed, loop=running) if running is not None else None
 
@@ -264,6 +269,9 @@ class ChannelWriter(_ChannelEnd):
 
     def _enqueue(self, kind: int, payload: bytes) -> bool:
         """Add an item and make sure the pump runs; returns whether the backlog is now over budget."""
+        socket = self._socket
+        if socket is not None and socket.close_code is not None and socket.close_code != close_codes.NORMAL:
+            self._record(self._broken(socket))  # the engine ended the stream (its reader left, say): say so now
         with self._guard:
             self._raise_error()
             self._backlog.append((kind, payload))
