@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from iii.engine.registry import BuiltinInputError
+from iii.protocol.codec import decode_value
 from iii.protocol.messages import is_null
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class Builtins:
             if entry.description is not None:
                 item["description"] = entry.description
             if not is_null(entry.metadata):
-                item["metadata"] = self.engine.decode_raw(entry.metadata)
+                item["metadata"] = decode_value(entry.metadata)
             functions.append(item)
         return {"functions": functions}
 

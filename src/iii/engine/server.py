@@ -510,7 +510,3 @@ class Engine:
         for call in calls:
             if call.caller is not None and call.caller_invocation_id is not None:
                 call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)
-
-    @staticmethod
-    def decode_raw(raw: msgspec.Raw) -> Any:
-        return decode_value(raw)

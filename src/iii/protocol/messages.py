@@ -12,7 +12,7 @@ absent payload field is :data:`JSON_NULL`.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -243,9 +243,3 @@ FromEngineMessage = (
 def is_null(raw: msgspec.Raw) -> bool:
     """True when a raw payload field is absent or JSON ``null``."""
     return raw is JSON_NULL or bytes(raw).strip() == b"null"
-
-
-def wire_type(cls: type[Message]) -> str:
-    """The ``type`` tag of a message class."""
-    tag: Any = cls.__struct_config__.tag
-    return str(tag)
