@@ -40,7 +40,7 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     engines: list[Engine] = []
 
     async def start(**overrides: Any) -> Engine:
-        engine = Engine(EngineConfig(port=0, **overrides))
+        engine = Engine(EngineConfig(**{"port": 0, "http_port": 0, **overrides}))
         await engine.start()
         engines.append(engine)
         return engine

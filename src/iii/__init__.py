@@ -23,6 +23,7 @@ from iii.errors import (
 from iii.sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.client import III, FunctionRef, register_worker
+from iii.sdk.http import HttpRequest, StreamResponse, http_response
 from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
 
 __all__ = [
@@ -37,15 +38,18 @@ __all__ = [
     "EngineRefusedError",
     "EngineUnavailableError",
     "FunctionRef",
+    "HttpRequest",
     "IIIError",
     "InitOptions",
     "InvocationError",
     "ReconnectionConfig",
     "StreamChannelRef",
+    "StreamResponse",
     "TriggerAction",
     "TriggerActionEnqueue",
     "TriggerActionVoid",
     "UsageError",
     "__version__",
+    "http_response",
     "register_worker",
 ]

@@ -52,7 +52,7 @@ def engine(**options: Any) -> None:
     try:
         _run(serve(config))
     except OSError as exc:
-        click.echo(f"iii engine: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", err=True)
+        click.echo(f"iii engine: {exc.strerror or exc}", err=True)
         sys.exit(1)
 
 

@@ -21,10 +21,11 @@ from types import TracebackType
 from typing import IO, Final
 
 _LISTENING: Final = re.compile(r"listening on (ws://\S+)")
+_HTTP_LISTENING: Final = re.compile(r"HTTP triggers on (http://\S+)")
 
 
 class EngineProcess:
-    """``python -m iii engine --port 0`` in a child process.
+    """``python -m iii engine --port 0 --http-port 0`` in a child process.
 
     :meth:`start` returns once the engine logs the address it listens on (or raises ``RuntimeError``
     with the log if it exits or does not get there within ``start_timeout_s``).
@@ -36,11 +37,15 @@ class EngineProcess:
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 30.0,
     ) -> None:
-        self.args = ["--host", "127.0.0.1", "--port", "0", *args]
+        self.args = ["--host", "127.0.0.1", "--port", "0", "--http-port", "0", *args]
         self.env = {**os.environ, **(env or {})}
         self.start_timeout_s = start_timeout_s
+        ports = [value for flag, value in zip(self.args, self.args[1:], strict=False) if flag == "--http-port"]
+        self._serves_http = ports[-1] != "-1"
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.http_url = ""
+        """Where the engine serves HTTP triggers (empty with ``--http-port -1``)."""
         self._lines: list[str] = []
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
@@ -78,6 +83,12 @@ class EngineProcess:
                 match = _LISTENING.search(line)
                 if match:
                     self.url = match.group(1)
+                    if not self._serves_http:
+                        self._ready.set()
+            elif not self._ready.is_set():
+                http = _HTTP_LISTENING.search(line)
+                if http:
+                    self.http_url = http.group(1)
                     self._ready.set()
         self._ready.set()  # the process ended: stop waiting either way
 

@@ -59,6 +59,7 @@ class Builtins:
         registry.add_builtin("engine::functions::list", self.functions_list, "List registered functions")
         registry.add_builtin("engine::channels::create", self.channels_create, "Create a data channel")
         registry.add_builtin("engine::channels::list", self.channels_list, "List live data channels")
+        registry.add_builtin("engine::triggers::list", self.triggers_list, "List trigger types and bindings")
 
     def workers_register(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """Store the caller's name and metadata (sent by every SDK, as a void call, after connecting)."""
@@ -145,3 +146,25 @@ class Builtins:
         """Every live channel: id, state of each end, frames and bytes relayed, age. Never the keys."""
         _as_object(data, "engine::channels::list")
         return {"channels": self.engine.channels.describe(), "as_of_ms": int(time.time() * 1000)}
+
+    def triggers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """Trigger types (with who provides them) and bindings (with whether they are in service)."""
+        _as_object(data, "engine::triggers::list")
+        registry = self.engine.triggers
+        types = [{"id": type_id, "provider": "engine", "description": ""} for type_id in registry.builtin_types()]
+        types.extend(
+            {"id": entry.type_id, "provider": entry.provider.worker_id, "description": entry.description}
+            for entry in registry.types()
+        )
+        bindings = [
+            {
+                "id": binding.binding_id,
+                "type": binding.trigger_type,
+                "function_id": binding.function_id,
+                "worker_id": binding.owner.worker_id,
+                "config": decode_value(binding.config),
+                "active": binding.active,
+            }
+            for binding in registry.bindings()
+        ]
+        return {"trigger_types": types, "triggers": bindings}

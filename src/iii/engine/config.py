@@ -51,6 +51,23 @@ class EngineConfig:
     worker_ping_timeout_s: float = field(
         default=20.0, metadata={"help": "drop a worker that stays silent this long after a ping"}
     )
+    http_host: str = field(default="127.0.0.1", metadata={"help": "address of the HTTP trigger server"})
+    http_port: int = field(
+        default=3111, metadata={"help": "port of the HTTP trigger server (0 = any free port, -1 = no HTTP server)"}
+    )
+    http_timeout_s: float = field(
+        default=30.0, metadata={"help": "time a function bound to an HTTP route has to start its response (504)"}
+    )
+    http_max_body_bytes: int = field(
+        default=4 * 1024 * MIB,
+        metadata={"help": "largest HTTP request body (413); JSON bodies are also kept under half of max_message_bytes"},
+    )
+    http_max_header_bytes: int = field(
+        default=8190, metadata={"help": "longest HTTP request line or header field (431/400 beyond)"}
+    )
+    http_max_concurrent_requests: int = field(
+        default=1024, metadata={"help": "HTTP requests served at once; later ones wait for a slot"}
+    )
     handshake_timeout_s: float = field(
         default=10.0, metadata={"help": "time a client has to complete the WebSocket handshake"}
     )
@@ -63,12 +80,27 @@ class EngineConfig:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
-        for name in ("max_message_bytes", "channel_buffer_bytes", "channel_default_buffer_frames"):
+        if not -1 <= self.http_port <= 65535:
+            problems.append(f"http_port must be -1..65535, got {self.http_port}")
+        for name in (
+            "max_message_bytes",
+            "channel_buffer_bytes",
+            "channel_default_buffer_frames",
+            "http_max_body_bytes",
+            "http_max_header_bytes",
+            "http_max_concurrent_requests",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.channel_max_buffer_frames < self.channel_default_buffer_frames:
             problems.append("channel_max_buffer_frames must be >= channel_default_buffer_frames")
-        for name in ("invocation_timeout_s", "channel_ttl_s", "handshake_timeout_s", "worker_ping_timeout_s"):
+        for name in (
+            "invocation_timeout_s",
+            "channel_ttl_s",
+            "handshake_timeout_s",
+            "worker_ping_timeout_s",
+            "http_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if self.worker_ping_interval_s < 0:

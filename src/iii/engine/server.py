@@ -6,6 +6,8 @@ Routes (all WebSocket upgrades on one port):
 * ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`);
 * ``/otel``: telemetry from the official SDKs, read and discarded.
 
+HTTP triggers are served on a port of their own (:mod:`iii.engine.http_trigger`).
+
 Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed
 and written to its host without a task switch. Time-based work (call deadlines, channel expiry) runs in
 one housekeeping task.
@@ -35,7 +37,9 @@ from picows import (
 from iii.engine.builtins import Builtins
 from iii.engine.channels import ChannelManager, KeyCheck, Role
 from iii.engine.config import EngineConfig
-from iii.engine.peers import Host
+from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
+from iii.engine.http_trigger import HttpTriggers
+from iii.engine.peers import Caller, Host
 from iii.engine.registry import BuiltinInputError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
@@ -96,6 +100,9 @@ class Engine:
         self.workers: dict[str, WorkerConnection] = {}
         self.triggers = TriggerRegistry()
         self.outbox = Outbox()
+        self.http = HttpTriggers(self) if self.config.http_port >= 0 else None
+        if self.http is not None:
+            self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http)
         Builtins(self).install()
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -119,18 +126,34 @@ class Engine:
 
     async def start(self) -> None:
         """Bind and start serving; returns once the port is open."""
-        self._server = await ws_create_server(
-            self._route,
-            self.config.host,
-            self.config.port,
-            websocket_handshake_timeout=self.config.handshake_timeout_s,
-            max_frame_size=self.config.max_message_bytes,
-            # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
-            read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
-            logger_name="iii.engine.ws",
-        )
+        try:
+            self._server = await ws_create_server(
+                self._route,
+                self.config.host,
+                self.config.port,
+                websocket_handshake_timeout=self.config.handshake_timeout_s,
+                max_frame_size=self.config.max_message_bytes,
+                # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
+                read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
+                logger_name="iii.engine.ws",
+            )
+        except OSError as exc:
+            where = f"{self.config.host}:{self.config.port}"
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
+        if self.http is not None:
+            try:
+                await self.http.start()
+            except OSError as exc:
+                self._server.close()
+                where = f"{self.config.http_host}:{self.config.http_port}"
+                raise OSError(
+                    exc.errno,
+                    f"cannot serve HTTP triggers on {where}: {exc.strerror or exc} (set --http-port, -1 for none)",
+                ) from None
         self._housekeeping = asyncio.get_running_loop().create_task(self._run_housekeeping())
         log.info("iii engine listening on %s", self.url)
+        if self.http is not None:
+            log.info("HTTP triggers on %s", self.http.url)
 
     @property
     def port(self) -> int:
@@ -152,6 +175,8 @@ class Engine:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        if self.http is not None:
+            await self.http.stop(self.config.shutdown_grace_s)
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -373,6 +398,17 @@ class Engine:
     def _call_builtin(
         self, entry: FunctionEntry, worker: WorkerConnection, caller_id: str | None, data: msgspec.Raw
     ) -> None:
+        result, error = self._run_builtin(entry, worker, data)
+        if caller_id is not None:
+            worker.deliver_result(caller_id, entry.function_id, result, error)
+            if worker.write_paused:
+                worker.hold_reading_for(worker)  # it asks faster than it reads its answers
+
+    @staticmethod
+    def _run_builtin(
+        entry: FunctionEntry, worker: WorkerConnection | None, data: msgspec.Raw
+    ) -> tuple[msgspec.Raw, msgspec.Raw]:
+        """Run an ``engine::*`` function; returns (result, error), one of them ``JSON_NULL``."""
         assert entry.handler is not None
         result = error = JSON_NULL
         try:
@@ -382,10 +418,40 @@ class Engine:
         except Exception as exc:
             log.exception("builtin %s failed", entry.function_id)
             error = error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
-        if caller_id is not None:
-            worker.deliver_result(caller_id, entry.function_id, result, error)
-            if worker.write_paused:
-                worker.hold_reading_for(worker)  # it asks faster than it reads its answers
+        return result, error
+
+    def call_from_engine(
+        self,
+        function_id: str,
+        data: bytes,
+        caller: Caller,
+        caller_invocation_id: str,
+        timeout_s: float,
+        metadata: msgspec.Raw = JSON_NULL,
+    ) -> tuple[str, str] | None:
+        """Call a function on behalf of a part of the engine (an HTTP trigger, say).
+
+        The outcome goes to ``caller.deliver_result`` (at once for a builtin). Returns (code, message)
+        instead if the call cannot start.
+        """
+        entry = self.functions.get(function_id)
+        if entry is None:
+            return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
+        if entry.handler is not None:
+            result, error = self._run_builtin(entry, None, msgspec.Raw(data))
+            caller.deliver_result(caller_invocation_id, function_id, result, error)
+            return None
+        owner = entry.owner
+        assert owner is not None
+        call = self.router.start(function_id, owner, caller, caller_invocation_id, timeout_s)
+        owner.send_message(
+            encode(
+                Delivery(
+                    invocation_id=call.dispatch_id, function_id=function_id, data=msgspec.Raw(data), metadata=metadata
+                )
+            )
+        )
+        return None
 
     def _on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
         call = self.router.complete(message.invocation_id, worker)
@@ -465,6 +531,11 @@ class Engine:
     def _on_register_trigger_type(self, worker: WorkerConnection, message: RegisterTriggerType) -> None:
         if not message.id:
             worker.send_error_notice(errors.INVALID_MESSAGE, "registertriggertype needs a non-empty 'id'")
+            return
+        if self.triggers.is_builtin(message.id):
+            worker.send_error_notice(
+                errors.INVALID_MESSAGE, f"trigger type {message.id!r} is built into the engine and cannot be provided"
+            )
             return
         log.info("worker=%s provides trigger type %s", worker.worker_id, message.id)
         self._send_all(self.triggers.register_type(worker, message))

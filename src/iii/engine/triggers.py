@@ -7,11 +7,16 @@ provider that comes back. ``unregistertrigger`` (or the binding worker's disconn
 provider. A provider's refusal (``triggerregistrationresult`` with an error) parks the binding and is
 forwarded to the worker that made it. Firing is the provider's business: it calls the bound function.
 
+Some types are provided by the engine itself (``http``): a :class:`BuiltinProvider` is told of its
+bindings by plain calls instead of messages, and a worker cannot take such a type over.
+
 State changes here are plain methods; what must be sent is returned to the caller as (host, message)
 pairs, so the module is tested without sockets.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import msgspec
 
@@ -52,6 +57,20 @@ class Binding(msgspec.Struct, eq=False):
         )
 
 
+class BuiltinProvider(Protocol):
+    """A trigger type served inside the engine."""
+
+    def activate(self, binding: Binding) -> str | None:
+        """Start serving ``binding``; returns None when accepted, or why it was refused."""
+
+    def deactivate(self, binding: Binding) -> None:
+        """Stop serving ``binding`` (only called for an activated one)."""
+
+
+BUILTIN_REFUSED = "trigger_registration_failed"
+"""The error code of a binding a builtin provider refused (the reference engine's code)."""
+
+
 class TriggerType(msgspec.Struct, eq=False):
     """A trigger type and the worker that provides it."""
 
@@ -65,7 +84,18 @@ class TriggerRegistry:
 
     def __init__(self) -> None:
         self._types: dict[str, TriggerType] = {}
+        self._builtin: dict[str, BuiltinProvider] = {}
         self._bindings: dict[str, Binding] = {}
+
+    def add_builtin(self, type_id: str, provider: BuiltinProvider) -> None:
+        """Serve ``type_id`` inside the engine (before any worker connects)."""
+        self._builtin[type_id] = provider
+
+    def is_builtin(self, type_id: str) -> bool:
+        return type_id in self._builtin
+
+    def builtin_types(self) -> list[str]:
+        return list(self._builtin)
 
     def types(self) -> list[TriggerType]:
         return list(self._types.values())
@@ -94,6 +124,8 @@ class TriggerRegistry:
         current = self._bindings.get(message.id)
         if current is not None and current.owner is not owner:
             return []  # another worker's binding id: not this worker's to replace
+        if current is not None:
+            self._deactivate_builtin(current)
         binding = Binding(
             message.id,
             message.trigger_type,
@@ -103,6 +135,9 @@ class TriggerRegistry:
             detached(message.metadata),
         )
         self._bindings[message.id] = binding
+        builtin = self._builtin.get(binding.trigger_type)
+        if builtin is not None:
+            return self._activate_builtin(builtin, binding)
         provider = self.provider_of(binding.trigger_type)
         if provider is None:
             return []
@@ -115,6 +150,8 @@ class TriggerRegistry:
         if binding is None or binding.owner is not owner:
             return []
         del self._bindings[binding_id]
+        if self._deactivate_builtin(binding):
+            return []
         return self._tell_provider_unbound(binding)
 
     def on_provider_result(self, provider: Host, message: TriggerRegistrationResult) -> Outgoing:
@@ -136,6 +173,8 @@ class TriggerRegistry:
         outgoing: Outgoing = []
         for binding in [b for b in self._bindings.values() if b.owner is worker]:
             del self._bindings[binding.binding_id]
+            if self._deactivate_builtin(binding):
+                continue
             if self.provider_of(binding.trigger_type) is not worker:
                 outgoing.extend(self._tell_provider_unbound(binding))
         for type_id in [t.type_id for t in self._types.values() if t.provider is worker]:
@@ -151,6 +190,30 @@ class TriggerRegistry:
         for entry in self._types.values():
             if entry.provider is old:
                 entry.provider = new
+
+    @staticmethod
+    def _activate_builtin(provider: BuiltinProvider, binding: Binding) -> Outgoing:
+        problem = provider.activate(binding)
+        if problem is None:
+            binding.active = True
+            return []
+        refusal = TriggerRegistrationResult(
+            id=binding.binding_id,
+            trigger_type=binding.trigger_type,
+            function_id=binding.function_id,
+            error=msgspec.Raw(msgspec.json.encode({"code": BUILTIN_REFUSED, "message": problem})),
+        )
+        return [(binding.owner, refusal)]
+
+    def _deactivate_builtin(self, binding: Binding) -> bool:
+        """If ``binding`` is of a builtin type, take it out of service; returns whether it was builtin."""
+        builtin = self._builtin.get(binding.trigger_type)
+        if builtin is None:
+            return False
+        if binding.active:
+            binding.active = False
+            builtin.deactivate(binding)
+        return True
 
     def _deliver_all(self, type_id: str) -> Outgoing:
         provider = self.provider_of(type_id)

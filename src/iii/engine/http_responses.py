@@ -1,0 +1,133 @@
+"""Turning HTTP requests into function payload parts, and function answers into HTTP responses.
+
+Plain functions of values, kept apart from the server so they are tested on their own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
+
+_FRAMING_HEADERS: Final = frozenset(("content-length", "transfer-encoding", "connection"))
+"""Headers a returned response may not set: the server frames the body itself."""
+
+
+_TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class BadResponse(ValueError):
+    """A function returned something that is not a usable HTTP response (the message says what)."""
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An error the engine answers itself, in one stable shape: ``{"error": {"code", "message"}}``.
+
+    Server errors (5xx) carry an ``error_id`` that is also in the engine's log line about them.
+    """
+    error: dict[str, str] = {"code": code, "message": message}
+    if status >= 500:
+        error["error_id"] = secrets.token_hex(6)
+    return web.Response(
+        status=status,
+        body=msgspec.json.encode({"error": error}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_id_of(response: web.Response) -> str:
+    """The ``error_id`` of an :func:`error_response` (empty if it has none)."""
+    body = response.body
+    if not isinstance(body, bytes):
+        return ""
+    value = msgspec.json.decode(body)
+    return str(value["error"].get("error_id", ""))
+
+
+def is_json(content_type: str) -> bool:
+    """``application/json`` and the ``+json`` family; these bodies are parsed for ``body``."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def request_headers(headers: MultiMapping[str]) -> dict[str, str]:
+    """Header names in lower case; a repeated header's values joined with ``, `` (as RFC 9110 allows)."""
+    merged: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged
+
+
+def query_params(query: MultiMapping[str]) -> dict[str, str | list[str]]:
+    """A parameter given once is a string; one given several times is the list of its values."""
+    params: dict[str, str | list[str]] = {}
+    for name in query:
+        if name not in params:
+            values = query.getall(name)
+            params[name] = values[0] if len(values) == 1 else list(values)
+    return params
+
+
+def response_from_value(value: Any) -> web.Response:
+    """The HTTP response for what a function returned.
+
+    ``{"status_code", "headers", "body"}`` (any of the three) is a response: ``headers`` is an object or a
+    list of ``"Name: value"`` lines; a string ``body`` with a content type of the function's choosing is
+    sent as it is, any other body as JSON. Any other value is sent as a JSON body with status 200.
+    Raises :class:`BadResponse` for a status outside 100-599 or malformed headers.
+    """
+    if isinstance(value, dict) and value.keys() & {"status_code", "headers", "body"}:
+        status = value.get("status_code", 200)
+        headers = _response_headers(value.get("headers"))
+        has_body = "body" in value
+        body = value.get("body")
+    else:
+        status, headers, has_body, body = 200, CIMultiDict[str](), True, value
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise BadResponse(f"status_code must be an integer from 100 to 599, got {status!r}")
+    content_type = headers.get("content-type")
+    if not has_body or (content_type is not None and body is None):
+        data = b""
+    elif content_type is not None and isinstance(body, str):
+        data = body.encode()
+    else:
+        data = msgspec.json.encode(body)
+        if content_type is None:
+            headers["Content-Type"] = "application/json"
+    return web.Response(status=status, body=data, headers=headers)
+
+
+def _response_headers(raw: Any) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    if raw is None:
+        return headers
+    if isinstance(raw, dict):
+        pairs = [(str(name), value) for name, value in raw.items()]
+    elif isinstance(raw, list):
+        pairs = []
+        for line in raw:
+            name, sep, value = line.partition(":") if isinstance(line, str) else ("", "", "")
+            if not sep or not name.strip():
+                raise BadResponse(f"a header line must read 'Name: value', got {line!r}")
+            pairs.append((name.strip(), value.strip()))
+    else:
+        raise BadResponse(f"headers must be an object or a list of 'Name: value' lines, got {type(raw).__name__}")
+    for name, value in pairs:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise BadResponse(f"header {name!r} must have a string value, got {type(value).__name__}")
+        if not header_allowed(name, str(value)):
+            raise BadResponse(f"header {name!r} has a name or value that cannot be sent")
+        if name.lower() not in _FRAMING_HEADERS:
+            headers.add(name, str(value))
+    return headers
+
+
+def header_allowed(name: str, value: str) -> bool:
+    """Whether a header can be sent as given: a token name, and no line breaks in the value."""
+    return bool(name) and all(c in _TOKEN_CHARS for c in name) and "\r" not in value and "\n" not in value

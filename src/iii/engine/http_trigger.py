@@ -1,0 +1,421 @@
+"""The builtin ``http`` trigger type: an HTTP server whose routes call functions, bodies in channels.
+
+A worker binds a function with ``registertrigger`` of type ``http`` and a config ``{"api_path":
+"/users/:id", "http_method": "POST"}``. Each matching request becomes one exchange (:class:`HttpExchange`):
+
+1. two channels are created; the engine keeps the request channel's writer and the response channel's
+   reader for itself (:mod:`iii.engine.http_ends`);
+2. the function is called with the payload of the reference engine (``query_params``, ``path_params``,
+   ``headers``, ``path``, ``method``, ``body`` for JSON, ``trigger``, and the refs ``request_body`` and
+   ``response``), while the request body streams into ``request_body``;
+3. the response is decided by whichever comes first: binary data on the response channel (a streamed
+   response, with the status and headers of earlier ``set_status`` / ``set_headers`` messages), or a
+   returned value (``{status_code, headers, body}``, or any value as a JSON body). A function that
+   returns None answers through the channel; a clean end of it with no data is an empty body;
+4. both channels are removed when the exchange ends.
+
+Errors the engine answers itself have one JSON shape (:func:`~iii.engine.http_responses.error_response`):
+404 unknown route, 405 wrong method, 413 body over the limit, 400 malformed JSON, 500 failed function, 502
+function's worker gone or response stream broken, 503 no function registered, 504 no answer in time.
+Memory stays bounded in both directions: the channels' backpressure reaches the HTTP sockets.
+
+aiohttp's low-level server does the HTTP/1.1 work (see docs/DESIGN.md for why aiohttp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+from aiohttp import web
+
+from iii.engine.channels import Channel, Role
+from iii.engine.http_ends import FeedOutcome, RequestBodyFeeder, ResponseStream, StreamBroken
+from iii.engine.http_responses import (
+    BadResponse,
+    error_id_of,
+    error_response,
+    header_allowed,
+    is_json,
+    query_params,
+    request_headers,
+    response_from_value,
+)
+from iii.engine.http_routes import Match, Route, RouteError, RouteTable, WrongMethod, parse_method, parse_pattern
+from iii.engine.triggers import Binding
+from iii.protocol import close_codes, errors
+from iii.protocol.messages import is_null
+
+if TYPE_CHECKING:
+    from iii.engine.server import Engine
+
+log = logging.getLogger("iii.engine.http")
+
+TRIGGER_TYPE: Final = "http"
+_CHANNEL_FRAMES: Final = 64
+"""buffer_size of the two channels of an exchange (the reference engine's value)."""
+_READ_BUFSIZE: Final = 256 * 1024
+"""aiohttp's per-request body buffer; it stops reading the socket at twice this."""
+_STATUS_BY_ERROR: Final = {
+    errors.TIMEOUT: 504,
+    errors.FUNCTION_NOT_FOUND: 503,
+    errors.INVOCATION_STOPPED: 502,
+}
+
+
+Answer = Callable[[], Awaitable[web.StreamResponse]]
+"""How an exchange answers, once decided."""
+
+
+class HttpTriggers:
+    """The ``http`` trigger type: its routes (the bindings) and the server that serves them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.routes = RouteTable()
+        self.exchanges: set[HttpExchange] = set()
+        self.requests = 0
+        self._server: web.Server | None = None
+        self._listener: asyncio.Server | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    # --- the trigger type (a BuiltinProvider) ----------------------------------------------------------
+
+    def activate(self, binding: Binding) -> str | None:
+        try:
+            config = msgspec.json.decode(binding.config)
+            if not isinstance(config, dict):
+                raise RouteError("an http trigger's config must be an object with 'api_path' and 'http_method'")
+            pattern = parse_pattern(config.get("api_path"))
+            method = parse_method(config.get("http_method"))
+        except (RouteError, msgspec.DecodeError) as exc:
+            return str(exc)
+        route = Route(binding.binding_id, method, pattern, binding.function_id, bytes(binding.metadata))
+        conflict = self.routes.add(route)
+        if conflict is not None:
+            return f"{method} {pattern.path} is already bound to {conflict.function_id}"
+        log.info("http route %s %s -> %s", method, pattern.path, binding.function_id)
+        return None
+
+    def deactivate(self, binding: Binding) -> None:
+        route = self.routes.remove(binding.binding_id)
+        if route is not None:
+            log.info("http route %s %s removed", route.method, route.pattern.path)
+
+    # --- the server ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on ``http_host:http_port``; raises ``OSError`` if the address cannot be bound."""
+        self._slots = asyncio.Semaphore(self.config.http_max_concurrent_requests)
+        self._server = web.Server(
+            self._handle,
+            access_log=None,
+            read_bufsize=_READ_BUFSIZE,
+            max_field_size=self.config.http_max_header_bytes,
+            max_line_size=self.config.http_max_header_bytes,
+        )
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(self._server, self.config.http_host, self.config.http_port)
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None, "http triggers not started"
+        port: int = self._listener.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.http_host}:{self.port}"
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting, end the exchanges in progress (their clients see an error), close connections."""
+        if self._listener is not None:
+            self._listener.close()
+        for exchange in list(self.exchanges):
+            exchange.abort("the engine is shutting down")
+        if self._server is not None:
+            await self._server.shutdown(grace_s)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener.wait_closed(), grace_s)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.requests += 1
+        found = self.routes.match(request.method, request.rel_url.raw_path)
+        if found is None:
+            return error_response(404, "NOT_FOUND", f"no route for {request.method} {request.path}")
+        if isinstance(found, WrongMethod):
+            allowed = ", ".join(found.allowed)
+            return error_response(
+                405, "METHOD_NOT_ALLOWED", f"{request.path} takes {allowed}, not {request.method}", {"Allow": allowed}
+            )
+        assert self._slots is not None
+        async with self._slots:
+            exchange = HttpExchange(self, request, found)
+            self.exchanges.add(exchange)
+            try:
+                return await exchange.run()
+            finally:
+                self.exchanges.discard(exchange)
+                exchange.finish()
+
+
+class HttpExchange:
+    """One request and its response: the function call, the two channels, and the decision of what to
+    answer. It is the call's :class:`~iii.engine.peers.Caller`."""
+
+    def __init__(self, triggers: HttpTriggers, request: web.BaseRequest, match: Match) -> None:
+        self.triggers = triggers
+        self.engine = triggers.engine
+        self.request = request
+        self.route = match.route
+        self.path_params = match.path_params
+        self.body_channel: Channel | None = None
+        self.response_channel: Channel | None = None
+        self.feeder: RequestBodyFeeder | None = None
+        self.stream: ResponseStream | None = None
+        self._pump: asyncio.Task[FeedOutcome] | None = None
+        self._result: Any = None
+        self._error: tuple[str, str] | None = None
+        self._answered = False
+        self._decision: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+    # --- the exchange ----------------------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        config = self.triggers.config
+        request = self.request
+        length = request.content_length
+        if length is not None and length > config.http_max_body_bytes:
+            return self._too_large(config.http_max_body_bytes)
+        json_body: bytes | None = None
+        if is_json(request.content_type):
+            limit = min(config.http_max_body_bytes, config.max_message_bytes // 2)
+            json_body = await _read_up_to(request, limit)
+            if json_body is None:
+                return self._too_large(limit)
+            if json_body.strip():
+                try:
+                    msgspec.json.decode(json_body)
+                except msgspec.DecodeError as exc:
+                    return error_response(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}")
+        self._open_channels()
+        assert self.feeder is not None and self.body_channel is not None and self.response_channel is not None
+        if json_body is not None:
+            self.feeder.feed_all(json_body)
+        elif request.body_exists:
+            self._pump = asyncio.ensure_future(self.feeder.pump(request.content, config.http_max_body_bytes))
+            self._pump.add_done_callback(self._on_pump_done)
+        else:
+            self.feeder.feed_all(b"")
+        problem = self.engine.call_from_engine(
+            self.route.function_id,
+            self._payload(json_body),
+            self,
+            "http",
+            config.http_timeout_s,
+            msgspec.Raw(self.route.metadata),
+        )
+        if problem is not None:
+            self._error = problem
+            self._decide()
+        try:
+            async with asyncio.timeout(config.http_timeout_s):
+                answer = await self._decision
+        except TimeoutError:
+            return self._timeout()
+        return await answer()
+
+    def finish(self) -> None:
+        """Release what the exchange holds: the call, the body pump, both channels."""
+        self.engine.router.drop_caller(self)
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+        if self.response_channel is not None:
+            self.response_channel.abort(close_codes.READER_LOST, "the HTTP exchange ended")
+        if self.body_channel is not None:
+            self.body_channel.abort(close_codes.WRITER_LOST, "the HTTP exchange ended")
+
+    def abort(self, reason: str) -> None:
+        """End the exchange now (shutdown): the client gets 503 if nothing was sent, a cut stream if it was."""
+        if not self._decision.done():
+            self._decision.set_result(partial(self._error_answer, 503, "SHUTTING_DOWN", reason))
+        if self.stream is not None:
+            self.stream.close(close_codes.SERVICE_RESTART, reason)
+
+    # --- Caller ----------------------------------------------------------------------------------------
+
+    def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
+        if not is_null(error):
+            self._error = _error_fields(error)
+        elif not is_null(result):
+            self._result = msgspec.json.decode(result)
+        self._answered = True
+        self._decide()
+
+    # --- deciding the answer ---------------------------------------------------------------------------
+
+    def _decide(self) -> None:
+        """Choose the answer once something has decided it; see the module docstring for the order."""
+        if self._decision.done():
+            return
+        stream = self.stream
+        answer: Answer | None = None
+        if stream is not None and stream.started:
+            answer = self._stream_answer
+        elif self._error is not None:
+            code, message = self._error
+            answer = partial(self._error_answer, _STATUS_BY_ERROR.get(code, 500), code, message)
+        elif self._answered and self._result is not None:
+            answer = partial(self._value_answer, self._result)
+        elif stream is not None and stream.end is not None:
+            if stream.clean_end:
+                answer = self._stream_answer
+            else:
+                broken = f"the function's response stream broke: {stream.end[1]}"
+                answer = partial(self._error_answer, 502, "RESPONSE_STREAM_BROKEN", broken)
+        if answer is not None:
+            self._decision.set_result(answer)
+
+    async def _value_answer(self, value: Any) -> web.StreamResponse:
+        try:
+            return response_from_value(value)
+        except BadResponse as exc:
+            return await self._error_answer(500, "INVALID_RESPONSE", f"{self.route.function_id} returned {exc}")
+
+    async def _error_answer(self, status: int, code: str, message: str) -> web.StreamResponse:
+        response = error_response(status, code, message)
+        if status >= 500:
+            log.warning(
+                "http %s %s -> %s failed: %d %s %s error_id=%s",
+                self.request.method,
+                self.request.path,
+                self.route.function_id,
+                status,
+                code,
+                message,
+                error_id_of(response),
+            )
+        return response
+
+    async def _stream_answer(self) -> web.StreamResponse:
+        """Send the head decided by the control messages, then the body as it arrives (chunked)."""
+        stream = self.stream
+        assert stream is not None and self.response_channel is not None
+        response = web.StreamResponse(status=stream.status)
+        for name, value in stream.headers.items():
+            if header_allowed(name, value):
+                response.headers[name] = value
+            else:
+                log.warning("%s: skipped response header %r that cannot be sent", self.route.function_id, name)
+        if "content-length" not in response.headers:
+            response.enable_chunked_encoding()
+        try:
+            await response.prepare(self.request)
+            while (chunk := await stream.next_chunk()) is not None:
+                await response.write(chunk)
+            await response.write_eof()
+        except StreamBroken as exc:
+            log.warning("http %s %s: %s; the client sees a cut response", self.request.method, self.request.path, exc)
+            _cut(self.request)
+        except (ConnectionError, RuntimeError):
+            # The client went away: the function's writer learns that its reader is gone.
+            self.response_channel.on_reader_gone("the HTTP client disconnected")
+        return response
+
+    def _timeout(self) -> web.StreamResponse:
+        message = f"{self.route.function_id} did not answer within {self.triggers.config.http_timeout_s:g} s"
+        return error_response(504, "TIMEOUT", message)
+
+    def _too_large(self, limit: int) -> web.StreamResponse:
+        response = error_response(413, "BODY_TOO_LARGE", f"the request body is over the limit of {limit} bytes")
+        response.force_close()  # the rest of the body is not read
+        return response
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _open_channels(self) -> None:
+        manager = self.engine.channels
+        self.body_channel = manager.create(_CHANNEL_FRAMES, None)
+        manager.take(self.body_channel, Role.WRITER)
+        self.feeder = RequestBodyFeeder(self.body_channel)
+        self.body_channel.attach(Role.WRITER, self.feeder)
+        self.response_channel = manager.create(_CHANNEL_FRAMES, None)
+        manager.take(self.response_channel, Role.READER)
+        self.stream = ResponseStream(self.response_channel, self._decide)
+        self.response_channel.attach(Role.READER, self.stream)
+
+    def _on_pump_done(self, pump: asyncio.Task[FeedOutcome]) -> None:
+        if pump.cancelled() or self._decision.done():
+            return
+        outcome = pump.result()
+        if outcome is FeedOutcome.TOO_LARGE:
+            limit = self.triggers.config.http_max_body_bytes
+            self._decision.set_result(partial(_ready, self._too_large(limit)))
+        elif outcome is FeedOutcome.CLIENT_GONE:
+            # Nobody to answer; the function sees its request body break and its response go nowhere.
+            self._decision.set_result(partial(_ready, web.Response(status=499)))
+
+    def _payload(self, json_body: bytes | None) -> bytes:
+        request = self.request
+        assert self.body_channel is not None and self.response_channel is not None
+        pattern = self.route.pattern.path
+        payload = {
+            "query_params": query_params(request.query),
+            "path_params": self.path_params,
+            "headers": request_headers(request.headers),
+            "path": pattern,
+            "method": request.method,
+            "body": msgspec.Raw(json_body) if json_body and json_body.strip() else None,
+            "trigger": {"type": TRIGGER_TYPE, "path": pattern, "method": request.method},
+            "request_body": {
+                "channel_id": self.body_channel.channel_id,
+                "access_key": self.body_channel.reader_key,
+                "direction": "read",
+            },
+            "response": {
+                "channel_id": self.response_channel.channel_id,
+                "access_key": self.response_channel.writer_key,
+                "direction": "write",
+            },
+        }
+        return msgspec.json.encode(payload)
+
+
+async def _ready(response: web.StreamResponse) -> web.StreamResponse:
+    return response
+
+
+async def _read_up_to(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it grows past ``limit`` bytes."""
+    parts = []
+    size = 0
+    while chunk := await request.content.read(_READ_BUFSIZE):
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _error_fields(error: msgspec.Raw) -> tuple[str, str]:
+    try:
+        value = msgspec.json.decode(error)
+    except msgspec.DecodeError:
+        value = None
+    if not isinstance(value, dict):
+        return errors.INVOCATION_FAILED, "the function failed"
+    return str(value.get("code") or errors.INVOCATION_FAILED), str(value.get("message") or "the function failed")
+
+
+def _cut(request: web.BaseRequest) -> None:
+    """Close the connection under a started response, so the client sees it incomplete, not finished."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
