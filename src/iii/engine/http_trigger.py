@@ -194,6 +194,9 @@ class HttpExchange:
         length = request.content_length
         if length is not None and length > config.http_max_body_bytes:
             return self._too_large(config.http_max_body_bytes)
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            # curl asks before sending a large body and waits a second for this if it does not come.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         json_body: bytes | None = None
         if is_json(request.content_type):
             limit = min(config.http_max_body_bytes, config.max_message_bytes // 2)
@@ -254,6 +257,10 @@ class HttpExchange:
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
         if not is_null(error):
             self._error = _error_fields(error)
+            stream = self.stream
+            if self._decision.done() and stream is not None and stream.started:
+                # The function failed after its response began: the client must not see a clean end.
+                stream.close(close_codes.WRITER_LOST, f"the function failed: {self._error[1]}")
         elif not is_null(result):
             self._result = msgspec.json.decode(result)
         self._answered = True
@@ -352,15 +359,13 @@ class HttpExchange:
         self.response_channel.attach(Role.READER, self.stream)
 
     def _on_pump_done(self, pump: asyncio.Task[FeedOutcome]) -> None:
+        # A client that left mid-body is not answered early: the function reads what did arrive, then
+        # sees the stream break, and the exchange ends with its call (or the timeout).
         if pump.cancelled() or self._decision.done():
             return
-        outcome = pump.result()
-        if outcome is FeedOutcome.TOO_LARGE:
+        if pump.result() is FeedOutcome.TOO_LARGE:
             limit = self.triggers.config.http_max_body_bytes
             self._decision.set_result(partial(_ready, self._too_large(limit)))
-        elif outcome is FeedOutcome.CLIENT_GONE:
-            # Nobody to answer; the function sees its request body break and its response go nowhere.
-            self._decision.set_result(partial(_ready, web.Response(status=499)))
 
     def _payload(self, json_body: bytes | None) -> bytes:
         request = self.request
