@@ -7,12 +7,14 @@
 4. engine memory per unconnected channel, per connected idle channel and per idle worker connection;
 5. the channel relay with the Python SDKs (ours in three API styles, the official ``iii-sdk`` 0.25.0) beside
    a bare TCP relay of the same session, and 6./7. trigger round trips and concurrent calls with our SDK
-   (``--only sdk``; the official SDK's venv is built on first use by ``tests/interop/environments.py``).
+   (``--only sdk``; the official SDK's venv is built on first use by ``tests/interop/environments.py``);
+8. HTTP through the ``http`` trigger next to a plain aiohttp server: 1 GiB upload and download, and
+   requests/s of a small JSON echo (``--only http``).
 
 ``--quick`` uses small sizes (a smoke test, not a measurement); ``--verify`` adds checksums and per-call
 result checks; ``--repeat N`` sets the runs per timed measurement (median reported). Each part also runs
 alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``, ``bench/memory.py``,
-``bench/sdk_relay.py``, ``bench/sdk_calls.py``.
+``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import sys
 import time
 
 import channel_relay
+import http_triggers
 import invocations
 import memory
 import sdk_calls
 import sdk_relay
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory", "sdk")
+PARTS = ("relay", "invoke", "memory", "sdk", "http")
 
 
 def machine_notes() -> str:
@@ -81,6 +84,9 @@ def main() -> None:
         rows += sdk_relay.measure(args.quick, args.verify, repeat)
         print("running: SDK trigger round trips ...", file=sys.stderr, flush=True)
         rows += sdk_calls.measure(args.quick, args.verify, repeat)
+    if "http" in parts:
+        print("running: HTTP triggers next to a plain aiohttp server ...", file=sys.stderr, flush=True)
+        rows += http_triggers.measure(args.quick, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     print(f"iii-py benchmarks — {notes}; {mode}; took {time.monotonic() - started:.0f} s\n")
     print(markdown_table(rows))
