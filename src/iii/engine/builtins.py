@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from iii.engine.registry import BuiltinInputError
+from iii.engine.registry import BuiltinInputError, BuiltinLimitError
 from iii.protocol.codec import decode_value
 from iii.protocol.messages import is_null
 
@@ -135,7 +135,15 @@ class Builtins:
         size = fields.get("buffer_size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
             raise BuiltinInputError(f"'buffer_size' must be an integer or null, got {type(size).__name__}")
-        channel = self.engine.channels.create(size, caller.worker_id if caller is not None else None)
+        channels = self.engine.channels
+        if caller is not None:
+            limit = self.engine.config.worker_max_channels
+            if channels.owned_by(caller.worker_id) >= limit:
+                raise BuiltinLimitError(
+                    f"this worker has {limit} live channels, its limit (--worker-max-channels); "
+                    "finish or abandon some first"
+                )
+        channel = channels.create(size, caller.worker_id if caller is not None else None)
         channel_id = channel.channel_id
         return {
             "writer": {"channel_id": channel_id, "access_key": channel.writer_key, "direction": "write"},

@@ -360,6 +360,10 @@ class ChannelManager:
         self.created += 1
         return channel
 
+    def owned_by(self, owner_id: str) -> int:
+        """How many live channels ``owner_id`` created."""
+        return len(self._by_owner.get(owner_id, ()))
+
     def check(self, channel_id: str, key: str, role: Role) -> tuple[KeyCheck, Channel | None]:
         """Whether ``key`` opens the ``role`` end of ``channel_id`` now. Keys are compared in constant time."""
         channel = self._channels.get(channel_id)

@@ -45,6 +45,12 @@ class EngineConfig:
     channel_ttl_s: float = field(
         default=300.0, metadata={"help": "how long a channel end may stay unconnected before it expires"}
     )
+    worker_max_pending_calls: int = field(
+        default=10_000, metadata={"help": "calls one worker may have waiting for results (limit_exceeded beyond)"}
+    )
+    worker_max_channels: int = field(
+        default=10_000, metadata={"help": "live channels one worker may have created (limit_exceeded beyond)"}
+    )
     worker_ping_interval_s: float = field(
         default=20.0, metadata={"help": "ping a worker socket that has been silent this long (0 = never)"}
     )
@@ -89,6 +95,8 @@ class EngineConfig:
             "http_max_body_bytes",
             "http_max_header_bytes",
             "http_max_concurrent_requests",
+            "worker_max_pending_calls",
+            "worker_max_channels",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")

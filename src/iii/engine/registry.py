@@ -23,6 +23,10 @@ class BuiltinInputError(ValueError):
     """A builtin was called with input of the wrong shape; answered as ``deserialization_error``."""
 
 
+class BuiltinLimitError(RuntimeError):
+    """A builtin call would take the caller past one of its limits; answered as ``limit_exceeded``."""
+
+
 class FunctionEntry(msgspec.Struct):
     """A registered function: hosted by ``owner``, or a builtin with ``handler``."""
 

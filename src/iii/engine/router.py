@@ -81,6 +81,9 @@ class InvocationRouter:
     def pending_for_target(self, target: Host) -> int:
         return len(self._by_target.get(target, ()))
 
+    def pending_for_caller(self, caller: Caller) -> int:
+        return len(self._by_caller.get(caller, ()))
+
     def start(
         self,
         function_id: str,

@@ -40,7 +40,7 @@ from iii.engine.config import EngineConfig
 from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
 from iii.engine.http_trigger import HttpTriggers
 from iii.engine.peers import Caller, Host
-from iii.engine.registry import BuiltinInputError, FunctionEntry, FunctionRegistry
+from iii.engine.registry import BuiltinInputError, BuiltinLimitError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
 from iii.engine.triggers import TriggerRegistry
@@ -374,6 +374,18 @@ class Engine:
             return
         owner = entry.owner
         assert owner is not None
+        if caller_id is not None and self.router.pending_for_caller(worker) >= self.config.worker_max_pending_calls:
+            worker.deliver_result(
+                caller_id,
+                message.function_id,
+                JSON_NULL,
+                error_raw(
+                    errors.LIMIT_EXCEEDED,
+                    f"this worker has {self.config.worker_max_pending_calls} calls waiting for results, its limit "
+                    "(--worker-max-pending-calls)",
+                ),
+            )
+            return
         timeout_s = self.config.invocation_timeout_s
         if message.timeout_ms is not None and message.timeout_ms > 0:
             timeout_s = min(timeout_s, message.timeout_ms / 1000)
@@ -415,6 +427,8 @@ class Engine:
             result = msgspec.Raw(encode_value(entry.handler(worker, decode_value(data))))
         except BuiltinInputError as exc:
             error = error_raw(errors.DESERIALIZATION_ERROR, str(exc))
+        except BuiltinLimitError as exc:
+            error = error_raw(errors.LIMIT_EXCEEDED, str(exc))
         except Exception as exc:
             log.exception("builtin %s failed", entry.function_id)
             error = error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")

@@ -34,7 +34,7 @@ from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListen
 from pydantic import BaseModel
 
 from iii._version import __version__
-from iii.errors import EngineRefusedError, EngineUnavailableError, InvocationError, UsageError
+from iii.errors import EngineError, EngineRefusedError, EngineUnavailableError, InvocationError, UsageError
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import decode_from_engine, decode_value, encode
 from iii.protocol.messages import (
@@ -321,6 +321,10 @@ class III:
                 return
             except (OSError, WSError, ConnectionError) as exc:
                 log.debug("connecting to %s failed: %s", self.address, exc)
+            except Exception as exc:  # a bug, not a network problem: say so at once instead of retrying blind
+                log.exception("the connection to %s failed unexpectedly", self.address)
+                self._fail_for_good(EngineError(f"the connection to {self.address} failed: {exc!r}"))
+                return
             if self._stopping:
                 return
             if 0 <= config.max_retries <= attempt:
@@ -332,11 +336,29 @@ class III:
                 log.warning("connection to the engine lost; reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
 
+    def _auto_ping(self) -> dict[str, Any]:
+        """picows' keep-alive settings: ping after ``ping_idle_s`` of silence, give up ``ping_timeout_s`` later.
+
+        picows wants the reply timeout no longer than the idle time, so the idle time is raised to match.
+        """
+        idle, timeout = self.options.ping_idle_s, self.options.ping_timeout_s
+        if idle <= 0:
+            return {"enable_auto_ping": False}
+        return {
+            "enable_auto_ping": True,
+            "auto_ping_idle_timeout": max(idle, timeout),
+            "auto_ping_reply_timeout": timeout,
+        }
+
     async def _connect_once(self) -> None:
         listener = _ControlSocket(self)
         try:
             await ws_connect(
-                lambda: listener, self.address, extra_headers=self._headers or None, max_frame_size=_MAX_MESSAGE_BYTES
+                lambda: listener,
+                self.address,
+                extra_headers=self._headers or None,
+                max_frame_size=_MAX_MESSAGE_BYTES,
+                **self._auto_ping(),
             )
         except WSInvalidStatusError as exc:
             status = exc.response.status if exc.response is not None else 0

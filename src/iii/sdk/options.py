@@ -37,7 +37,9 @@ class InitOptions:
 
     ``token`` (or ``III_TOKEN``) is sent as ``Authorization: Bearer <token>`` on the worker socket and on
     every channel socket. ``connect_timeout_s`` bounds the first connection: :func:`register_worker` raises
-    :class:`~iii.errors.EngineUnavailableError` when the engine cannot be reached within it. Official-SDK
+    :class:`~iii.errors.EngineUnavailableError` when the engine cannot be reached within it. A connection
+    that goes silent (no traffic for ``ping_idle_s``, then no answer to a ping for ``ping_timeout_s``) is
+    dropped and reconnected, and the calls waiting on it fail, instead of hanging on a dead network. Official-SDK
     options this SDK does not use (``otel``, ``telemetry``, ``enable_metrics_reporting``) are accepted and
     ignored.
     """
@@ -50,6 +52,11 @@ class InitOptions:
     token: str | None = None
     reconnection_config: ReconnectionConfig = field(default_factory=ReconnectionConfig)
     connect_timeout_s: float = 10.0
+    ping_idle_s: float = 20.0
+    """Ping the engine after this long without traffic (0 = never)."""
+    ping_timeout_s: float = 20.0
+    """A ping unanswered this long means the connection is dead: the worker reconnects. (The idle time is
+    raised to this if it is shorter.)"""
     enable_metrics_reporting: bool = True
     otel: Any = None
     telemetry: Any = None
