@@ -105,3 +105,17 @@ def test_caller_worker_id_is_set_on_objects(data: bytes, expected: dict[str, obj
 @pytest.mark.parametrize("data", [b"null", b"[1,2]", b'"text"', b"42", b"true"])
 def test_non_object_payloads_are_left_alone(data: bytes) -> None:
     assert bytes(with_caller_worker_id(msgspec.Raw(data), "W")) == data
+
+
+def test_messages_that_nest_too_deeply_or_hold_unrepresentable_numbers_are_malformed_not_crashes() -> None:
+    deep = b'{"type":"invokefunction","function_id":"x","data":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MalformedMessage, match="nests too deeply"):
+        decode_inbound(deep)
+    with pytest.raises(MalformedMessage, match="timeout_ms"):
+        decode_inbound(b'{"type":"invokefunction","invocation_id":"i","function_id":"x","timeout_ms":1e999}')
+
+
+def test_the_caller_id_is_spliced_into_payloads_python_cannot_decode() -> None:
+    raw = msgspec.Raw(b'{"_caller_worker_id":1e999,"n":1e999}')
+    spliced = bytes(with_caller_worker_id(raw, "w-1"))
+    assert spliced.endswith(b',"_caller_worker_id":"w-1"}')

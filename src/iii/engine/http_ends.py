@@ -214,7 +214,7 @@ class ResponseStream:
             return  # the head has gone out; the reference engine ignores these too
         try:
             message = msgspec.json.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             log.debug("channel %s: ignored a response text message that is not JSON", self.channel.channel_id)
             return
         if not isinstance(message, dict):

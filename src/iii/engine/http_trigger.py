@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from iii.engine.channels import Channel, Role
 from iii.engine.http_ends import FeedOutcome, RequestBodyFeeder, ResponseStream, StreamBroken
@@ -72,6 +73,22 @@ Answer = Callable[[], Awaitable[web.StreamResponse]]
 """How an exchange answers, once decided."""
 
 
+class _ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs a malformed request (the client's fault) as an ERROR with a traceback; a hostile client
+    could fill the log that way. Such records become one INFO line naming the problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad HTTP request: %s %s", (error.code, error.message.splitlines()[0])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_ERROR_FILTER: Final = _ClientErrorsInOneLine()
+
+
 class HttpTriggers:
     """The ``http`` trigger type: its routes (the bindings) and the server that serves them."""
 
@@ -94,7 +111,7 @@ class HttpTriggers:
                 raise RouteError("an http trigger's config must be an object with 'api_path' and 'http_method'")
             pattern = parse_pattern(config.get("api_path"))
             method = parse_method(config.get("http_method"))
-        except (RouteError, msgspec.DecodeError) as exc:
+        except (RouteError, msgspec.DecodeError, RecursionError) as exc:
             return str(exc)
         route = Route(binding.binding_id, method, pattern, binding.function_id, bytes(binding.metadata))
         conflict = self.routes.add(route)
@@ -113,6 +130,7 @@ class HttpTriggers:
     async def start(self) -> None:
         """Listen on ``http_host:http_port``; raises ``OSError`` if the address cannot be bound."""
         self._slots = asyncio.Semaphore(self.config.http_max_concurrent_requests)
+        logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERROR_FILTER)  # adding twice is a no-op
         self._server = web.Server(
             self._handle,
             access_log=None,
@@ -206,8 +224,8 @@ class HttpExchange:
             if json_body.strip():
                 try:
                     msgspec.json.decode(json_body)
-                except msgspec.DecodeError as exc:
-                    return error_response(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}")
+                except (msgspec.DecodeError, RecursionError) as exc:
+                    return error_response(400, "INVALID_JSON", f"the request body is not usable JSON: {exc}")
         self._open_channels()
         assert self.feeder is not None and self.body_channel is not None and self.response_channel is not None
         if json_body is not None:
@@ -262,7 +280,10 @@ class HttpExchange:
                 # The function failed after its response began: the client must not see a clean end.
                 stream.close(close_codes.WRITER_LOST, f"the function failed: {self._error[1]}")
         elif not is_null(result):
-            self._result = msgspec.json.decode(result)
+            try:
+                self._result = msgspec.json.decode(result)
+            except msgspec.DecodeError as exc:  # valid JSON, but no Python value holds it (1e999)
+                self._error = ("INVALID_RESPONSE", f"{self.route.function_id} returned an unusable value: {exc}")
         self._answered = True
         self._decide()
 
@@ -412,7 +433,7 @@ async def _read_up_to(request: web.BaseRequest, limit: int) -> bytes | None:
 def _error_fields(error: msgspec.Raw) -> tuple[str, str]:
     try:
         value = msgspec.json.decode(error)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         value = None
     if not isinstance(value, dict):
         return errors.INVOCATION_FAILED, "the function failed"

@@ -427,6 +427,8 @@ class Engine:
             result = msgspec.Raw(encode_value(entry.handler(worker, decode_value(data))))
         except BuiltinInputError as exc:
             error = error_raw(errors.DESERIALIZATION_ERROR, str(exc))
+        except msgspec.DecodeError as exc:
+            error = error_raw(errors.DESERIALIZATION_ERROR, f"the payload cannot be decoded: {exc}")
         except BuiltinLimitError as exc:
             error = error_raw(errors.LIMIT_EXCEEDED, str(exc))
         except Exception as exc:

@@ -69,6 +69,8 @@ def decode_inbound(payload: bytes | bytearray | memoryview) -> InboundMessage | 
         return None
     except msgspec.DecodeError as exc:
         raise MalformedMessage(f"message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedMessage("message nests too deeply") from None
 
 
 def _raise_unless_unknown_type(payload: bytes | bytearray | memoryview, exc: msgspec.ValidationError) -> None:
@@ -81,7 +83,10 @@ def _raise_unless_unknown_type(payload: bytes | bytearray | memoryview, exc: msg
         return
     invocation_id: str | None = None
     if envelope.type == "invokefunction":
-        value: Any = _any_decoder.decode(payload)
+        try:
+            value: Any = _any_decoder.decode(payload)
+        except msgspec.DecodeError:  # a value no Python type holds (1e999): the id cannot be trusted either
+            value = {}
         candidate = value.get("invocation_id")
         invocation_id = candidate if isinstance(candidate, str) else None
     raise MalformedMessage(
@@ -94,7 +99,7 @@ def decode_from_engine(payload: bytes | bytearray | memoryview) -> FromEngineMes
     try:
         message: FromEngineMessage = _from_engine_decoder.decode(payload)
         return message
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -141,9 +146,13 @@ def with_caller_worker_id(data: msgspec.Raw, worker_id: str) -> msgspec.Raw:
     if not stripped.startswith(b"{"):
         return data
     if _CALLER_KEY in stripped:
-        value = _any_decoder.decode(stripped)
-        value["_caller_worker_id"] = worker_id
-        return msgspec.Raw(_encoder.encode(value))
+        try:
+            value = _any_decoder.decode(stripped)
+        except msgspec.DecodeError:
+            value = None  # not decodable as Python values (1e999): splice, the last duplicate key wins
+        if isinstance(value, dict):
+            value["_caller_worker_id"] = worker_id
+            return msgspec.Raw(_encoder.encode(value))
     member = _caller_member(worker_id)
     if stripped[1:-1].strip(_WHITESPACE):
         return msgspec.Raw(b"".join((stripped[:-1], b",", member, b"}")))
