@@ -74,6 +74,9 @@ class EngineConfig:
     http_max_concurrent_requests: int = field(
         default=1024, metadata={"help": "HTTP requests served at once; later ones wait for a slot"}
     )
+    memory_trim_interval_s: float = field(
+        default=10.0, metadata={"help": "how often freed memory is handed back to the system (0 = never)"}
+    )
     handshake_timeout_s: float = field(
         default=10.0, metadata={"help": "time a client has to complete the WebSocket handshake"}
     )
@@ -111,6 +114,8 @@ class EngineConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.memory_trim_interval_s < 0:
+            problems.append(f"memory_trim_interval_s must be >= 0, got {self.memory_trim_interval_s}")
         if self.worker_ping_interval_s < 0:
             problems.append(f"worker_ping_interval_s must be >= 0, got {self.worker_ping_interval_s}")
         if problems:

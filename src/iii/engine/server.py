@@ -9,8 +9,8 @@ Routes (all WebSocket upgrades on one port):
 HTTP triggers are served on a port of their own (:mod:`iii.engine.http_trigger`).
 
 Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed
-and written to its host without a task switch. Time-based work (call deadlines, channel expiry) runs in
-one housekeeping task.
+and written to its host without a task switch. Time-based work (call deadlines, channel expiry, pings of
+silent workers, handing freed memory back) runs in one housekeeping task.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from iii.engine.channels import ChannelManager, KeyCheck, Role
 from iii.engine.config import EngineConfig
 from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
 from iii.engine.http_trigger import HttpTriggers
+from iii.engine.memory import release_free_memory
 from iii.engine.peers import Caller, Host
 from iii.engine.registry import BuiltinInputError, BuiltinLimitError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
@@ -213,6 +214,8 @@ class Engine:
         interval = self.config.worker_ping_interval_s
         check_every = min(max(interval / 4, _HOUSEKEEPING_TICK_S), 1.0)
         next_check = time.monotonic() + check_every
+        trim_every = self.config.memory_trim_interval_s
+        next_trim = time.monotonic() + trim_every
         while True:
             await asyncio.sleep(_HOUSEKEEPING_TICK_S)
             try:
@@ -224,6 +227,9 @@ class Engine:
                 if interval > 0 and now >= next_check:
                     next_check = now + check_every
                     self._drop_silent_workers(now)
+                if trim_every > 0 and now >= next_trim:
+                    next_trim = now + trim_every
+                    release_free_memory()
             except Exception:
                 log.exception("housekeeping failed")
 
