@@ -13,6 +13,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from iii import ChannelBrokenError, register_worker
 from iii.engine import Engine
 from iii.protocol.refs import channel_url
 from tests.engine.wire import RawWorker, connect_raw, eventually
@@ -205,6 +206,34 @@ async def test_a_vanished_reader_fails_the_writer(live_engine: Engine) -> None:
                 await asyncio.sleep(0.01)  # pace the writes; the close is what we wait for
     assert caught.value.rcvd is not None and caught.value.rcvd.code == 4002
     assert len(live_engine.channels) == 0
+
+
+@pytest.mark.parametrize("attempt", range(3))
+async def test_a_writer_still_streaming_when_its_reader_leaves_gets_the_reason(
+    live_engine: Engine, attempt: int
+) -> None:
+    # The engine closes the writer while its data is still arriving: it must read (and drop) that data until
+    # the writer answers the close, or the writer's kernel may reset the connection and lose the reason
+    # (seen with the HTTP trigger's response writers: tests/http, mid-download disconnect).
+    writer_ref, reader_ref = await create_channel(live_engine)
+    reader = await connect_raw(url_of(live_engine, reader_ref))
+    client = await asyncio.to_thread(register_worker, live_engine.url)
+    try:
+        writer = client.writer(writer_ref)
+
+        def stream() -> None:
+            while True:
+                writer.write(b"s" * 65536)
+
+        streaming = asyncio.ensure_future(asyncio.to_thread(stream))
+        for _ in range(20):  # the stream is flowing
+            assert len(await asyncio.wait_for(reader.recv(), 5)) == 65536
+        reader.transport.abort()
+        with pytest.raises(ChannelBrokenError) as caught:
+            await asyncio.wait_for(streaming, 10)
+        assert caught.value.code == 4002
+    finally:
+        client.shutdown()
 
 
 async def test_a_full_buffer_pushes_back_on_the_writer_and_loses_nothing(live_engine: Engine) -> None:

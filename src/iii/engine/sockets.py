@@ -11,6 +11,7 @@ Every listener reads its socket until it closes, and picows answers pings on all
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Callable
@@ -32,6 +33,9 @@ _FRAME_KINDS: Final = {
 _MSG_TYPES: Final = {kind: msg_type for msg_type, kind in _FRAME_KINDS.items()}
 _WRITE_BUFFER_HIGH: Final = 1024 * 1024
 """Outgoing bytes a reader socket may have buffered before the relay holds the writer back."""
+_LINGER_S: Final = 2.0
+"""How long a socket the engine closes keeps being read (and its data dropped) while the peer answers the
+close; closing at once with unread data would reset the connection and lose the close frame."""
 _WRITER_RCVBUF: Final = 256 * 1024
 """Kernel receive buffer of a writer's socket. picows reads whatever the kernel holds into a buffer that
 only grows; a bounded kernel buffer keeps each read (and the memory it touches) small and cache-warm."""
@@ -44,6 +48,20 @@ def close_transport(transport: WSTransport, code: int, reason: str) -> None:
     if not transport.is_close_frame_sent:
         transport.send_close(WSCloseCode(code), reason.encode()[:120])
     transport.disconnect()
+
+
+def linger_close(transport: WSTransport, code: int, reason: str) -> None:
+    """Start the closing handshake and drop the connection once the peer answers (or after ``_LINGER_S``).
+
+    A peer that is still sending (a writer whose reader left) would otherwise get a TCP reset, and with it
+    lose the close frame that says why its stream ended. Meanwhile its frames are read and dropped.
+    """
+    if transport.is_disconnected:
+        return
+    if not transport.is_close_frame_sent:
+        transport.send_close(WSCloseCode(code), reason.encode()[:120])
+    transport.underlying_transport.resume_reading()
+    asyncio.get_running_loop().call_later(_LINGER_S, transport.disconnect)
 
 
 def answer_close(transport: WSTransport, frame: WSFrame) -> None:
@@ -82,7 +100,9 @@ class ChannelSocket(TrackedListener):
         self.role = role
         self.transport: WSTransport | None = None
         self._write_paused = False
-        self._closed_by_us = False
+        self._settled = False
+        """The channel knows how this end finished (we closed it, or it closed): later frames and the disconnect
+        are ignored."""
 
     # ChannelEnd --------------------------------------------------------------------------------------
 
@@ -95,9 +115,9 @@ class ChannelSocket(TrackedListener):
         self.transport.send(_MSG_TYPES[kind], payload, fin)
 
     def close(self, code: int, reason: str) -> None:
-        self._closed_by_us = True
+        self._settled = True
         if self.transport is not None:
-            close_transport(self.transport, code, reason)
+            linger_close(self.transport, code, reason)
 
     def pause_reading(self) -> None:
         assert self.transport is not None
@@ -124,16 +144,19 @@ class ChannelSocket(TrackedListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
         if msg_type is WSMsgType.CLOSE:
-            self._on_close_frame(transport, frame)
+            if self._settled:
+                transport.disconnect()  # the peer answered our close: the handshake is complete
+            else:
+                self._on_close_frame(transport, frame)
             return
         kind = _FRAME_KINDS.get(msg_type)
-        if kind is None or self.role is Role.READER:
-            return  # pings are answered by picows; readers have nothing to say but close
+        if kind is None or self.role is Role.READER or self._settled:
+            return  # pings are answered by picows; readers have nothing to say but close; closing: dropped
         self.channel.on_writer_frame(kind, frame.get_payload_as_memoryview(), frame.fin)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
-        if self._closed_by_us:
+        if self._settled:
             return
         if self.role is Role.WRITER:
             self.channel.on_writer_end(close_codes.WRITER_LOST, "the writer disconnected before ending the stream")
@@ -151,7 +174,7 @@ class ChannelSocket(TrackedListener):
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         code = frame.get_close_code()
         reason = frame.get_close_reason() or ""
-        self._closed_by_us = True
+        self._settled = True
         answer_close(transport, frame)
         if self.role is Role.WRITER:
             if code in _CLEAN_CLOSE_CODES:
