@@ -81,7 +81,9 @@ class _ClientErrorsInOneLine(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
             record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args = "bad HTTP request: %s %s", (error.code, error.message.splitlines()[0])
+            # Only the kind of problem: aiohttp's message may quote the request, and a header can hold a token.
+            problem = error.message.splitlines()[0].split(":", 1)[0] if error.message else type(error).__name__
+            record.msg, record.args = "bad HTTP request: %s %s", (error.code, problem)
             record.exc_info = record.exc_text = None
         return True
 
