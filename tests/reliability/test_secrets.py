@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -52,6 +53,12 @@ async def test_keys_and_tokens_stay_out_of_the_logs(caplog: pytest.LogCaptureFix
                 with pytest.raises(websockets.ConnectionClosed):
                     await refused.recv()
             seen_keys.append(wrong_key)
+            # A malformed request whose oversized header holds a token: the error log names only the problem.
+            host, port = engine.http_url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET / HTTP/1.1\r\nAuthorization: Bearer " + token.encode() + b"a" * 9000 + b"\r\n\r\n")
+            assert (await reader.readline()).split()[1] == b"400"
+            writer.close()
         finally:
             client.shutdown()
         engine_log = engine.log_text()
