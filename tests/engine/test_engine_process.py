@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -144,3 +145,26 @@ def test_a_port_in_use_is_a_clear_error(engine: EngineProcess) -> None:
     assert clash.returncode == 1
     assert f"cannot listen on 127.0.0.1:{engine.port}" in clash.stderr
     assert "Traceback" not in clash.stderr
+
+
+def test_a_toml_file_sets_defaults_that_environment_and_flags_override(tmp_path: Path) -> None:
+    config = tmp_path / "engine.toml"
+    config.write_text('channel-ttl-s = 9\nworker_max_channels = 5\ninvocation_timeout_s = 60\ntoken = "t0p"\n')
+    env = {"III_ENGINE_WORKER_MAX_CHANNELS": "6"}
+    with EngineProcess(["--config", str(config), "--invocation-timeout-s", "61"], env=env) as engine:
+        log = engine.log_text()
+    assert f"config loaded from {config}" in log
+    settings = next(line for line in log.splitlines() if "settings:" in line)
+    for expected in ("channel_ttl_s=9.0", "worker_max_channels=6", "invocation_timeout_s=61.0", "token=<set>"):
+        assert expected in settings
+    assert "t0p" not in log
+    for content, message in [
+        ("colour = 'blue'\n", "unknown setting 'colour'"),
+        ("channel_ttl_s = 'soon'\n", "channel_ttl_s must be a float, got str"),
+        ("channel_ttl_s = \n", "not valid TOML"),
+    ]:
+        config.write_text(content)
+        refused = subprocess.run(
+            [sys.executable, "-m", "iii", "engine", "--config", str(config)], capture_output=True, text=True, timeout=30
+        )
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr

@@ -123,15 +123,18 @@ class EngineConfig:
 
     @classmethod
     def from_sources(
-        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        file_values: Mapping[str, Any] | None = None,
     ) -> EngineConfig:
-        """Build a config from the environment (``III_ENGINE_<FIELD>``) and explicit overrides.
+        """Build a config from a file's values, the environment (``III_ENGINE_<FIELD>``) and overrides.
 
         ``overrides`` values of ``None`` are ignored, so unset command-line flags fall through.
         Raises ``ValueError`` naming the variable when an environment value cannot be converted.
         """
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(file_values or {})
         for spec in fields(cls):
             env_name = ENV_PREFIX + spec.name.upper()
             if env_name in environ:
@@ -143,6 +146,15 @@ class EngineConfig:
             if value is not None:
                 values[name] = value
         return cls(**values)
+
+    def changed_settings(self) -> str:
+        """The settings that differ from the defaults, as ``name=value`` pairs; secrets only as ``<set>``."""
+        pairs = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value != spec.default:
+                pairs.append(f"{spec.name}={'<set>' if spec.metadata.get('secret') else value}")
+        return " ".join(pairs) or "all defaults"
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with some fields changed (validated again)."""
@@ -165,3 +177,31 @@ def convert(spec: dataclasses.Field[Any], text: str) -> Any:
         return kind(text)
     except ValueError:
         raise ValueError(f"expected {kind.__name__}, got {text!r}") from None
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """The settings in a TOML file, by field name (``channel_ttl_s`` or ``channel-ttl-s``), type-checked.
+
+    Raises ``ValueError`` naming the file and the key for unknown keys, wrong types or invalid TOML.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    specs = {spec.name: spec for spec in fields(EngineConfig)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        spec = specs.get(name)
+        if spec is None:
+            raise ValueError(f"{path}: unknown setting {key!r} (see iii engine --help)")
+        kind = field_type(spec)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: {key} must be a {kind.__name__}, got {type(value).__name__}")
+        values[name] = value
+    return values

@@ -1,7 +1,8 @@
-"""The ``iii`` command: ``iii engine`` starts an engine.
+"""``iii engine``: start an engine and serve until SIGINT or SIGTERM.
 
-Every engine setting is a flag here (generated from :class:`~iii.engine.config.EngineConfig`, so flags,
-environment variables and defaults cannot drift apart).
+Every engine setting is a flag here, generated from :class:`~iii.engine.config.EngineConfig`, so flags,
+environment variables, the TOML file and defaults cannot drift apart. A flag wins over the environment,
+which wins over the file (``--config``), which wins over the default.
 """
 
 from __future__ import annotations
@@ -15,17 +16,10 @@ from typing import Any
 
 import click
 
-from iii._version import __version__
 from iii.engine import Engine, EngineConfig
-from iii.engine.config import ENV_PREFIX, field_type
+from iii.engine.config import ENV_PREFIX, field_type, load_toml
 
 log = logging.getLogger("iii.cli")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="iii")
-def main() -> None:
-    """iii: functions that call each other across processes, and data channels between them."""
 
 
 def _config_options(command: Any) -> Any:
@@ -40,15 +34,26 @@ def _config_options(command: Any) -> Any:
     return command
 
 
-@main.command()
+@click.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="III_ENGINE_CONFIG",
+    help="a TOML file of settings (the flags' names, with _ or -) [env III_ENGINE_CONFIG]",
+)
 @_config_options
-def engine(**options: Any) -> None:
+def engine(config_file: str | None, **options: Any) -> None:
     """Start an engine and serve until SIGINT or SIGTERM."""
     try:
-        config = EngineConfig.from_sources(options)
+        from_file = load_toml(config_file) if config_file else {}
+        config = EngineConfig.from_sources(options, file_values=from_file)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(config.log_level)
+    if config_file:
+        log.info("config loaded from %s", config_file)
+    log.info("settings: %s", config.changed_settings())
     try:
         _run(serve(config))
     except OSError as exc:
@@ -88,7 +93,3 @@ def _run(coro: Any) -> None:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,29 @@
+"""The ``iii`` command.
+
+* ``iii engine``: run an engine (flags, ``III_ENGINE_*`` variables, a TOML file);
+* ``iii call``, ``iii functions``, ``iii workers``, ``iii channels``: use and inspect a running engine;
+* ``iii send``, ``iii pipe``: stream files and pipes through channels to functions.
+
+click parses the command line; rich draws tables and progress bars (see docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import click
+
+from iii._version import __version__
+from iii.cli.client_commands import call, channels, functions, workers
+from iii.cli.engine_command import engine
+from iii.cli.stream_commands import pipe, send
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="iii")
+def main() -> None:
+    """iii: functions that call each other across processes, and data channels between them."""
+
+
+for command in (engine, call, functions, workers, channels, send, pipe):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,134 @@
+"""``iii call``, ``iii functions``, ``iii workers``, ``iii channels``: use and inspect a running engine."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from iii.cli.connection import CLI_WORKER_NAME, connected, engine_options, failed, parse_data, print_json
+from iii.errors import InvocationError
+
+
+@click.command()
+@click.argument("function_id")
+@click.option("--data", "-d", help="the payload: JSON text, or @file.json")
+@click.option("--timeout-ms", type=int, default=None, help="how long to wait for the result")
+@engine_options
+def call(function_id: str, data: str | None, timeout_ms: int | None, url: str | None, token: str | None) -> None:
+    """Call FUNCTION_ID and print its result as JSON (exit code 1 and the error on failure)."""
+    payload = parse_data(data)
+    request: dict[str, Any] = {"function_id": function_id, "payload": payload}
+    if timeout_ms is not None:
+        request["timeout_ms"] = timeout_ms
+    with connected(url, token) as client:
+        try:
+            result = client.trigger(request)
+        except InvocationError as error:
+            raise failed(error) from None
+    print_json(result)
+
+
+def _listing(url: str | None, token: str | None, function_id: str, payload: Any = None) -> Any:
+    with connected(url, token) as client:
+        try:
+            return client.trigger({"function_id": function_id, "payload": payload or {}})
+        except InvocationError as error:
+            raise failed(error) from None
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _print(table: Table) -> None:
+    # On a terminal the table fits its width; into a pipe or a file, rows are never folded.
+    console = Console() if sys.stdout.isatty() else Console(width=10_000, no_color=True)
+    console.print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the engine's answer as JSON")
+@click.option("--all", "include_internal", is_flag=True, help="include the engine's own engine::* functions")
+@engine_options
+def functions(as_json: bool, include_internal: bool, url: str | None, token: str | None) -> None:
+    """List the registered functions."""
+    listing = _listing(url, token, "engine::functions::list", {"include_internal": include_internal})
+    if as_json:
+        print_json(listing)
+        return
+    table = _table("FUNCTION", "WORKER", "DESCRIPTION")
+    for entry in sorted(listing["functions"], key=lambda e: e["function_id"]):
+        table.add_row(entry["function_id"], entry.get("worker_name") or "", entry.get("description") or "")
+    _print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the engine's answer as JSON")
+@engine_options
+def workers(as_json: bool, url: str | None, token: str | None) -> None:
+    """List the connected workers (this command's own connection is left out)."""
+    listing = _listing(url, token, "engine::workers::list")
+    others = [w for w in listing["workers"] if w.get("name") != CLI_WORKER_NAME]
+    if as_json:
+        print_json({**listing, "workers": others})
+        return
+    table = _table("NAME", "ID", "FUNCTIONS", "CALLS", "ADDRESS", "CONNECTED")
+    now_ms = time.time() * 1000
+    for worker in sorted(others, key=lambda w: w.get("name") or ""):
+        table.add_row(
+            worker.get("name") or "",
+            worker["id"],
+            str(worker.get("function_count", 0)),
+            str(worker.get("active_invocations", 0)),
+            worker.get("ip_address") or "",
+            _age((now_ms - worker.get("connected_at_ms", now_ms)) / 1000),
+        )
+    _print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the engine's answer as JSON")
+@engine_options
+def channels(as_json: bool, url: str | None, token: str | None) -> None:
+    """List the live channels (never their keys)."""
+    listing = _listing(url, token, "engine::channels::list")
+    if as_json:
+        print_json(listing)
+        return
+    table = _table("CHANNEL", "WRITER", "READER", "BYTES", "FRAMES", "QUEUED", "AGE")
+    for channel in listing["channels"]:
+        table.add_row(
+            channel["channel_id"],
+            channel["writer"],
+            channel["reader"],
+            _size(channel["bytes"]),
+            str(channel["frames"]),
+            _size(channel["queued_bytes"]),
+            _age(channel["age_s"]),
+        )
+    _print(table)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -1,0 +1,162 @@
+"""The iii command, run for real (``python -m iii ...``) against a real engine and a worker serving functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii import III, ChannelReader, ChannelWriter, InitOptions, register_worker
+from iii.testing import EngineProcess
+
+MIB = 1024 * 1024
+FLIP = bytes(b ^ 0x5A for b in range(256))
+"""What pipe.flip does to every byte."""
+
+
+@pytest.fixture(scope="module")
+def served(shared_engine: EngineProcess) -> Iterator[III]:
+    with register_worker(shared_engine.url, InitOptions(worker_name="cli-tests")) as client:
+
+        def fail(data: Any) -> None:
+            raise ValueError("no such widget")
+
+        async def sha256(data: dict[str, Any]) -> dict[str, Any]:
+            reader: ChannelReader = data["reader"]
+            digest, size = hashlib.sha256(), 0
+            async for chunk in reader:
+                digest.update(chunk)
+                size += len(chunk)
+            return {"bytes": size, "sha256": digest.hexdigest(), "label": data.get("label")}
+
+        async def copy(data: dict[str, Any]) -> dict[str, int]:
+            source: ChannelReader = data["input"]
+            sink: ChannelWriter = data["output"]
+            size = 0
+            async for chunk in source:
+                await sink.write(chunk.translate(FLIP))  # proof that the bytes went through the function
+                size += len(chunk)
+            await sink.close_async()
+            return {"bytes": size}
+
+        def echo(data: Any) -> Any:  # the engine tells the callee who called; the caller need not see it
+            return {k: v for k, v in data.items() if k != "_caller_worker_id"} if isinstance(data, dict) else data
+
+        client.register_function({"id": "cli.echo", "description": "returns its payload"}, echo)
+        client.register_function("cli.fail", fail)
+        client.register_function("files.sha256", sha256)
+        client.register_function("pipe.flip", copy)
+        yield client
+
+
+def iii(
+    engine: EngineProcess, *args: str, stdin: bytes | None = None, url: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    env = {key: value for key, value in os.environ.items() if key not in ("III_URL", "III_TOKEN")}
+    argv = [sys.executable, "-m", "iii", *args]
+    if url:
+        argv += ["--url", engine.url]
+    return subprocess.run(argv, input=stdin, capture_output=True, timeout=120, env=env)
+
+
+def test_call_prints_the_result_as_json(served: III, shared_engine: EngineProcess, tmp_path: Path) -> None:
+    done = iii(shared_engine, "call", "cli.echo", "--data", '{"n": 1, "s": "ü"}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"n": 1, "s": "ü"}
+    payload = tmp_path / "payload.json"
+    payload.write_text("[1, 2, 3]")
+    from_file = iii(shared_engine, "call", "cli.echo", "--data", f"@{payload}")
+    assert json.loads(from_file.stdout) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("call", "cli.fail"), b"invocation_failed: no such widget"),
+        (("call", "no.such.function"), b"function_not_found: Function no.such.function not found"),
+        (("call", "cli.echo", "--data", "{nope"), b"not valid JSON"),
+    ],
+)
+def test_failures_are_one_clear_line_and_exit_code_1(
+    served: III, shared_engine: EngineProcess, args: tuple[str, ...], message: bytes
+) -> None:
+    done = iii(shared_engine, *args)
+    assert done.returncode in (1, 2)  # 2: click's usage errors
+    assert message in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_an_unreachable_engine_and_a_wrong_token_are_clear_errors(tmp_path: Path) -> None:
+    with EngineProcess(["--token", "right"]) as engine:
+        refused = iii(engine, "functions", "--token", "wrong")
+        assert refused.returncode == 1 and b"refused the token" in refused.stderr
+        ok = iii(engine, "functions", "--token", "right")
+        assert ok.returncode == 0, ok.stderr
+        url = engine.url
+    gone = subprocess.run([sys.executable, "-m", "iii", "workers", "--url", url], capture_output=True, timeout=60)
+    assert gone.returncode == 1 and b"cannot reach an engine" in gone.stderr and b"Traceback" not in gone.stderr
+
+
+def test_listings_as_tables_and_as_json(served: III, shared_engine: EngineProcess) -> None:
+    table = iii(shared_engine, "functions").stdout.decode()
+    assert "FUNCTION" in table and "cli.echo" in table and "returns its payload" in table
+    assert "engine::functions::list" not in table
+    listed = json.loads(iii(shared_engine, "functions", "--json").stdout)
+    assert {"cli.echo", "files.sha256"} <= {f["function_id"] for f in listed["functions"]}
+    workers = iii(shared_engine, "workers").stdout.decode()
+    assert "cli-tests" in workers and "iii-cli" not in workers
+    assert [w["name"] for w in json.loads(iii(shared_engine, "workers", "--json").stdout)["workers"]] == ["cli-tests"]
+    channel = served.create_channel()
+    channel.writer.write(b"x" * 1000)
+    channels = iii(shared_engine, "channels").stdout.decode()
+    assert channel.reader_ref.channel_id in channels and "waiting" in channels
+    as_json = json.loads(iii(shared_engine, "channels", "--json").stdout)["channels"]
+    assert any(c["channel_id"] == channel.reader_ref.channel_id for c in as_json)
+    assert channel.reader_ref.access_key not in channels  # never the keys
+
+
+def test_send_streams_100_mib_to_a_function(served: III, shared_engine: EngineProcess, tmp_path: Path) -> None:
+    file = tmp_path / "big.bin"
+    block = os.urandom(MIB)
+    with file.open("wb") as out:
+        for index in range(100):
+            out.write(index.to_bytes(4, "big") + block[4:])
+    done = iii(shared_engine, "send", str(file), "--to", "files.sha256", "--data", '{"label": "big"}', "--progress")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "bytes": 100 * MIB,
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+        "label": "big",
+    }
+    assert b"100.0/100.0 MiB" in done.stderr  # the progress bar's last state: all of it, in binary units
+
+
+def test_send_to_a_missing_function_fails_fast(served: III, shared_engine: EngineProcess, tmp_path: Path) -> None:
+    file = tmp_path / "small.bin"
+    file.write_bytes(b"x" * (40 * MIB))  # more than the channel holds without a reader
+    done = iii(shared_engine, "send", str(file), "--to", "no.such.function")
+    assert done.returncode == 1 and b"function_not_found" in done.stderr
+
+
+def test_pipe_round_trip(served: III, shared_engine: EngineProcess) -> None:
+    data = os.urandom(20 * MIB + 5)
+    done = iii(shared_engine, "pipe", "pipe.flip", stdin=data)
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(done.stdout).hexdigest() == hashlib.sha256(data.translate(FLIP)).hexdigest()
+    assert done.stderr == b""  # no progress when stderr is not a terminal
+
+
+def test_pipe_in_a_shell_pipeline(served: III, shared_engine: EngineProcess, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"".join(b"line %d\n" % i for i in range(100_000)))
+    out = tmp_path / "out.txt"
+    command = f"cat {source} | {sys.executable} -m iii pipe pipe.flip --url {shared_engine.url} > {out}"
+    subprocess.run(command, shell=True, check=True, timeout=120)
+    assert out.read_bytes() == source.read_bytes().translate(FLIP)
