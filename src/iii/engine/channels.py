@@ -329,6 +329,9 @@ class ChannelManager:
         self.created = 0
         self.stalls = 0
         """How many times a writer was paused because its channel's buffer was full."""
+        self.finished_bytes = 0
+        self.finished_frames = 0
+        """What the channels already forgotten relayed (the live ones count their own)."""
 
     def __len__(self) -> int:
         return len(self._channels)
@@ -359,6 +362,14 @@ class ChannelManager:
             self._by_owner.setdefault(owner_id, set()).add(channel.channel_id)
         self.created += 1
         return channel
+
+    def relayed(self) -> tuple[int, int]:
+        """(bytes, frames) relayed by every channel so far, finished or live."""
+        live = self._channels.values()
+        return (
+            self.finished_bytes + sum(c.bytes_relayed for c in live),
+            self.finished_frames + sum(c.frames_relayed for c in live),
+        )
 
     def owned_by(self, owner_id: str) -> int:
         """How many live channels ``owner_id`` created."""
@@ -399,7 +410,9 @@ class ChannelManager:
 
     def forget(self, channel: Channel) -> None:
         """Remove a finished channel; its keys open nothing afterwards."""
-        self._channels.pop(channel.channel_id, None)
+        if self._channels.pop(channel.channel_id, None) is not None:
+            self.finished_bytes += channel.bytes_relayed
+            self.finished_frames += channel.frames_relayed
         self._awaiting.pop(channel.channel_id, None)
         if channel.owner_id is not None:
             owned = self._by_owner.get(channel.owner_id)

@@ -166,6 +166,11 @@ class HttpTriggers:
                 await asyncio.wait_for(self._listener.wait_closed(), grace_s)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = await self._answer(request)
+        self.engine.metrics.http_responses[response.status] += 1
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests += 1
         found = self.routes.match(request.method, request.rel_url.raw_path)
         if found is None:

@@ -4,7 +4,8 @@ Routes (all WebSocket upgrades on one port):
 
 * ``/``: the worker control socket (:mod:`iii.engine.worker_socket`);
 * ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`);
-* ``/otel``: telemetry from the official SDKs, read and discarded.
+* ``/otel``: telemetry from the official SDKs, read and discarded;
+* ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`).
 
 HTTP triggers are served on a port of their own (:mod:`iii.engine.http_trigger`).
 
@@ -40,6 +41,8 @@ from iii.engine.config import EngineConfig
 from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
 from iii.engine.http_trigger import HttpTriggers
 from iii.engine.memory import release_free_memory
+from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from iii.engine.metrics import OK, EngineMetrics
 from iii.engine.peers import Caller, Host
 from iii.engine.registry import BuiltinInputError, BuiltinLimitError, FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter, PendingCall
@@ -67,6 +70,7 @@ from iii.protocol.messages import (
     UnregisterTrigger,
     UnregisterTriggerType,
     WorkerRegistered,
+    is_null,
 )
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
 
@@ -79,6 +83,16 @@ _READ_BUFFER_INIT_BYTES: Final = 4096
 def error_raw(code: str, message: str) -> msgspec.Raw:
     """An ``invocationresult.error`` value."""
     return msgspec.Raw(encode_value({"code": code, "message": message}))
+
+
+def _error_code(error: msgspec.Raw) -> str:
+    """The ``code`` of an ``invocationresult.error`` (for metrics; ``invocation_failed`` if it has none)."""
+    try:
+        value = decode_value(error)
+    except (msgspec.DecodeError, RecursionError):
+        value = None
+    code = value.get("code") if isinstance(value, dict) else None
+    return code if isinstance(code, str) and code else errors.INVOCATION_FAILED
 
 
 def _http_error(status: int, text: str) -> WSUpgradeResponseWithListener:
@@ -101,6 +115,7 @@ class Engine:
         self.workers: dict[str, WorkerConnection] = {}
         self.triggers = TriggerRegistry()
         self.outbox = Outbox()
+        self.metrics = EngineMetrics(self)
         self.http = HttpTriggers(self) if self.config.http_port >= 0 else None
         if self.http is not None:
             self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http)
@@ -266,6 +281,10 @@ class Engine:
             return self._route_channel(unquote(path[len(CHANNEL_PATH_PREFIX) :]), target.query)
         if path == "/otel":
             return DrainSocket(self.track)
+        if path == "/metrics":
+            body = self.metrics.render()
+            response = WSUpgradeResponse.create_ok_response(body, {"Content-Type": METRICS_CONTENT_TYPE})
+            return WSUpgradeResponseWithListener(response, None)
         return None  # picows answers 404
 
     def _authorized(self, request: WSUpgradeRequest) -> bool:
@@ -333,47 +352,45 @@ class Engine:
         """Answer a message that could not be used; the caller of a broken call gets an error result."""
         log.warning("worker=%s sent a malformed message: %s", worker.worker_id, problem.reason)
         if problem.invocation_id is not None:
-            worker.deliver_result(
-                problem.invocation_id, "", JSON_NULL, error_raw(errors.INVALID_MESSAGE, problem.reason)
-            )
+            self._refuse_call(worker, problem.invocation_id, "", errors.INVALID_MESSAGE, problem.reason)
         else:
-            worker.send_error_notice(errors.INVALID_MESSAGE, problem.reason)
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, problem.reason)
+
+    def send_error_notice(self, worker: WorkerConnection, code: str, message: str) -> None:
+        """Tell a worker that one of its messages was refused, and why (counted by code)."""
+        self.metrics.errors[code] += 1
+        worker.send_error_notice(code, message)
+
+    def _refuse_call(
+        self, worker: WorkerConnection, caller_id: str | None, function_id: str, code: str, message: str
+    ) -> None:
+        """Answer a call the engine will not route (counted by code; void calls get nothing back)."""
+        self.metrics.errors[code] += 1
+        if caller_id is not None:
+            worker.deliver_result(caller_id, function_id, JSON_NULL, error_raw(code, message))
 
     # --- message handlers ------------------------------------------------------------------------------
 
     def _on_invoke(self, worker: WorkerConnection, message: InvokeFunction) -> None:
         caller_id = message.invocation_id
+        function_id = message.function_id
         action = message.action
         if action is not None:
             if action.type == "void":
                 caller_id = None
             elif action.type == "enqueue":
-                if caller_id is not None:
-                    worker.deliver_result(
-                        caller_id,
-                        message.function_id,
-                        JSON_NULL,
-                        error_raw(errors.ENQUEUE_ERROR, "this engine has no queue provider for 'enqueue'"),
-                    )
+                message_text = "this engine has no queue provider for 'enqueue'"
+                self._refuse_call(worker, caller_id, function_id, errors.ENQUEUE_ERROR, message_text)
                 return
             else:
-                if caller_id is not None:
-                    worker.deliver_result(
-                        caller_id,
-                        message.function_id,
-                        JSON_NULL,
-                        error_raw(errors.INVALID_MESSAGE, f"unknown action type {action.type!r}"),
-                    )
+                message_text = f"unknown action type {action.type!r}"
+                self._refuse_call(worker, caller_id, function_id, errors.INVALID_MESSAGE, message_text)
                 return
-        entry = self.functions.get(message.function_id)
+        entry = self.functions.get(function_id)
         if entry is None:
-            if caller_id is not None:
-                worker.deliver_result(
-                    caller_id,
-                    message.function_id,
-                    JSON_NULL,
-                    error_raw(errors.FUNCTION_NOT_FOUND, f"Function {message.function_id} not found"),
-                )
+            self._refuse_call(
+                worker, caller_id, function_id, errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
+            )
             return
         if entry.handler is not None:
             self._call_builtin(entry, worker, caller_id, message.data)
@@ -381,16 +398,9 @@ class Engine:
         owner = entry.owner
         assert owner is not None
         if caller_id is not None and self.router.pending_for_caller(worker) >= self.config.worker_max_pending_calls:
-            worker.deliver_result(
-                caller_id,
-                message.function_id,
-                JSON_NULL,
-                error_raw(
-                    errors.LIMIT_EXCEEDED,
-                    f"this worker has {self.config.worker_max_pending_calls} calls waiting for results, its limit "
-                    "(--worker-max-pending-calls)",
-                ),
-            )
+            limit = self.config.worker_max_pending_calls
+            message_text = f"this worker has {limit} calls waiting for results, its limit (--worker-max-pending-calls)"
+            self._refuse_call(worker, caller_id, function_id, errors.LIMIT_EXCEEDED, message_text)
             return
         timeout_s = self.config.invocation_timeout_s
         if message.timeout_ms is not None and message.timeout_ms > 0:
@@ -480,6 +490,8 @@ class Engine:
         if call is None:
             log.debug("worker=%s result for unknown or foreign invocation dropped", worker.worker_id)
             return
+        outcome = OK if is_null(message.error) else _error_code(message.error)
+        self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
         if call.caller is not None and call.caller_invocation_id is not None:
             call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
             if isinstance(call.caller, WorkerConnection) and call.caller.write_paused:
@@ -488,7 +500,7 @@ class Engine:
     def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
         function_id = message.id
         if not function_id:
-            worker.send_error_notice(errors.INVALID_MESSAGE, "registerfunction needs a non-empty 'id'")
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, "registerfunction needs a non-empty 'id'")
             return
         conflict = self.functions.register(
             FunctionEntry(
@@ -552,12 +564,11 @@ class Engine:
 
     def _on_register_trigger_type(self, worker: WorkerConnection, message: RegisterTriggerType) -> None:
         if not message.id:
-            worker.send_error_notice(errors.INVALID_MESSAGE, "registertriggertype needs a non-empty 'id'")
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, "registertriggertype needs a non-empty 'id'")
             return
         if self.triggers.is_builtin(message.id):
-            worker.send_error_notice(
-                errors.INVALID_MESSAGE, f"trigger type {message.id!r} is built into the engine and cannot be provided"
-            )
+            problem = f"trigger type {message.id!r} is built into the engine and cannot be provided"
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, problem)
             return
         log.info("worker=%s provides trigger type %s", worker.worker_id, message.id)
         self._send_all(self.triggers.register_type(worker, message))
@@ -567,8 +578,8 @@ class Engine:
 
     def _on_register_trigger(self, worker: WorkerConnection, message: RegisterTrigger) -> None:
         if not message.id or not message.trigger_type or not message.function_id:
-            worker.send_error_notice(
-                errors.INVALID_MESSAGE, "registertrigger needs non-empty 'id', 'trigger_type' and 'function_id'"
+            self.send_error_notice(
+                worker, errors.INVALID_MESSAGE, "registertrigger needs non-empty 'id', 'trigger_type' and 'function_id'"
             )
             return
         self._send_all(self.triggers.bind(worker, message))
@@ -597,9 +608,10 @@ class Engine:
         if isinstance(target, WorkerConnection) and target.write_paused:
             source.hold_reading_for(target)
 
-    @staticmethod
-    def _fail_calls(calls: list[PendingCall], code: str, message: str) -> None:
+    def _fail_calls(self, calls: list[PendingCall], code: str, message: str) -> None:
         error = error_raw(code, message)
+        now = time.monotonic()
         for call in calls:
+            self.metrics.call_finished(code, now - call.started_at)
             if call.caller is not None and call.caller_invocation_id is not None:
                 call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)

@@ -232,8 +232,8 @@ class WorkerConnection(TrackedListener):
             payload = frame.get_payload_as_memoryview()
             if bytes(payload[:4]) in _TELEMETRY_PREFIXES:
                 return  # telemetry belongs on /otel; accepted and dropped like the reference engine
-            self.send_error_notice(
-                errors.INVALID_MESSAGE, "binary frames are not accepted on the control socket; send JSON text"
+            self.engine.send_error_notice(
+                self, errors.INVALID_MESSAGE, "binary frames are not accepted on the control socket; send JSON text"
             )
         elif msg_type is WSMsgType.CLOSE:
             answer_close(transport, frame)
