@@ -16,7 +16,8 @@ StartEngine = Callable[..., Awaitable[Engine]]
 
 async def scrape(engine: Engine, headers: dict[str, str] | None = None) -> tuple[int, dict[tuple[str, str], float]]:
     """The status and every sample as {(name, labels as text): value}."""
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{engine.port}/metrics", headers=headers) as r:
+    url = f"http://127.0.0.1:{engine.port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
         if r.status != 200:
             return r.status, {}
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
