@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Final
 
-_LISTENING: Final = re.compile(r"listening on (ws://\S+)")
-_HTTP_LISTENING: Final = re.compile(r"HTTP triggers on (http://\S+)")
+_LISTENING: Final = re.compile(r"listening on (ws://[^\s\"]+)")
+_HTTP_LISTENING: Final = re.compile(r"HTTP triggers on (http://[^\s\"]+)")
 
 
 class EngineProcess:
@@ -47,6 +47,7 @@ class EngineProcess:
         self.http_url = ""
         """Where the engine serves HTTP triggers (empty with ``--http-port -1``)."""
         self._lines: list[str] = []
+        self._new_line = threading.Condition()
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
 
@@ -78,7 +79,9 @@ class EngineProcess:
 
     def _read_log(self, stream: IO[str]) -> None:
         for line in stream:
-            self._lines.append(line.rstrip("\n"))
+            with self._new_line:
+                self._lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
             if not self.url:
                 match = _LISTENING.search(line)
                 if match:
@@ -91,6 +94,17 @@ class EngineProcess:
                     self.http_url = http.group(1)
                     self._ready.set()
         self._ready.set()  # the process ended: stop waiting either way
+
+    def wait_for_log(self, text: str, timeout_s: float = 10.0) -> str:
+        """Block until the engine logs a line containing ``text``; return that line.
+
+        Raises ``AssertionError`` (with the log) if none comes within ``timeout_s``.
+        """
+        with self._new_line:
+            found = self._new_line.wait_for(lambda: any(text in line for line in self._lines), timeout_s)
+            if found:
+                return next(line for line in self._lines if text in line)
+        raise AssertionError(f"the engine did not log {text!r} within {timeout_s} s:\n{self.log_text()}")
 
     def log_lines(self) -> list[str]:
         return list(self._lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -168,3 +169,15 @@ def test_a_toml_file_sets_defaults_that_environment_and_flags_override(tmp_path:
             [sys.executable, "-m", "iii", "engine", "--config", str(config)], capture_output=True, text=True, timeout=30
         )
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+
+
+async def test_json_logs_are_one_object_per_line_with_the_event_s_fields() -> None:
+    with EngineProcess(["--log-format", "json"]) as engine:
+        worker = await RawWorker.connect(engine.url)
+        await worker.send({"type": "registerfunction", "id": "json.fn"})
+        await worker.close()
+        await asyncio.to_thread(engine.wait_for_log, "disconnected")
+    events = [json.loads(line) for line in engine.log_lines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= event.keys() for event in events)
+    left = next(e for e in events if "disconnected" in e["message"])
+    assert (left["level"], left["worker"], left["functions"]) == ("INFO", worker.worker_id, "1")

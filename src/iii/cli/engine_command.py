@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from iii.cli.log_format import configure_logging
 from iii.engine import Engine, EngineConfig
 from iii.engine.config import ENV_PREFIX, field_type, load_toml
 
@@ -50,7 +51,7 @@ def engine(config_file: str | None, **options: Any) -> None:
         config = EngineConfig.from_sources(options, file_values=from_file)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     if config_file:
         log.info("config loaded from %s", config_file)
     log.info("settings: %s", config.changed_settings())
@@ -59,18 +60,6 @@ def engine(config_file: str | None, **options: Any) -> None:
     except OSError as exc:
         click.echo(f"iii engine: {exc.strerror or exc}", err=True)
         sys.exit(1)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    if logging.getLogger().level > logging.DEBUG:
-        # picows logs every accepted connection and every flow-control pause (normal backpressure) at
-        # INFO and WARNING; the engine logs what matters about connections itself.
-        logging.getLogger("picows").setLevel(logging.ERROR)
 
 
 async def serve(config: EngineConfig) -> None:

@@ -84,6 +84,7 @@ class EngineConfig:
         default=5.0, metadata={"help": "time given to sockets to flush and close on shutdown"}
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    log_format: str = field(default="kv", metadata={"help": "kv (key=value text) or json (one object per line)"})
 
     def __post_init__(self) -> None:
         problems = []
@@ -114,6 +115,10 @@ class EngineConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.log_format not in ("kv", "json"):
+            problems.append(f"log_format must be kv or json, got {self.log_format!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         if self.memory_trim_interval_s < 0:
             problems.append(f"memory_trim_interval_s must be >= 0, got {self.memory_trim_interval_s}")
         if self.worker_ping_interval_s < 0:
