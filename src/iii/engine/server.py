@@ -5,7 +5,8 @@ Routes (all WebSocket upgrades on one port):
 * ``/``: the worker control socket (:mod:`iii.engine.worker_socket`);
 * ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`);
 * ``/otel``: telemetry from the official SDKs, read and discarded;
-* ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`).
+* ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
+* ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
 
 HTTP triggers are served on a port of their own (:mod:`iii.engine.http_trigger`).
 
@@ -35,6 +36,7 @@ from picows import (
     ws_create_server,
 )
 
+from iii.engine import console
 from iii.engine.builtins import Builtins
 from iii.engine.channels import ChannelManager, KeyCheck, Role
 from iii.engine.config import EngineConfig
@@ -119,7 +121,8 @@ class Engine:
         self.http = HttpTriggers(self) if self.config.http_port >= 0 else None
         if self.http is not None:
             self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http)
-        Builtins(self).install()
+        self.builtins = Builtins(self)
+        self.builtins.install()
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._sockets: set[WSTransport] = set()
@@ -275,6 +278,8 @@ class Engine:
                     close_codes.POLICY_VIOLATION, "unauthorized: missing or wrong bearer token", self.track
                 )
             return WorkerConnection(self, self.config.max_message_bytes)
+        if path in console.PAGE_PATHS or path == console.STATE_PATH:
+            return self._console(path, authorized or self._token_in_query(target.query))
         if not authorized:
             return _http_error(401, "unauthorized: missing or wrong bearer token")
         if path.startswith(CHANNEL_PATH_PREFIX):
@@ -286,6 +291,22 @@ class Engine:
             response = WSUpgradeResponse.create_ok_response(body, {"Content-Type": METRICS_CONTENT_TYPE})
             return WSUpgradeResponseWithListener(response, None)
         return None  # picows answers 404
+
+    def _console(self, path: str, authorized: bool) -> WSUpgradeResponseWithListener:
+        if not authorized:
+            return _http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
+        if path == console.STATE_PATH:
+            body = encode_value(console.state(self, self.builtins))
+            headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+        else:
+            body = console.page()
+            headers = {"Content-Type": "text/html; charset=utf-8"}
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(body, headers), None)
+
+    def _token_in_query(self, query: str) -> bool:
+        token = self.config.token
+        presented = parse_qs(query).get("token", [""])[0]
+        return token is not None and secrets.compare_digest(presented.encode(), token.encode())
 
     def _authorized(self, request: WSUpgradeRequest) -> bool:
         token = self.config.token
