@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,10 @@ def engine_options(command: F) -> F:
 def connected(url: str | None, token: str | None) -> Iterator[III]:
     """A worker connection for one command; a refused token or an unreachable engine is a short error."""
     address = resolve_url(url)
+    # The command reports failures itself, in one line; the SDK's own log records would repeat them.
+    for name in ("iii", "picows"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+        logging.getLogger(name).propagate = False
     options = InitOptions(
         worker_name=CLI_WORKER_NAME,
         token=token,

@@ -16,6 +16,7 @@ waiting for writes nobody will read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -210,7 +211,8 @@ def _copy_until_failure(copy: Coroutine[Any, Any, None], call_done: threading.Ev
 
         def notify() -> None:  # a daemon thread: a call that never ends cannot hold the process at exit
             call_done.wait()
-            loop.call_soon_threadsafe(_resolve, finished)
+            with contextlib.suppress(RuntimeError):  # the copy ended first and its loop is closed: fine
+                loop.call_soon_threadsafe(_resolve, finished)
 
         threading.Thread(target=notify, daemon=True, name="iii-call-watch").start()
         copying = asyncio.ensure_future(copy)
