@@ -51,6 +51,7 @@ def served(shared_engine: EngineProcess) -> Iterator[III]:
 
         client.register_function({"id": "cli.echo", "description": "returns its payload"}, echo)
         client.register_function("cli.fail", fail)
+        client.register_function("cli.ignore", lambda data: {"ignored": True})
         client.register_function("files.sha256", sha256)
         client.register_function("pipe.flip", copy)
         yield client
@@ -143,6 +144,17 @@ def test_send_to_a_missing_function_fails_fast(served: III, shared_engine: Engin
     file.write_bytes(b"x" * (40 * MIB))  # more than the channel holds without a reader
     done = iii(shared_engine, "send", str(file), "--to", "no.such.function")
     assert done.returncode == 1 and b"function_not_found" in done.stderr
+
+
+def test_send_to_a_function_that_does_not_read_reports_it(
+    served: III, shared_engine: EngineProcess, tmp_path: Path
+) -> None:
+    file = tmp_path / "unread.bin"
+    file.write_bytes(b"u" * (40 * MIB))  # more than the channel holds while nobody reads
+    done = iii(shared_engine, "send", str(file), "--to", "cli.ignore")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ignored": True}
+    assert b"warning: cli.ignore returned after reading" in done.stderr
 
 
 def test_pipe_round_trip(served: III, shared_engine: EngineProcess) -> None:

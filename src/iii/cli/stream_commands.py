@@ -40,6 +40,7 @@ from iii.sdk.channels import ChannelWriter
 from iii.sdk.client import III
 
 CHUNK_BYTES: Final = 1024 * 1024
+_FEEDER_GRACE_S: Final = 2.0
 
 
 def _timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,8 +53,17 @@ def _timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _progress(show: bool, total: int | None) -> Progress:
-    """A progress bar on stderr (bytes, rate, ETA); rendered only when ``show``."""
+def _payload_fields(data: str | None) -> dict[str, Any]:
+    """``--data``: extra payload fields, a JSON object."""
+    extra = parse_data(data) or {}
+    if not isinstance(extra, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--data")
+    return extra
+
+
+def _progress(wanted: bool | None) -> Progress:
+    """A progress bar on stderr (bytes, rate, ETA): shown when asked, else when stderr is a terminal."""
+    show = sys.stderr.isatty() if wanted is None else wanted
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -133,12 +143,9 @@ def send(
     token: str | None,
 ) -> None:
     """Stream FILE through a new channel to a function, and print its result."""
-    extra = parse_data(data) or {}
-    if not isinstance(extra, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--data")
+    extra = _payload_fields(data)
     size = file.stat().st_size
-    show = sys.stderr.isatty() if progress is None else progress
-    with connected(url, token) as client, file.open("rb") as source, _progress(show, size) as bar:
+    with connected(url, token) as client, file.open("rb") as source, _progress(progress) as bar:
         channel = client.create_channel()
         task = bar.add_task(f"{file.name} → {function_id}", total=size)
         payload = {**extra, field: channel.reader_ref.model_dump()}
@@ -150,7 +157,11 @@ def send(
         done.wait()
         if "error" in outcome:
             raise click.ClickException(_describe(outcome["error"]))
-        feeder.join()  # the function returned: it has read what it wanted
+        # A function that read to the end has seen the writer's close, so the feeder is finishing; one still
+        # busy later means the function returned without reading everything.
+        feeder.join(_FEEDER_GRACE_S)
+        if feeder.is_alive():
+            click.echo(f"warning: {function_id} returned after reading {feeder.sent} of {size} bytes", err=True)
     if feeder.error is not None and not isinstance(feeder.error, ChannelBrokenError):
         raise click.ClickException(f"sending {file} failed: {feeder.error}")
     print_json(outcome["result"])
@@ -175,12 +186,9 @@ def pipe(
     token: str | None,
 ) -> None:
     """Stream stdin through a function to stdout (cat big.csv | iii pipe csv.stats > out.json)."""
-    extra = parse_data(data) or {}
-    if not isinstance(extra, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--data")
-    show = sys.stderr.isatty() if progress is None else progress
+    extra = _payload_fields(data)
     stdout = sys.stdout.buffer
-    with connected(url, token) as client, _progress(show, None) as bar:
+    with connected(url, token) as client, _progress(progress) as bar:
         into, out_of = client.create_channel(), client.create_channel()
         task = bar.add_task(f"stdin → {function_id}", total=None)
         payload = {**extra, in_field: into.reader_ref.model_dump(), out_field: out_of.writer_ref.model_dump()}
@@ -199,6 +207,7 @@ def pipe(
             raise click.ClickException(_describe(outcome["error"]))
         if copied is not None:
             raise click.ClickException(f"the output stream broke: {copied}")
+        done.wait()  # the output ended; the call's own outcome decides the exit code
         _raise_outcome(outcome)
 
 
