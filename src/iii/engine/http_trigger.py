@@ -99,7 +99,6 @@ class HttpTriggers:
         self.config = engine.config
         self.routes = RouteTable()
         self.exchanges: set[HttpExchange] = set()
-        self.requests = 0
         self._server: web.Server | None = None
         self._listener: asyncio.Server | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -171,7 +170,6 @@ class HttpTriggers:
         return response
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
-        self.requests += 1
         found = self.routes.match(request.method, request.rel_url.raw_path)
         if found is None:
             return error_response(404, "NOT_FOUND", f"no route for {request.method} {request.path}")
