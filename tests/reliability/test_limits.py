@@ -1,12 +1,15 @@
-"""Per-worker limits: a worker past its limit gets clear errors; other workers are not affected."""
+"""Per-worker limits and unusable answers: a worker past its limit, or a caller handed a result it cannot
+decode, gets a clear error; other workers are not affected."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
 import websockets
 
+from iii import InvocationError, register_worker
 from iii.engine import Engine
 from iii.protocol.refs import channel_url
 from tests.engine.wire import RawWorker, connect_raw
@@ -68,3 +71,20 @@ def _url(engine: Engine, ref: dict[str, str]) -> str:
     return channel_url(
         engine.url, ref["channel_id"], ref["access_key"], "read" if ref["direction"] == "read" else "write"
     )
+
+
+async def test_a_result_no_python_value_holds_is_a_clear_error_and_the_caller_goes_on(live_engine: Engine) -> None:
+    host = await RawWorker.connect(live_engine.url)
+    await host.register("odd.fn")
+    client = await asyncio.to_thread(register_worker, live_engine.url)
+    try:
+        calling = asyncio.ensure_future(asyncio.to_thread(client.trigger, {"function_id": "odd.fn", "payload": {}}))
+        delivery = await host.recv_type("invokefunction")
+        await host.send(f'{{"type":"invocationresult","invocation_id":"{delivery["invocation_id"]}","result":1e999}}')
+        with pytest.raises(InvocationError) as caught:
+            await calling
+        assert caught.value.code == "deserialization_error"
+        listing = await asyncio.to_thread(client.trigger, {"function_id": "engine::functions::list", "payload": {}})
+        assert "functions" in listing  # the connection survived
+    finally:
+        client.shutdown()

@@ -566,9 +566,13 @@ class III:
             error = {"code": "trigger_type_not_found", "message": f"{message.trigger_type} is not provided here"}
             self._send_binding_result(message, error)
             return
-        config = TriggerConfig(
-            message.id, message.function_id, decode_value(message.config), decode_value(message.metadata)
-        )
+        try:
+            config = TriggerConfig(
+                message.id, message.function_id, decode_value(message.config), decode_value(message.metadata)
+            )
+        except (msgspec.DecodeError, RecursionError) as exc:
+            self._send_binding_result(message, {"code": "trigger_registration_failed", "message": str(exc)})
+            return
         self._provided[message.id] = config
         task = self._portal.loop.create_task(self._call_trigger_handler(handler.register_trigger, config, message))
         self._handler_tasks.add(task)
@@ -788,11 +792,24 @@ class III:
         future = self._pending.pop(message.invocation_id, None)
         if future is None or future.done():
             return
-        error = decode_value(message.error)
+        try:
+            error = decode_value(message.error)
+            result = None if error else decode_value(message.result)
+        except (msgspec.DecodeError, RecursionError) as exc:  # valid JSON no Python value holds (1e999)
+            problem = f"the result of {message.function_id} cannot be decoded: {exc}"
+            future.set_exception(
+                InvocationError(
+                    errors.DESERIALIZATION_ERROR,
+                    problem,
+                    function_id=message.function_id,
+                    invocation_id=message.invocation_id,
+                )
+            )
+            return
         if error:
             future.set_exception(_invocation_error(error, message.function_id, message.invocation_id))
         else:
-            future.set_result(decode_value(message.result))
+            future.set_result(result)
 
     def _on_rejected(self, message: RegistrationRejected) -> None:
         if message.code in _NON_FATAL_REJECTIONS:
