@@ -181,3 +181,15 @@ async def test_json_logs_are_one_object_per_line_with_the_event_s_fields() -> No
     assert all({"time", "level", "logger", "message"} <= event.keys() for event in events)
     left = next(e for e in events if "disconnected" in e["message"])
     assert (left["level"], left["worker"], left["functions"]) == ("INFO", worker.worker_id, "1")
+
+
+async def test_a_worker_name_cannot_forge_log_lines() -> None:
+    with EngineProcess() as engine:
+        worker = await RawWorker.connect(engine.url)
+        forged = "x\n2026-01-01 00:00:00,000 level=ERROR logger=iii.engine forged"
+        register = {"type": "invokefunction", "function_id": "engine::workers::register", "data": {"name": forged}}
+        await worker.send(register)
+        await asyncio.to_thread(engine.wait_for_log, "registered")
+        await worker.close()
+    assert not any(line.startswith("2026-01-01") for line in engine.log_lines())
+    assert any("name=x\\n2026-01-01" in line for line in engine.log_lines())

@@ -19,6 +19,18 @@ _PAIR: Final = re.compile(r"\b([a-z_]+)=(\S+)")
 _KV_FORMAT: Final = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 
 
+class KeyValueFormatter(logging.Formatter):
+    """``time level=… logger=… message`` with line breaks in the message escaped, so that a value a peer
+    chose (a worker's name, say) cannot start a line that looks like another event."""
+
+    def __init__(self) -> None:
+        super().__init__(_KV_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return line.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, the message's ``key=value`` pairs, and
     the exception's text when there is one."""
@@ -41,7 +53,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, log_format: str = "kv") -> None:
     """Log to stderr at ``level`` in ``kv`` or ``json`` lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_KV_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -8,6 +8,7 @@ caller receives as ``deserialization_error``.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from iii.protocol.messages import is_null
 if TYPE_CHECKING:
     from iii.engine.server import Engine
     from iii.engine.worker_socket import WorkerConnection
+
+log = logging.getLogger("iii.engine")
 
 _WORKER_METADATA_KEYS = (
     "runtime",
@@ -70,6 +73,13 @@ class Builtins:
         if name:
             caller.name = name
         caller.metadata = {key: fields[key] for key in _WORKER_METADATA_KEYS if key in fields}
+        log.info(
+            "worker=%s name=%s runtime=%s pid=%s registered",
+            caller.worker_id,
+            caller.name,
+            caller.metadata.get("runtime"),
+            caller.metadata.get("pid"),
+        )
         return {"success": True}
 
     def workers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
