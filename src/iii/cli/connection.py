@@ -56,9 +56,11 @@ def connected(url: str | None, token: str | None) -> Iterator[III]:
         client.shutdown()
 
 
-def failed(error: InvocationError) -> click.ClickException:
-    """A failed call as the command's error: its code and message."""
-    return click.ClickException(f"{error.code}: {error.message}")
+def failed(error: BaseException) -> click.ClickException:
+    """A failed call as the command's error: its code and message (or what else went wrong)."""
+    if isinstance(error, InvocationError):
+        return click.ClickException(f"{error.code}: {error.message}")
+    return click.ClickException(str(error))
 
 
 def parse_data(data: str | None) -> Any:

@@ -35,7 +35,7 @@ from rich.progress import (
 )
 
 from iii.cli.connection import connected, engine_options, failed, parse_data, print_json
-from iii.errors import ChannelBrokenError, InvocationError
+from iii.errors import ChannelBrokenError
 from iii.sdk.channels import ChannelWriter
 from iii.sdk.client import III
 
@@ -115,15 +115,6 @@ def _call_in_background(client: III, request: dict[str, Any]) -> tuple[threading
     return done, outcome
 
 
-def _raise_outcome(outcome: dict[str, Any]) -> Any:
-    error = outcome.get("error")
-    if isinstance(error, InvocationError):
-        raise failed(error)
-    if error is not None:
-        raise click.ClickException(str(error))
-    return outcome.get("result")
-
-
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--to", "function_id", required=True, help="the function that reads the file")
@@ -156,7 +147,7 @@ def send(
         feeder.start()
         done.wait()
         if "error" in outcome:
-            raise click.ClickException(_describe(outcome["error"]))
+            raise failed(outcome["error"])
         # A function that read to the end has seen the writer's close, so the feeder is finishing; one still
         # busy later means the function returned without reading everything.
         feeder.join(_FEEDER_GRACE_S)
@@ -204,11 +195,12 @@ def pipe(
 
         copied = _copy_until_failure(copy_out(), done, outcome)
         if "error" in outcome:
-            raise click.ClickException(_describe(outcome["error"]))
+            raise failed(outcome["error"])
         if copied is not None:
             raise click.ClickException(f"the output stream broke: {copied}")
         done.wait()  # the output ended; the call's own outcome decides the exit code
-        _raise_outcome(outcome)
+        if "error" in outcome:
+            raise failed(outcome["error"])
 
 
 def _copy_until_failure(copy: Coroutine[Any, Any, None], call_done: threading.Event, outcome: dict[str, Any]) -> Any:
@@ -238,9 +230,3 @@ def _copy_until_failure(copy: Coroutine[Any, Any, None], call_done: threading.Ev
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, InvocationError):
-        return f"{error.code}: {error.message}"
-    return str(error)
