@@ -8,6 +8,10 @@ for them, serves calls until its stdin closes, then shuts the client down and ex
 Every function takes or creates a channel and uses only the official SDK's channel API:
 ``iii.helpers.create_channel_async``, ``await writer.write``, ``send_message_async``, ``close_async``,
 ``reader.on_message`` and ``await reader.read_all()``.
+
+Two more answer HTTP through the engine's ``http`` trigger, bound with the official ``register_trigger``:
+``PUT /interop/python/upload`` hashes the request body and returns a response object;
+``GET /interop/python/stream/:size`` streams through the official ``StreamResponse``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-from iii import InitOptions, register_worker
+from iii import InitOptions, StreamResponse, register_worker
 from iii.channels import ChannelReader, ChannelWriter
 from iii.helpers import create_channel_async
 
@@ -79,13 +83,38 @@ def main() -> int:
         read = await digest(channel.reader)
         return {"written": await written, "read": read}
 
+    async def http_upload_handler(data: dict[str, Any]) -> dict[str, Any]:
+        body = await data["request_body"].read_all()
+        return {
+            "status_code": 201,
+            "headers": {"X-Handled-By": "official-python"},
+            "body": {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)},
+        }
+
+    async def http_stream_handler(data: dict[str, Any]) -> None:
+        response = StreamResponse(data["response"])
+        await response.status(206)
+        await response.headers({"content-type": "application/octet-stream", "x-handled-by": "official-python"})
+        await response.writer.write(pattern(int(data["path_params"]["size"])))
+        await response.writer.close_async()
+
+    routes = [
+        ("interop.python.http_upload", http_upload_handler, "PUT", "/interop/python/upload"),
+        ("interop.python.http_stream", http_stream_handler, "GET", "/interop/python/stream/:size"),
+    ]
+    for function_id, handler, method, path in routes:
+        iii.register_function(function_id, handler)
+        iii.register_trigger(
+            {"type": "http", "function_id": function_id, "config": {"api_path": path, "http_method": method}}
+        )
+
     refs = [
         iii.register_function("interop.python.digest", digest_handler),
         iii.register_function("interop.python.produce", produce_handler),
         iii.register_function("interop.python.send_to", send_to_handler),
         iii.register_function("interop.python.fetch_from", fetch_from_handler),
     ]
-    ids = [ref.id for ref in refs]
+    ids = [ref.id for ref in refs] + [function_id for function_id, *_ in routes]
 
     entries: list[dict[str, Any]] = []
     attempts = 0
