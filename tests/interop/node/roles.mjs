@@ -11,6 +11,7 @@
 
 import { createHash } from 'node:crypto'
 import { createChannel } from 'iii-sdk/helpers'
+import { http } from '@iii-dev/helpers/http'
 
 // Deterministic test data; tests/interop/test_node_sdk.py and python_worker.py compute the same bytes.
 export function pattern(length) {
@@ -25,8 +26,12 @@ const sha256 = (buf) => createHash('sha256').update(buf).digest('hex')
 const streamWrite = (stream, data) =>
   new Promise((resolve, reject) => stream.write(data, (err) => (err ? reject(err) : resolve())))
 
-const streamEnd = (stream) =>
-  new Promise((resolve, reject) => stream.end((err) => (err ? reject(err) : resolve())))
+const streamEnd = (stream, data) =>
+  new Promise((resolve, reject) =>
+    data === undefined
+      ? stream.end((err) => (err ? reject(err) : resolve()))
+      : stream.end(data, (err) => (err ? reject(err) : resolve())),
+  )
 
 // Write `size` pattern bytes framed by two text messages; return what was written.
 async function produce(writer, size, lang) {
@@ -202,4 +207,35 @@ export const roles = {
       return { written: await writePromise, read }
     }),
   ],
+
+  // HTTP through the engine's http trigger, with the official helpers: `PUT /interop/node/upload` hashes the
+  // request body and returns a response object; `GET /interop/node/stream/:size` streams with http()'s res.
+  'interop.node.http': (iii) => {
+    const refs = [
+      iii.registerFunction('interop.node.http_upload', async (req) => {
+        const body = await req.request_body.readAll()
+        return {
+          status_code: 201,
+          headers: { 'X-Handled-By': 'official-node' },
+          body: { sha256: sha256(body), length: body.length },
+        }
+      }),
+      iii.registerFunction(
+        'interop.node.http_stream',
+        http(async (req, res) => {
+          res.status(206)
+          res.headers({ 'content-type': 'application/octet-stream', 'x-handled-by': 'official-node' })
+          await streamEnd(res.stream, pattern(Number(req.path_params.size)))
+        }),
+      ),
+    ]
+    const routes = [
+      ['interop.node.http_upload', 'PUT', '/interop/node/upload'],
+      ['interop.node.http_stream', 'GET', '/interop/node/stream/:size'],
+    ]
+    for (const [function_id, http_method, api_path] of routes) {
+      iii.registerTrigger({ type: 'http', function_id, config: { api_path, http_method } })
+    }
+    return refs
+  },
 }
