@@ -218,6 +218,17 @@ async def test_a_streamed_response_has_its_status_headers_and_body(served: Serve
     assert done.stdout.startswith("HTTP/1.1 202") and done.stdout.endswith("one\ntwo\nthree\n")
 
 
+async def test_head_gets_the_get_route_s_status_and_headers_without_a_body(served: Served) -> None:
+    for path, status in (("/text", 202), ("/users/me", 200)):
+        host, port = served.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 30)  # everything until the server closes
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d" % status) and body == b"", answer
+
+
 async def test_server_sent_events_arrive_one_by_one(served: Served) -> None:
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http, http.get(f"{served.url}/events?n=3") as response:
         assert response.headers["Content-Type"] == "text/event-stream"

@@ -67,8 +67,18 @@ def test_a_known_path_with_another_method_says_which_methods_it_takes() -> None:
     table = RouteTable()
     table.add(route("b1", "GET", "/files/:name"))
     table.add(route("b2", "PUT", "/files/:name"))
-    assert table.match("DELETE", "/files/x") == WrongMethod(["GET", "PUT"])
+    assert table.match("DELETE", "/files/x") == WrongMethod(["GET", "HEAD", "PUT"])
     assert table.match("DELETE", "/nothing") is None
+
+
+def test_head_is_served_by_the_get_route_unless_a_head_route_is_bound() -> None:
+    table = RouteTable()
+    table.add(route("get", "GET", "/files/:name", "get_file"))
+    found = table.match("HEAD", "/files/a")
+    assert isinstance(found, Match) and found.route.function_id == "get_file"
+    table.add(route("head", "HEAD", "/files/:name", "head_file"))
+    found = table.match("HEAD", "/files/a")
+    assert isinstance(found, Match) and found.route.function_id == "head_file"
 
 
 def test_removed_routes_stop_matching() -> None:

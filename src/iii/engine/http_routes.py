@@ -4,7 +4,8 @@ A pattern is a path of segments; a segment that starts with ``:`` (or is written
 one path segment under that name. Leading, trailing and repeated slashes do not matter. When several
 routes of one method match a path, the one whose literal segments come first wins, so ``/users/me``
 is chosen over ``/users/:id`` whatever the order they were bound in. Two routes of one method with the
-same shape (``/a/:x`` and ``/a/:y``) conflict: the second is refused.
+same shape (``/a/:x`` and ``/a/:y``) conflict: the second is refused. A ``HEAD`` request is served by the
+``GET`` route of its path unless a ``HEAD`` route is bound.
 """
 
 from __future__ import annotations
@@ -155,14 +156,19 @@ class RouteTable:
         """The route for a request (``raw_path`` still percent-encoded), or why there is none."""
         segments = _segments(raw_path)
         found = self._match_in(method, segments)
+        if found is None and method == "HEAD":
+            found = self._match_in("GET", segments)  # HEAD is GET without the body (RFC 9110, 9.3.2)
         if found is not None:
             return found
-        allowed = sorted(
+        allowed = {
             other
-            for other in METHODS - {method}
+            for other in METHODS
             if (other, len(segments)) in self._buckets and self._match_in(other, segments) is not None
-        )
-        return WrongMethod(allowed) if allowed else None
+        }
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        allowed.discard(method)
+        return WrongMethod(sorted(allowed)) if allowed else None
 
     def _match_in(self, method: str, segments: list[str]) -> Match | None:
         bucket = self._buckets.get((method, len(segments)))

@@ -347,12 +347,14 @@ class HttpExchange:
                 response.headers[name] = value
             else:
                 log.warning("%s: skipped response header %r that cannot be sent", self.route.function_id, name)
-        if "content-length" not in response.headers:
+        head_only = self.request.method == "HEAD"  # the function streams as for GET; the body is dropped
+        if "content-length" not in response.headers and not head_only:
             response.enable_chunked_encoding()
         try:
             await response.prepare(self.request)
             while (chunk := await stream.next_chunk()) is not None:
-                await response.write(chunk)
+                if not head_only:
+                    await response.write(chunk)
             await response.write_eof()
         except StreamBroken as exc:
             log.warning("http %s %s: %s; the client sees a cut response", self.request.method, self.request.path, exc)
