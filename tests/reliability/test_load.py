@@ -27,7 +27,7 @@ from tests.reliability.lean import LeanWorker, call_many, serve_echo
 SCALE = float(os.environ.get("III_LOAD_SCALE", "1"))
 CHANNEL_BUDGET_BYTES = 1024 * 1024
 MIB = 1024 * 1024
-RSS_SLACK_KIB = 32 * 1024
+RSS_SLACK_KIB = 48 * 1024
 """How far above its idle size the engine may stay once a load is over (imports, caches, a warm heap)."""
 
 
