@@ -71,9 +71,16 @@ class Stream:
             thread.join(30)
 
 
+_TABLE_TEXT = (
+    "return Array.from(document.querySelectorAll(arguments[0])).map(r => Array.from(r.cells, c => c.textContent))"
+)
+
+
 def _cells(driver: webdriver.Chrome, table: str) -> list[list[str]]:
-    rows = driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
-    return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    """The table's cell texts, read in one script run: the page redraws every second, so elements found one
+    call earlier may already have been replaced."""
+    rows: list[list[str]] = driver.execute_script(_TABLE_TEXT, f"#{table} tbody tr")
+    return rows
 
 
 def test_the_console_shows_workers_functions_and_live_channels(browser: webdriver.Chrome) -> None:
