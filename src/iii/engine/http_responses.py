@@ -24,29 +24,31 @@ class BadResponse(ValueError):
     """A function returned something that is not a usable HTTP response (the message says what)."""
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def new_error_id() -> str:
+    """An id for a server error, shown to the client and written in the engine's log line about it."""
+    return secrets.token_hex(6)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    error_id: str | None = None,
+) -> web.Response:
     """An error the engine answers itself, in one stable shape: ``{"error": {"code", "message"}}``.
 
-    Server errors (5xx) carry an ``error_id`` that is also in the engine's log line about them.
+    Server errors (5xx) carry an ``error_id`` (``error_id``, or a new one).
     """
     error: dict[str, str] = {"code": code, "message": message}
     if status >= 500:
-        error["error_id"] = secrets.token_hex(6)
+        error["error_id"] = error_id or new_error_id()
     return web.Response(
         status=status,
         body=msgspec.json.encode({"error": error}),
         content_type="application/json",
         headers=headers,
     )
-
-
-def error_id_of(response: web.Response) -> str:
-    """The ``error_id`` of an :func:`error_response` (empty if it has none)."""
-    body = response.body
-    if not isinstance(body, bytes):
-        return ""
-    value = msgspec.json.decode(body)
-    return str(value["error"].get("error_id", ""))
 
 
 def is_json(content_type: str) -> bool:

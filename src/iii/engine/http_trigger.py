@@ -39,10 +39,10 @@ from iii.engine.channels import Channel, Role
 from iii.engine.http_ends import FeedOutcome, RequestBodyFeeder, ResponseStream, StreamBroken
 from iii.engine.http_responses import (
     BadResponse,
-    error_id_of,
     error_response,
     header_allowed,
     is_json,
+    new_error_id,
     query_params,
     request_headers,
     response_from_value,
@@ -206,7 +206,6 @@ class HttpExchange:
         self._pump: asyncio.Task[FeedOutcome] | None = None
         self._result: Any = None
         self._error: tuple[str, str] | None = None
-        self._answered = False
         self._decision: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
     # --- the exchange ----------------------------------------------------------------------------------
@@ -289,7 +288,6 @@ class HttpExchange:
                 self._result = msgspec.json.decode(result)
             except msgspec.DecodeError as exc:  # valid JSON, but no Python value holds it (1e999)
                 self._error = ("INVALID_RESPONSE", f"{self.route.function_id} returned an unusable value: {exc}")
-        self._answered = True
         self._decide()
 
     # --- deciding the answer ---------------------------------------------------------------------------
@@ -305,7 +303,7 @@ class HttpExchange:
         elif self._error is not None:
             code, message = self._error
             answer = partial(self._error_answer, _STATUS_BY_ERROR.get(code, 500), code, message)
-        elif self._answered and self._result is not None:
+        elif self._result is not None:
             answer = partial(self._value_answer, self._result)
         elif stream is not None and stream.end is not None:
             if stream.clean_end:
@@ -323,19 +321,20 @@ class HttpExchange:
             return await self._error_answer(500, "INVALID_RESPONSE", f"{self.route.function_id} returned {exc}")
 
     async def _error_answer(self, status: int, code: str, message: str) -> web.StreamResponse:
-        response = error_response(status, code, message)
-        if status >= 500:
-            log.warning(
-                "http %s %s -> %s failed: %d %s %s error_id=%s",
-                self.request.method,
-                self.request.path,
-                self.route.function_id,
-                status,
-                code,
-                message,
-                error_id_of(response),
-            )
-        return response
+        if status < 500:
+            return error_response(status, code, message)
+        error_id = new_error_id()
+        log.warning(
+            "http %s %s -> %s failed: %d %s %s error_id=%s",
+            self.request.method,
+            self.request.path,
+            self.route.function_id,
+            status,
+            code,
+            message,
+            error_id,
+        )
+        return error_response(status, code, message, error_id=error_id)
 
     async def _stream_answer(self) -> web.StreamResponse:
         """Send the head decided by the control messages, then the body as it arrives (chunked)."""
