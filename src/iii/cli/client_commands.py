@@ -21,24 +21,23 @@ from iii.errors import InvocationError
 @engine_options
 def call(function_id: str, data: str | None, timeout_ms: int | None, url: str | None, token: str | None) -> None:
     """Call FUNCTION_ID and print its result as JSON (exit code 1 and the error on failure)."""
-    payload = parse_data(data)
-    request: dict[str, Any] = {"function_id": function_id, "payload": payload}
+    request: dict[str, Any] = {"function_id": function_id, "payload": parse_data(data)}
     if timeout_ms is not None:
         request["timeout_ms"] = timeout_ms
+    print_json(_trigger(url, token, request))
+
+
+def _trigger(url: str | None, token: str | None, request: dict[str, Any]) -> Any:
+    """One call on a connection of its own; a failed call is the command's error."""
     with connected(url, token) as client:
         try:
-            result = client.trigger(request)
+            return client.trigger(request)
         except InvocationError as error:
             raise failed(error) from None
-    print_json(result)
 
 
 def _listing(url: str | None, token: str | None, function_id: str, payload: Any = None) -> Any:
-    with connected(url, token) as client:
-        try:
-            return client.trigger({"function_id": function_id, "payload": payload or {}})
-        except InvocationError as error:
-            raise failed(error) from None
+    return _trigger(url, token, {"function_id": function_id, "payload": payload or {}})
 
 
 def _table(*columns: str) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -30,14 +31,19 @@ def engine_options(command: F) -> F:
     return command
 
 
+@functools.cache
+def _quiet_sdk_logs() -> None:
+    """The command reports failures itself, in one line; the SDK's own log records would repeat them."""
+    for name in ("iii", "picows"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+        logging.getLogger(name).propagate = False
+
+
 @contextlib.contextmanager
 def connected(url: str | None, token: str | None) -> Iterator[III]:
     """A worker connection for one command; a refused token or an unreachable engine is a short error."""
     address = resolve_url(url)
-    # The command reports failures itself, in one line; the SDK's own log records would repeat them.
-    for name in ("iii", "picows"):
-        logging.getLogger(name).addHandler(logging.NullHandler())
-        logging.getLogger(name).propagate = False
+    _quiet_sdk_logs()
     options = InitOptions(
         worker_name=CLI_WORKER_NAME,
         token=token,
