@@ -17,6 +17,7 @@ import pytest
 from iii import III, HttpRequest, InitOptions, register_worker
 from iii.testing import EngineProcess
 from tests.http.conftest import bind, routes_ready
+from tests.procfs import status_kib
 
 GIB = 1024 * 1024 * 1024
 BLOCK = 1024 * 1024
@@ -37,11 +38,7 @@ def expected_sha256(size: int) -> str:
 
 
 def peak_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
+    return status_kib(pid, "VmHWM") * 1024
 
 
 @pytest.fixture(scope="module")

@@ -57,20 +57,14 @@ async def test_channels_past_the_limit_are_refused_until_some_finish(start_engin
     other = await RawWorker.connect(engine.url)
     assert (await other.call("engine::channels::create", {})).get("error") is None  # not limited by creator's
     # A finished channel no longer counts.
-    writer = await connect_raw(_url(engine, first["writer"]))
-    reader = await connect_raw(_url(engine, first["reader"]))
+    writer = await connect_raw(channel_url(engine.url, **first["writer"]))
+    reader = await connect_raw(channel_url(engine.url, **first["reader"]))
     await writer.send(b"data")
     await writer.close()
     assert await reader.recv() == b"data"
     with pytest.raises(websockets.ConnectionClosedOK):
         await reader.recv()
     assert (await creator.call("engine::channels::create", {})).get("error") is None
-
-
-def _url(engine: Engine, ref: dict[str, str]) -> str:
-    return channel_url(
-        engine.url, ref["channel_id"], ref["access_key"], "read" if ref["direction"] == "read" else "write"
-    )
 
 
 async def test_a_result_no_python_value_holds_is_a_clear_error_and_the_caller_goes_on(live_engine: Engine) -> None:

@@ -22,6 +22,7 @@ from iii import III, InitOptions, register_worker
 from iii.protocol.refs import channel_url
 from iii.testing import EngineProcess
 from tests.engine.wire import RawWorker, connect_raw
+from tests.procfs import open_fds, status_kib
 from tests.reliability.lean import LeanWorker, call_many, serve_echo
 
 SCALE = float(os.environ.get("III_LOAD_SCALE", "1"))
@@ -33,18 +34,6 @@ RSS_SLACK_KIB = 48 * 1024
 
 def _scaled(count: int) -> int:
     return max(1, int(count * SCALE))
-
-
-def _status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +50,7 @@ def loaded() -> Iterator[EngineProcess]:
 @pytest.fixture(scope="module")
 def baseline(loaded: EngineProcess) -> dict[str, int]:
     """The engine's descriptors and memory before any load."""
-    return {"fds": _fds(loaded.pid), "rss_kib": _status_kib(loaded.pid, "VmRSS")}
+    return {"fds": open_fds(loaded.pid), "rss_kib": status_kib(loaded.pid, "VmRSS")}
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +118,9 @@ async def test_slow_readers_hold_fast_writers_back_within_the_budgets(loaded: En
     count, size = _scaled(100), 16 * MIB
     creator = await RawWorker.connect(loaded.url)
     refs = [await creator.result_of("engine::channels::create", {}) for _ in range(count)]
-    readers = [await connect_raw(_url(loaded, ref["reader"]), max_queue=1) for ref in refs]
-    writers = [await connect_raw(_url(loaded, ref["writer"])) for ref in refs]
-    before_kib = _status_kib(loaded.pid, "VmRSS")
+    readers = [await connect_raw(channel_url(loaded.url, **ref["reader"]), max_queue=1) for ref in refs]
+    writers = [await connect_raw(channel_url(loaded.url, **ref["writer"])) for ref in refs]
+    before_kib = status_kib(loaded.pid, "VmRSS")
     block = b"w" * (64 * 1024)
 
     async def push(ws: Any) -> None:
@@ -144,7 +133,7 @@ async def test_slow_readers_hold_fast_writers_back_within_the_budgets(loaded: En
     async with asyncio.timeout(60):
         while not all(c["writer_paused"] for c in await _channels(creator)):  # noqa: ASYNC110 - engine state
             await asyncio.sleep(0.05)
-    held_kib = _status_kib(loaded.pid, "VmRSS") - before_kib
+    held_kib = status_kib(loaded.pid, "VmRSS") - before_kib
     print(f"engine RSS while {count} writers are held back: +{held_kib / 1024:.1f} MiB")
     # Per channel: the reader socket's 1 MiB high-water mark, the channel budget, one read buffer.
     budget_kib = count * (1024 + CHANNEL_BUDGET_BYTES // 1024 + 512)
@@ -165,16 +154,16 @@ async def test_slow_readers_hold_fast_writers_back_within_the_budgets(loaded: En
 async def test_after_the_load_nothing_is_left_behind(loaded: EngineProcess, baseline: dict[str, int]) -> None:
     probe = await RawWorker.connect(loaded.url)
     await _until_idle(loaded, probe, baseline)
-    fds_after = _fds(loaded.pid)
+    fds_after = open_fds(loaded.pid)
     # The engine hands freed memory back every --memory-trim-interval-s (0.5 s here): its resident size
     # must come back to near where it started.
     settled_kib = baseline["rss_kib"] + RSS_SLACK_KIB
     async with asyncio.timeout(15):
-        while _status_kib(loaded.pid, "VmRSS") > settled_kib:  # noqa: ASYNC110 - /proc has no event
+        while status_kib(loaded.pid, "VmRSS") > settled_kib:  # noqa: ASYNC110 - /proc has no event
             await asyncio.sleep(0.1)
     print(
         f"engine after the load: {fds_after} fds ({baseline['fds']} before; 2 test sockets still open), "
-        f"RSS {_status_kib(loaded.pid, 'VmRSS') / 1024:.1f} MiB ({baseline['rss_kib'] / 1024:.1f} before)"
+        f"RSS {status_kib(loaded.pid, 'VmRSS') / 1024:.1f} MiB ({baseline['rss_kib'] / 1024:.1f} before)"
     )
     assert fds_after <= baseline["fds"] + 2
     await probe.close()
@@ -185,7 +174,7 @@ async def _until_idle(engine: EngineProcess, probe: RawWorker, baseline: dict[st
     async with asyncio.timeout(30):  # disconnects are processed on the engine's own schedule
         while True:
             workers = (await probe.result_of("engine::workers::list", {}))["workers"]
-            if len(workers) <= 2 and not await _channels(probe) and _fds(engine.pid) <= baseline["fds"] + 2:
+            if len(workers) <= 2 and not await _channels(probe) and open_fds(engine.pid) <= baseline["fds"] + 2:
                 return
             await asyncio.sleep(0.05)
 
@@ -193,8 +182,3 @@ async def _until_idle(engine: EngineProcess, probe: RawWorker, baseline: dict[st
 async def _channels(worker: RawWorker) -> list[dict[str, Any]]:
     channels: list[dict[str, Any]] = (await worker.result_of("engine::channels::list", {}))["channels"]
     return channels
-
-
-def _url(engine: EngineProcess, ref: dict[str, str]) -> str:
-    direction = "read" if ref["direction"] == "read" else "write"
-    return channel_url(engine.url, ref["channel_id"], ref["access_key"], direction)
