@@ -100,18 +100,47 @@ async def test_with_a_token_nothing_gets_in_without_it() -> None:
         headers = {"Authorization": f"Bearer {token}"}
         worker = await RawWorker.connect(engine.url, additional_headers=headers)
         refs = await worker.result_of("engine::channels::create", {})
-        reader_url = channel_url(engine.url, refs["reader"]["channel_id"], refs["reader"]["access_key"], "read")
-        with pytest.raises(websockets.InvalidStatus) as status:
-            await connect_raw(reader_url)
-        assert status.value.response.status_code == 401
-        reader = await connect_raw(reader_url, additional_headers=headers)
-        await reader.close()
         wrong = await connect_raw(engine.url, additional_headers={"Authorization": "Bearer nope"})
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(wrong.recv(), 5)
+        wrong_in_query = await connect_raw(engine.url + "/?token=nope")
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(wrong_in_query.recv(), 5)
+        # Where a client cannot send a header, the token may come in the URL.
+        in_query = await RawWorker.connect(engine.url + f"/?token={token}")
+        await in_query.ping()
+        # The Node SDK's telemetry socket can carry no token: it is let in (what it sends is dropped), so it
+        # does not reconnect forever.
+        telemetry = await connect_raw(engine.url + "/otel")
+        await telemetry.send(b"LOGS{}")
+        await telemetry.close()
+        assert telemetry.close_code == 1000
     log = engine.log_text()
     assert token not in log
     assert refs["reader"]["access_key"] not in log and refs["writer"]["access_key"] not in log
+
+
+async def test_with_a_token_a_channel_end_is_opened_by_its_key_alone() -> None:
+    """The Node, Rust and Go SDKs send no headers on channel sockets: the end's key is the capability."""
+    token = "s3cret-token-value"
+    with EngineProcess(["--token", token]) as engine:
+        worker = await RawWorker.connect(engine.url, additional_headers={"Authorization": f"Bearer {token}"})
+        refs = await worker.result_of("engine::channels::create", {})
+        ends = {role: refs[role] for role in ("reader", "writer")}
+        urls = {
+            role: channel_url(engine.url, end["channel_id"], end["access_key"], end["direction"])
+            for role, end in ends.items()
+        }
+        with pytest.raises(websockets.InvalidStatus) as status:
+            await connect_raw(urls["reader"].replace(ends["reader"]["access_key"], "not-the-key"))
+        assert status.value.response.status_code == 404
+        reader = await connect_raw(urls["reader"])
+        writer = await connect_raw(urls["writer"])
+        await writer.send(b"through the engine")
+        await writer.close()
+        assert await asyncio.wait_for(reader.recv(), 5) == b"through the engine"
+        with pytest.raises(websockets.ConnectionClosedOK):
+            await asyncio.wait_for(reader.recv(), 5)
 
 
 def test_settings_come_from_flags_and_environment_with_clear_errors() -> None:

@@ -14,9 +14,11 @@ from tests.engine.wire import RawWorker, connect_raw
 StartEngine = Callable[..., Awaitable[Engine]]
 
 
-async def scrape(engine: Engine, headers: dict[str, str] | None = None) -> tuple[int, dict[tuple[str, str], float]]:
+async def scrape(
+    engine: Engine, headers: dict[str, str] | None = None, query: str = ""
+) -> tuple[int, dict[tuple[str, str], float]]:
     """The status and every sample as {(name, labels as text): value}."""
-    url = f"http://127.0.0.1:{engine.port}/metrics"
+    url = f"http://127.0.0.1:{engine.port}/metrics{query}"
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
         if r.status != 200:
             return r.status, {}
@@ -73,7 +75,11 @@ async def test_metrics_count_calls_channels_errors_and_http(live_engine: Engine)
 async def test_metrics_need_the_token_when_one_is_set(start_engine: StartEngine) -> None:
     engine = await start_engine(token="metrics-token")
     assert (await scrape(engine))[0] == 401
+    assert (await scrape(engine, query="?token=wrong"))[0] == 401
     status, samples = await scrape(engine, {"Authorization": "Bearer metrics-token"})
+    assert status == 200 and samples[("iii_workers", "")] == 0
+    # A scraper that cannot send a header puts the token in the URL.
+    status, samples = await scrape(engine, query="?token=metrics-token")
     assert status == 200 and samples[("iii_workers", "")] == 0
     # The same port still upgrades WebSockets.
     worker = await RawWorker.connect(engine.url, additional_headers={"Authorization": "Bearer metrics-token"})

@@ -65,7 +65,12 @@ def node_executable() -> str:
 
 
 def start_node_worker(
-    stack: ExitStack, scripts: Path, engine: EngineProcess, role: str, everyone: list[WorkerProcess]
+    stack: ExitStack,
+    scripts: Path,
+    engine: EngineProcess,
+    role: str,
+    everyone: list[WorkerProcess],
+    env: dict[str, str] | None = None,
 ) -> tuple[WorkerProcess, dict[str, Any]]:
     """Start ``node worker.mjs ROLE`` (added to ``everyone``) and wait for READY; return it and its READY record."""
     worker = stack.enter_context(
@@ -73,7 +78,7 @@ def start_node_worker(
             f"node worker {role}",
             [node_executable(), "worker.mjs", role],
             cwd=scripts,
-            env=child_env(engine, SDK_ENV),
+            env=child_env(engine, {**SDK_ENV, **(env or {})}),
         )
     )
     everyone.append(worker)
@@ -81,7 +86,11 @@ def start_node_worker(
 
 
 def start_python_worker(
-    stack: ExitStack, official_python: PythonEnv, engine: EngineProcess, everyone: list[WorkerProcess]
+    stack: ExitStack,
+    official_python: PythonEnv,
+    engine: EngineProcess,
+    everyone: list[WorkerProcess],
+    env: dict[str, str] | None = None,
 ) -> tuple[WorkerProcess, dict[str, Any]]:
     """Start the official-Python worker (``interop.python.*``, added to ``everyone``) and wait for READY."""
     worker = stack.enter_context(
@@ -89,7 +98,7 @@ def start_python_worker(
             "official python worker",
             [official_python.python, PYTHON_WORKER],
             cwd=official_python.root,
-            env=child_env(engine, SDK_ENV),
+            env=child_env(engine, {**SDK_ENV, **(env or {})}),
         )
     )
     everyone.append(worker)
@@ -112,13 +121,19 @@ def diagnostics(engine: EngineProcess, processes: list[WorkerProcess]) -> str:
 
 
 def node_call(
-    scripts: Path, engine: EngineProcess, function_id: str, payload: Any, processes: list[WorkerProcess]
+    scripts: Path,
+    engine: EngineProcess,
+    function_id: str,
+    payload: Any,
+    processes: list[WorkerProcess],
+    env: dict[str, str] | None = None,
 ) -> Any:
     """Trigger ``function_id`` from a one-shot Node caller process and return the result (request/response)."""
+    timeout_ms = str(int(CALL_TIMEOUT_S * 1000) - 10_000)
     code, out, err = run_once(
         [node_executable(), "call.mjs", function_id],
         cwd=scripts,
-        env=child_env(engine, {**SDK_ENV, "III_CALL_TIMEOUT_MS": str(int(CALL_TIMEOUT_S * 1000) - 10_000)}),
+        env=child_env(engine, {**SDK_ENV, **(env or {}), "III_CALL_TIMEOUT_MS": timeout_ms}),
         timeout_s=CALL_TIMEOUT_S,
         stdin_text=json.dumps(payload),
     )
@@ -250,3 +265,36 @@ def test_channel_between_node_and_official_python(
     expected = {"sha256": hashlib.sha256(pattern(CHANNEL_BYTES)).hexdigest(), "length": CHANNEL_BYTES}
     assert result["written"] == expected
     assert result["read"] == {**expected, "messages": [f"start:{writer_lang}", f"end:{writer_lang}"]}
+
+
+@pytest.mark.parametrize(
+    ("entry", "peer"),
+    [("interop.node.send_to", "interop.python.digest"), ("interop.python.fetch_from", "interop.node.produce")],
+    ids=["node-creates-writes", "python-creates-node-writes"],
+)
+def test_node_channels_work_with_an_engine_token(
+    node_scripts: Path, official_python: PythonEnv, entry: str, peer: str
+) -> None:
+    """Proves a Node worker streams through a channel of an engine started with ``--token``.
+
+    The Node SDK sends the bearer token on its control socket only: its channel sockets carry no header, so
+    the channel end's own key must open them, and its telemetry socket none either, so ``/otel`` must not
+    answer 401 (the SDK would reconnect forever). The official Python SDK takes the token from
+    ``III_TOKEN``. Before channel keys alone opened channel sockets, the Node writer failed with
+    "Unexpected server response: 401".
+    """
+    token = "node-channel-token"
+    sdk_env = {"III_TOKEN": token}
+    everyone: list[WorkerProcess] = []
+    with EngineProcess(["--token", token]) as engine, ExitStack() as stack:
+        _, python_ready = start_python_worker(stack, official_python, engine, everyone, sdk_env)
+        node_worker, node_ready = start_node_worker(stack, node_scripts, engine, "interop.node", everyone, sdk_env)
+        assert owner(python_ready, "interop.python.digest") != owner(node_ready, "interop.node.digest")
+
+        result = node_call(node_scripts, engine, entry, {"target": peer, "size": CHANNEL_BYTES}, everyone, sdk_env)
+
+        expected = {"sha256": hashlib.sha256(pattern(CHANNEL_BYTES)).hexdigest(), "length": CHANNEL_BYTES}
+        assert result["written"] == expected
+        assert result["read"]["sha256"] == expected["sha256"]
+        assert "Unexpected server response" not in node_worker.output(), node_worker.output()
+        assert not engine_complaints(engine), "\n".join(engine_complaints(engine))

@@ -270,7 +270,10 @@ class Engine:
             return _http_error(503, "the engine is shutting down")
         target = urlsplit(request.path.decode("latin-1"))
         path = target.path
-        authorized = self._authorized(request)
+        if path.startswith(CHANNEL_PATH_PREFIX):
+            # A channel end's key is itself the capability (the Node, Rust and Go SDKs send no headers here).
+            return self._route_channel(unquote(path[len(CHANNEL_PATH_PREFIX) :]), target.query)
+        authorized = self._authorized(request, target.query)
         if path == "/" or path == "":
             if not authorized:
                 log.warning("refused a worker: missing or wrong bearer token")
@@ -278,14 +281,14 @@ class Engine:
                     close_codes.POLICY_VIOLATION, "unauthorized: missing or wrong bearer token", self.track
                 )
             return WorkerConnection(self, self.config.max_message_bytes)
+        if path == "/otel":
+            # The official Node SDK's telemetry socket carries neither a header nor a query: refused, it would
+            # reconnect forever. Telemetry is read and dropped, so accepting it gives nothing away.
+            return DrainSocket(self.track)
         if path in console.PAGE_PATHS or path == console.STATE_PATH:
-            return self._console(path, authorized or self._token_in_query(target.query))
+            return self._console(path, authorized)
         if not authorized:
             return _http_error(401, "unauthorized: missing or wrong bearer token")
-        if path.startswith(CHANNEL_PATH_PREFIX):
-            return self._route_channel(unquote(path[len(CHANNEL_PATH_PREFIX) :]), target.query)
-        if path == "/otel":
-            return DrainSocket(self.track)
         if path == "/metrics":
             body = self.metrics.render()
             response = WSUpgradeResponse.create_ok_response(body, {"Content-Type": METRICS_CONTENT_TYPE})
@@ -303,18 +306,21 @@ class Engine:
             headers = {"Content-Type": "text/html; charset=utf-8"}
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(body, headers), None)
 
-    def _token_in_query(self, query: str) -> bool:
-        token = self.config.token
-        presented = parse_qs(query).get("token", [""])[0]
-        return token is not None and secrets.compare_digest(presented.encode(), token.encode())
+    def _authorized(self, request: WSUpgradeRequest, query: str) -> bool:
+        """Whether the request carries the engine's token (always true without one).
 
-    def _authorized(self, request: WSUpgradeRequest) -> bool:
+        The token is taken from ``Authorization: Bearer <token>``, or from ``?token=`` where a client
+        cannot send a header (a browser's WebSocket, a Prometheus scrape URL). Compared in constant time.
+        """
         token = self.config.token
         if token is None:
             return True
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
-        return scheme.lower() == "bearer" and secrets.compare_digest(presented.strip().encode(), token.encode())
+        if scheme.lower() == "bearer" and secrets.compare_digest(presented.strip().encode(), token.encode()):
+            return True
+        in_query = parse_qs(query).get("token", [""])[0]
+        return secrets.compare_digest(in_query.encode(), token.encode())
 
     def _route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener:
         params = parse_qs(query)

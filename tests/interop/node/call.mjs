@@ -6,6 +6,7 @@
 // (0 on success, 1 otherwise).
 
 import { registerWorker } from 'iii-sdk'
+import { tokenHeaders } from './token.mjs'
 
 async function main() {
   const [functionId] = process.argv.slice(2)
@@ -15,7 +16,7 @@ async function main() {
   for await (const chunk of process.stdin) chunks.push(chunk)
   const payloadText = Buffer.concat(chunks).toString('utf-8')
   const timeoutMs = Number(process.env.III_CALL_TIMEOUT_MS ?? 60000)
-  const iii = registerWorker(url, { workerName: `interop-node-caller-${process.pid}` })
+  const iii = registerWorker(url, { workerName: `interop-node-caller-${process.pid}`, headers: tokenHeaders() })
   let code = 0
   try {
     const result = await iii.trigger({

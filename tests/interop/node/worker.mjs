@@ -1,15 +1,16 @@
 // A Node worker on the official SDK: `node worker.mjs ROLE...` (roles are defined in roles.mjs).
 //
-// Connects to $III_URL, registers the roles' functions, then asks the engine (engine::functions::list)
-// until every one of them is listed, and prints one line `READY {"functions": [...]}` with the engine's
-// entries for them (so the test can see which worker owns what). The SDK replays registrations before any
-// queued call once the socket opens, so the first answer normally lists them already; the bounded loop
-// waits only on the engine's answers, never on a timer.
+// Connects to $III_URL (with $III_TOKEN as a bearer token when set), registers the roles' functions,
+// then asks the engine (engine::functions::list) until every one of them is listed, and prints one line
+// `READY {"functions": [...]}` with the engine's entries for them (so the test can see which worker owns
+// what). The SDK replays registrations before any queued call once the socket opens, so the first answer
+// normally lists them already; the bounded loop waits only on the engine's answers, never on a timer.
 //
 // The process ends when its stdin closes (the test closes it): it shuts the client down and exits 0.
 // Anything unexpected prints `FATAL ...` and exits 1.
 
 import { registerWorker } from 'iii-sdk'
+import { tokenHeaders } from './token.mjs'
 import { roles } from './roles.mjs'
 
 const MAX_LIST_ATTEMPTS = 200
@@ -26,7 +27,7 @@ async function main() {
   const unknown = names.filter((name) => !(name in roles))
   if (unknown.length > 0) fatal('unknown roles', unknown.join(', '))
 
-  const iii = registerWorker(url, { workerName: `interop-node-${names.join('+')}-${process.pid}` })
+  const iii = registerWorker(url, { workerName: `interop-node-${names.join('+')}-${process.pid}`, headers: tokenHeaders() })
   const ids = names.flatMap((name) => roles[name](iii)).map((ref) => ref.id)
 
   let entries = []
