@@ -193,3 +193,31 @@ def test_listing_never_shows_keys() -> None:
     text = repr(manager.describe())
     assert channel.channel_id in text
     assert channel.writer_key not in text and channel.reader_key not in text
+
+
+def test_readers_get_data_in_frames_of_at_most_64_kib_whatever_the_writer_sent() -> None:
+    """A writer's 200 KiB frame and a fragmented binary message reach the reader as whole frames of <= 64 KiB
+    (the official Python reader refuses messages over 1 MiB); a fragmented text message passes as it came."""
+    manager = make_manager(buffer_bytes=10 * 1024 * 1024)
+    channel = manager.create(None, owner_id="w")
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    big = bytes(range(256)) * 800  # 200 KiB
+    channel.on_writer_frame(FrameKind.BINARY, big, True)  # queued: no reader yet
+    reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    channel.on_writer_frame(FrameKind.BINARY, memoryview(big), True)  # relayed at once
+    channel.on_writer_frame(FrameKind.BINARY, big[:100_000], False)
+    channel.on_writer_frame(FrameKind.CONTINUATION, big[100_000:], False)
+    channel.on_writer_frame(FrameKind.CONTINUATION, b"", True)
+    channel.on_writer_frame(FrameKind.TEXT, b'{"half":', False)
+    channel.on_writer_frame(FrameKind.CONTINUATION, b'"one"}', True)
+    channel.on_writer_end(close_codes.NORMAL, "done")
+
+    data = [frame for frame in reader.frames if frame[0] is FrameKind.BINARY]
+    assert all(len(payload) <= 64 * 1024 and fin for _, payload, fin in data)
+    assert b"".join(payload for _, payload, _ in data) == big * 3
+    assert [len(payload) for _, payload, _ in data[:4]] == [65536, 65536, 65536, 8192]
+    text = [(FrameKind.TEXT, b'{"half":', False), (FrameKind.CONTINUATION, b'"one"}', True)]
+    assert reader.frames[len(data) :] == text
+    assert reader.closed == (close_codes.NORMAL, "done")
+    assert channel.bytes_relayed == 3 * len(big) + 14
+    assert writer.closed is None

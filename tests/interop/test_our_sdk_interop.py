@@ -32,7 +32,9 @@ import pytest
 
 from iii import III, InitOptions, register_worker
 from iii.channels import ChannelReader, ChannelWriter
+from iii.protocol.refs import channel_url
 from iii.testing import EngineProcess
+from tests.engine.wire import RawWorker, connect_raw
 from tests.interop.environments import PythonEnv
 from tests.interop.processes import WorkerProcess, child_env, engine_complaints, tail
 
@@ -286,3 +288,35 @@ def test_5_mib_pass_between_our_async_sdk_and_an_official_sdk(
     expected = described(pattern(LARGE_BYTES))
     assert result["written"] == expected
     assert result["read"] == {**expected, "messages": [f"start:{writer}", f"end:{writer}"]}
+
+
+async def test_official_readers_read_a_writers_4_mib_frames(
+    engine: EngineProcess, peer: tuple[str, WorkerProcess]
+) -> None:
+    """Proves a writer's frames larger than 1 MiB reach an official reader intact.
+
+    A raw WebSocket writer sends two 4 MiB binary frames and a 3 MiB fragmented binary message; the official
+    peer's ``digest`` reads the stream to its end. The official Python reader connects with websockets'
+    default ``max_size`` of 1 MiB, so before the engine cut data into frames of at most 64 KiB it closed
+    with 1009 and the stream broke.
+    """
+    name, process = peer
+    frame = pattern(4 * 1024 * 1024)
+    fragmented = pattern(3 * 1024 * 1024)
+    caller = await RawWorker.connect(engine.url)
+    refs = await caller.result_of("engine::channels::create", {})
+    call_id = await caller.invoke(f"{PEERS[name]}.digest", {"reader": refs["reader"]})
+    writer_ref = refs["writer"]
+    writer = await connect_raw(channel_url(engine.url, writer_ref["channel_id"], writer_ref["access_key"], "write"))
+    await writer.send(frame)
+    await writer.send(frame)
+    await writer.send(fragmented[i : i + 1024 * 1024] for i in range(0, len(fragmented), 1024 * 1024))
+    await writer.close()
+    async with asyncio.timeout(CALL_TIMEOUT_MS / 1000):
+        while (answer := await caller.recv_type("invocationresult", CALL_TIMEOUT_MS / 1000))[
+            "invocation_id"
+        ] != call_id:
+            pass
+    assert not answer.get("error"), f"{answer}\n{process.output()}"
+    expected = frame + frame + fragmented
+    assert answer["result"] == {"sha256": hashlib.sha256(expected).hexdigest(), "length": len(expected), "messages": []}

@@ -14,7 +14,10 @@ whole state machine and can be tested without sockets. The promises (design §3)
 * a reader that goes away fails the writer (close ``READER_LOST``);
 * each end has its own key and can be taken once; a finished channel is forgotten, so its keys open
   nothing any more;
-* an end that never connects expires after the TTL, and the other end is told.
+* an end that never connects expires after the TTL, and the other end is told;
+* every reader can read what any writer sent: data reaches readers in binary frames of at most
+  :data:`READER_FRAME_BYTES` (a writer's larger frame is cut into slices of it, a fragmented binary message
+  into whole frames), whatever the writer sent; text messages pass as they came.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from iii.protocol import close_codes
+
+READER_FRAME_BYTES: Final = 64 * 1024
+"""The largest data frame a reader is sent. Binary data is a byte stream, so frame boundaries carry no
+meaning; the official Python reader refuses messages over 1 MiB (websockets' default ``max_size``)."""
 
 
 class FrameKind(enum.IntEnum):
@@ -106,6 +113,7 @@ class Channel:
         "reader_key",
         "reader_state",
         "writer",
+        "writer_in_binary",
         "writer_key",
         "writer_paused",
         "writer_state",
@@ -140,6 +148,8 @@ class Channel:
         self.frames_relayed = 0
         self.bytes_relayed = 0
         self.writer_paused = False
+        self.writer_in_binary = False
+        """The writer is in the middle of a fragmented binary message (its continuations are data)."""
         self.end_code: int | None = None
         self.end_reason = ""
 
@@ -149,11 +159,15 @@ class Channel:
         """Relay or queue one frame from the writer. ``payload`` is only valid during this call."""
         if self.writer_state is not EndState.OPEN:
             return
+        if kind is not FrameKind.TEXT and (kind is FrameKind.BINARY or self.writer_in_binary):
+            # Data: every piece goes out as a whole binary frame (a fragment's boundaries mean nothing).
+            self.writer_in_binary = not fin
+            if not payload and kind is FrameKind.CONTINUATION:
+                return
+            kind, fin = FrameKind.BINARY, True
         reader = self.reader
         if reader is not None and not self.queue and not reader.write_paused:
-            reader.send_frame(kind, payload, fin)
-            self.frames_relayed += 1
-            self.bytes_relayed += len(payload)
+            self._send(reader, kind, payload, fin)
             if reader.write_paused:
                 # The reader's socket is full: hold the writer now rather than copying frames into the queue.
                 self._pause_writer()
@@ -286,9 +300,7 @@ class Channel:
         while queue and not reader.write_paused:
             kind, payload, fin = queue.popleft()
             self.queued_bytes -= len(payload)
-            reader.send_frame(kind, payload, fin)
-            self.frames_relayed += 1
-            self.bytes_relayed += len(payload)
+            self._send(reader, kind, payload, fin)
         if self.writer_paused and not queue and not reader.write_paused:
             # Everything queued went out and the reader's socket has room: let the writer go on.
             self.writer_paused = False
@@ -297,6 +309,19 @@ class Channel:
         if not queue and self.writer_state is EndState.DONE and self.end_code is not None:
             self._close_reader(self.end_code, self.end_reason)
             self.manager.forget(self)
+
+    def _send(self, reader: ChannelEnd, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
+        """Send one relayed frame to the reader, a data frame larger than :data:`READER_FRAME_BYTES` in slices."""
+        size = len(payload)
+        self.bytes_relayed += size
+        if size <= READER_FRAME_BYTES or kind is not FrameKind.BINARY:
+            reader.send_frame(kind, payload, fin)
+            self.frames_relayed += 1
+            return
+        view = memoryview(payload)  # slices share the writer's buffer: no copy
+        for start in range(0, size, READER_FRAME_BYTES):
+            reader.send_frame(FrameKind.BINARY, view[start : start + READER_FRAME_BYTES], True)
+            self.frames_relayed += 1
 
     def _close_reader(self, code: int, reason: str) -> None:
         if self.reader is not None:
