@@ -16,9 +16,13 @@ from tests.engine.wire import RawWorker, connect_raw, eventually
 StartEngine = Callable[..., Awaitable[Engine]]
 
 
-async def test_workerregistered_is_the_first_frame_with_id_and_reattach_token(live_engine: Engine) -> None:
+async def test_workerregistered_is_the_first_frame_with_id_reattach_token_features_and_limit(
+    live_engine: Engine,
+) -> None:
     worker = await RawWorker.connect(live_engine.url)
-    assert set(worker.first_message) == {"type", "worker_id", "reattach_token"}
+    assert set(worker.first_message) == {"type", "worker_id", "reattach_token", "features", "max_message_bytes"}
+    assert worker.first_message["features"] == ["iii-py.channel-close-codes.v1"]
+    assert worker.first_message["max_message_bytes"] == live_engine.config.max_message_bytes
     assert worker.worker_id in live_engine.workers
     other = await RawWorker.connect(live_engine.url)
     assert other.worker_id != worker.worker_id
@@ -290,24 +294,62 @@ async def test_binary_frames_on_the_control_socket_are_refused_clearly(live_engi
     await worker.ping()
 
 
-async def test_an_oversized_message_closes_the_connection_with_1009(start_engine: StartEngine) -> None:
+async def test_an_oversized_call_is_refused_and_never_reaches_its_target(start_engine: StartEngine) -> None:
+    """A call over ``--max-message-bytes`` is answered ``message_too_big``; the target never runs it, and
+    nobody is disconnected (before, the target ran it while its caller was cut off, so a retry ran it twice)."""
+    engine = await start_engine(max_message_bytes=1024 * 1024)
+    target = await RawWorker.connect(engine.url)
+    await target.register("svc.big")
+    caller = await RawWorker.connect(engine.url)
+    answer = await caller.call("svc.big", {"blob": "a" * (1024 * 1024 + 1)})
+    assert answer["error"]["code"] == "message_too_big"
+    assert "svc.big" in answer["error"]["message"] and "1048576" in answer["error"]["message"]
+    # Both connections go on, and the next thing the target is sent is the small call, not the big one.
+    small = await caller.invoke("svc.big", {"blob": "small"})
+    delivery = await target.recv_type("invokefunction")
+    assert delivery["data"]["blob"] == "small"
+    await target.send({"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": 1})
+    assert (await caller.recv_type("invocationresult"))["invocation_id"] == small
+    fragmented = json.dumps(
+        {"type": "invokefunction", "invocation_id": "f", "function_id": "svc.big", "data": "b" * 1_200_000}
+    )
+    await caller.ws.send(iter([fragmented[:600_000], fragmented[600_000:]]))
+    assert (await caller.recv_type("invocationresult"))["error"]["code"] == "message_too_big"
+    await target.ping()
+
+
+async def test_an_oversized_result_fails_the_call_and_keeps_the_target(start_engine: StartEngine) -> None:
+    """A result over the limit reaches its caller as ``message_too_big``; the target is told and stays
+    connected with its other calls (before, the result was delivered and the target dropped)."""
+    engine = await start_engine(max_message_bytes=1024 * 1024)
+    target = await RawWorker.connect(engine.url)
+    await target.register("svc.huge")
+    caller = await RawWorker.connect(engine.url)
+    first = await caller.invoke("svc.huge")
+    second = await caller.invoke("svc.huge")
+    deliveries = [await target.recv_type("invokefunction") for _ in range(2)]
+    huge = {"type": "invocationresult", "invocation_id": deliveries[0]["invocation_id"], "result": "c" * 1_100_000}
+    await target.send(huge)
+    failed = await caller.recv_type("invocationresult")
+    assert failed["invocation_id"] == first and failed["error"]["code"] == "message_too_big"
+    notice = await target.recv_type("error")
+    assert notice["error"]["code"] == "message_too_big" and "svc.huge" in notice["error"]["message"]
+    await target.send({"type": "invocationresult", "invocation_id": deliveries[1]["invocation_id"], "result": "ok"})
+    answered = await caller.recv_type("invocationresult")
+    assert answered["invocation_id"] == second and answered["result"] == "ok"
+    assert len(engine.router) == 0
+
+
+async def test_a_message_too_big_to_read_closes_the_connection_with_1009(start_engine: StartEngine) -> None:
+    """Past twice the limit (and at least 16 MiB more) a message is not read at all: close 1009."""
     engine = await start_engine(max_message_bytes=1024 * 1024)
     worker = await RawWorker.connect(engine.url)
     other = await RawWorker.connect(engine.url)
-    await worker.send({"type": "invokefunction", "function_id": "x", "data": "a" * (1024 * 1024 + 1)})
+    await worker.ws.send(iter(["{" + " " * (9 * 1024 * 1024), " " * (9 * 1024 * 1024) + "}"]))
     with pytest.raises(websockets.ConnectionClosed) as caught:
         await worker.recv()
     assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
     await other.ping()  # other workers are unaffected
-
-
-async def test_oversized_fragmented_messages_are_refused_too(start_engine: StartEngine) -> None:
-    engine = await start_engine(max_message_bytes=1024 * 1024)
-    worker = await RawWorker.connect(engine.url)
-    await worker.ws.send(iter(["{" + " " * 600_000, " " * 600_000 + "}"]))
-    with pytest.raises(websockets.ConnectionClosed) as caught:
-        await worker.recv()
-    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
 
 
 async def test_large_and_fragmented_messages_are_relayed_as_utf8(live_engine: Engine) -> None:

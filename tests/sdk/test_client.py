@@ -95,6 +95,35 @@ def test_results_that_cannot_be_sent_are_a_clear_failure(client: III) -> None:
     assert "could not be sent" in caught.value.message
 
 
+def test_calls_and_results_over_the_engines_limit_are_refused_before_sending() -> None:
+    """The engine announces its message limit; a call over it raises ``message_too_big`` in the caller and a
+    result over it reaches the caller as that error, nothing is sent, and the connection goes on."""
+    with (
+        EngineProcess(["--max-message-bytes", str(1024 * 1024)]) as engine,
+        register_worker(engine.url, InitOptions(worker_name="limits")) as client,
+    ):
+        client.register_function("big.echo", lambda data: data)
+        client.register_function("big.result", lambda data: "r" * (1024 * 1024))
+        blob = {"blob": "b" * (1024 * 1024)}
+        with pytest.raises(InvocationError) as too_big:
+            client.trigger({"function_id": "big.echo", "payload": blob})
+        assert too_big.value.code == "message_too_big" and "not sent" in too_big.value.message
+
+        async def from_async_code() -> None:
+            with pytest.raises(InvocationError) as in_async:
+                await client.trigger({"function_id": "big.echo", "payload": blob})
+            assert in_async.value.code == "message_too_big"
+
+        asyncio.run(from_async_code())
+        with pytest.raises(InvocationError) as result_too_big:
+            client.trigger({"function_id": "big.result", "payload": {}})
+        assert result_too_big.value.code == "message_too_big"
+        assert "big.result" in result_too_big.value.message and "not sent" in result_too_big.value.message
+        assert client.trigger({"function_id": "big.echo", "payload": {"small": 1}})["small"] == 1
+        assert client.get_connection_state() == "connected"
+    assert "not acted on" not in engine.log_text()  # the engine never saw the oversized messages
+
+
 def test_unknown_functions_and_timeouts(client: III) -> None:
     with pytest.raises(InvocationError) as missing:
         client.trigger({"function_id": "nope.nothing"})

@@ -50,7 +50,7 @@ from iii.engine.registry import BuiltinInputError, BuiltinLimitError, FunctionEn
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
 from iii.engine.triggers import TriggerRegistry
-from iii.engine.worker_socket import Outbox, WorkerConnection
+from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
 from iii.protocol.messages import (
@@ -151,7 +151,7 @@ class Engine:
                 self.config.host,
                 self.config.port,
                 websocket_handshake_timeout=self.config.handshake_timeout_s,
-                max_frame_size=self.config.max_message_bytes,
+                max_frame_size=read_limit(self.config.max_message_bytes),
                 # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
                 read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
                 logger_name="iii.engine.ws",
@@ -339,13 +339,22 @@ class Engine:
             reason = f"the {role.value} end of this channel is already taken"
             return RefusingSocket(close_codes.POLICY_VIOLATION, reason, self.track)
         self.channels.take(channel, role)
-        return ChannelSocket(channel, role, self.track)
+        return ChannelSocket(channel, role, self.config.max_message_bytes, self.track)
 
     # --- worker sockets --------------------------------------------------------------------------------
 
     def on_worker_connected(self, worker: WorkerConnection) -> None:
         self.workers[worker.worker_id] = worker
-        worker.send_message(encode(WorkerRegistered(worker_id=worker.worker_id, reattach_token=worker.reattach_token)))
+        worker.send_message(
+            encode(
+                WorkerRegistered(
+                    worker_id=worker.worker_id,
+                    reattach_token=worker.reattach_token,
+                    features=[close_codes.STRICT_CLOSE_FEATURE],
+                    max_message_bytes=self.config.max_message_bytes,
+                )
+            )
+        )
         log.info("worker=%s connected from %s", worker.worker_id, worker.peer_address)
 
     def on_worker_disconnected(self, worker: WorkerConnection) -> None:
@@ -382,6 +391,31 @@ class Engine:
             self._refuse_call(worker, problem.invocation_id, "", errors.INVALID_MESSAGE, problem.reason)
         else:
             self.send_error_notice(worker, errors.INVALID_MESSAGE, problem.reason)
+
+    def on_oversized_message(
+        self, worker: WorkerConnection, address: tuple[str | None, str | None, str | None], size: int
+    ) -> None:
+        """A message over ``--max-message-bytes`` was read and will not be acted on: say so to whom it concerns.
+
+        An oversized call is refused to its caller; an oversized result fails the call it answers (its caller
+        gets the error, its target a notice). Anything else gets a notice. Nobody is disconnected.
+        """
+        message_type, invocation_id, function_id = address
+        limit = f"the engine's limit of {self.config.max_message_bytes} bytes (--max-message-bytes)"
+        what = f"'{message_type}' message" if message_type else "message"
+        log.warning("worker=%s sent a %s of %d bytes, over %s: not acted on", worker.worker_id, what, size, limit)
+        if message_type == "invokefunction" and invocation_id is not None:
+            text = f"the call of {function_id} is {size} bytes, over {limit}: not made"
+            self._refuse_call(worker, invocation_id, function_id or "", errors.MESSAGE_TOO_BIG, text)
+            return
+        if message_type == "invocationresult" and invocation_id is not None:
+            call = self.router.complete(invocation_id, worker)
+            if call is not None:
+                text = f"the result of {call.function_id} is {size} bytes, over {limit}"
+                self._fail_calls([call], errors.MESSAGE_TOO_BIG, text)
+                self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"{text}: its caller got this error instead")
+                return
+        self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"a {what} of {size} bytes is over {limit}: ignored")
 
     def send_error_notice(self, worker: WorkerConnection, code: str, message: str) -> None:
         """Tell a worker that one of its messages was refused, and why (counted by code)."""

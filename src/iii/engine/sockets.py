@@ -94,10 +94,12 @@ class TrackedListener(WSListener):
 class ChannelSocket(TrackedListener):
     """One end of a channel over a WebSocket."""
 
-    def __init__(self, channel: Channel, role: Role, tracker: Tracker = _untracked) -> None:
+    def __init__(self, channel: Channel, role: Role, max_frame_bytes: int, tracker: Tracker = _untracked) -> None:
         super().__init__(tracker)
         self.channel = channel
         self.role = role
+        self.max_frame_bytes = max_frame_bytes
+        """A writer's frame larger than this aborts its stream (1009 to the writer, 4001 to the reader)."""
         self.transport: WSTransport | None = None
         self._write_paused = False
         self._settled = False
@@ -152,7 +154,14 @@ class ChannelSocket(TrackedListener):
         kind = _FRAME_KINDS.get(msg_type)
         if kind is None or self.role is Role.READER or self._settled:
             return  # pings are answered by picows; readers have nothing to say but close; closing: dropped
-        self.channel.on_writer_frame(kind, frame.get_payload_as_memoryview(), frame.fin)
+        payload = frame.get_payload_as_memoryview()
+        if len(payload) > self.max_frame_bytes:
+            reason = f"a frame of {len(payload)} bytes is over the engine's limit of {self.max_frame_bytes}"
+            log.warning("channel=%s writer sent %s: stream aborted", self.channel.channel_id, reason)
+            self.close(close_codes.MESSAGE_TOO_BIG, reason)
+            self.channel.on_writer_end(close_codes.WRITER_LOST, f"the writer's stream was aborted: {reason}")
+            return
+        self.channel.on_writer_frame(kind, payload, frame.fin)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)

@@ -1,10 +1,10 @@
 """The worker control socket (``/``): frames in, typed messages to the engine, encoded messages out.
 
-This is the I/O shell only. It reassembles fragmented text messages (bounded by ``max_message_bytes``),
-decodes them, and hands each message to :class:`iii.engine.server.Engine`; what a message means is
-decided there. Bad input never closes the socket except an oversized message (close 1009): malformed
-JSON, wrong field types and binary frames are answered with an ``error`` notice and the connection goes
-on; unknown message types are ignored, as the protocol requires.
+This is the I/O shell only. It reassembles fragmented text messages, decodes them, and hands each message
+to :class:`iii.engine.server.Engine`; what a message means is decided there. Bad input never closes the
+socket: malformed JSON, wrong field types, binary frames and messages over ``max_message_bytes`` are
+answered with an error and the connection goes on; unknown message types are ignored, as the protocol
+requires. Only a message too big to read at all (:func:`read_limit`) closes it (1009).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from picows import WSFrame, WSMsgType, WSTransport
 
 from iii.engine.sockets import TrackedListener, answer_close, close_transport
 from iii.protocol import close_codes, errors
-from iii.protocol.codec import MalformedMessage, decode_inbound, encode
+from iii.protocol.codec import MalformedMessage, decode_inbound, encode, peek_address
 from iii.protocol.messages import ErrorBody, ErrorNotice, InvocationResult
 
 if TYPE_CHECKING:
@@ -30,6 +30,17 @@ log = logging.getLogger("iii.engine.workers")
 
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
 _WRITE_BUFFER_HIGH: Final = 4 * 1024 * 1024
+
+
+def read_limit(max_message_bytes: int) -> int:
+    """The largest message a worker socket reads at all: twice the limit, and at least 16 MiB more.
+
+    A message over the limit but within this is read, never acted on, and answered with
+    ``message_too_big`` (the caller of an oversized call, or of a call whose result was oversized, learns
+    why, and the connection goes on). Only a message beyond this closes the socket (1009), since reading it
+    would cost unbounded memory.
+    """
+    return max(2 * max_message_bytes, max_message_bytes + 16 * 1024 * 1024)
 
 
 def _text_frame_header(size: int) -> bytes:
@@ -92,6 +103,7 @@ class WorkerConnection(TrackedListener):
         self.transport: WSTransport | None = None
         self.alive = False
         self._max_message_bytes = max_message_bytes
+        self._max_read_bytes = read_limit(max_message_bytes)
         self._outbox = engine.outbox
         self.outgoing: list[bytes] = []
         """Frames (header, payload, ...) waiting for the outbox's next flush."""
@@ -241,10 +253,11 @@ class WorkerConnection(TrackedListener):
     # internals ---------------------------------------------------------------------------------------
 
     def _check_size(self, size: int) -> bool:
-        if size <= self._max_message_bytes:
+        """False (and the socket closed with 1009) once a fragmented message grows past what is ever read."""
+        if size <= self._max_read_bytes:
             return True
         self._fragments = None
-        log.warning("worker=%s message too big: %d bytes > %d", self.worker_id, size, self._max_message_bytes)
+        log.warning("worker=%s message too big to read: over %d bytes", self.worker_id, self._max_read_bytes)
         self.close(close_codes.MESSAGE_TOO_BIG, f"message exceeds {self._max_message_bytes} bytes")
         return False
 
@@ -253,6 +266,10 @@ class WorkerConnection(TrackedListener):
         self.close(close_codes.POLICY_VIOLATION, reason)
 
     def _on_text(self, payload: bytes | bytearray | memoryview) -> None:
+        if len(payload) > self._max_message_bytes:
+            # Never acted on; the sender (and a waiting caller) is told, and the connection goes on.
+            self.engine.on_oversized_message(self, peek_address(payload), len(payload))
+            return
         try:
             message = decode_inbound(payload)
         except MalformedMessage as exc:

@@ -23,3 +23,11 @@ READER_LOST: Final = 4002
 """The reader went away; nothing more can be delivered."""
 PEER_NEVER_CONNECTED: Final = 4003
 """The other end never connected before the channel's time to live ran out."""
+
+NO_STATUS: Final = 1005
+"""What a receiver reports for a close frame that carries no code. The reference engine ends every stream
+so, complete or not; this engine never does."""
+STRICT_CLOSE_FEATURE: Final = "iii-py.channel-close-codes.v1"
+"""Announced in ``workerregistered.features`` by an engine that ends a channel's reader with :data:`NORMAL`
+only after a deliberate end. A reader facing an engine that does not announce it (the reference engine)
+must take a bare close (:data:`NO_STATUS`) as the end of the stream."""

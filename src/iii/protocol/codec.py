@@ -94,6 +94,28 @@ def _raise_unless_unknown_type(payload: bytes | bytearray | memoryview, exc: msg
     ) from None
 
 
+class _Addressed(msgspec.Struct):
+    type: str | None = None
+    invocation_id: str | None = None
+    function_id: str | None = None
+
+
+_addressed_decoder: Final = msgspec.json.Decoder(_Addressed)
+
+
+def peek_address(payload: bytes | bytearray | memoryview) -> tuple[str | None, str | None, str | None]:
+    """``(type, invocation_id, function_id)`` of a message that will not be decoded whole (an oversized one).
+
+    The rest of the message is skipped without building Python values. Fields that are missing or of
+    another type, and messages that are not JSON objects, give ``None``.
+    """
+    try:
+        addressed = _addressed_decoder.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return None, None, None
+    return addressed.type, addressed.invocation_id, addressed.function_id
+
+
 def decode_from_engine(payload: bytes | bytearray | memoryview) -> FromEngineMessage | None:
     """Decode one engine→worker message; ``None`` for types this SDK does not know or messages it cannot use."""
     try:

@@ -18,6 +18,8 @@ INVALID_MESSAGE: Final = "invalid_message"
 ENQUEUE_ERROR: Final = "enqueue_error"
 LIMIT_EXCEEDED: Final = "limit_exceeded"
 """A per-worker limit (pending invocations, open channels) was reached."""
+MESSAGE_TOO_BIG: Final = "message_too_big"
+"""A message (a call, a result) was larger than the engine's ``--max-message-bytes``; it was not acted on."""
 
 FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
 """``registrationrejected`` code: another live worker owns the function id (non-fatal for SDKs)."""

@@ -33,10 +33,17 @@ class Message(msgspec.Struct, tag_field="type", omit_defaults=True):
 
 
 class WorkerRegistered(Message, tag="workerregistered"):
-    """E→W, always the first frame on a worker socket."""
+    """E→W, always the first frame on a worker socket.
+
+    ``features`` names what the engine offers beyond the base protocol (the official 0.25 SDK reads it for
+    ``observe.v1``); ``max_message_bytes`` is the largest message it acts on. Both are ours to send and
+    are ignored by SDKs that do not know them.
+    """
 
     worker_id: str
     reattach_token: str | None = None
+    features: list[str] | None = None
+    max_message_bytes: int | None = None
 
 
 class Reattach(Message, tag="reattach"):

@@ -33,6 +33,7 @@ from iii.errors import ChannelBrokenError, ChannelError, UsageError
 from iii.protocol import close_codes
 from iii.protocol.refs import channel_url
 from iii.sdk.portal import Portal, dual
+from iii.sdk.terms import EngineTerms
 
 log = logging.getLogger("iii.channels")
 
@@ -84,7 +85,9 @@ class _EndSocket(WSListener):
             self.end._on_text(frame.get_payload_as_utf8_text(), transport)
         elif msg_type is WSMsgType.CLOSE:
             if self.close_code is None:
-                self.close_code = frame.get_close_code().value
+                code = frame.get_close_code()
+                # picows reports a close frame without a code as 0; the standard number for it is 1005.
+                self.close_code = close_codes.NO_STATUS if code is WSCloseCode.NO_INFO else code.value
                 self.close_reason = frame.get_close_reason() or ""
             if not transport.is_close_frame_sent:
                 transport.send_close(WSCloseCode.OK)
@@ -113,6 +116,7 @@ class _ChannelEnd:
         ref: StreamChannelRef | Mapping[str, Any],
         portal: Portal,
         headers: Mapping[str, str] | None = None,
+        terms: EngineTerms | None = None,
     ) -> None:
         self.ref = ref if isinstance(ref, StreamChannelRef) else StreamChannelRef.model_validate(dict(ref))
         if self.ref.direction != self._direction:
@@ -120,6 +124,7 @@ class _ChannelEnd:
         self._url = channel_url(engine_url, self.ref.channel_id, self.ref.access_key, self._direction)
         self._portal = portal
         self._headers = dict(headers or {})
+        self._terms = terms or EngineTerms()
         self._socket: _EndSocket | None = None
         self._connecting: asyncio.Future[_EndSocket] | None = None
         self._error: BaseException | None = None
@@ -190,8 +195,9 @@ class ChannelWriter(_ChannelEnd):
         ref: StreamChannelRef | Mapping[str, Any],
         portal: Portal,
         headers: Mapping[str, str] | None = None,
+        terms: EngineTerms | None = None,
     ) -> None:
-        super().__init__(engine_url, ref, portal, headers)
+        super().__init__(engine_url, ref, portal, headers, terms)
         self._closing = False
         self._backlog: collections.deque[tuple[int, bytes]] = collections.deque()
         self._backlog_bytes = 0
@@ -270,7 +276,7 @@ class ChannelWriter(_ChannelEnd):
     def _enqueue(self, kind: int, payload: bytes) -> bool:
         """Add an item and make sure the pump runs; returns whether the backlog is now over budget."""
         socket = self._socket
-        if socket is not None and socket.close_code is not None and socket.close_code != close_codes.NORMAL:
+        if socket is not None and socket.close_code is not None and not self._terms.is_clean_end(socket.close_code):
             self._record(self._broken(socket))  # the engine ended the stream (its reader left, say): say so now
         with self._guard:
             self._raise_error()
@@ -350,7 +356,7 @@ class ChannelWriter(_ChannelEnd):
                 await asyncio.wait_for(socket.closed.wait(), _CLOSE_WAIT_S)
             except TimeoutError:
                 transport.disconnect()
-        if socket.close_code not in (None, close_codes.NORMAL):
+        if socket.close_code is not None and not self._terms.is_clean_end(socket.close_code):
             raise self._broken(socket)
         if not self._closed.done():
             self._closed.set_result(None)
@@ -401,8 +407,9 @@ class ChannelReader(_ChannelEnd):
         ref: StreamChannelRef | Mapping[str, Any],
         portal: Portal,
         headers: Mapping[str, str] | None = None,
+        terms: EngineTerms | None = None,
     ) -> None:
-        super().__init__(engine_url, ref, portal, headers)
+        super().__init__(engine_url, ref, portal, headers, terms)
         self._items: collections.deque[bytes | str] = collections.deque()
         self._arrived: asyncio.Event | None = None
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
@@ -473,7 +480,7 @@ class ChannelReader(_ChannelEnd):
                 else:
                     self._dispatch(item)
             elif self._ended:
-                if socket.close_code == close_codes.NORMAL:
+                if self._terms.is_clean_end(socket.close_code):
                     return
                 raise self._broken(socket, self._received)
             else:
@@ -496,7 +503,7 @@ class ChannelReader(_ChannelEnd):
         while True:
             while not self._items:
                 if self._ended:
-                    if socket.close_code == close_codes.NORMAL:
+                    if self._terms.is_clean_end(socket.close_code):
                         return None
                     raise self._broken(socket, self._received)
                 if self._arrived is None:

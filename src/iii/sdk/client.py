@@ -58,6 +58,7 @@ from iii.protocol.refs import is_channel_ref
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.options import InitOptions, resolve_url
 from iii.sdk.portal import Portal, dual
+from iii.sdk.terms import EngineTerms
 from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
 log = logging.getLogger("iii.sdk")
@@ -195,6 +196,8 @@ class III:
         self._stopping = False
         self._worker_id: str | None = None
         self._reattach_token: str | None = None
+        self._engine = EngineTerms()
+        """What the engine announced (its message limit, its channel close semantics), per connection."""
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
@@ -378,6 +381,7 @@ class III:
         self._socket = listener
         previous, token = self._worker_id, self._reattach_token
         self._worker_id, self._reattach_token = registered.worker_id, registered.reattach_token
+        self._engine.update(registered)
         if previous is not None:
             self._send(Reattach(previous_worker_id=previous, reattach_token=token))
         for trigger_type in list(self._trigger_types.values()):  # other threads may register meanwhile
@@ -435,11 +439,25 @@ class III:
     # --- sending ---------------------------------------------------------------------------------------
 
     def _send(self, message: Any) -> bool:
-        """Send now if connected; returns whether it was sent (registrations are replayed on reconnect)."""
+        """Send now if connected; returns whether it was sent (registrations are replayed on reconnect).
+
+        Raises :class:`InvocationError` ``message_too_big``, sending nothing, for a message over the engine's
+        limit (the engine would refuse it; the connection stays as it is).
+        """
         socket = self._socket
         if socket is None or socket.transport is None or socket.closed.is_set():
             return False
-        socket.transport.send(WSMsgType.TEXT, encode(message))
+        encoded = encode(message)
+        limit = self._engine.max_message_bytes
+        if limit is not None and len(encoded) > limit:
+            what = "result" if isinstance(message, InvocationResult) else type(message).__name__
+            function_id = getattr(message, "function_id", None)
+            raise InvocationError(
+                errors.MESSAGE_TOO_BIG,
+                f"the {what} for {function_id} is {len(encoded)} bytes, over the engine's limit of {limit}: not sent",
+                function_id,
+            )
+        socket.transport.send(WSMsgType.TEXT, encoded)
         return True
 
     def _send_void(self, function_id: str, payload: Any) -> None:
@@ -672,14 +690,19 @@ class III:
             self._pending.pop(invocation_id, None)
 
     def _send_call(self, message: InvokeFunction) -> None:
-        """Send a call built off the loop; if the connection went meanwhile, fail it at once."""
-        if not self._send(message):
-            assert message.invocation_id is not None
-            future = self._pending.pop(message.invocation_id, None)
-            if future is not None and not future.done():
-                future.set_exception(
-                    InvocationError(errors.INVOCATION_STOPPED, "not connected to the engine", message.function_id)
-                )
+        """Send a call built off the loop; if it cannot go (no connection, too big), fail it at once."""
+        try:
+            sent = self._send(message)
+        except InvocationError as exc:
+            failure = exc
+        else:
+            if sent:
+                return
+            failure = InvocationError(errors.INVOCATION_STOPPED, "not connected to the engine", message.function_id)
+        assert message.invocation_id is not None
+        future = self._pending.pop(message.invocation_id, None)
+        if future is not None and not future.done():
+            future.set_exception(failure)
 
     async def trigger_async(self, request: Mapping[str, Any]) -> Any:
         """Like :meth:`trigger`, always awaitable."""
@@ -748,13 +771,13 @@ class III:
 
     def reader(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelReader:
         """A reader for a ref received by other means than a payload."""
-        end = ChannelReader(self.address, ref, self._portal, self._headers)
+        end = ChannelReader(self.address, ref, self._portal, self._headers, self._engine)
         self._ends.add(end)
         return end
 
     def writer(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelWriter:
         """A writer for a ref received by other means than a payload."""
-        end = ChannelWriter(self.address, ref, self._portal, self._headers)
+        end = ChannelWriter(self.address, ref, self._portal, self._headers, self._engine)
         self._ends.add(end)
         return end
 
@@ -881,9 +904,16 @@ class III:
             error = {"code": errors.INVOCATION_FAILED, "message": f"the result could not be sent: {exc}"}
             result_raw = JSON_NULL
         error_raw = encode_payload(error) if error is not None else JSON_NULL
-        if not self._send(
-            InvocationResult(invocation_id=invocation_id, function_id=function_id, result=result_raw, error=error_raw)
-        ):
+        message = InvocationResult(
+            invocation_id=invocation_id, function_id=function_id, result=result_raw, error=error_raw
+        )
+        try:
+            sent = self._send(message)
+        except InvocationError as exc:  # too big: the caller gets the reason instead
+            log.error("%s", exc.message)
+            failure = encode_payload({"code": exc.code, "message": exc.message})
+            sent = self._send(InvocationResult(invocation_id=invocation_id, function_id=function_id, error=failure))
+        if not sent:
             log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
 
 
