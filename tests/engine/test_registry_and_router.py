@@ -28,15 +28,52 @@ def test_first_live_owner_keeps_a_function_id() -> None:
     conflict = registry.register(FunctionEntry("f", owner=b))
     assert conflict is not None and conflict.owner is a
     assert registry.register(FunctionEntry("f", owner=a, description="again")) is None  # same owner: update
-    assert not registry.unregister("f", b)
-    assert registry.remove_owner(a) == ["f"]
+    assert registry.unregister("f", b) is None  # b withdraws its standby
+    assert registry.remove_owner(a) == (["f"], [])
+    assert registry.get("f") is None
     assert registry.register(FunctionEntry("f", owner=b)) is None
+
+
+def test_refused_registrations_stand_by_and_take_over_in_order() -> None:
+    """A refused duplicate is kept: when the owner leaves or withdraws, the first standby serves at once."""
+    registry = FunctionRegistry()
+    a, b, c = FakeWorker("a"), FakeWorker("b"), FakeWorker("c")
+    registry.register(FunctionEntry("f", owner=a))
+    registry.register(FunctionEntry("g", owner=a))
+    assert registry.register(FunctionEntry("f", owner=b)) is not None
+    assert registry.register(FunctionEntry("f", owner=c)) is not None
+    assert registry.register(FunctionEntry("f", owner=b, description="newer")) is not None  # replaces b's standby
+    assert [entry.owner for entry in registry.standbys("f")] == [b, c]
+
+    removed, promoted = registry.remove_owner(a)
+    assert sorted(removed) == ["f", "g"]
+    assert [(entry.function_id, entry.owner, entry.description) for entry in promoted] == [("f", b, "newer")]
+    assert registry.owned_by(b) == {"f"} and registry.get("g") is None
+    successor = registry.unregister("f", b)
+    assert successor is not None and successor.owner is c
+    assert registry.standbys("f") == []
+    assert registry.remove_owner(c) == (["f"], [])
+    assert registry.get("f") is None
+
+
+def test_a_departing_standby_is_forgotten_and_reattach_moves_standbys() -> None:
+    registry = FunctionRegistry()
+    a, b, b2, c = FakeWorker("a"), FakeWorker("b"), FakeWorker("b2"), FakeWorker("c")
+    registry.register(FunctionEntry("f", owner=a))
+    registry.register(FunctionEntry("f", owner=b))
+    registry.register(FunctionEntry("f", owner=c))
+    registry.transfer(b, b2)
+    assert [entry.owner for entry in registry.standbys("f")] == [b2, c]
+    assert registry.remove_owner(b2) == ([], [])
+    _, promoted = registry.remove_owner(a)
+    assert [entry.owner for entry in promoted] == [c]
 
 
 def test_builtins_cannot_be_taken_over() -> None:
     registry = FunctionRegistry()
     registry.add_builtin("engine::x", lambda caller, data: None, "x")
     assert registry.register(FunctionEntry("engine::x", owner=FakeWorker("a"))) is not None
+    assert registry.standbys("engine::x") == []  # nobody waits for a builtin
 
 
 def test_transfer_moves_ownership_to_a_reattached_connection() -> None:
@@ -46,7 +83,7 @@ def test_transfer_moves_ownership_to_a_reattached_connection() -> None:
     assert registry.transfer(old, new) == ["f"]
     entry = registry.get("f")
     assert entry is not None and entry.owner is new
-    assert registry.remove_owner(old) == []
+    assert registry.remove_owner(old) == ([], [])
 
 
 def test_results_are_accepted_only_from_the_target() -> None:

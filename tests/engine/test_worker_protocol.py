@@ -21,7 +21,7 @@ async def test_workerregistered_is_the_first_frame_with_id_reattach_token_featur
 ) -> None:
     worker = await RawWorker.connect(live_engine.url)
     assert set(worker.first_message) == {"type", "worker_id", "reattach_token", "features", "max_message_bytes"}
-    assert worker.first_message["features"] == ["iii-py.channel-close-codes.v1"]
+    assert worker.first_message["features"] == ["iii-py.channel-close-codes.v1", "iii-py.function-status.v1"]
     assert worker.first_message["max_message_bytes"] == live_engine.config.max_message_bytes
     assert worker.worker_id in live_engine.workers
     other = await RawWorker.connect(live_engine.url)
@@ -161,17 +161,34 @@ async def test_a_second_worker_cannot_take_a_live_workers_function(live_engine: 
     await second.send({"type": "registerfunction", "id": "engine::channels::create"})
     assert (await second.recv_type("registrationrejected"))["owner_worker_id"] == ""
     await first.close()
-    await second.send({"type": "ping"})
-    await second.recv_type("pong")
-    # Once the owner is gone the id is free.
-    await _eventually_registers(second, "owned", live_engine)
+    # The refused worker stood by: once the owner is gone it serves the id at once, and is told so.
+    assert await second.recv_type("functionactivated") == {"type": "functionactivated", "function_id": "owned"}
+    entry = live_engine.functions.get("owned")
+    assert entry is not None and entry.owner is not None and entry.owner.worker_id == second.worker_id
 
 
-async def _eventually_registers(worker: RawWorker, function_id: str, engine: Engine) -> None:
-    await eventually(lambda: engine.functions.get(function_id) is None, what="the old owner's function is gone")
-    await worker.register(function_id)
-    entry = engine.functions.get(function_id)
-    assert entry is not None and entry.owner is not None and entry.owner.worker_id == worker.worker_id
+async def test_a_standby_serves_the_function_as_soon_as_its_owner_leaves(live_engine: Engine) -> None:
+    """A rolling restart: the new instance registers while the old one still serves; calls made after the old
+    one left reach the new one (before, the refused registration was forgotten: function_not_found)."""
+    old = await RawWorker.connect(live_engine.url)
+    await old.send({"type": "registerfunction", "id": "svc.who"})
+    assert (await old.recv_type("functionactivated"))["function_id"] == "svc.who"
+    new = await RawWorker.connect(live_engine.url)
+    later = await RawWorker.connect(live_engine.url)
+    for standby in (new, later):
+        await standby.send({"type": "registerfunction", "id": "svc.who"})
+        assert (await standby.recv_type("registrationrejected"))["owner_worker_id"] == old.worker_id
+    caller = await RawWorker.connect(live_engine.url)
+    await old.ws.close()
+    assert (await new.recv_type("functionactivated"))["function_id"] == "svc.who"
+    call_id = await caller.invoke("svc.who", {"n": 1})
+    delivery = await new.recv_type("invokefunction")
+    await new.send({"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": "new"})
+    answer = await caller.recv_type("invocationresult")
+    assert answer["invocation_id"] == call_id and answer["result"] == "new"
+    # Withdrawing hands over to the next standby too.
+    await new.send({"type": "unregisterfunction", "id": "svc.who"})
+    assert (await later.recv_type("functionactivated"))["function_id"] == "svc.who"
 
 
 async def test_unregister_removes_only_the_owners_function(live_engine: Engine) -> None:

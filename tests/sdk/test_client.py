@@ -265,3 +265,23 @@ def test_workers_reconnect_and_re_register_after_an_engine_restart() -> None:
     finally:
         worker.shutdown()
         first.stop()
+
+
+def test_a_refused_duplicate_stands_by_and_takes_over_when_the_owner_leaves(engine: EngineProcess) -> None:
+    """A rolling restart: the new instance registers while the old one serves, is told it stands by, and
+    serves as soon as the old one exits (before, it was refused for good and calls got function_not_found)."""
+    old = register_worker(engine.url, InitOptions(worker_name="old"))
+    old_ref = old.register_function("svc.who", lambda data: "old")
+    assert old_ref.wait_active(10) and old_ref.status == "active"
+    with register_worker(engine.url, InitOptions(worker_name="new")) as new, register_worker(engine.url) as caller:
+        new_ref = new.register_function("svc.who", lambda data: "new")
+        assert new_ref.wait_status("standby", "active", timeout_s=10) == "standby"
+        assert caller.trigger({"function_id": "svc.who"}) == "old"
+        old.shutdown()
+        assert new_ref.wait_active(10)
+        assert caller.trigger({"function_id": "svc.who"}) == "new"
+        builtin = new.register_function("engine::functions::list", lambda data: None)
+        assert not builtin.wait_active(10)  # refused for good, said at once
+        assert builtin.status == "refused"
+        new_ref.unregister()
+        assert new_ref.status == "unregistered" and not new_ref.wait_active(1)

@@ -1,8 +1,10 @@
 """Which function id is served by whom.
 
-One live owner per function id; the first live owner keeps it (a second worker asking for the same id is
-refused), and an id whose owner disconnected is free again. Builtins are entries with a handler and no
-owner. This in-process registry is the seam where a shared (multi-engine) registry would plug in.
+One live owner per function id; the first live owner keeps it. A second worker asking for the same id is
+refused but kept as a standby, in order: when the owner leaves (or withdraws the function), the first
+standby serves it at once, so a rolling restart never leaves the id unserved. Builtins are entries with a
+handler and no owner; nobody stands by for them. This in-process registry is the seam where a shared
+(multi-engine) registry would plug in.
 """
 
 from __future__ import annotations
@@ -44,11 +46,15 @@ class FunctionEntry(msgspec.Struct):
 
 
 class FunctionRegistry:
-    """Function ids mapped to their entries, with an index of what each host owns."""
+    """Function ids mapped to their entries and standbys, with an index of what each host owns or awaits."""
 
     def __init__(self) -> None:
         self._entries: dict[str, FunctionEntry] = {}
         self._owned: dict[Host, set[str]] = {}
+        self._standbys: dict[str, list[FunctionEntry]] = {}
+        """Refused registrations by function id, first come first served."""
+        self._awaited: dict[Host, set[str]] = {}
+        """The function ids each host stands by for."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -59,49 +65,74 @@ class FunctionRegistry:
     def entries(self) -> Iterator[FunctionEntry]:
         return iter(list(self._entries.values()))
 
+    def standbys(self, function_id: str) -> list[FunctionEntry]:
+        """The entries waiting to serve ``function_id``, in the order they would take over."""
+        return list(self._standbys.get(function_id, ()))
+
     def add_builtin(self, function_id: str, handler: BuiltinHandler, description: str) -> None:
         self._entries[function_id] = FunctionEntry(function_id, handler=handler, description=description)
 
     def register(self, entry: FunctionEntry) -> FunctionEntry | None:
         """Add or update ``entry`` for its owner.
 
-        Returns ``None`` on success, or the conflicting entry when another host (or a builtin) already
-        owns the id; nothing changes then.
+        Returns ``None`` on success, or the current entry when another host (or a builtin) already owns the
+        id. A worker's refused entry then stands by (replacing an earlier one of the same host) and takes
+        over when the owner leaves; a builtin's id has no standbys.
         """
-        assert entry.owner is not None
+        host = entry.owner
+        assert host is not None
         current = self._entries.get(entry.function_id)
-        if current is not None and current.owner is not entry.owner:
+        if current is not None and current.owner is not host:
+            if current.owner is not None:
+                waiting = self._standbys.setdefault(entry.function_id, [])
+                for index, standby in enumerate(waiting):
+                    if standby.owner is host:
+                        waiting[index] = entry
+                        break
+                else:
+                    waiting.append(entry)
+                self._awaited.setdefault(host, set()).add(entry.function_id)
             return current
         self._entries[entry.function_id] = entry
-        self._owned.setdefault(entry.owner, set()).add(entry.function_id)
+        self._owned.setdefault(host, set()).add(entry.function_id)
         return None
 
-    def unregister(self, function_id: str, owner: Host) -> bool:
-        """Remove ``function_id`` if ``owner`` owns it; returns whether it did."""
+    def unregister(self, function_id: str, owner: Host) -> FunctionEntry | None:
+        """Withdraw ``owner``'s registration of ``function_id`` (served or standing by).
+
+        Returns the standby that now serves the id, if the owner's withdrawal handed it over.
+        """
+        if self._drop_standby(function_id, owner):
+            self._unindex(self._awaited, owner, function_id)
+            return None
         current = self._entries.get(function_id)
         if current is None or current.owner is not owner:
-            return False
-        del self._entries[function_id]
-        owned = self._owned.get(owner)
-        if owned is not None:
-            owned.discard(function_id)
-        return True
+            return None
+        self._unindex(self._owned, owner, function_id)
+        return self._replace(function_id)
 
     def owned_by(self, owner: Host) -> set[str]:
         return set(self._owned.get(owner, ()))
 
-    def remove_owner(self, owner: Host) -> list[str]:
-        """Remove every function ``owner`` owns; returns their ids."""
-        removed = []
+    def remove_owner(self, owner: Host) -> tuple[list[str], list[FunctionEntry]]:
+        """Remove everything ``owner`` serves or stands by for.
+
+        Returns the ids it served, and the standbys that now serve some of them.
+        """
+        for function_id in self._awaited.pop(owner, set()):
+            self._drop_standby(function_id, owner)
+        removed, promoted = [], []
         for function_id in self._owned.pop(owner, set()):
             current = self._entries.get(function_id)
             if current is not None and current.owner is owner:
-                del self._entries[function_id]
                 removed.append(function_id)
-        return removed
+                successor = self._replace(function_id)
+                if successor is not None:
+                    promoted.append(successor)
+        return removed, promoted
 
     def transfer(self, old: Host, new: Host) -> list[str]:
-        """Give every function of ``old`` to ``new`` (a reattaching worker); returns their ids."""
+        """Give every function of ``old`` to ``new`` (a reattaching worker), standbys too; returns the ids served."""
         moved = []
         for function_id in self._owned.pop(old, set()):
             current = self._entries.get(function_id)
@@ -109,4 +140,47 @@ class FunctionRegistry:
                 current.owner = new
                 self._owned.setdefault(new, set()).add(function_id)
                 moved.append(function_id)
+        for function_id in self._awaited.pop(old, set()):
+            for standby in self._standbys.get(function_id, ()):
+                if standby.owner is old:
+                    standby.owner = new
+                    self._awaited.setdefault(new, set()).add(function_id)
         return moved
+
+    # internals ---------------------------------------------------------------------------------------
+
+    def _replace(self, function_id: str) -> FunctionEntry | None:
+        """The owner of ``function_id`` left: the first standby takes over, or the id is free."""
+        waiting = self._standbys.get(function_id)
+        if not waiting:
+            del self._entries[function_id]
+            return None
+        successor = waiting.pop(0)
+        if not waiting:
+            del self._standbys[function_id]
+        assert successor.owner is not None
+        self._unindex(self._awaited, successor.owner, function_id)
+        self._entries[function_id] = successor
+        self._owned.setdefault(successor.owner, set()).add(function_id)
+        return successor
+
+    def _drop_standby(self, function_id: str, host: Host) -> bool:
+        waiting = self._standbys.get(function_id)
+        if not waiting:
+            return False
+        kept = [standby for standby in waiting if standby.owner is not host]
+        if len(kept) == len(waiting):
+            return False
+        if kept:
+            self._standbys[function_id] = kept
+        else:
+            del self._standbys[function_id]
+        return True
+
+    @staticmethod
+    def _unindex(index: dict[Host, set[str]], host: Host, function_id: str) -> None:
+        ids = index.get(host)
+        if ids is not None:
+            ids.discard(function_id)
+            if not ids:
+                del index[host]

@@ -54,8 +54,10 @@ from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
 from iii.protocol.messages import (
+    FUNCTION_STATUS_FEATURE,
     JSON_NULL,
     Delivery,
+    FunctionActivated,
     InboundMessage,
     InvocationResult,
     InvokeFunction,
@@ -350,7 +352,7 @@ class Engine:
                 WorkerRegistered(
                     worker_id=worker.worker_id,
                     reattach_token=worker.reattach_token,
-                    features=[close_codes.STRICT_CLOSE_FEATURE],
+                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE],
                     max_message_bytes=self.config.max_message_bytes,
                 )
             )
@@ -360,7 +362,9 @@ class Engine:
     def on_worker_disconnected(self, worker: WorkerConnection) -> None:
         """Clean up after a worker: its functions, the calls it hosts (failed now) and makes, its channels."""
         self.workers.pop(worker.worker_id, None)
-        removed = self.functions.remove_owner(worker)
+        removed, promoted = self.functions.remove_owner(worker)
+        for successor in promoted:
+            self._activate(successor, f"worker {worker.worker_id} left")
         stopped = self.router.take_target(worker)
         who = worker.name or worker.worker_id
         self._fail_calls(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
@@ -576,12 +580,10 @@ class Engine:
         )
         if conflict is not None:
             owner_id = conflict.owner.worker_id if conflict.owner is not None else ""
-            log.warning(
-                "worker=%s refused function %s: owned by %s",
-                worker.worker_id,
-                function_id,
-                owner_id or "the engine",
-            )
+            if owner_id:
+                log.info("worker=%s stands by for %s, served by worker %s", worker.worker_id, function_id, owner_id)
+            else:
+                log.warning("worker=%s refused function %s: it is built into the engine", worker.worker_id, function_id)
             worker.send_message(
                 encode(
                     RegistrationRejected(
@@ -594,9 +596,19 @@ class Engine:
             )
             return
         log.debug("worker=%s registered %s", worker.worker_id, function_id)
+        worker.send_message(encode(FunctionActivated(function_id=function_id)))
 
     def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
-        self.functions.unregister(message.id, worker)
+        successor = self.functions.unregister(message.id, worker)
+        if successor is not None:
+            self._activate(successor, f"worker {worker.worker_id} withdrew it")
+
+    def _activate(self, successor: FunctionEntry, why: str) -> None:
+        """A standby now serves its function: tell it (our SDK shows the function as active again)."""
+        owner = successor.owner
+        assert owner is not None
+        log.info("worker=%s now serves %s: %s", owner.worker_id, successor.function_id, why)
+        owner.send_message(encode(FunctionActivated(function_id=successor.function_id)))
 
     def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
         """Retire the worker's previous connection and give its functions and pending calls to this one."""

@@ -97,6 +97,19 @@ class RegistrationRejected(Message, tag="registrationrejected"):
     worker_name: str | None = None
 
 
+FUNCTION_STATUS_FEATURE: Final = "iii-py.function-status.v1"
+"""Announced in ``workerregistered.features`` by an engine that answers every registration: with
+:class:`FunctionActivated`, or with ``registrationrejected`` (the worker then stands by)."""
+
+
+class FunctionActivated(Message, tag="functionactivated"):
+    """E→W (ours): this worker now serves ``function_id``: its registration was accepted, or it stood by
+    (after a ``registrationrejected``) and took over from the owner that left. SDKs that do not know the
+    type ignore it, as the protocol requires."""
+
+    function_id: str
+
+
 class TriggerAction(msgspec.Struct, omit_defaults=True):
     """``{"type": "void"}`` or ``{"type": "enqueue", "queue": ...}``; other types are kept as given."""
 
@@ -238,6 +251,7 @@ FromEngineMessage = (
     | InvokeFunction
     | InvocationResult
     | RegistrationRejected
+    | FunctionActivated
     | Pong
     | ErrorNotice
     | RegisterTrigger

@@ -27,7 +27,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
@@ -40,6 +40,7 @@ from iii.protocol.codec import decode_from_engine, decode_value, encode
 from iii.protocol.messages import (
     JSON_NULL,
     ErrorNotice,
+    FunctionActivated,
     InvocationResult,
     InvokeFunction,
     Reattach,
@@ -99,6 +100,7 @@ class _Function:
     metadata: Any = None
     request_format: Any = None
     response_format: Any = None
+    status: FunctionStatus = "registering"
 
     def registration(self) -> RegisterFunction:
         return RegisterFunction(
@@ -110,12 +112,42 @@ class _Function:
         )
 
 
+FunctionStatus = Literal["registering", "active", "standby", "refused", "unregistered"]
+"""Where a registered function stands with the engine:
+
+* ``registering``: sent, not answered yet (or not connected);
+* ``active``: this worker serves it;
+* ``standby``: another worker serves it; this one was refused and takes over when that one leaves;
+* ``refused``: the id is built into the engine;
+* ``unregistered``: withdrawn with :meth:`FunctionRef.unregister`.
+"""
+
+
 @dataclass
 class FunctionRef:
-    """What :meth:`III.register_function` returns: the id, and a way to withdraw the function."""
+    """What :meth:`III.register_function` returns: the id, where it stands, and a way to withdraw it."""
 
     id: str
     _client: III = field(repr=False)
+
+    @property
+    def status(self) -> FunctionStatus:
+        """Where the registration stands (:data:`FunctionStatus`); changes as the engine answers."""
+        function = self._client._functions.get(self.id)
+        return "unregistered" if function is None else function.status
+
+    def wait_active(self, timeout_s: float | None = None) -> bool:
+        """Block until this worker serves the function (a standby: until it has taken over).
+
+        Returns False if ``timeout_s`` passed first, or the function was refused or withdrawn.
+        """
+        return self.wait_status("active", "refused", "unregistered", timeout_s=timeout_s) == "active"
+
+    def wait_status(self, *statuses: FunctionStatus, timeout_s: float | None = None) -> FunctionStatus:
+        """Block until the status is one of ``statuses`` (or ``timeout_s`` passed); returns the status then."""
+        with self._client._status_changed:
+            self._client._status_changed.wait_for(lambda: self.status in statuses, timeout_s)
+        return self.status
 
     def unregister(self) -> None:
         """Stop serving this function (fire-and-forget)."""
@@ -197,6 +229,8 @@ class III:
         self._worker_id: str | None = None
         self._reattach_token: str | None = None
         self._engine = EngineTerms()
+        self._status_changed = threading.Condition()
+        """Notified whenever a function's status changes (:meth:`FunctionRef.wait_active` waits on it)."""
         """What the engine announced (its message limit, its channel close semantics), per connection."""
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
@@ -387,6 +421,7 @@ class III:
         for trigger_type in list(self._trigger_types.values()):  # other threads may register meanwhile
             self._send(trigger_type)
         for function in list(self._functions.values()):
+            self._set_status(function, "registering" if self._engine.answers_registrations else "active")
             self._send(function.registration())
         for binding in list(self._bindings.values()):
             self._send(binding)
@@ -518,6 +553,8 @@ class III:
             request_format=request_format,
             response_format=response_format,
         )
+        if not self._engine.answers_registrations:
+            entry.status = "active"
         self._functions[function_id] = entry
         self._portal.loop.call_soon_threadsafe(self._send, entry.registration())
         self._keep_process_alive()
@@ -527,6 +564,8 @@ class III:
         """Stop serving ``function_id`` (fire-and-forget)."""
         if self._functions.pop(function_id, None) is not None:
             self._portal.loop.call_soon_threadsafe(self._send, UnregisterFunction(id=function_id))
+            with self._status_changed:
+                self._status_changed.notify_all()
 
     # --- triggers --------------------------------------------------------------------------------------
 
@@ -802,6 +841,8 @@ class III:
             self._on_invocation(message)
         elif isinstance(message, RegistrationRejected):
             self._on_rejected(message)
+        elif isinstance(message, FunctionActivated):
+            self._on_activated(message)
         elif isinstance(message, RegisterTrigger):
             self._on_binding(message)
         elif isinstance(message, UnregisterTrigger):
@@ -835,14 +876,35 @@ class III:
             future.set_result(result)
 
     def _on_rejected(self, message: RegistrationRejected) -> None:
-        if message.code in _NON_FATAL_REJECTIONS:
-            log.warning(
-                "the engine refused function %s: it is served by worker %s",
-                message.function_id,
-                message.owner_worker_id,
-            )
+        if message.code not in _NON_FATAL_REJECTIONS:
+            self._fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
             return
-        self._fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
+        function = self._functions.get(message.function_id or "")
+        if not message.owner_worker_id:
+            log.error("function %s is built into the engine: this worker cannot serve it", message.function_id)
+            if function is not None:
+                self._set_status(function, "refused")
+            return
+        log.warning(
+            "function %s is served by worker %s: this worker stands by and takes over when that one leaves",
+            message.function_id,
+            message.owner_worker_id,
+        )
+        if function is not None:
+            self._set_status(function, "standby")
+
+    def _on_activated(self, message: FunctionActivated) -> None:
+        function = self._functions.get(message.function_id)
+        if function is None:
+            return
+        if function.status == "standby":
+            log.info("this worker now serves %s (the worker that served it left)", message.function_id)
+        self._set_status(function, "active")
+
+    def _set_status(self, function: _Function, status: FunctionStatus) -> None:
+        with self._status_changed:
+            function.status = status
+            self._status_changed.notify_all()
 
     def _on_invocation(self, message: InvokeFunction) -> None:
         invocation_id = message.invocation_id or ""
