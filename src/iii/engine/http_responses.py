@@ -76,16 +76,27 @@ def query_params(query: MultiMapping[str]) -> dict[str, str | list[str]]:
     return params
 
 
+_ENVELOPE_KEYS: Final = frozenset(("status_code", "headers", "body"))
+
+
+def is_envelope(value: Any) -> bool:
+    """Whether a returned value is a response envelope rather than data: an object with ``status_code`` and
+    no key but ``status_code``, ``headers`` and ``body``. What the SDKs' helpers return (ours and the
+    official ones) always has ``status_code``; data that merely has a ``body`` or ``headers`` field
+    (``{"id": 7, "body": "text"}``, ``{"headers": [...], "rows": [...]}``) is data."""
+    return isinstance(value, dict) and "status_code" in value and value.keys() <= _ENVELOPE_KEYS
+
+
 def response_from_value(value: Any) -> web.Response:
     """The HTTP response for what a function returned.
 
-    ``{"status_code", "headers", "body"}`` (any of the three) is a response: ``headers`` is an object or a
-    list of ``"Name: value"`` lines; a string ``body`` with a content type of the function's choosing is
-    sent as it is, any other body as JSON. Any other value is sent as a JSON body with status 200.
-    Raises :class:`BadResponse` for a status outside 100-599 or malformed headers.
+    An envelope (:func:`is_envelope`) is a response: ``headers`` is an object or a list of ``"Name:
+    value"`` lines; a string ``body`` with a content type of the function's choosing is sent as it is,
+    any other body as JSON. Any other value is data, sent as a JSON body with status 200.
+    Raises :class:`BadResponse` for an envelope with a status outside 100-599 or malformed headers.
     """
-    if isinstance(value, dict) and value.keys() & {"status_code", "headers", "body"}:
-        status = value.get("status_code", 200)
+    if is_envelope(value):
+        status = value["status_code"]
         headers = _response_headers(value.get("headers"))
         has_body = "body" in value
         body = value.get("body")

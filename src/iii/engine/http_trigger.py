@@ -10,7 +10,8 @@ A worker binds a function with ``registertrigger`` of type ``http`` and a config
    ``response``), while the request body streams into ``request_body``;
 3. the response is decided by whichever comes first: binary data on the response channel (a streamed
    response, with the status and headers of earlier ``set_status`` / ``set_headers`` messages), or a
-   returned value (``{status_code, headers, body}``, or any value as a JSON body). A function that
+   returned value (an envelope ``{status_code, headers?, body?}``, or any other value as a JSON body; see
+   :func:`~iii.engine.http_responses.is_envelope`). A function that
    returns None answers through the channel; a clean end of it with no data is an empty body;
 4. both channels are removed when the exchange ends.
 
