@@ -14,13 +14,14 @@ becomes one exchange (:class:`HttpExchange`):
 3. the response is decided by whichever comes first: binary data on the response channel (a streamed
    response, with the status and headers of earlier ``set_status`` / ``set_headers`` messages), or a
    returned value (an envelope ``{status_code, headers?, body?}``, or any other value as a JSON body; see
-   :func:`~iii.engine.http_responses.is_envelope`). A function that
-   returns None answers through the channel; a clean end of it with no data is an empty body;
+   :func:`~iii.engine.http_responses.is_envelope`). A function that returns None answers through the
+   channel; a clean end of it with no data is an empty body;
 4. both channels are removed when the exchange ends.
 
 Errors the engine answers itself have one JSON shape (:func:`~iii.engine.http_responses.error_response`):
 404 unknown route, 405 wrong method, 413 body over the limit, 400 malformed JSON, 500 failed function, 502
-function's worker gone or response stream broken, 503 no function registered, 504 no answer in time.
+function's worker gone or response stream broken, 503 no function registered, 504 no answer within
+``--http-timeout-s`` of the whole request, or a request body that stopped moving that long.
 Memory stays bounded in both directions: the channels' backpressure reaches the HTTP sockets.
 
 aiohttp's low-level server does the HTTP/1.1 work (see docs/DESIGN.md for why aiohttp).
@@ -76,6 +77,10 @@ _CHANNEL_FRAMES: Final = 64
 """buffer_size of the two channels of an exchange (the reference engine's value)."""
 _READ_BUFSIZE: Final = 256 * 1024
 """aiohttp's per-request body buffer; it stops reading the socket at twice this."""
+_CALL_DEADLINE_S: Final = 100 * 365 * 24 * 3600.0
+"""The invocation router's deadline for the call of a route's function: none in practice. The exchange
+bounds the wait for an answer itself (:meth:`HttpExchange._await_decision`), and a streamed response may
+take any time; the call is dropped when the exchange ends."""
 _FUNCTION_CALL: Final = "http"
 """The caller-side invocation id of the call of the route's function (middleware calls have others)."""
 _CONFIG_KEYS: Final = frozenset(("api_path", "http_method", "middleware_function_ids"))
@@ -287,18 +292,32 @@ class HttpExchange:
             self._payload(json_body),
             self,
             _FUNCTION_CALL,
-            config.http_timeout_s,
+            _CALL_DEADLINE_S,
             msgspec.Raw(self.route.metadata),
         )
         if problem is not None:
             self._error = problem
             self._decide()
-        try:
-            async with asyncio.timeout(config.http_timeout_s):
-                answer = await self._decision
-        except TimeoutError:
+        answer = await self._await_decision()
+        if answer is None:
             return self._timeout()
         return await answer()
+
+    async def _await_decision(self) -> Answer | None:
+        """The answer once decided, or None after ``--http-timeout-s`` without progress: neither an answer
+        nor a piece of the request body moving into its channel. So the clock runs from the call while
+        there is no body, and from its last piece while there is one; a body that keeps moving (a slow
+        client, or a function reading slowly) is never cut, whatever its size and duration."""
+        assert self.feeder is not None
+        timeout_s = self.triggers.config.http_timeout_s
+        while True:
+            moved_at = self.feeder.moved_at
+            try:
+                async with asyncio.timeout_at(moved_at + timeout_s):
+                    return await asyncio.shield(self._decision)
+            except TimeoutError:
+                if self.feeder.moved_at == moved_at:
+                    return None
 
     def finish(self) -> None:
         """Release what the exchange holds: the call, the body pump, both channels."""
@@ -462,7 +481,12 @@ class HttpExchange:
         return response
 
     def _timeout(self) -> web.StreamResponse:
-        message = f"{self.route.function_id} did not answer within {self.triggers.config.http_timeout_s:g} s"
+        timeout_s = self.triggers.config.http_timeout_s
+        function_id = self.route.function_id
+        if self._pump is not None and not self._pump.done():
+            message = f"the request body to {function_id} made no progress for {timeout_s:g} s"
+        else:
+            message = f"{function_id} did not answer within {timeout_s:g} s of receiving the whole request"
         return error_response(504, "TIMEOUT", message)
 
     def _too_large(self, limit: int) -> web.StreamResponse:
