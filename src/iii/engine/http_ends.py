@@ -57,7 +57,8 @@ class RequestBodyFeeder:
         """Set when the channel closed this end (the function's reader went away, or the exchange ended)."""
         self.received = 0
         self.moved_at = asyncio.get_running_loop().time()
-        """When a piece of the body last went into the channel, or the body ended (event loop time)."""
+        """When the last piece of the body came from the client, or the body ended (event loop time); the
+        feeder takes a piece only when the channel has room, so this moves while the function reads."""
 
     # ChannelEnd: the channel talks to a writer only to hold it back, let it go, or close it.
     @property
