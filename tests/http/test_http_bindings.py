@@ -80,7 +80,8 @@ async def test_bad_configs_and_conflicting_routes_are_refused_with_a_reason(live
         ("no-path", {"http_method": "GET"}, "api_path"),
         ("bad-method", {"api_path": "/x", "http_method": "BREW"}, "http_method"),
         ("not-object", "/x", "config"),
-        ("taken", {"api_path": "/files/:other", "http_method": "GET"}, "files.get"),
+        ("taken", {"api_path": "/files/:name", "http_method": "GET"}, "already bound to files.get"),
+        ("renamed", {"api_path": "/files/:other"}, "conflicts with already-registered route 'GET /files/:name'"),
     ]:
         await other.send(http_binding(binding_id, "f", config))
         refusal = await other.recv_type("triggerregistrationresult")
@@ -88,7 +89,7 @@ async def test_bad_configs_and_conflicting_routes_are_refused_with_a_reason(live
         assert refusal["error"]["code"] == "trigger_registration_failed"
         assert expected in refusal["error"]["message"]
     listing = await other.result_of("engine::triggers::list", {})
-    assert [t["active"] for t in listing["triggers"] if t["worker_id"] == other.worker_id] == [False] * 4
+    assert [t["active"] for t in listing["triggers"] if t["worker_id"] == other.worker_id] == [False] * 5
     await worker.close()
 
 

@@ -19,6 +19,8 @@ from iii.testing import EngineProcess
 from tests.http.conftest import bind, routes_ready
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
+POST: dict[str, Any] = {"id": 7, "title": "Hello", "body": "Post text"}
+TABLE: dict[str, Any] = {"headers": ["date", "amount"], "rows": [["2026-01-01", 3]]}
 
 
 class Served:
@@ -118,6 +120,8 @@ def served(shared_engine: EngineProcess) -> Iterator[Served]:
 
         bind(client, "http.echo", echo, "POST", "/items/:id")
         bind(client, "http.me", me, "GET", "/users/me")
+        bind(client, "http.post", lambda data: POST, "GET", "/posts/7")
+        bind(client, "http.table", lambda data: TABLE, "GET", "/table")
         bind(client, "http.user", lambda data: {"user": data["path_params"]["id"]}, "GET", "/users/:id")
         bind(client, "http.sha256", sha256, "PUT", "/upload")
         bind(client, "http.text", text, "GET", "/text")
@@ -164,6 +168,17 @@ def test_json_in_json_out_with_curl(served: Served) -> None:
     head, _, body = done.stdout.partition("\n\n")  # text mode turns CRLF into LF
     assert head.startswith("HTTP/1.1 201")
     assert json.loads(body)["body"] == {"n": 7} and json.loads(body)["path_params"] == {"id": "9"}
+
+
+async def test_data_with_body_or_headers_fields_is_data_not_a_response(served: Served) -> None:
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        for path, data in (("/posts/7", POST), ("/table", TABLE)):
+            async with http.get(f"{served.url}{path}") as response:
+                assert (response.status, response.content_type, await response.json()) == (
+                    200,
+                    "application/json",
+                    data,
+                )
 
 
 async def test_a_literal_route_wins_over_a_parameter(served: Served) -> None:

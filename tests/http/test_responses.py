@@ -44,8 +44,26 @@ def test_any_other_value_is_a_json_body_and_an_absent_body_is_empty() -> None:
 
 
 def test_the_function_cannot_frame_the_body_itself() -> None:
-    _, headers, body = body_of({"headers": {"Content-Length": "999", "Transfer-Encoding": "chunked"}, "body": "x"})
+    _, headers, body = body_of(
+        {"status_code": 200, "headers": {"Content-Length": "999", "Transfer-Encoding": "chunked"}, "body": "x"}
+    )
     assert "Transfer-Encoding" not in headers and body == b'"x"'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"id": 7, "title": "Hello", "body": "Post text"},
+        {"headers": ["date", "amount"], "rows": [["2026-01-01", 3]]},
+        {"body": "only a body"},
+        {"headers": {"X-A": "1"}},
+        {"status_code": 200, "body": "x", "extra": True},
+        {"status_code": "active", "title": "a record"},
+    ],
+)
+def test_data_that_looks_like_a_response_is_sent_as_json_data(value: object) -> None:
+    status, headers, body = body_of(value)
+    assert (status, headers, json.loads(body)) == (200, {"Content-Type": "application/json"}, value)
 
 
 @pytest.mark.parametrize(
@@ -54,11 +72,11 @@ def test_the_function_cannot_frame_the_body_itself() -> None:
         {"status_code": 99},
         {"status_code": "200"},
         {"status_code": True},
-        {"headers": "X: y"},
-        {"headers": ["no colon"]},
-        {"headers": {"X-Bad": "a\r\nInjected: 1"}},
-        {"headers": {"Bad Name": "v"}},
-        {"headers": {"X": None}},
+        {"status_code": 200, "headers": "X: y"},
+        {"status_code": 200, "headers": ["no colon"]},
+        {"status_code": 200, "headers": {"X-Bad": "a\r\nInjected: 1"}},
+        {"status_code": 200, "headers": {"Bad Name": "v"}},
+        {"status_code": 200, "headers": {"X": None}},
     ],
 )
 def test_unusable_responses_are_refused_with_a_reason(value: object) -> None:

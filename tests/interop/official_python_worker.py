@@ -9,9 +9,11 @@ Every function takes or creates a channel and uses only the official SDK's chann
 ``iii.helpers.create_channel_async``, ``await writer.write``, ``send_message_async``, ``close_async``,
 ``reader.on_message`` and ``await reader.read_all()``.
 
-Two more answer HTTP through the engine's ``http`` trigger, bound with the official ``register_trigger``:
+Three more answer HTTP through the engine's ``http`` trigger, bound with the official ``register_trigger``:
 ``PUT /interop/python/upload`` hashes the request body and returns a response object;
-``GET /interop/python/stream/:size`` streams through the official ``StreamResponse``.
+``GET /interop/python/stream/:size`` streams through the official ``StreamResponse``;
+``GET /interop/python/guarded/:id`` is behind the middleware ``interop.python.http_guard``, which lets
+requests with an ``X-Pass`` header through and answers the others itself (401).
 """
 
 from __future__ import annotations
@@ -98,21 +100,37 @@ def main() -> int:
         await response.writer.write(pattern(int(data["path_params"]["size"])))
         await response.writer.close_async()
 
+    def http_guard_handler(data: dict[str, Any]) -> dict[str, Any]:
+        if "x-pass" in data["request"]["headers"]:
+            return {"action": "continue"}
+        refusal = {"error": "no pass", "method": data["request"]["method"], "id": data["request"]["path_params"]["id"]}
+        return {
+            "action": "respond",
+            "response": {"status_code": 401, "headers": {"X-Rejected-By": "official-python"}, "body": refusal},
+        }
+
+    def http_guarded_handler(data: dict[str, Any]) -> dict[str, Any]:
+        return {"status_code": 200, "body": {"id": data["path_params"]["id"], "sdk": "official-python"}}
+
+    guard = iii.register_function("interop.python.http_guard", http_guard_handler)
     routes = [
-        ("interop.python.http_upload", http_upload_handler, "PUT", "/interop/python/upload"),
-        ("interop.python.http_stream", http_stream_handler, "GET", "/interop/python/stream/:size"),
+        ("interop.python.http_upload", http_upload_handler, "PUT", "/interop/python/upload", []),
+        ("interop.python.http_stream", http_stream_handler, "GET", "/interop/python/stream/:size", []),
+        ("interop.python.http_guarded", http_guarded_handler, "GET", "/interop/python/guarded/:id", [guard.id]),
     ]
-    for function_id, handler, method, path in routes:
+    for function_id, handler, method, path, middleware in routes:
         iii.register_function(function_id, handler)
-        iii.register_trigger(
-            {"type": "http", "function_id": function_id, "config": {"api_path": path, "http_method": method}}
-        )
+        config: dict[str, Any] = {"api_path": path, "http_method": method}
+        if middleware:
+            config["middleware_function_ids"] = middleware
+        iii.register_trigger({"type": "http", "function_id": function_id, "config": config})
 
     refs = [
         iii.register_function("interop.python.digest", digest_handler),
         iii.register_function("interop.python.produce", produce_handler),
         iii.register_function("interop.python.send_to", send_to_handler),
         iii.register_function("interop.python.fetch_from", fetch_from_handler),
+        guard,
     ]
     ids = [ref.id for ref in refs] + [function_id for function_id, *_ in routes]
 

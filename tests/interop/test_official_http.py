@@ -1,7 +1,8 @@
 """Workers on the official SDKs (PyPI ``iii-sdk`` 0.25.0, npm ``iii-sdk`` 0.22.1 with ``@iii-dev/helpers``)
 answer HTTP through our engine's ``http`` trigger: bound with the official ``register_trigger`` /
-``registerTrigger``, reading the request body from the materialized reader, and streaming with the official
-``StreamResponse`` (Python) and ``http()`` helper (Node)."""
+``registerTrigger``, reading the request body from the materialized reader, streaming with the official
+``StreamResponse`` (Python) and ``http()`` helper (Node), and guarding a route with a middleware function
+(``middleware_function_ids``) written with each SDK."""
 
 from __future__ import annotations
 
@@ -66,3 +67,18 @@ async def test_an_official_worker_serves_an_upload_and_a_streamed_download(
             assert response.headers["Content-Type"] == "application/octet-stream"
             assert response.headers["X-Handled-By"] == f"official-{sdk}"
             assert await response.read() == body
+
+
+async def test_an_official_middleware_lets_requests_through_or_answers_them(
+    official: tuple[str, EngineProcess],
+) -> None:
+    sdk, engine = official
+    base = f"{engine.http_url}/interop/{sdk}/guarded"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        async with http.get(f"{base}/7") as response:
+            assert response.status == 401
+            assert response.headers["X-Rejected-By"] == f"official-{sdk}"
+            assert await response.json() == {"error": "no pass", "method": "GET", "id": "7"}
+        async with http.get(f"{base}/8", headers={"X-Pass": "yes"}) as response:
+            assert response.status == 200
+            assert await response.json() == {"id": "8", "sdk": f"official-{sdk}"}

@@ -1,8 +1,9 @@
 """The official Python SDK's own tests (from the PyPI sdist of ``iii-sdk`` 0.25.0) pass against our engine.
 
-The sdist ships the SDK's test suite; its live-engine tests read the engine address from ``III_URL``. We run
-the two modules that exercise what this engine offers (functions, invocation, channels) with the official
-venv's interpreter, unchanged, in the extracted sdist directory.
+The sdist ships the SDK's test suite; its live-engine tests read the engine address from ``III_URL`` and the
+HTTP trigger address from ``III_HTTP_URL``. We run the modules that exercise what this engine offers
+(functions, invocation, channels, trigger types, HTTP middleware) with the official venv's interpreter,
+unchanged, in the extracted sdist directory.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from iii.testing import EngineProcess
 from tests.interop.environments import PythonEnv, Sdist
 from tests.interop.processes import child_env, engine_complaints, run_once, tail
 
-OFFICIAL_MODULES = ("tests/test_data_channels.py", "tests/test_bridge.py", "tests/test_trigger_type_lifecycle.py")
-EXPECTED_PASSED = 11
+OFFICIAL_MODULES = (
+    "tests/test_data_channels.py",
+    "tests/test_bridge.py",
+    "tests/test_trigger_type_lifecycle.py",
+    "tests/test_middleware.py",
+)
+EXPECTED_PASSED = 16
 """2 channel tests (one-way and bidirectional streaming) + 6 bridge tests (connect, register and invoke,
-a 30 MiB non-ASCII payload round trip, fire-and-forget, function listing, unknown function)."""
+a 30 MiB non-ASCII payload round trip, fire-and-forget, function listing, unknown function) + 3 trigger type
+lifecycle tests + 5 HTTP middleware tests (continue, respond, order, input, none)."""
 
 RUN_TIMEOUT_S = 300.0
 ENVIRONMENT_TIMEOUT = pytest.mark.timeout(1200)
@@ -54,7 +61,7 @@ def test_summary_counts_parses_pytest_summaries() -> None:
 
 
 @ENVIRONMENT_TIMEOUT
-def test_official_python_sdk_channel_bridge_and_trigger_type_tests_pass(
+def test_official_python_sdk_channel_bridge_trigger_type_and_middleware_tests_pass(
     engine: EngineProcess, official_python: PythonEnv, official_sdist: Sdist
 ) -> None:
     """Proves the unchanged official Python SDK works against our engine, judged by its own tests.
@@ -63,14 +70,17 @@ def test_official_python_sdk_channel_bridge_and_trigger_type_tests_pass(
     progress example through engine channels; ``test_trigger_type_lifecycle.py`` has a provider worker of a
     custom trigger type receive, lose and regain the binding of a consumer worker; ``test_bridge.py``
     connects, registers and invokes functions (request/response and void), echoes a 30 MiB non-ASCII
-    payload, lists functions and gets ``function_not_found`` for an unknown one. All 11 must pass, none
-    may fail, error or be skipped, and the engine must log no warning or error meanwhile.
+    payload, lists functions and gets ``function_not_found`` for an unknown one; ``test_middleware.py`` binds
+    HTTP routes with ``middleware_function_ids`` and checks over HTTP that middleware runs in order with the
+    request's method and parameters, lets the request through (``continue``) or answers it (``respond`` 403,
+    the handler never called). All 16 must pass, none may fail, error or be skipped, and the engine must log
+    no warning or error meanwhile.
     """
     argv = [str(official_python.python), "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-v"]
     code, out, err = run_once(
         [*argv, *OFFICIAL_MODULES],
         cwd=official_sdist.root,
-        env=child_env(engine, {"PYTHONDONTWRITEBYTECODE": "1"}),
+        env=child_env(engine, {"PYTHONDONTWRITEBYTECODE": "1", "III_HTTP_URL": engine.http_url}),
         timeout_s=RUN_TIMEOUT_S,
     )
     print(out)  # shown with -rP, and by pytest on failure

@@ -62,7 +62,11 @@ class EngineConfig:
         default=3111, metadata={"help": "port of the HTTP trigger server (0 = any free port, -1 = no HTTP server)"}
     )
     http_timeout_s: float = field(
-        default=30.0, metadata={"help": "time a function bound to an HTTP route has to start its response (504)"}
+        default=30.0,
+        metadata={
+            "help": "time a function bound to an HTTP route has to start its response once it has the whole "
+            "request, and longest pause of a request body (504)"
+        },
     )
     http_max_body_bytes: int = field(
         default=4 * 1024 * MIB,

@@ -56,6 +56,9 @@ class RequestBodyFeeder:
         self.cut: tuple[int, str] | None = None
         """Set when the channel closed this end (the function's reader went away, or the exchange ended)."""
         self.received = 0
+        self.moved_at = asyncio.get_running_loop().time()
+        """When the last piece of the body came from the client, or the body ended (event loop time); the
+        feeder takes a piece only when the channel has room, so this moves while the function reads."""
 
     # ChannelEnd: the channel talks to a writer only to hold it back, let it go, or close it.
     @property
@@ -86,6 +89,7 @@ class RequestBodyFeeder:
             self.channel.on_writer_frame(FrameKind.BINARY, view[offset : offset + FRAME_BYTES], True)
         self.received = len(body)
         self.channel.on_writer_end(close_codes.NORMAL, "request body complete")
+        self.moved_at = asyncio.get_running_loop().time()
 
     async def pump(self, source: BodySource, limit: int) -> FeedOutcome:
         """Stream ``source`` into the channel while the channel has room; stop past ``limit`` bytes.
@@ -94,6 +98,7 @@ class RequestBodyFeeder:
         limit, ends it with ``WRITER_LOST`` so the function sees a broken stream, never a short one.
         """
         channel = self.channel
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 if not self._room.is_set():
@@ -103,6 +108,7 @@ class RequestBodyFeeder:
                 chunk = await source.read(FRAME_BYTES)
                 if self.cut is not None:
                     return FeedOutcome.CUT
+                self.moved_at = loop.time()
                 if not chunk:
                     channel.on_writer_end(close_codes.NORMAL, "request body complete")
                     return FeedOutcome.COMPLETE

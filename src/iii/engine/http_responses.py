@@ -76,21 +76,39 @@ def query_params(query: MultiMapping[str]) -> dict[str, str | list[str]]:
     return params
 
 
+_ENVELOPE_KEYS: Final = frozenset(("status_code", "headers", "body"))
+
+
+def is_envelope(value: Any) -> bool:
+    """Whether a returned value is a response envelope rather than data: an object with ``status_code`` and
+    no key but ``status_code``, ``headers`` and ``body``. What the SDKs' helpers return (ours and the
+    official ones) always has ``status_code``; data that merely has a ``body`` or ``headers`` field
+    (``{"id": 7, "body": "text"}``, ``{"headers": [...], "rows": [...]}``) is data."""
+    return isinstance(value, dict) and "status_code" in value and value.keys() <= _ENVELOPE_KEYS
+
+
 def response_from_value(value: Any) -> web.Response:
     """The HTTP response for what a function returned.
 
-    ``{"status_code", "headers", "body"}`` (any of the three) is a response: ``headers`` is an object or a
-    list of ``"Name: value"`` lines; a string ``body`` with a content type of the function's choosing is
-    sent as it is, any other body as JSON. Any other value is sent as a JSON body with status 200.
+    An envelope (:func:`is_envelope`) is a response (:func:`response_from_envelope`); any other value is
+    data, sent as a JSON body with status 200. Raises :class:`BadResponse` for an unusable envelope.
+    """
+    if is_envelope(value):
+        return response_from_envelope(value)
+    return _response(200, CIMultiDict(), True, value)
+
+
+def response_from_envelope(envelope: Mapping[str, Any]) -> web.Response:
+    """The HTTP response an envelope describes: ``status_code`` (200 when absent), ``headers`` (an object
+    or a list of ``"Name: value"`` lines) and ``body`` (none when absent). A string body with a content
+    type of the sender's choosing is sent as it is, any other body as JSON. Other keys are not looked at.
     Raises :class:`BadResponse` for a status outside 100-599 or malformed headers.
     """
-    if isinstance(value, dict) and value.keys() & {"status_code", "headers", "body"}:
-        status = value.get("status_code", 200)
-        headers = _response_headers(value.get("headers"))
-        has_body = "body" in value
-        body = value.get("body")
-    else:
-        status, headers, has_body, body = 200, CIMultiDict[str](), True, value
+    headers = _response_headers(envelope.get("headers"))
+    return _response(envelope.get("status_code", 200), headers, "body" in envelope, envelope.get("body"))
+
+
+def _response(status: Any, headers: CIMultiDict[str], has_body: bool, body: Any) -> web.Response:
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise BadResponse(f"status_code must be an integer from 100 to 599, got {status!r}")
     content_type = headers.get("content-type")

@@ -78,6 +78,20 @@ def parse_method(http_method: object) -> str:
     return method
 
 
+def parse_middleware(middleware_function_ids: object) -> tuple[str, ...]:
+    """The ``middleware_function_ids`` of a config (none when absent), in the order they run; raises
+    :class:`RouteError` for anything but a list of non-empty strings."""
+    if middleware_function_ids is None:
+        return ()
+    if not isinstance(middleware_function_ids, list) or not all(
+        isinstance(function_id, str) and function_id for function_id in middleware_function_ids
+    ):
+        raise RouteError(
+            f"middleware_function_ids must be a list of function ids, got {middleware_function_ids!r:.200}"
+        )
+    return tuple(middleware_function_ids)
+
+
 def _segments(path: str) -> list[str]:
     return [segment for segment in path.split("/") if segment]
 
@@ -92,6 +106,8 @@ class Route:
     function_id: str
     metadata: bytes = b"null"
     """The binding's metadata, JSON, delivered with every call."""
+    middleware: tuple[str, ...] = ()
+    """Functions called in this order before ``function_id``; each may answer the request instead."""
 
 
 @dataclass(slots=True)

@@ -5,8 +5,9 @@ A function bound with ``register_trigger({"type": "http", "function_id": ..., "c
 gives it a typed view: the request body as a :class:`~iii.sdk.channels.ChannelReader` and the response
 as a :class:`StreamResponse`. A function answers in one of two ways:
 
-* return :func:`http_response` (``{"status_code", "headers", "body"}``), or any JSON value (a 200 JSON
-  response);
+* return :func:`http_response` (``{"status_code", "headers", "body"}``), or any other JSON value (a 200
+  JSON response; an object is taken for a response only with ``status_code`` and no other keys than these
+  three, so data with a ``body`` or ``headers`` field is sent as data);
 * or stream: set the status and headers, write the body (any size, backpressured), close, and return
   None. Server-sent events are :meth:`StreamResponse.send_event` after a ``text/event-stream`` header.
 

@@ -209,9 +209,27 @@ export const roles = {
   ],
 
   // HTTP through the engine's http trigger, with the official helpers: `PUT /interop/node/upload` hashes the
-  // request body and returns a response object; `GET /interop/node/stream/:size` streams with http()'s res.
+  // request body and returns a response object; `GET /interop/node/stream/:size` streams with http()'s res;
+  // `GET /interop/node/guarded/:id` is behind the middleware `interop.node.http_guard`, which lets requests
+  // with an `X-Pass` header through and answers the others itself (401).
   'interop.node.http': (iii) => {
     const refs = [
+      iii.registerFunction('interop.node.http_guard', async (input) => {
+        const { headers, method, path_params } = input.request
+        if ('x-pass' in headers) return { action: 'continue' }
+        return {
+          action: 'respond',
+          response: {
+            status_code: 401,
+            headers: { 'X-Rejected-By': 'official-node' },
+            body: { error: 'no pass', method, id: path_params.id },
+          },
+        }
+      }),
+      iii.registerFunction('interop.node.http_guarded', async (req) => ({
+        status_code: 200,
+        body: { id: req.path_params.id, sdk: 'official-node' },
+      })),
       iii.registerFunction('interop.node.http_upload', async (req) => {
         const body = await req.request_body.readAll()
         return {
@@ -230,11 +248,14 @@ export const roles = {
       ),
     ]
     const routes = [
-      ['interop.node.http_upload', 'PUT', '/interop/node/upload'],
-      ['interop.node.http_stream', 'GET', '/interop/node/stream/:size'],
+      ['interop.node.http_upload', 'PUT', '/interop/node/upload', []],
+      ['interop.node.http_stream', 'GET', '/interop/node/stream/:size', []],
+      ['interop.node.http_guarded', 'GET', '/interop/node/guarded/:id', ['interop.node.http_guard']],
     ]
-    for (const [function_id, http_method, api_path] of routes) {
-      iii.registerTrigger({ type: 'http', function_id, config: { api_path, http_method } })
+    for (const [function_id, http_method, api_path, middleware] of routes) {
+      const config = { api_path, http_method }
+      if (middleware.length > 0) config.middleware_function_ids = middleware
+      iii.registerTrigger({ type: 'http', function_id, config })
     }
     return refs
   },
