@@ -22,7 +22,8 @@ from iii.errors import (
 )
 from iii.sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
-from iii.sdk.client import III, FunctionRef, register_worker
+from iii.sdk.client import III, FunctionRef, FunctionStatus, register_worker
+from iii.sdk.context import InvocationContext, current_invocation
 from iii.sdk.http import HttpRequest, StreamResponse, http_response
 from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
 
@@ -38,9 +39,11 @@ __all__ = [
     "EngineRefusedError",
     "EngineUnavailableError",
     "FunctionRef",
+    "FunctionStatus",
     "HttpRequest",
     "IIIError",
     "InitOptions",
+    "InvocationContext",
     "InvocationError",
     "ReconnectionConfig",
     "StreamChannelRef",
@@ -50,6 +53,7 @@ __all__ = [
     "TriggerActionVoid",
     "UsageError",
     "__version__",
+    "current_invocation",
     "http_response",
     "register_worker",
 ]

@@ -19,6 +19,7 @@ from iii import (
     ReconnectionConfig,
     TriggerAction,
     UsageError,
+    current_invocation,
     register_worker,
 )
 from iii.testing import EngineProcess
@@ -52,18 +53,36 @@ def test_sync_and_async_handlers_answer_sync_and_async_calls(client: III) -> Non
     assert asyncio.run(from_async_code()) == [10, 2]
 
 
-def test_handlers_see_the_caller_and_can_take_metadata(client: III) -> None:
+def test_handlers_get_the_payload_as_sent_and_the_caller_in_their_context(client: III) -> None:
+    """The engine adds ``_caller_worker_id`` to object payloads (for the official SDKs); our handlers get the
+    payload as the caller sent it (so ``area(**data)`` works) and the caller from ``current_invocation()``."""
     seen: dict[str, Any] = {}
 
     def handler(data: dict[str, Any], metadata: Any) -> str:
-        seen.update(data=data, metadata=metadata)
+        seen.update(data=data, metadata=metadata, context=current_invocation())
         return "ok"
 
+    async def async_handler(data: dict[str, Any]) -> Any:
+        await asyncio.sleep(0)
+        return client.current_invocation()
+
+    def area(width: int, height: int) -> int:
+        return width * height
+
     client.register_function("meta.echo", handler)
+    client.register_function("meta.context", async_handler)
+    client.register_function("math.area", lambda data: area(**data))
     assert client.trigger({"function_id": "meta.echo", "payload": {"x": 1}, "metadata": {"tenant": "t1"}}) == "ok"
     assert seen["metadata"] == {"tenant": "t1"}
-    assert seen["data"]["x"] == 1
-    assert seen["data"]["_caller_worker_id"] == client.worker_id
+    assert seen["data"] == {"x": 1}
+    context = seen["context"]
+    assert context.function_id == "meta.echo" and context.caller == {"worker_id": client.worker_id}
+    assert context.metadata == {"tenant": "t1"} and context.invocation_id
+    assert client.trigger({"function_id": "math.area", "payload": {"width": 3, "height": 4}}) == 12
+    async_context = client.trigger({"function_id": "meta.context", "payload": {}})
+    assert async_context["function_id"] == "meta.context"
+    assert async_context["caller"] == {"worker_id": client.worker_id}
+    assert current_invocation() is None  # outside every handler
 
 
 def test_handler_errors_arrive_as_invocation_failed_with_the_traceback(client: III) -> None:

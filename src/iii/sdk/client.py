@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import inspect
 import logging
 import os
@@ -57,6 +56,7 @@ from iii.protocol.messages import (
 )
 from iii.protocol.refs import is_channel_ref
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
+from iii.sdk.context import InvocationContext, current_invocation, handler_context, take_caller
 from iii.sdk.options import InitOptions, resolve_url
 from iii.sdk.portal import Portal, dual
 from iii.sdk.terms import EngineTerms
@@ -789,6 +789,11 @@ class III:
             timer.cancel()
             self._pending.pop(invocation_id, None)
 
+    def current_invocation(self) -> InvocationContext | None:
+        """The invocation the calling code runs in (function, invocation id, caller, metadata), or ``None``
+        outside every handler. The same as :func:`iii.current_invocation`, as in the official SDK."""
+        return current_invocation()
+
     # --- channels --------------------------------------------------------------------------------------
 
     def create_channel(self, buffer_size: int | None = 64) -> Any:
@@ -920,18 +925,29 @@ class III:
             )
             return
         try:
-            data = self._materialize(decode_value(message.data))
+            data = decode_value(message.data)
+            caller = take_caller(data)
+            data = self._materialize(data)
             metadata = decode_value(message.metadata)
         except Exception as exc:
             self._reply(invocation_id, function.function_id, error=_failure(exc))
             return
         args = (data, metadata) if function.wants_metadata else (data,)
+        context = handler_context(
+            InvocationContext(
+                function_id=function.function_id,
+                invocation_id=invocation_id,
+                caller={"worker_id": caller} if caller is not None else None,
+                metadata=metadata,
+                traceparent=message.traceparent,
+                baggage=message.baggage,
+            )
+        )
         if function.is_async:
-            task = self._portal.loop.create_task(self._run_async(function, invocation_id, args))
+            task = self._portal.loop.create_task(self._run_async(function, invocation_id, args), context=context)
             self._handler_tasks.add(task)
             task.add_done_callback(self._handler_tasks.discard)
         else:
-            context = contextvars.copy_context()
             future = self._handler_pool.submit(context.run, function.handler, *args)
             future.add_done_callback(lambda done: self._from_thread(self._reply_from, invocation_id, function, done))
 

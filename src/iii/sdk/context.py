@@ -1,0 +1,57 @@
+"""The invocation a handler runs in, readable from anywhere inside it: :func:`current_invocation`.
+
+The engine adds the caller's worker id to every object payload (``_caller_worker_id``, as the reference engine
+does, for the official SDKs). Our SDK takes it out before the handler sees the payload, so ``area(**data)``
+works, and offers it here instead, with the rest of what is known about the call. The context lives in a
+:class:`contextvars.ContextVar`: it follows the async handler's task and the sync handler's thread, and
+whatever they start with the context copied.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Any, Final
+
+CALLER_KEY: Final = "_caller_worker_id"
+
+
+@dataclass(frozen=True)
+class InvocationContext:
+    """The invocation the current code runs in, as the official SDK's ``current_invocation()`` returns it.
+
+    ``caller`` is ``{"worker_id": ...}`` for a call made by a worker, ``None`` when the engine made it (an HTTP
+    request, a trigger) or the id was not sent. ``metadata``, ``traceparent`` and ``baggage`` are the call's.
+    """
+
+    function_id: str
+    invocation_id: str
+    caller: dict[str, Any] | None = None
+    metadata: Any = None
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+_CURRENT: contextvars.ContextVar[InvocationContext | None] = contextvars.ContextVar(
+    "iii_current_invocation", default=None
+)
+
+
+def current_invocation() -> InvocationContext | None:
+    """The invocation the calling code runs in, or ``None`` outside every handler."""
+    return _CURRENT.get()
+
+
+def handler_context(invocation: InvocationContext) -> contextvars.Context:
+    """A copy of the current context in which :func:`current_invocation` returns ``invocation``."""
+    context = contextvars.copy_context()
+    context.run(_CURRENT.set, invocation)
+    return context
+
+
+def take_caller(data: Any) -> str | None:
+    """Remove the engine's ``_caller_worker_id`` from a payload object; returns it (``None`` if absent)."""
+    if isinstance(data, dict):
+        caller = data.pop(CALLER_KEY, None)
+        return caller if isinstance(caller, str) else None
+    return None
