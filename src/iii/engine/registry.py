@@ -27,6 +27,15 @@ class BuiltinLimitError(RuntimeError):
     """A builtin call would take the caller past one of its limits; answered as ``limit_exceeded``."""
 
 
+class BuiltinFailure(RuntimeError):
+    """A builtin call failed with an error ``code`` of its own (``NOT_FOUND`` for an unknown id, say)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class FunctionEntry(msgspec.Struct):
     """A registered function: hosted by ``owner``, or a builtin with ``handler``."""
 
@@ -49,6 +58,8 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, FunctionEntry] = {}
         self._owned: dict[Host, set[str]] = {}
+        self.on_change: Callable[[], None] | None = None
+        """Called after a worker's function is added or removed (not for builtins or updates of an entry)."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -74,6 +85,8 @@ class FunctionRegistry:
             return current
         self._entries[entry.function_id] = entry
         self._owned.setdefault(entry.owner, set()).add(entry.function_id)
+        if current is None:
+            self._changed()
         return None
 
     def unregister(self, function_id: str, owner: Host) -> bool:
@@ -85,6 +98,7 @@ class FunctionRegistry:
         owned = self._owned.get(owner)
         if owned is not None:
             owned.discard(function_id)
+        self._changed()
         return True
 
     def owned_by(self, owner: Host) -> set[str]:
@@ -98,6 +112,8 @@ class FunctionRegistry:
             if current is not None and current.owner is owner:
                 del self._entries[function_id]
                 removed.append(function_id)
+        if removed:
+            self._changed()
         return removed
 
     def transfer(self, old: Host, new: Host) -> list[str]:
@@ -110,3 +126,7 @@ class FunctionRegistry:
                 self._owned.setdefault(new, set()).add(function_id)
                 moved.append(function_id)
         return moved
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
