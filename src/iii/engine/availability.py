@@ -63,16 +63,18 @@ class Availability:
         engine.functions.on_change = self.functions_changed
         self._told_ids = self._function_ids()
         self._pending: asyncio.TimerHandle | None = None
+        self._closed = False
 
     def close(self) -> None:
-        """Tell nothing more (engine shutdown)."""
+        """Tell nothing more (engine shutdown: the workers leaving then are not news)."""
+        self._closed = True
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
 
     def functions_changed(self) -> None:
         """The function set changed: tell its subscribers once the changes that come with it are in."""
-        if self._pending is not None:
+        if self._pending is not None or self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -83,7 +85,7 @@ class Availability:
 
     def worker_changed(self, event: str, worker_id: str) -> None:
         """A worker connected, left or described itself (``event``): tell the subscribers now."""
-        if self.workers.bindings:
+        if self.workers.bindings and not self._closed:
             self._fire(self.workers, {"event": event, "worker_id": worker_id})
 
     def _function_ids(self) -> frozenset[str]:
