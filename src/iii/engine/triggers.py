@@ -291,7 +291,8 @@ class TriggerRegistry:
                 binding.active, binding.refusal = False, None
                 waiting += 1
         if waiting:
-            log.warning(
+            # Info, not a warning: a provider restarting is routine, and the listings show the bindings waiting.
+            log.info(
                 "trigger type %r is no longer provided: %d trigger(s) of it wait until a worker provides it again",
                 type_id,
                 waiting,
