@@ -101,6 +101,8 @@ async def test_a_providers_refusal_reaches_the_binding_worker_and_others_are_ign
         "function_id": "hooks.on_push",
         "error": error,
     }
+    (listed,) = (await consumer.result_of("engine::registered-triggers::list", {}))["registered_triggers"]
+    assert (listed["status"], listed["error"]) == ("refused", "bad path")
     # A refused binding is parked: the provider is not told when it goes away.
     await consumer.send({"type": "unregistertrigger", "id": "b-1"})
     await consumer.ping()

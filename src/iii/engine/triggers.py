@@ -309,7 +309,7 @@ def _error_text(error: msgspec.Raw) -> str:
     """The message of a provider's refusal (its ``message`` field, else the raw JSON)."""
     try:
         value = msgspec.json.decode(error)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         value = None
     if isinstance(value, dict) and isinstance(value.get("message"), str) and value["message"]:
         return str(value["message"])
