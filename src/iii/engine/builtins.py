@@ -152,9 +152,9 @@ class Builtins:
         status = _optional_str(fields, "status")
         workers = []
         for worker in self.engine.workers.values():
-            row = introspection.worker_summary(self.engine, worker)
             if not _matches(search, worker.name, worker.worker_id):
                 continue
+            row = introspection.worker_summary(self.engine, worker)
             if (runtime is not None and row["runtime"] != runtime) or (status is not None and row["status"] != status):
                 continue
             workers.append(row)
