@@ -60,8 +60,9 @@ def serve(client: III) -> list[dict[str, Any]]:
     client.register_trigger(
         {"type": "http", "function_id": "jobs.checksum", "config": {"api_path": "/jobs/checksum", "http_method": "GET"}}
     )
-    listing = client.trigger({"function_id": "engine::triggers::list", "payload": {}})  # after the binding
-    return [t for t in listing["triggers"] if t["function_id"] == "jobs.checksum" and t["active"]]
+    payload = {"function_id": "jobs.checksum"}
+    listing = client.trigger({"function_id": "engine::registered-triggers::list", "payload": payload})  # after it
+    return [t for t in listing["registered_triggers"] if t["status"] == "active"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

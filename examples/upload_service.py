@@ -105,9 +105,9 @@ def serve(client: III, service: UploadService) -> list[dict[str, Any]]:
             {"type": "http", "function_id": function_id, "config": {"api_path": api_path, "http_method": http_method}}
         )
     # The engine handles one worker's messages in order: this answer comes after the bindings above.
-    listing = client.trigger({"function_id": "engine::triggers::list", "payload": {}})
+    listing = client.trigger({"function_id": "engine::registered-triggers::list", "payload": {"trigger_type": "http"}})
     ours = {function_id for function_id, *_ in ROUTES}
-    return [t for t in listing["triggers"] if t["function_id"] in ours and t["active"]]
+    return [t for t in listing["registered_triggers"] if t["function_id"] in ours and t["status"] == "active"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+
+import pytest
 
 from iii.engine import Engine
-from tests.engine.wire import RawWorker
+from tests.engine.wire import RawWorker, eventually
 
 TYPE = "test.webhook"
 
@@ -98,6 +101,8 @@ async def test_a_providers_refusal_reaches_the_binding_worker_and_others_are_ign
         "function_id": "hooks.on_push",
         "error": error,
     }
+    (listed,) = (await consumer.result_of("engine::registered-triggers::list", {}))["registered_triggers"]
+    assert (listed["status"], listed["error"]) == ("refused", "bad path")
     # A refused binding is parked: the provider is not told when it goes away.
     await consumer.send({"type": "unregistertrigger", "id": "b-1"})
     await consumer.ping()
@@ -116,3 +121,36 @@ async def test_a_withdrawn_type_parks_its_bindings_until_it_is_provided_again(li
     assert live_engine.triggers.provider_of(TYPE) is None
     await provider.send({"type": "registertriggertype", "id": TYPE, "description": ""})
     assert json.dumps((await provider.recv_type("registertrigger"))["config"]) == '{"path": "/gh"}'
+
+
+async def test_a_binding_no_one_provides_for_is_logged_and_listed_as_waiting(
+    live_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="iii.engine")
+    consumer = await RawWorker.connect(live_engine.url)
+    await consumer.send(binding("b-1"))
+    await consumer.ping()
+    (warning,) = [r for r in caplog.records if "b-1" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert TYPE in warning.getMessage() and "no worker provides" in warning.getMessage()
+    assert await statuses(consumer) == {"b-1": "waiting"}
+    waiting = (await consumer.result_of("engine::triggers::list", {}))["waiting"]
+    assert [(w["trigger_type"], w["registered_triggers"]) for w in waiting] == [(TYPE, ["b-1"])]
+    assert TYPE in waiting[0]["warning"]
+
+    provider = await RawWorker.connect(live_engine.url)
+    await provider.send({"type": "registertriggertype", "id": TYPE, "description": ""})
+    await provider.recv_type("registertrigger")
+    assert await statuses(consumer) == {"b-1": "active"}
+    assert (await consumer.result_of("engine::triggers::list", {}))["waiting"] == []
+
+    caplog.clear()
+    await provider.close()
+    await eventually(lambda: live_engine.triggers.provider_of(TYPE) is None, what="the provider's disconnect handled")
+    assert any(TYPE in r.getMessage() and "no longer provided" in r.getMessage() for r in caplog.records)
+    assert await statuses(consumer) == {"b-1": "waiting"}
+
+
+async def statuses(worker: RawWorker) -> dict[str, str]:
+    listing = await worker.result_of("engine::registered-triggers::list", {})
+    return {row["id"]: row["status"] for row in listing["registered_triggers"]}

@@ -70,7 +70,8 @@ async def test_a_worker_cannot_provide_the_builtin_type(live_engine: Engine) -> 
     notice = await worker.recv_type("error")
     assert "built into the engine" in notice["error"]["message"]
     listing = await worker.result_of("engine::triggers::list", {})
-    assert {"id": "http", "provider": "engine", "description": ""} in listing["trigger_types"]
+    (http,) = [t for t in listing["triggers"] if t["id"] == "http"]
+    assert http["worker_name"] == "engine" and http["description"]
 
 
 async def test_bad_configs_and_conflicting_routes_are_refused_with_a_reason(live_engine: Engine) -> None:
@@ -88,8 +89,9 @@ async def test_bad_configs_and_conflicting_routes_are_refused_with_a_reason(live
         assert refusal["id"] == binding_id
         assert refusal["error"]["code"] == "trigger_registration_failed"
         assert expected in refusal["error"]["message"]
-    listing = await other.result_of("engine::triggers::list", {})
-    assert [t["active"] for t in listing["triggers"] if t["worker_id"] == other.worker_id] == [False] * 5
+    listing = await other.result_of("engine::registered-triggers::list", {"trigger_type": "http"})
+    mine = {t["id"]: t["status"] for t in listing["registered_triggers"] if t["function_id"] == "f"}
+    assert mine == dict.fromkeys(["no-path", "bad-method", "not-object", "taken", "renamed"], "refused")
     await worker.close()
 
 

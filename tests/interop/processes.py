@@ -99,16 +99,17 @@ class WorkerProcess:
         if forward:
             self._lines.put(None)  # end of stdout: the process is gone or closed it
 
-    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+    def wait_ready(self, timeout_s: float, prefix: str = "READY ") -> dict[str, Any]:
         """Block until the worker prints ``READY {json}`` and return the JSON; ``AssertionError`` otherwise.
 
-        Fails at once when the worker prints ``FATAL`` or its stdout ends, and after ``timeout_s`` seconds.
+        With another ``prefix``, the next line starting with it (earlier lines are skipped). Fails at once
+        when the worker prints ``FATAL`` or its stdout ends, and after ``timeout_s`` seconds.
         """
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{self.name}: not READY within {timeout_s:.0f} s\n{self.output()}")
+                raise AssertionError(f"{self.name}: no {prefix.strip()} within {timeout_s:.0f} s\n{self.output()}")
             try:
                 line = self._lines.get(timeout=remaining)
             except queue.Empty:
@@ -116,8 +117,8 @@ class WorkerProcess:
             if line is None or line.startswith("FATAL"):
                 self._wait_exit(5.0)
                 raise AssertionError(f"{self.name}: failed before READY\n{self.output()}")
-            if line.startswith("READY "):
-                ready: dict[str, Any] = json.loads(line.removeprefix("READY "))
+            if line.startswith(prefix):
+                ready: dict[str, Any] = json.loads(line.removeprefix(prefix))
                 return ready
 
     def _wait_exit(self, timeout_s: float) -> None:

@@ -3,7 +3,12 @@
 Each builtin is ``handler(caller, data) -> result`` where ``caller`` is the calling
 :class:`~iii.engine.worker_socket.WorkerConnection` (or ``None`` for calls from inside the engine) and
 ``data`` the decoded payload. Input of the wrong shape raises :class:`BuiltinInputError`, which the
-caller receives as ``deserialization_error``.
+caller receives as ``deserialization_error``; an unknown id is ``NOT_FOUND`` and contradictory arguments
+``INVALID_ARGUMENTS`` (the reference engine's codes).
+
+The listing and info builtins take the reference engine's inputs (``search``: case-insensitive substring;
+``prefix``; ``worker``: exact worker name; ``include_internal``: show ``engine::*`` rows too) and answer
+with its shapes (rows built in :mod:`iii.engine.introspection`). ``engine::channels::*`` are ours.
 """
 
 from __future__ import annotations
@@ -12,15 +17,19 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from iii.engine.registry import BuiltinInputError, BuiltinLimitError
-from iii.protocol.codec import decode_value
-from iii.protocol.messages import is_null
+from iii.engine import introspection
+from iii.engine.registry import BuiltinFailure, BuiltinInputError, BuiltinLimitError
 
 if TYPE_CHECKING:
     from iii.engine.server import Engine
     from iii.engine.worker_socket import WorkerConnection
 
 log = logging.getLogger("iii.engine")
+
+NOT_FOUND = "NOT_FOUND"
+INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+FUNCTION_INFO_BATCH_MAX = 32
+"""At most this many ids in one ``engine::functions::info`` call (the reference engine's limit)."""
 
 _WORKER_METADATA_KEYS = (
     "runtime",
@@ -49,6 +58,49 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _required_str(data: dict[str, Any], key: str, function_id: str) -> str:
+    value = _optional_str(data, key)
+    if value is None:
+        raise BuiltinInputError(f"{function_id} needs '{key}' (a string)")
+    return value
+
+
+def _optional_str_list(data: dict[str, Any], key: str) -> list[str] | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+        raise BuiltinInputError(f"'{key}' must be a list of strings")
+    return value
+
+
+def _matches(search: str | None, *texts: str | None) -> bool:
+    """Whether ``search`` (case-insensitive) is in any of ``texts``; no search matches everything."""
+    if not search:
+        return True
+    needle = search.lower()
+    return any(needle in text.lower() for text in texts if text)
+
+
+def _search_rank(function_id: str, needle: str) -> int:
+    """0: the search anchors the id (its start or a whole ``::`` segment), 1: inside the id, 2: elsewhere."""
+    lowered = function_id.lower()
+    if lowered.startswith(needle) or needle in lowered.split("::"):
+        return 0
+    return 1 if needle in lowered else 2
+
+
+def _is_internal(row: dict[str, Any]) -> bool:
+    """An ``engine::*`` function, or one its worker marked ``metadata.internal``."""
+    metadata = row.get("metadata")
+    tagged = isinstance(metadata, dict) and metadata.get("internal") is True
+    return str(row["function_id"]).startswith("engine::") or tagged
+
+
+def _check_namespace(data: dict[str, Any]) -> None:
+    namespace = _optional_str(data, "namespace")
+    if namespace is not None and namespace != introspection.NAMESPACE:
+        raise BuiltinFailure(NOT_FOUND, f"Namespace '{namespace}' does not exist on this engine (only 'default').")
+
+
 class Builtins:
     """The builtin functions of one engine."""
 
@@ -56,13 +108,22 @@ class Builtins:
         self.engine = engine
 
     def install(self) -> None:
-        registry = self.engine.functions
-        registry.add_builtin("engine::workers::register", self.workers_register, "Describe the calling worker")
-        registry.add_builtin("engine::workers::list", self.workers_list, "List connected workers")
-        registry.add_builtin("engine::functions::list", self.functions_list, "List registered functions")
-        registry.add_builtin("engine::channels::create", self.channels_create, "Create a data channel")
-        registry.add_builtin("engine::channels::list", self.channels_list, "List live data channels")
-        registry.add_builtin("engine::triggers::list", self.triggers_list, "List trigger types and bindings")
+        for function_id, handler, description in [
+            ("engine::workers::register", self.workers_register, "Describe the calling worker"),
+            ("engine::workers::list", self.workers_list, "List connected workers"),
+            ("engine::workers::info", self.workers_info, "Inspect one worker: functions, trigger types, triggers"),
+            ("engine::functions::list", self.functions_list, "List registered functions"),
+            ("engine::functions::info", self.functions_info, "Inspect functions: schemas, owner, triggers"),
+            ("engine::triggers::list", self.triggers_list, "List trigger types"),
+            ("engine::triggers::info", self.triggers_info, "Inspect one trigger type"),
+            ("engine::registered-triggers::list", self.registered_triggers_list, "List registered triggers"),
+            ("engine::registered-triggers::info", self.registered_triggers_info, "Inspect one registered trigger"),
+            ("engine::channels::create", self.channels_create, "Create a data channel"),
+            ("engine::channels::list", self.channels_list, "List live data channels"),
+        ]:
+            self.engine.functions.add_builtin(function_id, handler, description)
+
+    # --- workers ---------------------------------------------------------------------------------------
 
     def workers_register(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """Store the caller's name and metadata (sent by every SDK, as a void call, after connecting)."""
@@ -80,64 +141,180 @@ class Builtins:
             caller.metadata.get("runtime"),
             caller.metadata.get("pid"),
         )
+        self.engine.availability.worker_changed("worker_metadata_updated", caller.worker_id)
         return {"success": True}
 
     def workers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
-        """Every connected worker with its metadata, function count and calls in flight."""
+        """Every connected worker (``search`` in its name or id, exact ``runtime``, exact ``status``)."""
         fields = _as_object(data, "engine::workers::list")
         search = _optional_str(fields, "search")
+        runtime = _optional_str(fields, "runtime")
+        status = _optional_str(fields, "status")
         workers = []
         for worker in self.engine.workers.values():
-            if search and search not in worker.name and search not in worker.worker_id:
+            if not _matches(search, worker.name, worker.worker_id):
                 continue
-            meta = worker.metadata
-            workers.append(
-                {
-                    "id": worker.worker_id,
-                    "name": worker.name,
-                    "description": meta.get("description"),
-                    "runtime": meta.get("runtime"),
-                    "version": meta.get("version"),
-                    "os": meta.get("os"),
-                    "pid": meta.get("pid"),
-                    "isolation": meta.get("isolation"),
-                    "namespace": meta.get("namespace") or "default",
-                    "status": "connected",
-                    "function_count": len(self.engine.functions.owned_by(worker)),
-                    "active_invocations": self.engine.router.pending_for_target(worker),
-                    "connected_at_ms": int(worker.connected_at * 1000),
-                    "ip_address": worker.peer_address,
-                }
-            )
+            row = introspection.worker_summary(self.engine, worker)
+            if (runtime is not None and row["runtime"] != runtime) or (status is not None and row["status"] != status):
+                continue
+            workers.append(row)
         return {"workers": workers}
 
+    def workers_info(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """One worker's full surface, by ``name`` (or, ours, its id)."""
+        fields = _as_object(data, "engine::workers::info")
+        name = _required_str(fields, "name", "engine::workers::info")
+        _check_namespace(fields)
+        found = [w for w in self.engine.workers.values() if w.name == name]
+        if not found and name in self.engine.workers:
+            found = [self.engine.workers[name]]
+        if not found:
+            raise BuiltinFailure(NOT_FOUND, f"Worker '{name}' is not connected.")
+        if len(found) > 1:
+            ids = ", ".join(w.worker_id for w in found)
+            raise BuiltinFailure(
+                NOT_FOUND,
+                f"Worker '{name}' is ambiguous: {len(found)} connected workers have this name ({ids}); "
+                "pass one of their ids as 'name'.",
+            )
+        return introspection.worker_detail(self.engine, found[0])
+
+    # --- functions -------------------------------------------------------------------------------------
+
     def functions_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
-        """Registered functions; ``engine::*`` only with ``include_internal``."""
+        """Registered functions, by id (ranked by how well they match ``search``, when given).
+
+        ``engine::*`` functions and those marked ``metadata.internal`` only with ``include_internal``.
+        """
         fields = _as_object(data, "engine::functions::list")
         search = _optional_str(fields, "search")
         prefix = _optional_str(fields, "prefix")
+        worker = _optional_str(fields, "worker")
+        workers = _optional_str_list(fields, "workers") or []
+        names = {*workers, *([worker] if worker is not None else [])}
         include_internal = bool(fields.get("include_internal"))
-        functions = []
-        for entry in self.engine.functions.entries():
-            function_id = entry.function_id
-            if entry.is_builtin and not include_internal:
-                continue
-            if prefix and not function_id.startswith(prefix):
-                continue
-            if search and search not in function_id:
-                continue
-            item: dict[str, Any] = {
-                "function_id": function_id,
-                "namespace": "default",
-                "worker_name": entry.owner.name if entry.owner is not None else "engine",
-                "worker_id": entry.owner.worker_id if entry.owner is not None else None,
-            }
-            if entry.description is not None:
-                item["description"] = entry.description
-            if not is_null(entry.metadata):
-                item["metadata"] = decode_value(entry.metadata)
-            functions.append(item)
+        functions = [
+            row
+            for row in introspection.function_summaries(self.engine)
+            if (include_internal or not _is_internal(row))
+            and (not prefix or str(row["function_id"]).startswith(prefix))
+            and (not names or row["worker_name"] in names)
+            and _matches(search, row["function_id"], row.get("description"))
+        ]
+        if search:
+            needle = search.lower()
+            functions.sort(key=lambda row: (_search_rank(row["function_id"], needle), row["function_id"]))
         return {"functions": functions}
+
+    def functions_info(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """One function's detail (``function_id``), or ``{"functions": [...]}`` for ``function_ids`` (max 32).
+
+        In a batch an unknown id gets ``{"function_id", "error": "not_found"}`` instead of failing the call.
+        """
+        fields = _as_object(data, "engine::functions::info")
+        function_id = _optional_str(fields, "function_id")
+        function_ids = _optional_str_list(fields, "function_ids")
+        _check_namespace(fields)
+        if function_id is not None and function_ids is not None:
+            raise BuiltinFailure(INVALID_ARGUMENTS, "pass either `function_id` or `function_ids`, not both")
+        if function_id is not None:
+            entry = self.engine.functions.get(function_id)
+            if entry is None:
+                raise BuiltinFailure(NOT_FOUND, f"Function '{function_id}' is not registered.")
+            return introspection.function_detail(self.engine, entry)
+        if function_ids is None:
+            raise BuiltinFailure(INVALID_ARGUMENTS, "missing field `function_id` (or `function_ids` for a batch)")
+        unique = list(dict.fromkeys(function_ids))
+        if not unique:
+            raise BuiltinFailure(INVALID_ARGUMENTS, "`function_ids` must be a non-empty array of function ids")
+        if len(unique) > FUNCTION_INFO_BATCH_MAX:
+            raise BuiltinFailure(INVALID_ARGUMENTS, f"too many function_ids (max {FUNCTION_INFO_BATCH_MAX})")
+        details = []
+        for each in unique:
+            entry = self.engine.functions.get(each)
+            if entry is None:
+                details.append({"function_id": each, "error": "not_found"})
+            else:
+                details.append(introspection.function_detail(self.engine, entry))
+        return {"functions": details}
+
+    # --- trigger types and registered triggers ---------------------------------------------------------
+
+    def triggers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """Trigger types provided now, by id; ``engine::*`` types only with ``include_internal``.
+
+        Ours: ``waiting`` lists the types that registered triggers use but no one provides (each with the
+        ids of its triggers and a warning), so a binding to a missing type is never silent.
+        """
+        fields = _as_object(data, "engine::triggers::list")
+        search = _optional_str(fields, "search")
+        prefix = _optional_str(fields, "prefix")
+        worker = _optional_str(fields, "worker")
+        include_internal = bool(fields.get("include_internal"))
+        triggers = [
+            row
+            for row in introspection.trigger_type_summaries(self.engine)
+            if (include_internal or not str(row["id"]).startswith("engine::"))
+            and (not prefix or str(row["id"]).startswith(prefix))
+            and (worker is None or row["worker_name"] == worker)
+            and _matches(search, row["id"], row["description"])
+        ]
+        waiting: dict[str, list[str]] = {}
+        for binding in self.engine.triggers.bindings():
+            if not self.engine.triggers.is_provided(binding.trigger_type):
+                waiting.setdefault(binding.trigger_type, []).append(binding.binding_id)
+        return {
+            "triggers": triggers,
+            "waiting": [
+                {
+                    "trigger_type": type_id,
+                    "registered_triggers": sorted(ids),
+                    "warning": f"no worker provides trigger type '{type_id}': "
+                    f"{len(ids)} trigger(s) wait until one registers it",
+                }
+                for type_id, ids in sorted(waiting.items())
+            ],
+        }
+
+    def triggers_info(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """One provided trigger type: schemas, provider, number of active bindings."""
+        fields = _as_object(data, "engine::triggers::info")
+        type_id = _required_str(fields, "id", "engine::triggers::info")
+        _check_namespace(fields)
+        detail = introspection.trigger_type_detail(self.engine, type_id)
+        if detail is None:
+            raise BuiltinFailure(NOT_FOUND, f"Trigger type '{type_id}' is not registered in namespace 'default'.")
+        return detail
+
+    def registered_triggers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """Every binding, by id; those of ``engine::*`` functions only with ``include_internal``."""
+        fields = _as_object(data, "engine::registered-triggers::list")
+        search = _optional_str(fields, "search")
+        trigger_type = _optional_str(fields, "trigger_type")
+        function_id = _optional_str(fields, "function_id")
+        worker = _optional_str(fields, "worker")
+        include_internal = bool(fields.get("include_internal"))
+        rows = [
+            row
+            for row in introspection.registered_trigger_summaries(self.engine)
+            if (include_internal or not str(row["function_id"]).startswith("engine::"))
+            and (trigger_type is None or row["trigger_type"] == trigger_type)
+            and (function_id is None or row["function_id"] == function_id)
+            and (worker is None or row["worker_name"] == worker)
+            and _matches(search, row["id"], row["trigger_type"], row["function_id"])
+        ]
+        return {"registered_triggers": rows}
+
+    def registered_triggers_info(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """One binding, with its trigger type's and its function's detail."""
+        fields = _as_object(data, "engine::registered-triggers::info")
+        binding_id = _required_str(fields, "id", "engine::registered-triggers::info")
+        binding = self.engine.triggers.binding(binding_id)
+        if binding is None:
+            raise BuiltinFailure(NOT_FOUND, f"Registered trigger '{binding_id}' was not found.")
+        return introspection.registered_trigger_detail(self.engine, binding)
+
+    # --- channels (ours) -------------------------------------------------------------------------------
 
     def channels_create(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """A new channel: ``{"writer": ref, "reader": ref}``, each ref with its own key."""
@@ -164,25 +341,3 @@ class Builtins:
         """Every live channel: id, state of each end, frames and bytes relayed, age. Never the keys."""
         _as_object(data, "engine::channels::list")
         return {"channels": self.engine.channels.describe(), "as_of_ms": int(time.time() * 1000)}
-
-    def triggers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
-        """Trigger types (with who provides them) and bindings (with whether they are in service)."""
-        _as_object(data, "engine::triggers::list")
-        registry = self.engine.triggers
-        types = [{"id": type_id, "provider": "engine", "description": ""} for type_id in registry.builtin_types()]
-        types.extend(
-            {"id": entry.type_id, "provider": entry.provider.worker_id, "description": entry.description}
-            for entry in registry.types()
-        )
-        bindings = [
-            {
-                "id": binding.binding_id,
-                "type": binding.trigger_type,
-                "function_id": binding.function_id,
-                "worker_id": binding.owner.worker_id,
-                "config": decode_value(binding.config),
-                "active": binding.active,
-            }
-            for binding in registry.bindings()
-        ]
-        return {"trigger_types": types, "triggers": bindings}

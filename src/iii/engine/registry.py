@@ -29,6 +29,15 @@ class BuiltinLimitError(RuntimeError):
     """A builtin call would take the caller past one of its limits; answered as ``limit_exceeded``."""
 
 
+class BuiltinFailure(RuntimeError):
+    """A builtin call failed with an error ``code`` of its own (``NOT_FOUND`` for an unknown id, say)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class FunctionEntry(msgspec.Struct):
     """A registered function: hosted by ``owner``, or a builtin with ``handler``."""
 
@@ -55,6 +64,8 @@ class FunctionRegistry:
         """Refused registrations by function id, first come first served."""
         self._awaited: dict[Host, set[str]] = {}
         """The function ids each host stands by for."""
+        self.on_change: Callable[[], None] | None = None
+        """Called after a worker's function is added, removed or handed to a standby (not for builtins or updates)."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,6 +106,8 @@ class FunctionRegistry:
             return current
         self._entries[entry.function_id] = entry
         self._owned.setdefault(host, set()).add(entry.function_id)
+        if current is None:
+            self._changed()
         return None
 
     def unregister(self, function_id: str, owner: Host) -> FunctionEntry | None:
@@ -109,7 +122,9 @@ class FunctionRegistry:
         if current is None or current.owner is not owner:
             return None
         self._unindex(self._owned, owner, function_id)
-        return self._replace(function_id)
+        successor = self._replace(function_id)
+        self._changed()
+        return successor
 
     def owned_by(self, owner: Host) -> set[str]:
         return set(self._owned.get(owner, ()))
@@ -129,6 +144,8 @@ class FunctionRegistry:
                 successor = self._replace(function_id)
                 if successor is not None:
                     promoted.append(successor)
+        if removed:
+            self._changed()
         return removed, promoted
 
     def transfer(self, old: Host, new: Host) -> list[str]:
@@ -184,3 +201,7 @@ class FunctionRegistry:
             ids.discard(function_id)
             if not ids:
                 del index[host]
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()

@@ -37,6 +37,7 @@ from picows import (
 )
 
 from iii.engine import console
+from iii.engine.availability import Availability
 from iii.engine.builtins import Builtins
 from iii.engine.channels import ChannelManager, KeyCheck, Role
 from iii.engine.config import EngineConfig
@@ -46,7 +47,13 @@ from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from iii.engine.metrics import OK, EngineMetrics
 from iii.engine.peers import Caller, Host
-from iii.engine.registry import BuiltinInputError, BuiltinLimitError, FunctionEntry, FunctionRegistry
+from iii.engine.registry import (
+    BuiltinFailure,
+    BuiltinInputError,
+    BuiltinLimitError,
+    FunctionEntry,
+    FunctionRegistry,
+)
 from iii.engine.router import InvocationRouter, PendingCall
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
 from iii.engine.triggers import TriggerRegistry
@@ -122,9 +129,10 @@ class Engine:
         self.metrics = EngineMetrics(self)
         self.http = HttpTriggers(self) if self.config.http_port >= 0 else None
         if self.http is not None:
-            self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http)
+            self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http, "HTTP requests to a route (api_path, http_method)")
         self.builtins = Builtins(self)
         self.builtins.install()
+        self.availability = Availability(self)
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._sockets: set[WSTransport] = set()
@@ -198,6 +206,7 @@ class Engine:
             self._server.close()
         if self.http is not None:
             await self.http.stop(self.config.shutdown_grace_s)
+        self.availability.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -358,6 +367,7 @@ class Engine:
             )
         )
         log.info("worker=%s connected from %s", worker.worker_id, worker.peer_address)
+        self.availability.worker_changed("worker_connected", worker.worker_id)
 
     def on_worker_disconnected(self, worker: WorkerConnection) -> None:
         """Clean up after a worker: its functions, the calls it hosts (failed now) and makes, its channels."""
@@ -380,6 +390,7 @@ class Engine:
             abandoned,
             orphans,
         )
+        self.availability.worker_changed("worker_disconnected", worker.worker_id)
 
     def on_worker_message(self, worker: WorkerConnection, message: InboundMessage) -> None:
         handler = self._handlers.get(type(message))
@@ -512,6 +523,8 @@ class Engine:
             error = error_raw(errors.DESERIALIZATION_ERROR, f"the payload cannot be decoded: {exc}")
         except BuiltinLimitError as exc:
             error = error_raw(errors.LIMIT_EXCEEDED, str(exc))
+        except BuiltinFailure as exc:
+            error = error_raw(exc.code, exc.message)
         except Exception as exc:
             log.exception("builtin %s failed", entry.function_id)
             error = error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
@@ -521,22 +534,23 @@ class Engine:
         self,
         function_id: str,
         data: bytes,
-        caller: Caller,
-        caller_invocation_id: str,
+        caller: Caller | None,
+        caller_invocation_id: str | None,
         timeout_s: float,
         metadata: msgspec.Raw = JSON_NULL,
     ) -> tuple[str, str] | None:
         """Call a function on behalf of a part of the engine (an HTTP trigger, say).
 
-        The outcome goes to ``caller.deliver_result`` (at once for a builtin). Returns (code, message)
-        instead if the call cannot start.
+        The outcome goes to ``caller.deliver_result`` (at once for a builtin); with no caller it is dropped
+        (a fired event). Returns (code, message) instead if the call cannot start.
         """
         entry = self.functions.get(function_id)
         if entry is None:
             return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
         if entry.handler is not None:
             result, error = self._run_builtin(entry, None, msgspec.Raw(data))
-            caller.deliver_result(caller_invocation_id, function_id, result, error)
+            if caller is not None and caller_invocation_id is not None:
+                caller.deliver_result(caller_invocation_id, function_id, result, error)
             return None
         owner = entry.owner
         assert owner is not None
@@ -630,6 +644,7 @@ class Engine:
         old.alive = False
         self.workers.pop(old.worker_id, None)
         old.close(1001, "replaced by a reattaching connection")
+        self.availability.worker_changed("worker_disconnected", old.worker_id)
         log.info("worker=%s reattached from %s functions=%d", worker.worker_id, old.worker_id, len(moved))
 
     def _on_ping(self, worker: WorkerConnection, message: Ping) -> None:

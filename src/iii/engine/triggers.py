@@ -7,6 +7,10 @@ provider that comes back. ``unregistertrigger`` (or the binding worker's disconn
 provider. A provider's refusal (``triggerregistrationresult`` with an error) parks the binding and is
 forwarded to the worker that made it. Firing is the provider's business: it calls the bound function.
 
+A binding to a type that no one provides is kept (its provider may connect later, as the reference engine
+does) but never silently: the engine logs a warning, and the listings show the binding's status
+(:meth:`Binding.status`: ``active``, ``waiting`` for a provider, or ``refused`` by it).
+
 Some types are provided by the engine itself (``http``): a :class:`BuiltinProvider` is told of its
 bindings by plain calls instead of messages, and a worker cannot take such a type over.
 
@@ -16,7 +20,8 @@ pairs, so the module is tested without sockets.
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -32,7 +37,10 @@ from iii.protocol.messages import (
     is_null,
 )
 
+log = logging.getLogger("iii.engine")
+
 Outgoing = list[tuple[Host, Message]]
+BindingStatus = Literal["active", "waiting", "refused"]
 
 
 class Binding(msgspec.Struct, eq=False):
@@ -46,6 +54,14 @@ class Binding(msgspec.Struct, eq=False):
     metadata: msgspec.Raw = JSON_NULL
     active: bool = False
     """Delivered to the current provider and not refused by it."""
+    refusal: str | None = None
+    """Why the current provider refused the binding (None unless it did)."""
+
+    def status(self) -> BindingStatus:
+        """``active`` (with its provider), ``refused`` (by its provider) or ``waiting`` (for a provider)."""
+        if self.active:
+            return "active"
+        return "refused" if self.refusal is not None else "waiting"
 
     def registration(self) -> RegisterTrigger:
         return RegisterTrigger(
@@ -77,6 +93,18 @@ class TriggerType(msgspec.Struct, eq=False):
     type_id: str
     provider: Host
     description: str = ""
+    trigger_request_format: msgspec.Raw = JSON_NULL
+    """The schema of a binding's ``config``, as the provider declared it (or JSON null)."""
+    call_request_format: msgspec.Raw = JSON_NULL
+    """The schema of what a bound function receives, as the provider declared it (or JSON null)."""
+
+
+class BuiltinType(msgspec.Struct, eq=False):
+    """A trigger type served inside the engine."""
+
+    type_id: str
+    provider: BuiltinProvider
+    description: str = ""
 
 
 class TriggerRegistry:
@@ -84,18 +112,18 @@ class TriggerRegistry:
 
     def __init__(self) -> None:
         self._types: dict[str, TriggerType] = {}
-        self._builtin: dict[str, BuiltinProvider] = {}
+        self._builtin: dict[str, BuiltinType] = {}
         self._bindings: dict[str, Binding] = {}
 
-    def add_builtin(self, type_id: str, provider: BuiltinProvider) -> None:
+    def add_builtin(self, type_id: str, provider: BuiltinProvider, description: str = "") -> None:
         """Serve ``type_id`` inside the engine (before any worker connects)."""
-        self._builtin[type_id] = provider
+        self._builtin[type_id] = BuiltinType(type_id, provider, description)
 
     def is_builtin(self, type_id: str) -> bool:
         return type_id in self._builtin
 
-    def builtin_types(self) -> list[str]:
-        return list(self._builtin)
+    def builtin_types(self) -> list[BuiltinType]:
+        return list(self._builtin.values())
 
     def types(self) -> list[TriggerType]:
         return list(self._types.values())
@@ -103,13 +131,33 @@ class TriggerRegistry:
     def bindings(self) -> list[Binding]:
         return list(self._bindings.values())
 
+    def provided_type(self, type_id: str) -> TriggerType | None:
+        """The worker-provided type ``type_id``, if a worker provides it now."""
+        return self._types.get(type_id)
+
+    def builtin_type(self, type_id: str) -> BuiltinType | None:
+        return self._builtin.get(type_id)
+
+    def binding(self, binding_id: str) -> Binding | None:
+        return self._bindings.get(binding_id)
+
+    def is_provided(self, type_id: str) -> bool:
+        """Whether the engine or a worker provides ``type_id`` now."""
+        return type_id in self._builtin or type_id in self._types
+
     def provider_of(self, type_id: str) -> Host | None:
         entry = self._types.get(type_id)
         return entry.provider if entry is not None else None
 
     def register_type(self, provider: Host, message: RegisterTriggerType) -> Outgoing:
         """``provider`` now provides ``message.id``; every binding of the type is (re)delivered to it."""
-        self._types[message.id] = TriggerType(message.id, provider, message.description)
+        self._types[message.id] = TriggerType(
+            message.id,
+            provider,
+            message.description,
+            detached(message.trigger_request_format),  # the message points into the socket's receive buffer
+            detached(message.call_request_format),
+        )
         return self._deliver_all(message.id)
 
     def unregister_type(self, provider: Host, type_id: str) -> None:
@@ -137,9 +185,17 @@ class TriggerRegistry:
         self._bindings[message.id] = binding
         builtin = self._builtin.get(binding.trigger_type)
         if builtin is not None:
-            return self._activate_builtin(builtin, binding)
+            return self._activate_builtin(builtin.provider, binding)
         provider = self.provider_of(binding.trigger_type)
         if provider is None:
+            log.warning(
+                "worker=%s trigger %s (function %s) is waiting: no worker provides trigger type %r; "
+                "it is delivered when one registers the type",
+                owner.worker_id,
+                binding.binding_id,
+                binding.function_id,
+                binding.trigger_type,
+            )
             return []
         binding.active = True
         return [(provider, binding.registration())]
@@ -160,6 +216,7 @@ class TriggerRegistry:
         if binding is None or self.provider_of(binding.trigger_type) is not provider or is_null(message.error):
             return []
         binding.active = False
+        binding.refusal = _error_text(message.error)
         refusal = TriggerRegistrationResult(
             id=binding.binding_id,
             trigger_type=binding.trigger_type,
@@ -195,8 +252,9 @@ class TriggerRegistry:
     def _activate_builtin(provider: BuiltinProvider, binding: Binding) -> Outgoing:
         problem = provider.activate(binding)
         if problem is None:
-            binding.active = True
+            binding.active, binding.refusal = True, None
             return []
+        binding.refusal = problem
         refusal = TriggerRegistrationResult(
             id=binding.binding_id,
             trigger_type=binding.trigger_type,
@@ -212,7 +270,7 @@ class TriggerRegistry:
             return False
         if binding.active:
             binding.active = False
-            builtin.deactivate(binding)
+            builtin.provider.deactivate(binding)
         return True
 
     def _deliver_all(self, type_id: str) -> Outgoing:
@@ -222,17 +280,37 @@ class TriggerRegistry:
         outgoing: Outgoing = []
         for binding in self._bindings.values():
             if binding.trigger_type == type_id:
-                binding.active = True
+                binding.active, binding.refusal = True, None
                 outgoing.append((provider, binding.registration()))
         return outgoing
 
     def _park(self, type_id: str) -> None:
+        waiting = 0
         for binding in self._bindings.values():
             if binding.trigger_type == type_id:
-                binding.active = False
+                binding.active, binding.refusal = False, None
+                waiting += 1
+        if waiting:
+            # Info, not a warning: a provider restarting is routine, and the listings show the bindings waiting.
+            log.info(
+                "trigger type %r is no longer provided: %d trigger(s) of it wait until a worker provides it again",
+                type_id,
+                waiting,
+            )
 
     def _tell_provider_unbound(self, binding: Binding) -> Outgoing:
         provider = self.provider_of(binding.trigger_type)
         if provider is None or not binding.active:
             return []
         return [(provider, UnregisterTrigger(id=binding.binding_id, trigger_type=binding.trigger_type))]
+
+
+def _error_text(error: msgspec.Raw) -> str:
+    """The message of a provider's refusal (its ``message`` field, else the raw JSON)."""
+    try:
+        value = msgspec.json.decode(error)
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("message"), str) and value["message"]:
+        return str(value["message"])
+    return bytes(error).decode("utf-8", "replace")
