@@ -13,7 +13,7 @@ import websockets
 from iii import HttpRequest, InitOptions, register_worker
 from iii.protocol.refs import channel_url
 from iii.testing import EngineProcess
-from tests.http.conftest import bind, routes_ready
+from tests.http.conftest import bind
 
 
 async def test_keys_and_tokens_stay_out_of_the_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -36,7 +36,8 @@ async def test_keys_and_tokens_stay_out_of_the_logs(caplog: pytest.LogCaptureFix
                 return {"bytes": len(await request.request_body.read_all())}
 
             bind(client, "secrets.upload", upload, "POST", "/upload")
-            routes_ready(client)
+            # In async code trigger returns an awaitable: await the listing, so the route is bound before use.
+            await client.trigger_async({"function_id": "engine::triggers::list", "payload": {}})
             async with aiohttp.ClientSession() as http:
                 headers = {"Authorization": f"Bearer {wrong_token}"}
                 async with http.post(f"{engine.http_url}/upload", data=b"x" * 1000, headers=headers) as response:
