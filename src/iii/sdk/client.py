@@ -53,6 +53,7 @@ from iii.protocol.messages import (
     UnregisterTrigger,
     UnregisterTriggerType,
     WorkerRegistered,
+    is_null,
 )
 from iii.protocol.refs import is_channel_ref
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
@@ -852,8 +853,11 @@ class III:
             self._on_binding(message)
         elif isinstance(message, UnregisterTrigger):
             self._on_unbinding(message)
-        elif isinstance(message, TriggerRegistrationResult):
-            log.warning("the provider of %s refused binding %s: %s", message.trigger_type, message.id, message.error)
+        elif isinstance(message, TriggerRegistrationResult) and not is_null(message.error):
+            refusal = _describe_error(message.error)
+            log.warning(
+                "the engine or the provider of %s refused binding %s: %s", message.trigger_type, message.id, refusal
+            )
         elif isinstance(message, ErrorNotice):
             log.warning("the engine refused a message: %s: %s", message.error.code, message.error.message)
 
@@ -993,6 +997,17 @@ class III:
             sent = self._send(InvocationResult(invocation_id=invocation_id, function_id=function_id, error=failure))
         if not sent:
             log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
+
+
+def _describe_error(error: msgspec.Raw) -> str:
+    """An error value as ``code: message`` for a log line (its JSON text if it has another shape)."""
+    try:
+        value = decode_value(error)
+    except (msgspec.DecodeError, RecursionError):
+        return bytes(error).decode(errors="replace")
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        return f"{value.get('code') or 'error'}: {value['message']}"
+    return bytes(error).decode(errors="replace")
 
 
 def _is_async_callable(handler: Callable[..., Any]) -> bool:
