@@ -16,6 +16,8 @@ class FakeEnd:
     frames: list[tuple[FrameKind, bytes, bool]] = field(default_factory=list)
     closed: tuple[int, str] | None = None
     reading: bool = True
+    gone: bool = False
+    """The peer hung up (what ``hung_up`` reports)."""
 
     def send_frame(self, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
         self.frames.append((kind, bytes(payload), fin))
@@ -29,6 +31,9 @@ class FakeEnd:
 
     def resume_reading(self) -> None:
         self.reading = True
+
+    def hung_up(self) -> bool:
+        return self.gone
 
 
 def make_manager(now: list[float] | None = None, **overrides: int | float) -> ChannelManager:
@@ -221,3 +226,27 @@ def test_readers_get_data_in_frames_of_at_most_64_kib_whatever_the_writer_sent()
     assert reader.closed == (close_codes.NORMAL, "done")
     assert channel.bytes_relayed == 3 * len(big) + 14
     assert writer.closed is None
+
+
+def test_a_held_back_writer_that_hung_up_is_read_to_its_end() -> None:
+    """A writer paused by backpressure whose peer hung up is read without backpressure (what it left is bounded
+    by the socket's buffer), so its end is known at once instead of when a reader catches up."""
+    manager = make_manager(buffer_bytes=10_000, default_buffer_frames=2)
+    channel = manager.create(None, owner_id="w")
+    other = manager.create(None, owner_id="w")
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    live = connect(manager, Role.WRITER, other.channel_id, other.writer_key)
+    for payload in (b"a", b"b"):
+        channel.on_writer_frame(FrameKind.BINARY, payload, True)
+        other.on_writer_frame(FrameKind.BINARY, payload, True)
+    assert not writer.reading and not live.reading and manager.held_back == {channel, other}
+    writer.gone = True
+    assert manager.read_departed_writers() == [channel]
+    assert writer.reading and not live.reading  # only the one that hung up
+    channel.on_writer_frame(FrameKind.BINARY, b"c", True)  # past the buffer: no pause now
+    assert writer.reading
+    channel.on_writer_end(close_codes.WRITER_LOST, "the writer disconnected before ending the stream")
+    assert channel.writer_state is EndState.DONE and manager.held_back == {other}
+    reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
+    assert [payload for _, payload, _ in reader.frames] == [b"a", b"b", b"c"]
+    assert reader.closed is not None and reader.closed[0] == close_codes.WRITER_LOST

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -10,9 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import websockets
 
 from iii import III, ChannelBrokenError, InitOptions, register_worker
+from iii.protocol.refs import channel_url
 from iii.testing import EngineProcess
+from tests.engine.wire import RawWorker, connect_raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,3 +127,64 @@ def test_a_killed_caller_lets_the_target_finish_and_leaves_nothing(shared_engine
     me = next(w for w in listing["workers"] if w["name"] == "faults")
     assert me["active_invocations"] == 0
     assert not [w for w in listing["workers"] if w["name"].startswith("victim-")]
+
+
+# A raw writer: four 64 KiB frames into a channel that holds one, then a close frame ("graceful") or nothing,
+# and SENT; then it waits on stdin to be killed, or exits at once ("graceful", the close not yet answered).
+HELD_BACK_WRITER = """
+import sys
+from websockets.sync.client import connect
+url, mode = sys.argv[1:3]
+ws = connect(url, max_size=None, compression=None, close_timeout=0.1)
+for i in range(4):
+    ws.send(bytes([i]) * 65536)
+if mode == "graceful":
+    ws.close()  # the engine holds the writer back and reads nothing: the close times out, the process ends
+print("SENT", flush=True)
+if mode == "killed":
+    sys.stdin.read()
+"""
+
+
+def _held_back_writer(url: str, mode: str) -> subprocess.Popen[str]:
+    """Start the raw writer and return once it has sent its frames (and, graceful, its close)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HELD_BACK_WRITER, url, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "SENT"
+    return child
+
+
+@pytest.mark.parametrize(("mode", "end_code"), [("killed", 4001), ("graceful", 1000)])
+async def test_a_held_back_writer_that_hung_up_is_noticed_at_once(
+    shared_engine: EngineProcess, mode: str, end_code: int
+) -> None:
+    """A writer held back by backpressure that dies (or closes and exits) is seen as ended within a second or
+    so, not left ``open`` until a reader catches up or the TTL runs out; the reader still gets all it sent,
+    then 4001 for the killed writer and 1000 for the one that closed."""
+    lister = await RawWorker.connect(shared_engine.url)
+    refs = await lister.result_of("engine::channels::create", {"buffer_size": 1})
+    writer_url = channel_url(shared_engine.url, **refs["writer"])
+    child = _held_back_writer(writer_url, mode)
+    try:
+        if mode == "killed":
+            child.kill()
+        child.wait(10)
+
+        async def writer_state() -> str:
+            listing = await lister.result_of("engine::channels::list", {})
+            [channel] = [c for c in listing["channels"] if c["channel_id"] == refs["writer"]["channel_id"]]
+            return str(channel["writer"])
+
+        async with asyncio.timeout(10):
+            while await writer_state() != "done":
+                pass  # each round trip to the engine is the wait
+        reader = await connect_raw(channel_url(shared_engine.url, **refs["reader"]))
+        received = [await reader.recv() for _ in range(4)]
+        assert received == [bytes([i]) * 65536 for i in range(4)]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await reader.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == end_code
+    finally:
+        child.kill()
+        child.wait(10)

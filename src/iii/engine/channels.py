@@ -64,6 +64,10 @@ class ChannelEnd(Protocol):
     def resume_reading(self) -> None:
         """Read the peer's socket again."""
 
+    def hung_up(self) -> bool:
+        """True when the peer has stopped sending for good (its connection closed or reset), though the
+        socket is not being read; what it sent before is still unread. False when unknown."""
+
 
 class EndState(enum.Enum):
     WAITING = "waiting"
@@ -113,6 +117,7 @@ class Channel:
         "reader_key",
         "reader_state",
         "writer",
+        "writer_departed",
         "writer_in_binary",
         "writer_key",
         "writer_paused",
@@ -150,6 +155,9 @@ class Channel:
         self.writer_paused = False
         self.writer_in_binary = False
         """The writer is in the middle of a fragmented binary message (its continuations are data)."""
+        self.writer_departed = False
+        """The writer hung up while held back: what it sent is read to the end without backpressure (it is
+        bounded by the socket's receive buffer), so its end is known now, not when the reader catches up."""
         self.end_code: int | None = None
         self.end_reason = ""
 
@@ -181,10 +189,22 @@ class Channel:
             self._pause_writer()
 
     def _pause_writer(self) -> None:
-        if not self.writer_paused and self.writer is not None:
+        if not self.writer_paused and self.writer is not None and not self.writer_departed:
             self.writer_paused = True
             self.writer.pause_reading()
             self.manager.stalls += 1
+            self.manager.held_back.add(self)
+
+    def _resume_writer(self) -> None:
+        self.writer_paused = False
+        self.manager.held_back.discard(self)
+        if self.writer is not None:
+            self.writer.resume_reading()
+
+    def read_departed_writer(self) -> None:
+        """The held-back writer hung up: read what it left to its end (a close frame, or none: lost)."""
+        self.writer_departed = True
+        self._resume_writer()
 
     def on_writer_end(self, code: int, reason: str) -> None:
         """The writer finished: ``NORMAL`` for a deliberate end, another code if it was lost or aborted."""
@@ -192,6 +212,7 @@ class Channel:
             return
         self.writer_state = EndState.DONE
         self.writer = None
+        self.manager.held_back.discard(self)
         self.end_code = code
         self.end_reason = reason
         if self.reader_state is EndState.OPEN:
@@ -303,9 +324,7 @@ class Channel:
             self._send(reader, kind, payload, fin)
         if self.writer_paused and not queue and not reader.write_paused:
             # Everything queued went out and the reader's socket has room: let the writer go on.
-            self.writer_paused = False
-            if self.writer is not None:
-                self.writer.resume_reading()
+            self._resume_writer()
         if not queue and self.writer_state is EndState.DONE and self.end_code is not None:
             self._close_reader(self.end_code, self.end_reason)
             self.manager.forget(self)
@@ -352,6 +371,8 @@ class ChannelManager:
         self._awaiting: dict[str, Channel] = {}
         self._by_owner: dict[str, set[str]] = {}
         self.created = 0
+        self.held_back: set[Channel] = set()
+        """Channels whose writer is paused (checked now and then for writers that hung up meanwhile)."""
         self.stalls = 0
         """How many times a writer was paused because its channel's buffer was full."""
         self.finished_bytes = 0
@@ -433,8 +454,16 @@ class ChannelManager:
         """Both ends have connected (or finished): the channel no longer expires."""
         self._awaiting.pop(channel.channel_id, None)
 
+    def read_departed_writers(self) -> list[Channel]:
+        """Let every held-back writer that hung up be read to its end; returns their channels."""
+        departed = [c for c in self.held_back if c.writer is not None and c.writer.hung_up()]
+        for channel in departed:
+            channel.read_departed_writer()
+        return departed
+
     def forget(self, channel: Channel) -> None:
         """Remove a finished channel; its keys open nothing afterwards."""
+        self.held_back.discard(channel)
         if self._channels.pop(channel.channel_id, None) is not None:
             self.finished_bytes += channel.bytes_relayed
             self.finished_frames += channel.frames_relayed

@@ -79,6 +79,9 @@ class RequestBodyFeeder:
     def resume_reading(self) -> None:
         self._room.set()
 
+    def hung_up(self) -> bool:
+        return False  # a client that leaves ends the body at once (aiohttp reads it)
+
     # Feeding --------------------------------------------------------------------------------------------
 
     def feed_all(self, body: bytes) -> None:
@@ -196,6 +199,9 @@ class ResponseStream:
 
     def resume_reading(self) -> None:
         pass
+
+    def hung_up(self) -> bool:
+        return False  # a reader end: never held back
 
     # The body, for the HTTP side ------------------------------------------------------------------------
 

@@ -41,6 +41,25 @@ _WRITER_RCVBUF: Final = 256 * 1024
 only grows; a bounded kernel buffer keeps each read (and the memory it touches) small and cache-warm."""
 
 
+_TCP_STATES_HUNG_UP: Final = frozenset((7, 8, 9))
+"""Linux TCP states (include/net/tcp_states.h) after the peer's FIN or RST: CLOSE, CLOSE_WAIT, LAST_ACK."""
+
+
+def peer_hung_up(transport: WSTransport) -> bool:
+    """Whether the kernel knows the peer finished sending (FIN) or reset the connection, without reading it.
+
+    Reads the socket's TCP state (``TCP_INFO``, Linux); elsewhere, or for a non-TCP socket, False.
+    """
+    sock = transport.underlying_transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return False
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:
+        return False
+    return state in _TCP_STATES_HUNG_UP
+
+
 def close_transport(transport: WSTransport, code: int, reason: str) -> None:
     """Send a close frame (unless one was sent) and drop the connection after flushing; idempotent."""
     if transport.is_disconnected:
@@ -129,6 +148,9 @@ class ChannelSocket(TrackedListener):
         assert self.transport is not None
         if not self.transport.is_disconnected:
             self.transport.underlying_transport.resume_reading()
+
+    def hung_up(self) -> bool:
+        return self.transport is not None and peer_hung_up(self.transport)
 
     # WSListener --------------------------------------------------------------------------------------
 
