@@ -9,7 +9,8 @@ allocations land in the baseline), then the driver reads the baseline RSS, tells
 reads the RSS again once the client has finished. Growth / count is the result. For the socket cases the
 client then asks the engine (``engine::channels::list`` / ``engine::workers::list``) to confirm that all the
 items are there. The driver raises its soft ``RLIMIT_NOFILE`` before it starts the engine (the engine
-inherits it) and the client raises its own.
+inherits it) and the client raises its own. The engine's ``--worker-max-channels`` is set to the case's
+count plus warm-up, since one client holds every channel.
 
 Run alone: ``python bench/memory.py [--quick] [--case unconnected|connected|workers]``.
 """
@@ -213,7 +214,10 @@ def measure_case(case: Case, quick: bool) -> Measurement:
         raise RuntimeError(f"{case.key}: the engine needs {fds} file descriptors; raise the hard limit (ulimit -Hn)")
     concurrency = 256 if case.key == "unconnected" else 64
     args = ["--role", case.key, "--count", str(count), "--warmup", str(case.warmup), "--concurrency", str(concurrency)]
-    with engine_process() as engine, contextlib.ExitStack() as stack:
+    # One client creates every channel, so the per-worker channel limit must not cap the count. The cost of a
+    # channel does not depend on how many its creator holds, and more workers would add their own memory.
+    engine_args = ["--worker-max-channels", str(count + case.warmup)]
+    with engine_process(engine_args) as engine, contextlib.ExitStack() as stack:
         client = stack.enter_context(Child(f"memory-{case.key}", SCRIPT, [*args, "--url", engine.url], CHILD_TIMEOUT_S))
         client.expect("warm")
         baseline = settle_rss(engine.pid, SETTLE_S)
