@@ -22,7 +22,6 @@ Run alone: ``python bench/http_triggers.py [--quick] [--repeat N]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
@@ -34,10 +33,10 @@ from _common import (
     MIB,
     Child,
     Measurement,
+    bench_main,
     emit,
     engine_process,
     fmt_runs,
-    markdown_table,
     median,
     run_role,
     run_sdk_role,
@@ -241,24 +240,20 @@ def measure(quick: bool, repeat: int) -> list[Measurement]:
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB bodies and 2,000 echo requests, one run")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 3, quick 1")
-    parser.add_argument("--role", choices=["plain", "worker", "client"], help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--what", choices=["upload", "download", "echo"], help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, default=GIB, help=argparse.SUPPRESS)
-    parser.add_argument("--requests", type=int, default=20_000, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "plain":
-        run_role(plain_main, CHILD_TIMEOUT_S)
-    elif args.role == "worker":
-        run_sdk_role(lambda: worker_main(args.url), CHILD_TIMEOUT_S)
-    elif args.role == "client":
-        run_role(lambda: client_main(args.url, args.what, args.size, args.requests), CHILD_TIMEOUT_S)
-    else:
-        repeat = args.repeat or (1 if args.quick else 3)
-        print(markdown_table(measure(args.quick, repeat)))
+    bench_main(
+        __doc__,
+        lambda args: measure(args.quick, args.repeat),
+        {
+            "plain": lambda args: run_role(plain_main, CHILD_TIMEOUT_S),
+            "worker": lambda args: run_sdk_role(lambda: worker_main(args.url), CHILD_TIMEOUT_S),
+            "client": lambda args: run_role(
+                lambda: client_main(args.url, args.what, args.size, args.requests), CHILD_TIMEOUT_S
+            ),
+        },
+        quick_help="64 MiB bodies and 2,000 echo requests, one run",
+        default_repeat=3,
+        role_options={"url": str, "what": str, "size": int, "requests": int},
+    )
 
 
 if __name__ == "__main__":
