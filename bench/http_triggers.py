@@ -209,13 +209,14 @@ def measure(quick: bool, repeat: int) -> list[Measurement]:
                     score = size / result["seconds"] / 1e9 if what != "echo" else requests / result["seconds"]
                     runs.setdefault((server, what), []).append(score)
     rows = []
+    letters = iter("abcdef")
     for what, unit, target in (("upload", "GB/s", 0.5), ("download", "GB/s", 0.5), ("echo", "req/s", 0.3)):
         plain_score, iii_score = median(runs[("plain", what)]), median(runs[("iii", what)])
         digits = 2 if unit == "GB/s" else 0
         label = f"{what} {'of ' + ('64 MiB' if quick else '1 GiB') if what != 'echo' else f'({IN_FLIGHT} in flight)'}"
         rows.append(
             Measurement(
-                f"HTTP {label}, plain aiohttp server",
+                f"8{next(letters)}. HTTP {label}, plain aiohttp server",
                 f"{plain_score:,.{digits}f} {unit}",
                 plain_score,
                 None,
@@ -226,7 +227,7 @@ def measure(quick: bool, repeat: int) -> list[Measurement]:
         ratio = iii_score / plain_score
         rows.append(
             Measurement(
-                f"HTTP {label}, through the http trigger",
+                f"8{next(letters)}. HTTP {label}, through the http trigger",
                 f"{iii_score:,.{digits}f} {unit}",
                 ratio,
                 target,
