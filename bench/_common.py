@@ -490,7 +490,6 @@ class StampedChunks:
 
     def __init__(self, total: int, verify: bool) -> None:
         self.count = total // CHUNK
-        self.verify = verify
         self.crc: int | None = 0 if verify else None
 
     def __iter__(self) -> Iterator[bytes]:

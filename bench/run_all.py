@@ -17,9 +17,10 @@ cores; ``.ci/run`` runs it after the tests); ``--verify`` adds checksums and per
 
 Besides the table (stdout), a full run of every part draws the rows that have a target as a chart,
 ``docs/benchmarks.png`` (``--chart PATH`` elsewhere or for any run, ``--no-chart`` none; needs matplotlib,
-``pip install -e '.[bench]'``). Each part also runs
-alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``, ``bench/memory.py``,
-``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``.
+``pip install -e '.[bench]'``).
+
+Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
+``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``.
 """
 
 from __future__ import annotations
