@@ -1,17 +1,21 @@
-"""Shared plumbing for the benchmark scripts.
+"""Shared plumbing for the benchmark scripts; standard library only, so that the official SDK's venv can import it.
 
 * Driver side: :class:`Child` runs one benchmark role in its own process and talks to it with JSON lines
   (events on the child's stdout, commands on its stdin); :func:`engine_process` runs a fresh engine;
   :func:`rss_bytes` and :func:`cpu_seconds` read ``/proc``; :class:`Measurement` and :func:`markdown_table`
-  make the report.
-* Child side: :func:`emit`, :class:`Commands` and :func:`run_role` (uvloop, a deadline, errors reported as
-  an ``error`` event); :class:`WorkerClient` is a lean picows client of the worker socket (no SDK).
+  make the report; :func:`bench_main` is every script's command line (driver, or one child role).
+* Child side: :func:`emit`, :class:`Commands` and :func:`run_role` (a deadline, errors reported as an
+  ``error`` event); :class:`StampedChunks`, :func:`write_stamped` and :func:`read_stamped`, the payload and
+  the measuring loops of the SDK relays (ours and the official SDK's).
 
-Every process started here is stopped by its own handle (never by name), and every wait has a deadline.
+The lean picows client of the worker socket (no SDK) is in ``_lean_client.py``: it needs picows and our
+``iii`` package, which the official SDK's venv does not have. Every process started here is stopped by its
+own handle (never by name), and every wait has a deadline.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -23,19 +27,16 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
+import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
-
-from iii.testing import EngineProcess
+if TYPE_CHECKING:
+    from iii.testing import EngineProcess
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 KIB: Final = 1024
@@ -182,6 +183,8 @@ class Child:
 @contextlib.contextmanager
 def engine_process(args: Sequence[str] = ()) -> Iterator[EngineProcess]:
     """A fresh engine (``python -m iii engine --port 0``) for one measurement; stopped afterwards."""
+    from iii.testing import EngineProcess
+
     engine = EngineProcess(args=args, start_timeout_s=30.0)
     engine.start()
     try:
@@ -358,6 +361,27 @@ def fmt_runs(values: Sequence[float], digits: int = 2) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
+def check_stream(what: str, total: int, got: Mapping[str, Any], sent: Mapping[str, Any], verify: bool) -> bool | None:
+    """Check a relayed stream from the reader's and the writer's ``done`` events; raise ``RuntimeError`` if wrong.
+
+    Checked: the exact byte count, the chunk order (when the reader reports ``out_of_order``), a clean close
+    (when it reports ``close_code``) and, with ``verify``, that both CRC32s agree. Returns whether the CRC
+    was verified (None without ``verify``).
+    """
+    problems = []
+    if got["bytes"] != total:
+        problems.append(f"reader got {got['bytes']} bytes, expected {total}")
+    if got.get("out_of_order"):
+        problems.append(f"{got['out_of_order']} chunks out of order (or not 64 KiB frames)")
+    if got.get("close_code", 1000) != 1000:
+        problems.append(f"reader saw close code {got['close_code']}, expected 1000")
+    if verify and got["crc"] != sent["crc"]:
+        problems.append("checksum mismatch")
+    if problems:
+        raise RuntimeError(f"{what}: " + "; ".join(problems))
+    return True if verify else None
+
+
 # --- child side ------------------------------------------------------------------------------------------
 
 
@@ -395,18 +419,28 @@ class Commands:
             raise RuntimeError(f"expected command {command!r}, got {got!r}")
 
 
-def run_role(main: Callable[[], Awaitable[None]], timeout_s: float) -> None:
-    """Run a child role on uvloop under a deadline; any failure becomes an ``error`` event and exit code 1."""
-    import uvloop
+def run_role(main: Callable[[], Awaitable[None]], timeout_s: float, *, use_uvloop: bool = True) -> None:
+    """Run a child role on uvloop (or plain asyncio) under a deadline; a failure becomes an ``error`` event, exit 1.
+
+    A watchdog (:func:`start_watchdog`) ends the process a little after the deadline, in case the role's
+    libraries keep threads that outlive the event loop.
+    """
+    start_watchdog(timeout_s + 15)
 
     async def guarded() -> None:
         await asyncio.wait_for(main(), timeout_s)
 
     try:
-        uvloop.run(guarded())
+        if use_uvloop:
+            import uvloop
+
+            uvloop.run(guarded())
+        else:
+            asyncio.run(guarded())
     except BaseException as exc:  # report everything, including the deadline, to the driver
         emit("error", message=f"{type(exc).__name__}: {exc}")
-        sys.exit(1)
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def start_watchdog(timeout_s: float) -> None:
@@ -445,146 +479,115 @@ def sdk_worker(url: str, role: str) -> Any:
     return register_worker(url, InitOptions(worker_name=f"bench-{role}-{os.getpid()}"))
 
 
-def channel_url(engine_url: str, ref: dict[str, str]) -> str:
-    """The URL of the channel end that ``ref`` opens (its own key and direction)."""
-    key = quote(ref["access_key"], safe="")
-    return f"{engine_url}/ws/channels/{quote(ref['channel_id'], safe='')}?key={key}&dir={ref['direction']}"
+# --- the SDK relays' payload and measuring loops (child side) --------------------------------------------
 
 
-class IdMaker:
-    """UUID-shaped invocation ids: a random prefix per process and a counter (cheaper than ``uuid4()``)."""
+class StampedChunks:
+    """The SDK relays' payload: ``total // CHUNK`` chunks of 64 KiB, each starting with its index (8 bytes, LE).
 
-    def __init__(self) -> None:
-        self._prefix = str(uuid.uuid4())[:24]
-        self._counter = 0
-
-    def next(self) -> str:
-        """A fresh invocation id."""
-        self._counter += 1
-        return f"{self._prefix}{self._counter:012x}"
-
-
-class Incoming(msgspec.Struct):
-    """The fields a lean client reads from engine messages (everything else is ignored)."""
-
-    type: str
-    invocation_id: str | None = None
-    function_id: str | None = None
-    worker_id: str | None = None
-    data: msgspec.Raw = msgspec.Raw()
-    result: msgspec.Raw = msgspec.Raw()
-    error: msgspec.Raw = msgspec.Raw()
-    """Absent fields are empty ``Raw`` values (``msgspec.Raw`` cannot be part of a union with ``None``)."""
-
-
-def is_absent(raw: msgspec.Raw) -> bool:
-    """True for a field that was absent or JSON ``null``."""
-    return len(raw) == 0 or bytes(raw) == b"null"
-
-
-class InvokeFunction(msgspec.Struct, tag_field="type", tag="invokefunction"):
-    """A call, as a worker sends it."""
-
-    invocation_id: str
-    function_id: str
-    data: Any
-
-
-INCOMING_DECODER: Final = msgspec.json.Decoder(Incoming)
-ENCODER: Final = msgspec.json.Encoder()
-
-
-class WorkerClient(WSListener):
-    """A lean client of the worker socket: waits for ``workerregistered`` and awaits call results.
-
-    Use :meth:`connect`, then :meth:`call`. For tight loops, set ``on_message``: it then receives every
-    decoded message after registration, synchronously, and must not keep the message's ``Raw`` fields.
+    Iterate once; with ``verify``, :attr:`crc` is then the CRC32 of everything yielded (else it stays None).
     """
 
-    def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport: WSTransport | None = None
-        self.registered: asyncio.Future[str] = loop.create_future()
-        self.disconnected: asyncio.Future[None] = loop.create_future()
-        self.pending: dict[str, asyncio.Future[Incoming]] = {}
-        self.ids = IdMaker()
-        self.on_message: Callable[[Incoming], None] | None = None
+    def __init__(self, total: int, verify: bool) -> None:
+        self.count = total // CHUNK
+        self.crc: int | None = 0 if verify else None
 
-    @classmethod
-    async def connect(cls, engine_url: str, timeout_s: float = 10.0) -> WorkerClient:
-        """Connect to ``/`` and wait for ``workerregistered``."""
-        _, client = await ws_connect(cls, engine_url + "/", websocket_handshake_timeout=timeout_s)
-        assert isinstance(client, WorkerClient)
-        await asyncio.wait_for(client.registered, timeout_s)
-        return client
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if not self.disconnected.done():
-            self.disconnected.set_result(None)
-        error = ConnectionError("worker socket disconnected")
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self.pending.clear()
-        if not self.registered.done():
-            self.registered.set_exception(error)
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        msg_type = frame.msg_type
-        if msg_type is WSMsgType.TEXT:
-            on_message = self.on_message
-            # msgspec.Raw fields point into the decoded buffer, and picows reuses its buffer once this callback
-            # returns: decode the frame in place only when the message is used up inside the callback.
-            payload = frame.get_payload_as_memoryview() if on_message is not None else frame.get_payload_as_bytes()
-            message = INCOMING_DECODER.decode(payload)
-            if message.type == "workerregistered":
-                if not self.registered.done():
-                    self.registered.set_result(message.worker_id or "")
-                return
-            if on_message is not None:
-                on_message(message)
-                return
-            if message.type == "invocationresult" and message.invocation_id is not None:
-                future = self.pending.pop(message.invocation_id, None)
-                if future is not None and not future.done():
-                    future.set_result(message)
-        elif msg_type is WSMsgType.CLOSE:
-            transport.send_close(WSCloseCode.OK)
-            transport.disconnect()
-
-    def send(self, payload: bytes) -> None:
-        """Send one text message."""
-        assert self.transport is not None
-        self.transport.send(WSMsgType.TEXT, payload)
-
-    def call_nowait(self, function_id: str, data: Any) -> asyncio.Future[Incoming]:
-        """Send a call; the future resolves with the ``invocationresult`` message."""
-        invocation_id = self.ids.next()
-        future: asyncio.Future[Incoming] = asyncio.get_running_loop().create_future()
-        self.pending[invocation_id] = future
-        self.send(ENCODER.encode(InvokeFunction(invocation_id=invocation_id, function_id=function_id, data=data)))
-        return future
-
-    async def call(self, function_id: str, data: Any) -> Any:
-        """Call ``function_id`` and return its decoded result; raise ``RuntimeError`` with an error result."""
-        message = await self.call_nowait(function_id, data)
-        if not is_absent(message.error):
-            raise RuntimeError(f"{function_id} failed: {bytes(message.error).decode()}")
-        return None if is_absent(message.result) else msgspec.json.decode(message.result)
-
-    async def close(self, timeout_s: float = 5.0) -> None:
-        """Close with 1000 and wait (bounded) for the disconnect."""
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.send_close(WSCloseCode.OK)
-            self.transport.disconnect()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.disconnected), timeout_s)
+    def __iter__(self) -> Iterator[bytes]:
+        tail = b"\xa5" * (CHUNK - 8)
+        for index in range(self.count):
+            chunk = index.to_bytes(8, "little") + tail
+            if self.crc is not None:
+                self.crc = zlib.crc32(chunk, self.crc)
+            yield chunk
 
 
-async def create_channel(client: WorkerClient, buffer_size: int = 64) -> dict[str, dict[str, str]]:
-    """``engine::channels::create``: returns ``{"writer": ref, "reader": ref}``."""
-    result: dict[str, dict[str, str]] = await client.call("engine::channels::create", {"buffer_size": buffer_size})
-    return result
+async def write_stamped(writer: Any, total: int, verify: bool) -> dict[str, Any]:
+    """``await writer.write(chunk)`` for every stamped chunk, then ``await writer.close_async()``.
+
+    ``writer`` is a channel writer of our SDK or of the official one (both have these two methods). Returns
+    the fields of the writer's ``done`` event: ``seconds`` (first write to closed) and ``crc``.
+    """
+    chunks = StampedChunks(total, verify)
+    started = time.perf_counter()
+    for chunk in chunks:
+        await writer.write(chunk)
+    await writer.close_async()
+    return {"seconds": time.perf_counter() - started, "crc": chunks.crc}
+
+
+async def read_stamped(reader: AsyncIterable[bytes], verify: bool) -> dict[str, Any]:
+    """Read stamped chunks to the stream's end (``async for``); returns the fields of the reader's ``done`` event.
+
+    ``bytes`` and ``chunks`` received, ``seconds`` from the first chunk to the last (as the bare relay
+    measures), ``out_of_order`` (chunks whose index is not their position, e.g. not 64 KiB frames) and
+    ``crc`` (with ``verify``, else None).
+    """
+    chunks = total = out_of_order = crc = 0
+    t_first = t_last = 0.0
+    async for chunk in reader:
+        now = time.perf_counter()
+        if not chunks:
+            t_first = now
+        if int.from_bytes(chunk[:8], "little") != chunks:
+            out_of_order += 1
+        if verify:
+            crc = zlib.crc32(chunk, crc)
+        chunks += 1
+        total += len(chunk)
+        t_last = now
+    return {
+        "bytes": total,
+        "chunks": chunks,
+        "seconds": t_last - t_first,
+        "out_of_order": out_of_order,
+        "crc": crc if verify else None,
+    }
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+
+def bench_main(
+    doc: str,
+    report: Callable[[argparse.Namespace], Sequence[Measurement]],
+    roles: Mapping[str, Callable[[argparse.Namespace], None]],
+    *,
+    quick_help: str,
+    verify_help: str | None = None,
+    default_repeat: int | None = None,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+    role_options: Mapping[str, Callable[[str], Any]] | None = None,
+) -> None:
+    """The command line of a benchmark script: run as the driver and print the table, or as one child role.
+
+    The driver gets ``--quick`` (``quick_help`` says what it shrinks), ``--verify`` when ``verify_help`` is
+    given, ``--repeat`` when ``default_repeat`` is (``args.repeat`` is then resolved: the given number, else
+    1 with ``--quick``, else ``default_repeat``) and whatever ``options`` adds; ``report(args)`` makes the
+    rows. ``--role NAME`` runs ``roles[NAME](args)`` instead, with the hidden ``role_options`` (option name
+    → type, e.g. ``{"url": str, "in-flight": int}``); a role's failure becomes an ``error`` event and exit
+    code 1, so that the driver reports it.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if verify_help is not None:
+        parser.add_argument("--verify", action="store_true", help=verify_help)
+    if default_repeat is not None:
+        help_text = f"runs (median reported); default {default_repeat}, quick 1"
+        parser.add_argument("--repeat", type=int, default=None, help=help_text)
+    if options is not None:
+        options(parser)
+    parser.add_argument("--role", choices=list(roles), help=argparse.SUPPRESS)
+    for name, kind in (role_options or {}).items():
+        parser.add_argument(f"--{name}", type=kind, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role is None:
+        if default_repeat is not None:
+            args.repeat = args.repeat or (1 if args.quick else default_repeat)
+        print(markdown_table(report(args)))
+        return
+    try:
+        roles[args.role](args)
+    except Exception as exc:  # a role's failure goes to the driver, which reports it with the role's stderr
+        emit("error", message=f"{type(exc).__name__}: {exc}")
+        sys.stdout.flush()
+        sys.exit(1)

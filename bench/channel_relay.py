@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import struct
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -33,19 +32,18 @@ from _common import (
     Commands,
     CpuWindow,
     Measurement,
-    WorkerClient,
-    channel_url,
-    create_channel,
+    bench_main,
+    check_stream,
     emit,
     engine_process,
     fmt_bytes,
     fmt_runs,
-    markdown_table,
     median,
     peak_rss_bytes,
     rss_bytes,
     run_role,
 )
+from _lean_client import Ref, WorkerClient, channel_url, create_channel
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 CHILD_TIMEOUT_S = 240.0
@@ -115,7 +113,7 @@ async def writer_main(url: str, total: int, verify: bool) -> None:
     client = await WorkerClient.connect(url)
     refs = await create_channel(client, buffer_size=64)
     emit("channel", reader=refs["reader"])
-    transport, end = await ws_connect(WriterEnd, channel_url(url, refs["writer"]))
+    transport, end = await ws_connect(WriterEnd, channel_url(url, **refs["writer"]))
     assert isinstance(end, WriterEnd)
     emit("connected")
     await commands.expect("go")
@@ -175,10 +173,10 @@ class ReaderEnd(WSListener):
             self.disconnected.set_result(None)
 
 
-async def reader_main(url: str, ref: dict[str, str], verify: bool) -> None:
+async def reader_main(url: str, ref: Ref, verify: bool) -> None:
     """Connect the read end and count until the engine closes it."""
     commands = Commands()
-    _, end = await ws_connect(lambda: ReaderEnd(verify), channel_url(url, ref))
+    _, end = await ws_connect(lambda: ReaderEnd(verify), channel_url(url, **ref))
     assert isinstance(end, ReaderEnd)
     emit("connected")
     await end.disconnected
@@ -218,20 +216,7 @@ def run_once(total: int, verify: bool) -> ChannelRun:
         peak = peak_rss_bytes(engine.pid)
         writer.send("exit")
         reader.send("exit")
-    problems = []
-    if got["bytes"] != total:
-        problems.append(f"reader got {got['bytes']} bytes, expected {total}")
-    if got["out_of_order"]:
-        problems.append(f"{got['out_of_order']} frames out of order")
-    if got["close_code"] != 1000:
-        problems.append(f"reader saw close code {got['close_code']}, expected 1000")
-    verified = None
-    if verify:
-        verified = got["crc"] == sent["crc"]
-        if not verified:
-            problems.append("checksum mismatch")
-    if problems:
-        raise RuntimeError("channel relay: " + "; ".join(problems))
+    verified = check_stream("channel relay", total, got, sent, verify)
     return ChannelRun(
         bytes=got["bytes"],
         seconds=got["seconds"],
@@ -310,31 +295,24 @@ def measure(quick: bool, verify: bool, repeat: int, baseline: bool = True) -> li
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB, one run")
-    parser.add_argument("--verify", action="store_true", help="also check a CRC32 of the whole stream")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 5, quick 1")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the bare TCP relay")
-    parser.add_argument("--role", choices=["writer", "reader"], help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--bytes", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ref", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "writer":
-        run_role(lambda: writer_main(args.url, args.bytes, args.verify), CHILD_TIMEOUT_S)
-    elif args.role == "reader":
-        run_role(lambda: reader_main(args.url, json.loads(args.ref), args.verify), CHILD_TIMEOUT_S)
-    else:
-        repeat = args.repeat or (1 if args.quick else 5)
-        print(markdown_table(measure(args.quick, args.verify, repeat, baseline=not args.no_baseline)))
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--no-baseline", action="store_true", help="skip the bare TCP relay")
+
+    bench_main(
+        __doc__,
+        lambda args: measure(args.quick, args.verify, args.repeat, baseline=not args.no_baseline),
+        {
+            "writer": lambda args: run_role(lambda: writer_main(args.url, args.bytes, args.verify), CHILD_TIMEOUT_S),
+            "reader": lambda args: run_role(lambda: reader_main(args.url, args.ref, args.verify), CHILD_TIMEOUT_S),
+        },
+        quick_help="64 MiB instead of 1 GiB, one run",
+        verify_help="also check a CRC32 of the whole stream",
+        default_repeat=5,
+        options=options,
+        role_options={"url": str, "bytes": int, "ref": json.loads},
+    )
 
 
 if __name__ == "__main__":
-    if "--role" not in sys.argv:
-        main()
-    else:
-        try:
-            main()
-        except Exception as exc:
-            emit("error", message=f"{type(exc).__name__}: {exc}")
-            sys.exit(1)
+    main()

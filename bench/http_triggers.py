@@ -22,7 +22,6 @@ Run alone: ``python bench/http_triggers.py [--quick] [--repeat N]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
@@ -34,10 +33,10 @@ from _common import (
     MIB,
     Child,
     Measurement,
+    bench_main,
     emit,
     engine_process,
     fmt_runs,
-    markdown_table,
     median,
     run_role,
     run_sdk_role,
@@ -210,13 +209,14 @@ def measure(quick: bool, repeat: int) -> list[Measurement]:
                     score = size / result["seconds"] / 1e9 if what != "echo" else requests / result["seconds"]
                     runs.setdefault((server, what), []).append(score)
     rows = []
+    letters = iter("abcdef")
     for what, unit, target in (("upload", "GB/s", 0.5), ("download", "GB/s", 0.5), ("echo", "req/s", 0.3)):
         plain_score, iii_score = median(runs[("plain", what)]), median(runs[("iii", what)])
         digits = 2 if unit == "GB/s" else 0
         label = f"{what} {'of ' + ('64 MiB' if quick else '1 GiB') if what != 'echo' else f'({IN_FLIGHT} in flight)'}"
         rows.append(
             Measurement(
-                f"HTTP {label}, plain aiohttp server",
+                f"8{next(letters)}. HTTP {label}, plain aiohttp server",
                 f"{plain_score:,.{digits}f} {unit}",
                 plain_score,
                 None,
@@ -227,7 +227,7 @@ def measure(quick: bool, repeat: int) -> list[Measurement]:
         ratio = iii_score / plain_score
         rows.append(
             Measurement(
-                f"HTTP {label}, through the http trigger",
+                f"8{next(letters)}. HTTP {label}, through the http trigger",
                 f"{iii_score:,.{digits}f} {unit}",
                 ratio,
                 target,
@@ -241,24 +241,20 @@ def measure(quick: bool, repeat: int) -> list[Measurement]:
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB bodies and 2,000 echo requests, one run")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 3, quick 1")
-    parser.add_argument("--role", choices=["plain", "worker", "client"], help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--what", choices=["upload", "download", "echo"], help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, default=GIB, help=argparse.SUPPRESS)
-    parser.add_argument("--requests", type=int, default=20_000, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "plain":
-        run_role(plain_main, CHILD_TIMEOUT_S)
-    elif args.role == "worker":
-        run_sdk_role(lambda: worker_main(args.url), CHILD_TIMEOUT_S)
-    elif args.role == "client":
-        run_role(lambda: client_main(args.url, args.what, args.size, args.requests), CHILD_TIMEOUT_S)
-    else:
-        repeat = args.repeat or (1 if args.quick else 3)
-        print(markdown_table(measure(args.quick, repeat)))
+    bench_main(
+        __doc__,
+        lambda args: measure(args.quick, args.repeat),
+        {
+            "plain": lambda args: run_role(plain_main, CHILD_TIMEOUT_S),
+            "worker": lambda args: run_sdk_role(lambda: worker_main(args.url), CHILD_TIMEOUT_S),
+            "client": lambda args: run_role(
+                lambda: client_main(args.url, args.what, args.size, args.requests), CHILD_TIMEOUT_S
+            ),
+        },
+        quick_help="64 MiB bodies and 2,000 echo requests, one run",
+        default_repeat=3,
+        role_options={"url": str, "what": str, "size": int, "requests": int},
+    )
 
 
 if __name__ == "__main__":

@@ -14,31 +14,35 @@ Run alone: ``python bench/invocations.py [--quick] [--verify] [--repeat N]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import sys
 import time
 from dataclasses import dataclass
 
 import msgspec
 from _common import (
-    ENCODER,
     Child,
     Commands,
     CpuWindow,
-    Incoming,
-    InvokeFunction,
     Measurement,
-    WorkerClient,
+    bench_main,
     emit,
     engine_process,
     fmt_runs,
-    is_absent,
-    markdown_table,
     median,
     percentile,
     run_role,
+)
+from _lean_client import WorkerClient, encode_call
+
+from iii.protocol.codec import encode
+from iii.protocol.messages import (
+    ErrorNotice,
+    FromEngineMessage,
+    InvocationResult,
+    InvokeFunction,
+    RegisterFunction,
+    is_null,
 )
 
 CHILD_TIMEOUT_S = 300.0
@@ -56,20 +60,6 @@ class Payload(msgspec.Struct):
     note: str
 
 
-class Echo(msgspec.Struct, tag_field="type", tag="invocationresult"):
-    """Worker B's answer."""
-
-    invocation_id: str
-    function_id: str
-    result: msgspec.Raw
-
-
-class RegisterFunction(msgspec.Struct, tag_field="type", tag="registerfunction"):
-    """Worker B's registration (the engine sends no acknowledgement)."""
-
-    id: str
-
-
 NOTE = "benchmark payload: lean picows + msgspec load generator"
 PAYLOAD_DECODER = msgspec.json.Decoder(Payload)
 
@@ -83,15 +73,15 @@ async def echo_main(url: str) -> None:
     client = await WorkerClient.connect(url)
     answered = 0
 
-    def on_message(message: Incoming) -> None:
+    def on_message(message: FromEngineMessage) -> None:
         nonlocal answered
-        if message.type == "invokefunction" and message.invocation_id is not None:
-            reply = Echo(invocation_id=message.invocation_id, function_id=FUNCTION_ID, result=message.data)
-            client.send(ENCODER.encode(reply))
+        if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+            reply = InvocationResult(invocation_id=message.invocation_id, function_id=FUNCTION_ID, result=message.data)
+            client.send(encode(reply))
             answered += 1
 
     client.on_message = on_message
-    client.send(ENCODER.encode(RegisterFunction(id=FUNCTION_ID)))
+    client.send(encode(RegisterFunction(id=FUNCTION_ID)))  # the engine sends no acknowledgement
     emit("registered")
     await commands.expect("exit")
     await client.close()
@@ -123,16 +113,16 @@ class Caller:
         self.seq += 1
         invocation_id = self.client.ids.next()
         data = Payload(seq=self.seq, sku="SKU-0001", note=NOTE)
-        encoded = ENCODER.encode(InvokeFunction(invocation_id=invocation_id, function_id=FUNCTION_ID, data=data))
+        encoded = encode_call(invocation_id, FUNCTION_ID, data)
         self.outstanding[invocation_id] = (self.seq, time.perf_counter_ns())
         self.client.send(encoded)
         self.sent += 1
 
-    def on_message(self, message: Incoming) -> None:
+    def on_message(self, message: FromEngineMessage) -> None:
         """Account for one result, then keep the number of calls in flight."""
-        if message.type != "invocationresult" or message.invocation_id is None:
-            if message.type == "error" and self.finished is not None and not self.finished.done():
-                self.finished.set_exception(RuntimeError(f"engine error notice: {bytes(message.error).decode()}"))
+        if not isinstance(message, InvocationResult):
+            if isinstance(message, ErrorNotice) and self.finished is not None and not self.finished.done():
+                self.finished.set_exception(RuntimeError(f"engine error notice: {message.error}"))
             return
         now = time.perf_counter_ns()
         entry = self.outstanding.pop(message.invocation_id, None)
@@ -141,7 +131,7 @@ class Caller:
         else:
             seq, started = entry
             self.latencies_ns.append(now - started)
-            if not is_absent(message.error):
+            if not is_null(message.error):
                 self.errors.append(bytes(message.error).decode())
             elif self.verify and PAYLOAD_DECODER.decode(message.result).seq != seq:
                 self.mismatches += 1
@@ -171,7 +161,7 @@ async def wait_until_registered(client: WorkerClient, timeout_s: float = 30.0) -
     while True:
         attempts += 1
         message = await asyncio.wait_for(client.call_nowait(FUNCTION_ID, {"probe": True}), timeout_s)
-        if is_absent(message.error):
+        if is_null(message.error):
             return attempts
         if b"function_not_found" not in bytes(message.error) or time.monotonic() > deadline:
             raise RuntimeError(f"{FUNCTION_ID} probe failed: {bytes(message.error).decode()}")
@@ -185,13 +175,7 @@ async def caller_main(url: str, calls: int, in_flight: int, warmup: int, verify:
     attempts = await wait_until_registered(client)
     caller = Caller(client, verify)
     await caller.run(warmup, in_flight)
-    sample = ENCODER.encode(
-        InvokeFunction(
-            invocation_id=client.ids.next(),
-            function_id=FUNCTION_ID,
-            data=Payload(seq=1, sku="SKU-0001", note=NOTE),
-        )
-    )
+    sample = encode_call(client.ids.next(), FUNCTION_ID, Payload(seq=1, sku="SKU-0001", note=NOTE))
     emit("warm", probe_attempts=attempts, message_bytes=len(sample))
     await commands.expect("go")
     caller.errors.clear()
@@ -319,31 +303,21 @@ def measure(quick: bool, verify: bool, repeat: int) -> list[Measurement]:
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="20,000 / 2,000 calls, one run")
-    parser.add_argument("--verify", action="store_true", help="check that every result echoes its call's data")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 5, quick 1")
-    parser.add_argument("--role", choices=["echo", "caller"], help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--calls", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--in-flight", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "echo":
-        run_role(lambda: echo_main(args.url), CHILD_TIMEOUT_S)
-    elif args.role == "caller":
-        run_role(lambda: caller_main(args.url, args.calls, args.in_flight, args.warmup, args.verify), CHILD_TIMEOUT_S)
-    else:
-        repeat = args.repeat or (1 if args.quick else 5)
-        print(markdown_table(measure(args.quick, args.verify, repeat)))
+    bench_main(
+        __doc__,
+        lambda args: measure(args.quick, args.verify, args.repeat),
+        {
+            "echo": lambda args: run_role(lambda: echo_main(args.url), CHILD_TIMEOUT_S),
+            "caller": lambda args: run_role(
+                lambda: caller_main(args.url, args.calls, args.in_flight, args.warmup, args.verify), CHILD_TIMEOUT_S
+            ),
+        },
+        quick_help="20,000 / 2,000 calls, one run",
+        verify_help="check that every result echoes its call's data",
+        default_repeat=5,
+        role_options={"url": str, "calls": int, "in-flight": int, "warmup": int},
+    )
 
 
 if __name__ == "__main__":
-    if "--role" not in sys.argv:
-        main()
-    else:
-        try:
-            main()
-        except Exception as exc:
-            emit("error", message=f"{type(exc).__name__}: {exc}")
-            sys.exit(1)
+    main()

@@ -9,7 +9,8 @@ allocations land in the baseline), then the driver reads the baseline RSS, tells
 reads the RSS again once the client has finished. Growth / count is the result. For the socket cases the
 client then asks the engine (``engine::channels::list`` / ``engine::workers::list``) to confirm that all the
 items are there. The driver raises its soft ``RLIMIT_NOFILE`` before it starts the engine (the engine
-inherits it) and the client raises its own.
+inherits it) and the client raises its own. The engine's ``--worker-max-channels`` is set to the case's
+count plus warm-up, since one client holds every channel.
 
 Run alone: ``python bench/memory.py [--quick] [--case unconnected|connected|workers]``.
 """
@@ -20,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import resource
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,17 +31,15 @@ from _common import (
     Child,
     Commands,
     Measurement,
-    WorkerClient,
-    channel_url,
-    create_channel,
+    bench_main,
     emit,
     engine_process,
     fmt_bytes,
-    markdown_table,
     raise_nofile_limit,
     run_role,
     settle_rss,
 )
+from _lean_client import Ref, WorkerClient, channel_url, create_channel
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 CHILD_TIMEOUT_S = 600.0
@@ -67,9 +65,9 @@ class IdleEnd(WSListener):
             transport.disconnect()
 
 
-async def create_many(client: WorkerClient, count: int, in_flight: int) -> list[dict[str, dict[str, str]]]:
+async def create_many(client: WorkerClient, count: int, in_flight: int) -> list[dict[str, Ref]]:
     """Create ``count`` channels with ``in_flight`` calls outstanding; returns their refs."""
-    refs: list[dict[str, dict[str, str]]] = []
+    refs: list[dict[str, Ref]] = []
     remaining = count
 
     async def lane() -> None:
@@ -93,12 +91,12 @@ async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[T]]]) -> l
     return await asyncio.gather(*(run(job) for job in jobs))
 
 
-async def open_channels(url: str, refs: list[dict[str, dict[str, str]]], concurrency: int) -> list[WSTransport]:
+async def open_channels(url: str, refs: list[dict[str, Ref]], concurrency: int) -> list[WSTransport]:
     """Connect the writer and the reader end of every channel in ``refs``."""
 
-    def opener(ref: dict[str, str]) -> Callable[[], Awaitable[WSTransport]]:
+    def opener(ref: Ref) -> Callable[[], Awaitable[WSTransport]]:
         async def open_end() -> WSTransport:
-            transport, _ = await ws_connect(IdleEnd, channel_url(url, ref), websocket_handshake_timeout=30)
+            transport, _ = await ws_connect(IdleEnd, channel_url(url, **ref), websocket_handshake_timeout=30)
             return transport
 
         return open_end
@@ -213,7 +211,10 @@ def measure_case(case: Case, quick: bool) -> Measurement:
         raise RuntimeError(f"{case.key}: the engine needs {fds} file descriptors; raise the hard limit (ulimit -Hn)")
     concurrency = 256 if case.key == "unconnected" else 64
     args = ["--role", case.key, "--count", str(count), "--warmup", str(case.warmup), "--concurrency", str(concurrency)]
-    with engine_process() as engine, contextlib.ExitStack() as stack:
+    # One client creates every channel, so the per-worker channel limit must not cap the count. The cost of a
+    # channel does not depend on how many its creator holds, and more workers would add their own memory.
+    engine_args = ["--worker-max-channels", str(count + case.warmup)]
+    with engine_process(engine_args) as engine, contextlib.ExitStack() as stack:
         client = stack.enter_context(Child(f"memory-{case.key}", SCRIPT, [*args, "--url", engine.url], CHILD_TIMEOUT_S))
         client.expect("warm")
         baseline = settle_rss(engine.pid, SETTLE_S)
@@ -259,35 +260,29 @@ def measure(quick: bool, cases: list[str] | None = None) -> list[Measurement]:
     return [measure_case(CASES[key], quick) for key in cases or list(CASES)]
 
 
+def run_client(args: argparse.Namespace) -> None:
+    """The client role of ``args.role``'s case (it raises its own descriptor limit first)."""
+    client_fd_limit((args.count + args.warmup) * CASES[args.role].fds_per_item + FD_SLACK)
+    mains = {"unconnected": unconnected_main, "connected": connected_main, "workers": workers_main}
+    role_main = mains[args.role]
+    run_role(lambda: role_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
+
+
 def main() -> None:
     """Command line: run as the driver, or as one client role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="10,000 / 200 / 200 items")
-    parser.add_argument("--case", choices=list(CASES), action="append", help="run only this case (repeatable)")
-    parser.add_argument("--role", choices=list(CASES), help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--concurrency", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role is None:
-        print(markdown_table(measure(args.quick, args.case)))
-        return
-    client_fd_limit((args.count + args.warmup) * CASES[args.role].fds_per_item + FD_SLACK)
-    if args.role == "unconnected":
-        run_role(lambda: unconnected_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
-    elif args.role == "connected":
-        run_role(lambda: connected_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
-    else:
-        run_role(lambda: workers_main(args.url, args.count, args.warmup, args.concurrency), CHILD_TIMEOUT_S)
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--case", choices=list(CASES), action="append", help="run only this case (repeatable)")
+
+    bench_main(
+        __doc__,
+        lambda args: measure(args.quick, args.case),
+        dict.fromkeys(CASES, run_client),
+        quick_help="10,000 / 200 / 200 items",
+        options=options,
+        role_options={"url": str, "count": int, "warmup": int, "concurrency": int},
+    )
 
 
 if __name__ == "__main__":
-    if "--role" not in sys.argv:
-        main()
-    else:
-        try:
-            main()
-        except Exception as exc:
-            emit("error", message=f"{type(exc).__name__}: {exc}")
-            sys.exit(1)
+    main()

@@ -11,10 +11,16 @@
 8. HTTP through the ``http`` trigger next to a plain aiohttp server: 1 GiB upload and download, and
    requests/s of a small JSON echo (``--only http``).
 
-``--quick`` uses small sizes (a smoke test, not a measurement); ``--verify`` adds checksums and per-call
-result checks; ``--repeat N`` sets the runs per timed measurement (median reported). Each part also runs
-alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``, ``bench/memory.py``,
-``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``.
+``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about half a minute on 2
+cores; ``.ci/run`` runs it after the tests); ``--verify`` adds checksums and per-call result checks;
+``--repeat N`` sets the runs per timed measurement (median reported).
+
+Besides the table (stdout), a full run of every part draws the rows that have a target as a chart,
+``docs/benchmarks.png`` (``--chart PATH`` elsewhere or for any run, ``--no-chart`` none; needs matplotlib,
+``pip install -e '.[bench]'``).
+
+Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
+``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import channel_relay
 import http_triggers
@@ -33,9 +40,11 @@ import invocations
 import memory
 import sdk_calls
 import sdk_relay
+from _chart import draw_chart, require_matplotlib
 from _common import BENCH_DIR, Measurement, markdown_table
 
 PARTS = ("relay", "invoke", "memory", "sdk", "http")
+DEFAULT_CHART = BENCH_DIR.parent / "docs" / "benchmarks.png"
 
 
 def machine_notes() -> str:
@@ -64,7 +73,14 @@ def main() -> None:
     parser.add_argument("--verify", action="store_true", help="checksums on the relays, result checks on calls")
     parser.add_argument("--repeat", type=int, default=None, help="runs per timed measurement; default 5, quick 1")
     parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    parser.add_argument("--chart", type=Path, help="write the chart here (default: docs/benchmarks.png on full runs)")
+    parser.add_argument("--no-chart", action="store_true", help="no chart")
     args = parser.parse_args()
+    chart = None if args.no_chart else args.chart
+    if chart is None and not args.no_chart and not args.quick and not args.only:
+        chart = DEFAULT_CHART
+    if chart is not None:
+        require_matplotlib()
     repeat = args.repeat or (1 if args.quick else 5)
     parts = args.only or list(PARTS)
     notes = machine_notes()
@@ -88,8 +104,12 @@ def main() -> None:
         print("running: HTTP triggers next to a plain aiohttp server ...", file=sys.stderr, flush=True)
         rows += http_triggers.measure(args.quick, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
-    print(f"iii-py benchmarks — {notes}; {mode}; took {time.monotonic() - started:.0f} s\n")
+    header = f"{notes}; {mode}; took {time.monotonic() - started:.0f} s"
+    print(f"iii-py benchmarks — {header}\n")
     print(markdown_table(rows))
+    if chart is not None:
+        bars = draw_chart(rows, chart, header)
+        print(f"chart of the {bars} rows with a target: {chart}", file=sys.stderr)
     missed = [row.name for row in rows if row.passed is False]
     if missed:
         print(f"\nTargets missed: {len(missed)} of {sum(1 for r in rows if r.target is not None)}")

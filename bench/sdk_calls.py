@@ -36,10 +36,10 @@ from _common import (
     Child,
     CpuWindow,
     Measurement,
+    bench_main,
     emit,
     engine_process,
     fmt_runs,
-    markdown_table,
     median,
     percentile,
     run_sdk_role,
@@ -403,21 +403,23 @@ def measure(quick: bool, verify: bool, repeat: int, *, baseline: bool = True) ->
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500 sequential / 2,000 concurrent calls, one run")
-    parser.add_argument("--verify", action="store_true", help="accepted; results are always checked")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 3, quick 1")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the lean-client reference")
-    parser.add_argument("--role", choices=["callee", "caller"], help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "callee":
-        run_sdk_role(lambda: callee_main(args.url), CHILD_TIMEOUT_S)
-    elif args.role == "caller":
-        run_sdk_role(lambda: caller_main(args.url), CHILD_TIMEOUT_S)
-    else:
-        repeat = args.repeat or (1 if args.quick else 3)
-        print(markdown_table(measure(args.quick, args.verify, repeat, baseline=not args.no_baseline)))
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--no-baseline", action="store_true", help="skip the lean-client reference")
+
+    bench_main(
+        __doc__,
+        lambda args: measure(args.quick, args.verify, args.repeat, baseline=not args.no_baseline),
+        {
+            "callee": lambda args: run_sdk_role(lambda: callee_main(args.url), CHILD_TIMEOUT_S),
+            "caller": lambda args: run_sdk_role(lambda: caller_main(args.url), CHILD_TIMEOUT_S),
+        },
+        quick_help="500 sequential / 2,000 concurrent calls, one run",
+        verify_help="accepted; results are always checked",
+        default_repeat=3,
+        options=options,
+        role_options={"url": str},
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import contextlib
 import json
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +46,18 @@ from _common import (
     Commands,
     CpuWindow,
     Measurement,
+    StampedChunks,
+    bench_main,
+    check_stream,
     emit,
     engine_process,
     fmt_bytes,
     fmt_runs,
-    markdown_table,
     median,
+    read_stamped,
     run_sdk_role,
     sdk_worker,
+    write_stamped,
 )
 
 CHILD_TIMEOUT_S: Final = 300.0
@@ -86,28 +89,13 @@ def expect_line(command: str) -> None:
         raise RuntimeError(f"expected command {command!r}, got {got!r}")
 
 
-def chunk_tail() -> bytes:
-    """The 64 KiB chunk's body after its 8-byte index."""
-    return b"\xa5" * (CHUNK - 8)
-
-
 async def async_writer(client: Any, total: int, verify: bool) -> None:
     """The async style: everything in ``asyncio.run``, on the user's loop."""
     commands = Commands()
     channel = await client.create_channel_async(64)
     emit("channel", reader=channel.reader_ref.model_dump())
-    writer = channel.writer
     await commands.expect("go")
-    tail = chunk_tail()
-    crc = 0
-    started = time.perf_counter()
-    for index in range(total // CHUNK):
-        chunk = index.to_bytes(8, "little") + tail
-        if verify:
-            crc = zlib.crc32(chunk, crc)
-        await writer.write(chunk)
-    await writer.close_async()
-    emit("done", seconds=time.perf_counter() - started, crc=crc if verify else None)
+    emit("done", **await write_stamped(channel.writer, total, verify))
     await commands.expect("exit")
 
 
@@ -117,16 +105,12 @@ def sync_writer(client: Any, total: int, verify: bool) -> None:
     emit("channel", reader=channel.reader_ref.model_dump())
     writer = channel.writer
     expect_line("go")
-    tail = chunk_tail()
-    crc = 0
+    chunks = StampedChunks(total, verify)
     started = time.perf_counter()
-    for index in range(total // CHUNK):
-        chunk = index.to_bytes(8, "little") + tail
-        if verify:
-            crc = zlib.crc32(chunk, crc)
+    for chunk in chunks:
         writer.write(chunk)
     writer.close()  # fire-and-forget in plain code; the reader sees the clean end
-    emit("done", seconds=time.perf_counter() - started, crc=crc if verify else None)
+    emit("done", seconds=time.perf_counter() - started, crc=chunks.crc)
     expect_line("exit")
 
 
@@ -135,17 +119,7 @@ def handler_writer(client: Any, total: int, verify: bool) -> None:
     channel = client.create_channel(64)
 
     async def produce(data: dict[str, Any]) -> dict[str, Any]:
-        writer = channel.writer
-        tail = chunk_tail()
-        crc = 0
-        started = time.perf_counter()
-        for index in range(data["bytes"] // CHUNK):
-            chunk = index.to_bytes(8, "little") + tail
-            if data["verify"]:
-                crc = zlib.crc32(chunk, crc)
-            await writer.write(chunk)
-        await writer.close_async()
-        return {"seconds": time.perf_counter() - started, "crc": crc if data["verify"] else None}
+        return await write_stamped(channel.writer, data["bytes"], data["verify"])
 
     client.register_function(PRODUCE_FUNCTION, produce)
     emit("channel", reader=channel.reader_ref.model_dump())
@@ -157,7 +131,7 @@ def handler_writer(client: Any, total: int, verify: bool) -> None:
             "timeout_ms": int(CHILD_TIMEOUT_S * 1000),
         }
     )
-    emit("done", seconds=result["seconds"], crc=result["crc"])
+    emit("done", **result)
     expect_line("exit")
 
 
@@ -180,27 +154,7 @@ async def async_reader(client: Any, ref: dict[str, str], verify: bool) -> None:
     commands = Commands()
     reader = client.reader(ref)
     emit("ready")
-    chunks = total = out_of_order = crc = 0
-    t_first = t_last = 0.0
-    async for chunk in reader:
-        now = time.perf_counter()
-        if not chunks:
-            t_first = now
-        if int.from_bytes(chunk[:8], "little") != chunks:
-            out_of_order += 1
-        if verify:
-            crc = zlib.crc32(chunk, crc)
-        chunks += 1
-        total += len(chunk)
-        t_last = now
-    emit(
-        "done",
-        bytes=total,
-        chunks=chunks,
-        seconds=t_last - t_first,
-        out_of_order=out_of_order,
-        crc=crc if verify else None,
-    )
+    emit("done", **await read_stamped(reader, verify))
     await commands.expect("exit")
 
 
@@ -272,18 +226,7 @@ def run_once(case: str, total: int, verify: bool, official: Path | None = None) 
         sent = writer.expect("done", 60)
         writer.send("exit")
         reader.send("exit")
-    problems = []
-    if got["bytes"] != total:
-        problems.append(f"reader got {got['bytes']} bytes, expected {total}")
-    if got["out_of_order"]:
-        problems.append(f"{got['out_of_order']} of {got['chunks']} chunks out of order (or not 64 KiB frames)")
-    verified = None
-    if verify:
-        verified = got["crc"] == sent["crc"]
-        if not verified:
-            problems.append("checksum mismatch")
-    if problems:
-        raise RuntimeError(f"sdk relay ({case}): " + "; ".join(problems))
+    verified = check_stream(f"sdk relay ({case})", total, got, sent, verify)
     return SdkRun(
         case=case,
         bytes=got["bytes"],
@@ -423,37 +366,42 @@ def measure(
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB, one run")
-    parser.add_argument("--verify", action="store_true", help="also check a CRC32 of the whole stream")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 3, quick 1")
-    parser.add_argument("--style", choices=STYLES, action="append", help="only this writer style of ours")
-    parser.add_argument("--no-official", action="store_true", help="skip the official SDK")
-    parser.add_argument("--official-bytes", type=int, default=None, help="bytes for the official SDK's runs")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the bare TCP relay")
-    parser.add_argument("--role", choices=["writer", "reader"], help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--bytes", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ref", help=argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT_S, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "writer":
-        style = (args.style or ["async"])[0]
-        run_sdk_role(lambda: ours_writer(args.url, args.bytes, style, args.verify), args.timeout)
-    elif args.role == "reader":
-        run_sdk_role(lambda: ours_reader(args.url, json.loads(args.ref), args.verify), args.timeout)
-    else:
-        repeat = args.repeat or (1 if args.quick else 3)
-        rows = measure(
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--style", choices=STYLES, action="append", help="only this writer style of ours")
+        parser.add_argument("--no-official", action="store_true", help="skip the official SDK")
+        parser.add_argument("--official-bytes", type=int, default=None, help="bytes for the official SDK's runs")
+        parser.add_argument("--no-baseline", action="store_true", help="skip the bare TCP relay")
+        parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT_S, help=argparse.SUPPRESS)
+
+    def report(args: argparse.Namespace) -> list[Measurement]:
+        return measure(
             args.quick,
             args.verify,
-            repeat,
+            args.repeat,
             baseline=not args.no_baseline,
             styles=args.style or STYLES,
             official=not args.no_official,
             official_bytes=args.official_bytes,
         )
-        print(markdown_table(rows))
+
+    def writer(args: argparse.Namespace) -> None:
+        style = (args.style or ["async"])[0]
+        run_sdk_role(lambda: ours_writer(args.url, args.bytes, style, args.verify), args.timeout)
+
+    def reader(args: argparse.Namespace) -> None:
+        run_sdk_role(lambda: ours_reader(args.url, args.ref, args.verify), args.timeout)
+
+    bench_main(
+        __doc__,
+        report,
+        {"writer": writer, "reader": reader},
+        quick_help="64 MiB instead of 1 GiB, one run",
+        verify_help="also check a CRC32 of the whole stream",
+        default_repeat=3,
+        options=options,
+        role_options={"url": str, "bytes": int, "ref": json.loads},
+    )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ Run alone: ``python bench/tcp_relay.py [--quick] [--verify] [--repeat N]``.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import socket
 import struct
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -24,11 +22,12 @@ from _common import (
     MIB,
     Child,
     Measurement,
+    bench_main,
+    check_stream,
     emit,
     fmt_bytes,
     fmt_runs,
     machine_busy_seconds,
-    markdown_table,
     median,
     own_cpu_seconds,
 )
@@ -142,13 +141,7 @@ def run_once(total: int, verify: bool) -> RelayRun:
                 relay_done = relay.expect("done")
     foreign = machine_busy_seconds() - busy0 - (own_cpu_seconds() - own0)
     foreign_share = max(0.0, foreign) / (time.perf_counter() - started)
-    if got["bytes"] != total:
-        raise RuntimeError(f"bare relay: reader got {got['bytes']} bytes, expected {total}")
-    verified = None
-    if verify:
-        verified = got["crc"] == sent["crc"]
-        if not verified:
-            raise RuntimeError("bare relay: checksum mismatch")
+    verified = check_stream("bare relay", total, got, sent, verify)
     return RelayRun(
         bytes=got["bytes"],
         seconds=got["seconds"],
@@ -186,31 +179,20 @@ def sizes(quick: bool) -> int:
 
 def main() -> None:
     """Command line: run as the driver, or as one role when ``--role`` is given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB, one run")
-    parser.add_argument("--verify", action="store_true", help="check a CRC32 of the whole stream")
-    parser.add_argument("--repeat", type=int, default=None, help="runs (median reported); default 5, quick 1")
-    parser.add_argument("--role", choices=["reader", "relay", "writer"], help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--bytes", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.role == "reader":
-        role_reader(args.verify)
-    elif args.role == "relay":
-        role_relay(args.port)
-    elif args.role == "writer":
-        role_writer(args.port, args.bytes, args.verify)
-    else:
-        repeat = args.repeat or (1 if args.quick else 5)
-        runs = [run_once(sizes(args.quick), args.verify) for _ in range(repeat)]
-        print(markdown_table([bare_measurement(runs)]))
+    bench_main(
+        __doc__,
+        lambda args: [bare_measurement([run_once(sizes(args.quick), args.verify) for _ in range(args.repeat)])],
+        {
+            "reader": lambda args: role_reader(args.verify),
+            "relay": lambda args: role_relay(args.port),
+            "writer": lambda args: role_writer(args.port, args.bytes, args.verify),
+        },
+        quick_help="64 MiB instead of 1 GiB, one run",
+        verify_help="check a CRC32 of the whole stream",
+        default_repeat=5,
+        role_options={"port": int, "bytes": int},
+    )
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:
-        if "--role" in sys.argv:
-            emit("error", message=f"{type(exc).__name__}: {exc}")
-            sys.exit(1)
-        raise
+    main()
