@@ -12,7 +12,7 @@
    requests/s of a small JSON echo (``--only http``).
 
 ``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about half a minute on 2
-cores; ``.ci/run`` runs it after the tests); ``--verify`` adds checksums and per-call result checks;
+cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
 ``--repeat N`` sets the runs per timed measurement (median reported).
 
 Besides the table (stdout), a full run of every part draws the rows that have a target as a chart,
