@@ -89,6 +89,8 @@ log = logging.getLogger("iii.engine")
 
 _HOUSEKEEPING_TICK_S: Final = 0.05
 _READ_BUFFER_INIT_BYTES: Final = 4096
+_HANG_UP_CHECK_S: Final = 0.5
+"""How often held-back channel writers are checked for a hang-up (one getsockopt each)."""
 
 
 def error_raw(code: str, message: str) -> msgspec.Raw:
@@ -245,6 +247,7 @@ class Engine:
         next_check = time.monotonic() + check_every
         trim_every = self.config.memory_trim_interval_s
         next_trim = time.monotonic() + trim_every
+        next_hang_up_check = time.monotonic() + _HANG_UP_CHECK_S
         while True:
             await asyncio.sleep(_HOUSEKEEPING_TICK_S)
             try:
@@ -256,6 +259,10 @@ class Engine:
                 if interval > 0 and now >= next_check:
                     next_check = now + check_every
                     self._drop_silent_workers(now)
+                if now >= next_hang_up_check:
+                    next_hang_up_check = now + _HANG_UP_CHECK_S
+                    for channel in self.channels.read_departed_writers():
+                        log.info("channel=%s writer hung up while held back: reading what it left", channel.channel_id)
                 if trim_every > 0 and now >= next_trim:
                     next_trim = now + trim_every
                     release_free_memory()
