@@ -33,8 +33,12 @@ def engine_options(command: F) -> F:
 
 @functools.cache
 def _quiet_sdk_logs() -> None:
-    """The command reports failures itself, in one line; the SDK's own log records would repeat them."""
-    for name in ("iii", "picows"):
+    """The command reports failures itself, in one line; the SDK's own log records would repeat them.
+
+    ``asyncio`` too: at exit, the SDK's loop stops with channel sockets still connecting to channels the
+    failed call took away, and asyncio would log their refusals ("Task exception was never retrieved").
+    """
+    for name in ("iii", "picows", "asyncio"):
         logging.getLogger(name).addHandler(logging.NullHandler())
         logging.getLogger(name).propagate = False
 

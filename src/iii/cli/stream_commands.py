@@ -10,18 +10,25 @@ stdout, so ``cat big.csv | iii pipe csv.stats > out.json`` works in a shell pipe
 
 Both start the call first and write while the function reads, so any size streams in bounded memory. The
 writing runs in a daemon thread: if the call fails early, the command reports it and exits without
-waiting for writes nobody will read.
+waiting for writes nobody will read. ``pipe`` reads stdin's descriptor itself (:class:`_StdinChunks`), so it
+can stop reading at any moment, and a reader still busy at exit holds no lock the interpreter needs.
+A function that returns before reading all of its input gets a warning; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+import select
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import IO, Any, Final
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeVar
 
 import click
 from rich.console import Console
@@ -35,12 +42,29 @@ from rich.progress import (
 )
 
 from iii.cli.connection import connected, engine_options, failed, parse_data, print_json
-from iii.errors import ChannelBrokenError
+from iii.errors import ChannelBrokenError, InvocationError
 from iii.sdk.channels import ChannelWriter
 from iii.sdk.client import III
 
 CHUNK_BYTES: Final = 1024 * 1024
 _FEEDER_GRACE_S: Final = 2.0
+_INTERRUPTED: Final = 128 + 2  # the shell's exit code for SIGINT
+_STDIN_FD: Final = 0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _interruptible(command: F) -> F:
+    """Ctrl-C ends the command with exit code 130 and no traceback (click would say "Aborted!" and exit 1)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(_INTERRUPTED) from None
+
+    return run  # type: ignore[return-value]
 
 
 def _timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,16 +100,86 @@ def _progress(wanted: bool | None) -> Progress:
     )
 
 
-class _Feeder(threading.Thread):
-    """Copies a binary stream into a channel writer, reporting each chunk; remembers how it ended."""
+class _Source(Protocol):
+    def read(self, size: int, /) -> bytes: ...
 
-    def __init__(self, source: IO[bytes], writer: ChannelWriter, on_chunk: Callable[[int], None]) -> None:
+
+class _Stopped(Exception):
+    """Reading stdin was stopped: the input did not end, so the channel must not end cleanly either."""
+
+
+class _StdinChunks:
+    """Stdin's descriptor, read by one thread in chunks and stoppable from any other thread at any moment.
+
+    Reads go to the descriptor itself, never through ``sys.stdin.buffer``: a thread blocked in that buffered
+    reader holds its lock, and when the command exits meanwhile, the interpreter aborts closing stdin ("Fatal
+    Python error: _enter_buffered_busy", exit 134). A read waits for data or for :meth:`stop`, whichever comes
+    first, and returns what is there (up to ``size`` bytes), so data that trickles in goes on as it comes.
+    After :meth:`stop`, reads raise :class:`_Stopped`; the end of stdin reads as ``b""``.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopped = False
+        self._ended = False
+
+    def read(self, size: int, /) -> bytes:
+        chunks: list[bytes] = []
+        have = 0
+        wait: float | None = None  # for the first bytes; then only what is there already
+        while have < size and not self._ended:
+            if not self._ready(wait):
+                break
+            chunk = os.read(self.fd, size - have)
+            if not chunk:
+                self._ended = True
+                break
+            chunks.append(chunk)
+            have += len(chunk)
+            wait = 0
+        return b"".join(chunks)
+
+    def _ready(self, wait: float | None) -> bool:
+        """Whether stdin can be read (at once, or within ``wait`` seconds: None = forever)."""
+        if self._stopped:
+            raise _Stopped
+        readable, _, _ = select.select([self.fd, self._wake_r], [], [], wait)
+        if self._stopped:
+            raise _Stopped
+        return self.fd in readable
+
+    def stop(self) -> None:
+        """Stop reading: a read waiting for data returns at once (raising :class:`_Stopped`), later ones too."""
+        if not self._stopped:
+            self._stopped = True
+            os.write(self._wake_w, b"!")
+
+    def __enter__(self) -> _StdinChunks:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        # Stopped, not closed: the reading thread may still be inside select() on these descriptors, and the
+        # process is about to exit; closing them under it could hand their numbers to another file.
+        self.stop()
+
+
+class _Feeder(threading.Thread):
+    """Copies a binary stream into a channel writer, reporting each chunk; remembers how it ended.
+
+    The writer is closed (a clean end) only at the end of the source; a source that fails or is stopped
+    leaves it open, so the reader never takes a cut stream for a whole one.
+    """
+
+    def __init__(self, source: _Source, writer: ChannelWriter, on_chunk: Callable[[int], None]) -> None:
         super().__init__(daemon=True, name="iii-feeder")
         self.source = source
         self.writer = writer
         self.on_chunk = on_chunk
         self.error: BaseException | None = None
         self.sent = 0
+        self.ended = False
+        """The whole source went into the channel, and the channel was closed after it."""
 
     def run(self) -> None:
         try:
@@ -94,12 +188,24 @@ class _Feeder(threading.Thread):
                 self.sent += len(chunk)
                 self.on_chunk(len(chunk))
             self.writer.close()
+            self.ended = True
         except BaseException as exc:  # reported by the command
             self.error = exc
 
+    def unread(self, returned_at: float) -> bool:
+        """Once the function has returned (at ``returned_at``, a monotonic time): whether it left input unread.
+
+        A function that read to the end has seen the writer's close, so the feeder is finishing; one still
+        busy ``_FEEDER_GRACE_S`` after the return, or cut off (the reader went away), means the function
+        stopped reading early.
+        """
+        self.join(max(0.0, returned_at + _FEEDER_GRACE_S - time.monotonic()))
+        return not self.ended
+
 
 def _call_in_background(client: III, request: dict[str, Any]) -> tuple[threading.Event, dict[str, Any]]:
-    """Start a call on a daemon thread; the event is set when it has an outcome (``result`` or ``error``)."""
+    """Start a call on a daemon thread; the event is set when it has an outcome (``result`` or ``error``, and
+    ``at``: when, a monotonic time)."""
     done = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -109,6 +215,7 @@ def _call_in_background(client: III, request: dict[str, Any]) -> tuple[threading
         except BaseException as exc:
             outcome["error"] = exc
         finally:
+            outcome["at"] = time.monotonic()
             done.set()
 
     threading.Thread(target=run, daemon=True, name="iii-call").start()
@@ -123,6 +230,7 @@ def _call_in_background(client: III, request: dict[str, Any]) -> tuple[threading
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: when stderr is a tty]")
 @_timeout_option
 @engine_options
+@_interruptible
 def send(
     file: Path,
     function_id: str,
@@ -148,10 +256,7 @@ def send(
         done.wait()
         if "error" in outcome:
             raise failed(outcome["error"])
-        # A function that read to the end has seen the writer's close, so the feeder is finishing; one still
-        # busy later means the function returned without reading everything.
-        feeder.join(_FEEDER_GRACE_S)
-        if feeder.is_alive():
+        if feeder.unread(outcome["at"]):
             click.echo(f"warning: {function_id} returned after reading {feeder.sent} of {size} bytes", err=True)
     if feeder.error is not None and not isinstance(feeder.error, ChannelBrokenError):
         raise click.ClickException(f"sending {file} failed: {feeder.error}")
@@ -166,6 +271,7 @@ def send(
 @click.option("--progress/--no-progress", default=None, help="show progress on stderr [default: when it is a tty]")
 @_timeout_option
 @engine_options
+@_interruptible
 def pipe(
     function_id: str,
     in_field: str,
@@ -178,14 +284,19 @@ def pipe(
 ) -> None:
     """Stream stdin through a function to stdout (cat big.csv | iii pipe csv.stats > out.json)."""
     extra = _payload_fields(data)
+    try:
+        os.fstat(_STDIN_FD)
+    except OSError:
+        raise click.ClickException("stdin is closed (give the command a file or a pipe to read)") from None
     stdout = sys.stdout.buffer
-    with connected(url, token) as client, _progress(progress) as bar:
+    # Leaving the block stops reading stdin first (whatever the reader is doing), then disconnects.
+    with connected(url, token) as client, _StdinChunks(_STDIN_FD) as stdin, _progress(progress) as bar:
         into, out_of = client.create_channel(), client.create_channel()
         task = bar.add_task(f"stdin → {function_id}", total=None)
         payload = {**extra, in_field: into.reader_ref.model_dump(), out_field: out_of.writer_ref.model_dump()}
         request = {"function_id": function_id, "payload": payload, "timeout_ms": timeout_ms}
         done, outcome = _call_in_background(client, request)
-        feeder = _Feeder(sys.stdin.buffer, into.writer, lambda n: bar.advance(task, n))
+        feeder = _Feeder(stdin, into.writer, lambda n: bar.advance(task, n))
         feeder.start()
 
         async def copy_out() -> None:
@@ -193,18 +304,39 @@ def pipe(
                 stdout.write(chunk)
             stdout.flush()
 
-        copied = _copy_until_failure(copy_out(), done, outcome)
+        unopened = functools.partial(_writer_unopened, client, out_of.writer_ref.channel_id)
+        copied = _copy_until_failure(copy_out(), done, outcome, unopened)
         if "error" in outcome:
             raise failed(outcome["error"])
-        if copied is not None:
+        if isinstance(copied, _OutputUnopened):
+            click.echo(f"warning: {function_id} returned without opening its output", err=True)
+        elif copied is not None:
             raise click.ClickException(f"the output stream broke: {copied}")
         done.wait()  # the output ended; the call's own outcome decides the exit code
         if "error" in outcome:
             raise failed(outcome["error"])
+        if feeder.unread(outcome["at"]):
+            click.echo(f"warning: {function_id} returned after reading {feeder.sent} bytes of stdin", err=True)
+    if feeder.error is not None and not isinstance(feeder.error, (ChannelBrokenError, _Stopped)):
+        raise click.ClickException(f"reading stdin failed: {feeder.error}")
 
 
-def _copy_until_failure(copy: Coroutine[Any, Any, None], call_done: threading.Event, outcome: dict[str, Any]) -> Any:
-    """Run the output copy to its end, unless the call fails first; returns how the copy failed, if it did."""
+class _OutputUnopened(Exception):
+    """The function returned without ever opening its output: nothing will come, nor the end."""
+
+
+def _copy_until_failure(
+    copy: Coroutine[Any, Any, None],
+    call_done: threading.Event,
+    outcome: dict[str, Any],
+    unopened: Callable[[], bool],
+) -> BaseException | None:
+    """Run the output copy to its end, unless the call fails first; returns how the copy failed, if it did.
+
+    A function normally ends its output before it returns; when the output is still open ``_FEEDER_GRACE_S``
+    after a successful return, ``unopened()`` tells whether the function ever opened it (else the copy
+    would wait for the channel's TTL): then the copy stops and :class:`_OutputUnopened` is returned.
+    """
 
     async def main() -> BaseException | None:
         loop = asyncio.get_running_loop()
@@ -221,10 +353,27 @@ def _copy_until_failure(copy: Coroutine[Any, Any, None], call_done: threading.Ev
         if not copying.done() and "error" in outcome:
             copying.cancel()  # the function failed: nobody will end its output
             return None
+        if not copying.done():  # the function returned: its output should be ending
+            await asyncio.wait({copying}, timeout=_FEEDER_GRACE_S)
+            if not copying.done() and await asyncio.to_thread(unopened):
+                copying.cancel()
+                return _OutputUnopened()
         await asyncio.wait({copying})
         return copying.exception()
 
     return asyncio.run(main())
+
+
+def _writer_unopened(client: III, channel_id: str) -> bool:
+    """Whether the engine lists the channel with its writer end never connected (False when it cannot tell)."""
+    try:
+        listing = client.trigger({"function_id": "engine::channels::list", "payload": {}})
+    except InvocationError:
+        return False
+    return any(
+        entry.get("channel_id") == channel_id and entry.get("writer") == "waiting"
+        for entry in listing.get("channels", [])
+    )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
