@@ -250,3 +250,32 @@ def test_a_held_back_writer_that_hung_up_is_read_to_its_end() -> None:
     reader = connect(manager, Role.READER, channel.channel_id, channel.reader_key)
     assert [payload for _, payload, _ in reader.frames] == [b"a", b"b", b"c"]
     assert reader.closed is not None and reader.closed[0] == close_codes.WRITER_LOST
+
+
+def test_released_ends_tell_their_peers() -> None:
+    """An end its holder will never use is released: a reader fails its writer (now, or when it connects),
+    a writer ends its reader's stream as lost after what was queued; connected ends are not released."""
+    manager = make_manager()
+    # A released reader, its writer connected: 4002 at once.
+    first = manager.create(None, owner_id="w")
+    writer = connect(manager, Role.WRITER, first.channel_id, first.writer_key)
+    assert first.release(Role.READER, "handler returned")
+    assert writer.closed is not None and writer.closed[0] == close_codes.READER_LOST
+    assert manager.find(first.channel_id, first.reader_key) is None  # forgotten
+    # A released reader, its writer connecting later: 4002 when it attaches.
+    second = manager.create(None, owner_id="w")
+    assert second.release(Role.READER, "handler returned")
+    late = connect(manager, Role.WRITER, second.channel_id, second.writer_key)
+    assert late.closed is not None and late.closed[0] == close_codes.READER_LOST
+    # A released writer: the reader gets what was queued, then 4001.
+    third = manager.create(None, owner_id="w")
+    reader = connect(manager, Role.READER, third.channel_id, third.reader_key)
+    assert third.release(Role.WRITER, "handler returned")
+    assert reader.closed is not None and reader.closed[0] == close_codes.WRITER_LOST
+    # Connected or finished ends are not released.
+    fourth = manager.create(None, owner_id="w")
+    connect(manager, Role.READER, fourth.channel_id, fourth.reader_key)
+    assert not fourth.release(Role.READER, "no")
+    found = manager.find(fourth.channel_id, fourth.writer_key)
+    assert found is not None and found[1] is Role.WRITER
+    assert manager.find(fourth.channel_id, "wrong") is None

@@ -120,6 +120,7 @@ class Builtins:
             ("engine::registered-triggers::info", self.registered_triggers_info, "Inspect one registered trigger"),
             ("engine::channels::create", self.channels_create, "Create a data channel"),
             ("engine::channels::list", self.channels_list, "List live data channels"),
+            ("engine::channels::release", self.channels_release, "Finish channel ends their holder will not use"),
         ]:
             self.engine.functions.add_builtin(function_id, handler, description)
 
@@ -336,6 +337,32 @@ class Builtins:
             "writer": {"channel_id": channel_id, "access_key": channel.writer_key, "direction": "write"},
             "reader": {"channel_id": channel_id, "access_key": channel.reader_key, "direction": "read"},
         }
+
+    def channels_release(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """Finish ends that never connected and never will: ``{"ends": [ref, ...], "reason"?}``.
+
+        Our SDK sends it (void) for the ends a handler was given and left untouched, so their peers learn at
+        once: a released reader fails its writer (4002), a released writer ends its reader's stream (4001).
+        A ref must carry its end's key. Returns how many ends were released; unknown or connected ends are
+        skipped.
+        """
+        fields = _as_object(data, "engine::channels::release")
+        ends = fields.get("ends")
+        if not isinstance(ends, list):
+            raise BuiltinInputError("'ends' must be a list of channel refs")
+        given = fields.get("reason")
+        reason = given if isinstance(given, str) else "released by its holder"
+        released = 0
+        for ref in ends:
+            if not isinstance(ref, dict):
+                continue
+            channel_id, key = ref.get("channel_id"), ref.get("access_key")
+            if not isinstance(channel_id, str) or not isinstance(key, str):
+                continue
+            found = self.engine.channels.find(channel_id, key)
+            if found is not None and found[0].release(found[1], reason):
+                released += 1
+        return {"released": released}
 
     def channels_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """Every live channel: id, state of each end, frames and bytes relayed, age. Never the keys."""

@@ -254,6 +254,11 @@ class Channel:
         if state is not EndState.RESERVED:
             end.close(close_codes.PEER_NEVER_CONNECTED, "the channel expired before this end connected")
             return
+        if role is Role.WRITER and self.reader_state is EndState.DONE:
+            end.close(close_codes.READER_LOST, "the reader was released before this writer connected")
+            self.writer_state = EndState.DONE
+            self.manager.forget(self)
+            return
         if role is Role.WRITER:
             self.writer_state = EndState.OPEN
             self.writer = end
@@ -266,6 +271,32 @@ class Channel:
             self.manager.connected(self)
         if role is Role.READER:
             self._drain()
+
+    def release(self, role: Role, reason: str) -> bool:
+        """Finish an end that never connected, on its holder's word (the handler it was given to returned).
+
+        A released reader fails the writer (``READER_LOST``, now if it is connected, else when it connects);
+        a released writer ends the stream as lost (``WRITER_LOST``, after what is queued). Returns False if
+        that end has connected (its socket says how it ends) or has already finished.
+        """
+        if role is Role.READER:
+            if self.reader_state is not EndState.WAITING:
+                return False
+            self.reader_state = EndState.DONE
+            self.queue = None
+            self.queued_bytes = 0
+            if self.writer_state is EndState.OPEN:
+                assert self.writer is not None
+                self.writer.close(close_codes.READER_LOST, f"the reader was released: {reason}")
+                self.writer_state = EndState.DONE
+                self.writer = None
+            if self.writer_state is EndState.DONE:
+                self.manager.forget(self)
+            return True  # a writer still to come is told when it attaches
+        if self.writer_state is not EndState.WAITING:
+            return False
+        self.on_writer_end(close_codes.WRITER_LOST, f"the writer was released without ending the stream: {reason}")
+        return True
 
     def expire(self) -> None:
         """The TTL ran out with an end never connected: tell the other end, then forget the channel."""
@@ -486,6 +517,17 @@ class ChannelManager:
         for channel in due:
             channel.expire()
         return len(due)
+
+    def find(self, channel_id: str, key: str) -> tuple[Channel, Role] | None:
+        """The channel and the end that ``key`` opens (either direction), or None. Constant-time compares."""
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            return None
+        if secrets.compare_digest(key.encode(), channel.writer_key.encode()):
+            return channel, Role.WRITER
+        if secrets.compare_digest(key.encode(), channel.reader_key.encode()):
+            return channel, Role.READER
+        return None
 
     def forget_unconnected_of(self, owner_id: str) -> int:
         """Remove the channels of a departed worker that no one ever connected to; returns how many.

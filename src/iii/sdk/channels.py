@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 
 from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 from pydantic import BaseModel
@@ -48,6 +49,9 @@ _BACKLOG_BYTES: Final = 1024 * 1024
 _DATA: Final = 0
 _TEXT: Final = 1
 _CLOSE: Final = 2
+_ABORT: Final = 3
+_ABORTED_CODE: Final = 1011
+"""The close code of a writer aborted by its invocation's end (any code but 1000: the reader sees 4001)."""
 _PUMPS: set[asyncio.Task[None]] = set()
 """Running writer pumps (kept referenced until they finish)."""
 _MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
@@ -128,9 +132,32 @@ class _ChannelEnd:
         self._socket: _EndSocket | None = None
         self._connecting: asyncio.Future[_EndSocket] | None = None
         self._error: BaseException | None = None
+        self._kept = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} channel={self.ref.channel_id}>"
+
+    def keep(self) -> Self:
+        """Keep this end beyond the handler it was given to, and finish it yourself.
+
+        An end that arrives in a handler's payload belongs to that invocation: when the handler returns or
+        raises, an end it did not finish is closed for it (a reader it stopped reading is released, so its
+        writer learns at once; a writer it did not close is aborted, so its reader sees a broken stream).
+        A handler that hands the end to a task that goes on streaming after it returns calls ``keep()``
+        first. Passing the end on in another call's payload keeps it too. Returns the end.
+        """
+        self._kept = True
+        return self
+
+    # what an invocation does with the ends it was given (see keep)
+    def _finished(self) -> bool:
+        """Whether the holder has done all it will with this end (read it to the end, closed it, ...)."""
+        raise NotImplementedError
+
+    async def _abandon(self, reason: str) -> bool:
+        """Finish an end the holder left unfinished. Returns True when it never connected: only the engine
+        can then tell its peer (``engine::channels::release``)."""
+        raise NotImplementedError
 
     # subclasses react to frames and the end of the socket
     def _on_data(self, data: bytes, transport: WSTransport) -> None:
@@ -325,8 +352,10 @@ class ChannelWriter(_ChannelEnd):
                 elif kind == _TEXT:
                     await self._room_in(socket)
                     socket.transport.send(WSMsgType.TEXT, payload)  # type: ignore[union-attr]
-                else:
+                elif kind == _CLOSE:
                     await self._finish(socket)
+                else:
+                    self._abort(socket, payload.decode())
         except Exception as error:
             with self._guard:
                 self._record(error)
@@ -360,6 +389,30 @@ class ChannelWriter(_ChannelEnd):
             raise self._broken(socket)
         if not self._closed.done():
             self._closed.set_result(None)
+
+    def _abort(self, socket: _EndSocket, reason: str) -> None:
+        """End the stream as broken: the reader gets what was sent, then a non-clean end (4001)."""
+        transport = socket.transport
+        if transport is not None and not transport.is_disconnected:
+            transport.send_close(WSCloseCode(_ABORTED_CODE), reason.encode()[:120])
+            transport.disconnect()
+        if not self._closed.done():
+            self._closed.set_exception(ChannelError(f"channel {self.ref.channel_id} was aborted: {reason}"))
+            self._closed.exception()  # retrieved: nobody awaits an aborted writer's close
+
+    def _finished(self) -> bool:
+        return self._closing or self._error is not None
+
+    async def _abandon(self, reason: str) -> bool:
+        self._closing = True  # later calls are misuse: the invocation that owned this end is over
+        if self._socket is None and self._connecting is None and not self._pumping:
+            return True
+        try:
+            self._enqueue(_ABORT, reason.encode())
+        except Exception:  # already broken: the reader knows
+            return False
+        await self._settled()
+        return False
 
     def _wake_room(self) -> None:
         """Release callers waiting for room (called with the guard held)."""
@@ -417,6 +470,7 @@ class ChannelReader(_ChannelEnd):
         self._callbacks: list[Callable[[str], Any]] = []
         self._callback_tasks: set[asyncio.Future[Any]] = set()
         self._ended = False
+        self._closing = False
         self._consumed = False
         self._paused = False
         self._received = 0
@@ -528,9 +582,23 @@ class ChannelReader(_ChannelEnd):
             socket.transport.underlying_transport.resume_reading()
 
     async def _close(self) -> None:
+        self._closing = True
+        if self._socket is None and self._connecting is not None:
+            with contextlib.suppress(Exception):
+                await self._connect()  # in flight: close it once it is open
         if self._socket is not None and self._socket.transport is not None and not self._ended:
             self._socket.transport.send_close(WSCloseCode.OK)
             self._socket.transport.disconnect()
+
+    def _finished(self) -> bool:
+        return self._ended or self._closing
+
+    async def _abandon(self, reason: str) -> bool:
+        if self._socket is None and self._connecting is None:
+            self._closing = True
+            return True
+        await self._close()
+        return False
 
     def _on_data(self, data: bytes, transport: WSTransport) -> None:
         self._received += len(data)

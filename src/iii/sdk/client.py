@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import os
@@ -77,6 +78,7 @@ def _enc_hook(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, (ChannelReader, ChannelWriter)):
+        value._kept = True  # handed on: whoever gets it finishes it
         return value.ref.model_dump()
     if isinstance(value, (set, frozenset)):
         return list(value)
@@ -122,6 +124,17 @@ FunctionStatus = Literal["registering", "active", "standby", "refused", "unregis
 * ``refused``: the id is built into the engine;
 * ``unregistered``: withdrawn with :meth:`FunctionRef.unregister`.
 """
+
+
+@dataclass
+class _Invocation:
+    """One call being served: what to answer, and the channel ends its handler was given."""
+
+    invocation_id: str
+    function: _Function
+    ends: list[ChannelReader | ChannelWriter] = field(default_factory=list)
+    awaitable: Any = None
+    """What a sync callable returned when it is awaitable (awaited on the SDK loop)."""
 
 
 @dataclass
@@ -826,16 +839,18 @@ class III:
         self._ends.add(end)
         return end
 
-    def _materialize(self, value: Any) -> Any:
-        """Replace every channel ref in ``value`` (dicts, lists, tuples, nested) by a live end."""
+    def _materialize(self, value: Any, made: list[ChannelReader | ChannelWriter]) -> Any:
+        """Replace every channel ref in ``value`` (dicts, lists, tuples, nested) by a live end, listed in ``made``."""
         if isinstance(value, dict):
             if is_channel_ref(value):
-                return self.reader(value) if value["direction"] == "read" else self.writer(value)
-            return {key: self._materialize(item) for key, item in value.items()}
+                end = self.reader(value) if value["direction"] == "read" else self.writer(value)
+                made.append(end)
+                return end
+            return {key: self._materialize(item, made) for key, item in value.items()}
         if isinstance(value, list):
-            return [self._materialize(item) for item in value]
+            return [self._materialize(item, made) for item in value]
         if isinstance(value, tuple):
-            return tuple(self._materialize(item) for item in value)
+            return tuple(self._materialize(item, made) for item in value)
         return value
 
     # --- incoming messages -----------------------------------------------------------------------------
@@ -928,13 +943,14 @@ class III:
                 },
             )
             return
+        invocation = _Invocation(invocation_id, function)
         try:
             data = decode_value(message.data)
             caller = take_caller(data)
-            data = self._materialize(data)
+            data = self._materialize(data, invocation.ends)
             metadata = decode_value(message.metadata)
         except Exception as exc:
-            self._reply(invocation_id, function.function_id, error=_failure(exc))
+            self._complete(invocation, error=_failure(exc))
             return
         args = (data, metadata) if function.wants_metadata else (data,)
         context = handler_context(
@@ -948,12 +964,15 @@ class III:
             )
         )
         if function.is_async:
-            task = self._portal.loop.create_task(self._run_async(function, invocation_id, args), context=context)
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
+            self._track(self._portal.loop.create_task(self._run_async(invocation, args), context=context))
         else:
             future = self._handler_pool.submit(context.run, function.handler, *args)
-            future.add_done_callback(lambda done: self._from_thread(self._reply_from, invocation_id, function, done))
+            future.add_done_callback(lambda done: self._from_thread(self._reply_from, invocation, done, context))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a handler's task referenced until it ends (shutdown waits for them)."""
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
 
     def _from_thread(self, callback: Callable[..., None], *args: Any) -> None:
         """Run ``callback`` on the SDK loop; dropped if the worker has shut down meanwhile."""
@@ -962,22 +981,52 @@ class III:
         except RuntimeError:
             log.debug("the worker shut down before %s finished", getattr(callback, "__name__", callback))
 
-    async def _run_async(self, function: _Function, invocation_id: str, args: tuple[Any, ...]) -> None:
-        try:
-            result = await function.handler(*args)
-        except Exception as exc:
-            self._reply(invocation_id, function.function_id, error=_failure(exc))
-        else:
-            self._reply(invocation_id, function.function_id, result=result)
+    async def _run_async(self, invocation: _Invocation, args: tuple[Any, ...]) -> None:
+        """Run an ``async def`` handler (or await what a sync callable returned) and answer, whatever happens.
 
-    def _reply_from(self, invocation_id: str, function: _Function, done: concurrent.futures.Future[Any]) -> None:
+        Every exception, BaseExceptions included (a cancelled task, ``sys.exit()``), becomes the error result:
+        a handler can neither leave its caller waiting nor stop the SDK's loop.
+        """
+        try:
+            result = await invocation.function.handler(*args) if args else await invocation.awaitable
+        except BaseException as exc:  # answered, never re-raised into the SDK's loop
+            self._complete(invocation, error=_failure(exc))
+        else:
+            self._complete(invocation, result=result)
+
+    def _reply_from(
+        self, invocation: _Invocation, done: concurrent.futures.Future[Any], context: contextvars.Context
+    ) -> None:
         if done.cancelled():
+            self._complete(
+                invocation, error={"code": errors.INVOCATION_STOPPED, "message": "the worker is shutting down"}
+            )
             return
         error = done.exception()
         if error is not None:
-            self._reply(invocation_id, function.function_id, error=_failure(error))
-        else:
-            self._reply(invocation_id, function.function_id, result=done.result())
+            self._complete(invocation, error=_failure(error))
+            return
+        result = done.result()
+        if inspect.isawaitable(result):  # a def (or lambda) that returned a coroutine: await it here
+            invocation.awaitable = result
+            self._track(self._portal.loop.create_task(self._run_async(invocation, ()), context=context))
+            return
+        self._complete(invocation, result=result)
+
+    def _complete(self, invocation: _Invocation, *, result: Any = None, error: Any = None) -> None:
+        """Answer the call, then finish the channel ends the handler was given and left unfinished."""
+        self._reply(invocation.invocation_id, invocation.function.function_id, result=result, error=error)
+        unfinished = [end for end in invocation.ends if not end._kept and not end._finished()]
+        if unfinished:
+            reason = f"the handler of {invocation.function.function_id} returned without finishing it"
+            self._track(self._portal.loop.create_task(self._abandon(unfinished, reason)))
+
+    async def _abandon(self, ends: list[ChannelReader | ChannelWriter], reason: str) -> None:
+        """Close what was connected; ask the engine to release what never was (its peer is told)."""
+        outcomes = await asyncio.gather(*(end._abandon(reason) for end in ends), return_exceptions=True)
+        never_connected = [end.ref.model_dump() for end, outcome in zip(ends, outcomes, strict=True) if outcome is True]
+        if never_connected:
+            self._send_void("engine::channels::release", {"ends": never_connected, "reason": reason})
 
     def _reply(self, invocation_id: str, function_id: str, *, result: Any = None, error: Any = None) -> None:
         try:
@@ -1052,8 +1101,19 @@ def _time_out(future: asyncio.Future[Any], function_id: str, invocation_id: str,
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
-    message = str(exc) or type(exc).__name__
-    stack = "".join(traceback.format_exception(exc))
+    """The error result of a handler that raised ``exc``; never raises, even if ``exc`` cannot be shown."""
+    try:
+        message = str(exc) or type(exc).__name__
+    except BaseException:  # an exception whose __str__ fails still gets answered
+        message = f"{type(exc).__name__} (its message could not be formatted)"
+    if isinstance(exc, asyncio.CancelledError):
+        message = (
+            f"the handler was cancelled: {message}" if message != "CancelledError" else "the handler was cancelled"
+        )
+    try:
+        stack = "".join(traceback.format_exception(exc))
+    except BaseException:
+        stack = type(exc).__name__
     return {"code": errors.INVOCATION_FAILED, "message": message, "stacktrace": stack}
 
 
