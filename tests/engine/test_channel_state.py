@@ -267,11 +267,11 @@ def test_released_ends_tell_their_peers() -> None:
     assert second.release(Role.READER, "handler returned")
     late = connect(manager, Role.WRITER, second.channel_id, second.writer_key)
     assert late.closed is not None and late.closed[0] == close_codes.READER_LOST
-    # A released writer: the reader gets what was queued, then 4001.
+    # A released writer: the reader's stream ends unclean (4004: nothing will come).
     third = manager.create(None, owner_id="w")
     reader = connect(manager, Role.READER, third.channel_id, third.reader_key)
     assert third.release(Role.WRITER, "handler returned")
-    assert reader.closed is not None and reader.closed[0] == close_codes.WRITER_LOST
+    assert reader.closed is not None and reader.closed[0] == close_codes.WRITER_RELEASED
     # Connected or finished ends are not released.
     fourth = manager.create(None, owner_id="w")
     connect(manager, Role.READER, fourth.channel_id, fourth.reader_key)

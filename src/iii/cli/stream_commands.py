@@ -43,6 +43,7 @@ from rich.progress import (
 
 from iii.cli.connection import connected, engine_options, failed, parse_data, print_json
 from iii.errors import ChannelBrokenError, InvocationError
+from iii.protocol import close_codes
 from iii.sdk.channels import ChannelWriter
 from iii.sdk.client import III
 
@@ -308,7 +309,9 @@ def pipe(
         copied = _copy_until_failure(copy_out(), done, outcome, unopened)
         if "error" in outcome:
             raise failed(outcome["error"])
-        if isinstance(copied, _OutputUnopened):
+        if isinstance(copied, _OutputUnopened) or (
+            isinstance(copied, ChannelBrokenError) and copied.code == close_codes.WRITER_RELEASED
+        ):
             click.echo(f"warning: {function_id} returned without opening its output", err=True)
         elif copied is not None:
             raise click.ClickException(f"the output stream broke: {copied}")

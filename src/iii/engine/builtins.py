@@ -342,7 +342,7 @@ class Builtins:
         """Finish ends that never connected and never will: ``{"ends": [ref, ...], "reason"?}``.
 
         Our SDK sends it (void) for the ends a handler was given and left untouched, so their peers learn at
-        once: a released reader fails its writer (4002), a released writer ends its reader's stream (4001).
+        once: a released reader fails its writer (4002), a released writer ends its reader's stream (4004).
         A ref must carry its end's key. Returns how many ends were released; unknown or connected ends are
         skipped.
         """

@@ -276,7 +276,7 @@ class Channel:
         """Finish an end that never connected, on its holder's word (the handler it was given to returned).
 
         A released reader fails the writer (``READER_LOST``, now if it is connected, else when it connects);
-        a released writer ends the stream as lost (``WRITER_LOST``, after what is queued). Returns False if
+        a released writer ends the stream unclean (``WRITER_RELEASED``: nothing was written). Returns False if
         that end has connected (its socket says how it ends) or has already finished.
         """
         if role is Role.READER:
@@ -295,7 +295,7 @@ class Channel:
             return True  # a writer still to come is told when it attaches
         if self.writer_state is not EndState.WAITING:
             return False
-        self.on_writer_end(close_codes.WRITER_LOST, f"the writer was released without ending the stream: {reason}")
+        self.on_writer_end(close_codes.WRITER_RELEASED, f"the writer was released unused: {reason}")
         return True
 
     def expire(self) -> None:

@@ -23,6 +23,9 @@ READER_LOST: Final = 4002
 """The reader went away; nothing more can be delivered."""
 PEER_NEVER_CONNECTED: Final = 4003
 """The other end never connected before the channel's time to live ran out."""
+WRITER_RELEASED: Final = 4004
+"""The writer never connected, and whoever held it let it go (the handler it was given to returned without
+using it): no data will come."""
 
 NO_STATUS: Final = 1005
 """What a receiver reports for a close frame that carries no code. The reference engine ends every stream

@@ -341,20 +341,23 @@ class ChannelWriter(_ChannelEnd):
                         self._wake_room()
                         return
                     kind, payload = self._backlog.popleft()
-                    self._backlog_bytes -= len(payload)
-                    if self._backlog_bytes <= _BACKLOG_BYTES:
-                        self._wake_room()
                 if kind == _DATA:
+                    # An item's bytes leave the backlog's count as they go to the socket, so a caller waiting
+                    # for room waits until all but _BACKLOG_BYTES of what it wrote has been handed over.
                     view = memoryview(payload)
                     for offset in range(0, len(view), FRAME_BYTES):
                         await self._room_in(socket)
-                        socket.transport.send(WSMsgType.BINARY, view[offset : offset + FRAME_BYTES])  # type: ignore[union-attr]
+                        frame = view[offset : offset + FRAME_BYTES]
+                        socket.transport.send(WSMsgType.BINARY, frame)  # type: ignore[union-attr]
+                        self._sent(len(frame))
                 elif kind == _TEXT:
                     await self._room_in(socket)
                     socket.transport.send(WSMsgType.TEXT, payload)  # type: ignore[union-attr]
+                    self._sent(len(payload))
                 elif kind == _CLOSE:
                     await self._finish(socket)
                 else:
+                    self._sent(len(payload))
                     self._abort(socket, payload.decode())
         except Exception as error:
             with self._guard:
@@ -368,6 +371,17 @@ class ChannelWriter(_ChannelEnd):
         finally:
             assert self._pump_idle is not None
             self._pump_idle.set()
+
+    def _sent(self, size: int) -> None:
+        with self._guard:
+            self._backlog_bytes -= size
+            if self._backlog_bytes <= _BACKLOG_BYTES:
+                self._wake_room()
+
+    @property
+    def _unsent(self) -> int:
+        """Bytes written but not yet handed to the socket."""
+        return self._backlog_bytes
 
     async def _room_in(self, socket: _EndSocket) -> None:
         if not socket.writable.is_set():

@@ -15,12 +15,14 @@ rejection) raises :class:`~iii.errors.EngineRefusedError` and is not retried.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextvars
 import inspect
 import logging
 import os
 import platform
+import sys
 import threading
 import traceback
 import uuid
@@ -258,6 +260,7 @@ class III:
         self._state = "connecting"
         self._state_listeners: list[Callable[[str], Any]] = []
         self._runner = self._portal.submit(self._run())
+        atexit.register(_shut_down_at_exit, weakref.ref(self))
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -308,7 +311,7 @@ class III:
         if self._portal.in_loop_thread:
             raise UsageError("shutdown() cannot run on the SDK's loop; use 'await shutdown_async()'")
         try:
-            self._portal.call(self._shutdown(), timeout_s=10)
+            self._portal.call(self._shutdown(), timeout_s=self.options.flush_timeout_s + 15)
         finally:
             self._portal.stop()
             self._handler_pool.shutdown(wait=False, cancel_futures=True)
@@ -338,10 +341,7 @@ class III:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=5)
-        # Fire-and-forget calls made before shutdown (a writer's close, say) still happen.
-        settling = [asyncio.ensure_future(end._settled()) for end in list(self._ends)]
-        if settling:
-            await asyncio.wait(settling, timeout=5)
+        await self._flush_streams()
         socket = self._socket
         if socket is not None and socket.transport is not None and not socket.closed.is_set():
             socket.transport.send_close(WSCloseCode.OK)
@@ -351,6 +351,33 @@ class III:
             except TimeoutError:
                 socket.transport.disconnect(graceful=False)
         self._runner.cancel()
+
+    async def _flush_streams(self) -> None:
+        """Let writes and closes already made reach the engine (``flush_timeout_s`` at most); report the rest.
+
+        A script that writes, closes and ends must not lose its stream: this runs at :meth:`shutdown` and
+        when the interpreter exits. A stream that could not be delivered in time is named on stderr.
+        """
+        writers = [end for end in list(self._ends) if isinstance(end, ChannelWriter)]
+        settling = {asyncio.ensure_future(end._settled()): end for end in writers}
+        if not settling:
+            return
+        _, late = await asyncio.wait(settling, timeout=self.options.flush_timeout_s)
+        for future in late:
+            end = settling[future]
+            print(
+                f"iii: channel {end.ref.channel_id}: {end._unsent} bytes and the end of the stream were not "
+                f"delivered within flush_timeout_s={self.options.flush_timeout_s}; its reader sees a broken stream",
+                file=sys.stderr,
+            )
+
+    def _at_exit(self) -> None:
+        """The interpreter is exiting: flush what was written, then close the connection (see shutdown)."""
+        if not self._stopping and not self._portal.loop.is_closed():
+            try:
+                self.shutdown()
+            except Exception as exc:  # exiting: say it, do not raise it
+                print(f"iii: shutting down at exit failed: {exc}", file=sys.stderr)
 
     # --- the connection loop ---------------------------------------------------------------------------
 
@@ -1046,6 +1073,12 @@ class III:
             sent = self._send(InvocationResult(invocation_id=invocation_id, function_id=function_id, error=failure))
         if not sent:
             log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
+
+
+def _shut_down_at_exit(client_ref: weakref.ref[III]) -> None:
+    client = client_ref()
+    if client is not None:
+        client._at_exit()
 
 
 def _describe_error(error: msgspec.Raw) -> str:

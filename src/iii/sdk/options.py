@@ -57,6 +57,9 @@ class InitOptions:
     ping_timeout_s: float = 20.0
     """A ping unanswered this long means the connection is dead: the worker reconnects. (The idle time is
     raised to this if it is shorter.)"""
+    flush_timeout_s: float = 30.0
+    """At :meth:`~iii.III.shutdown` and when the interpreter exits, how long streams still being written (data,
+    a close) may take to reach the engine; what could not be delivered by then is reported on stderr."""
     enable_metrics_reporting: bool = True
     otel: Any = None
     telemetry: Any = None
