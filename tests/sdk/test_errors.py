@@ -135,20 +135,30 @@ async def test_a_server_that_does_not_speak_websocket_fails_at_once() -> None:
     assert f"no iii engine at {url}: the server there does not speak WebSocket" in str(raised.value)
 
 
-async def test_a_server_that_hangs_up_mid_handshake_is_retried_and_named() -> None:
-    """An accept-then-close is what a starting engine behind a proxy looks like: retried, and the timeout says so."""
+@pytest.mark.parametrize(
+    ("answer", "cause"),
+    [
+        (b"", "the server closed the connection during the WebSocket handshake"),
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "the server answered HTTP 503"),
+    ],
+)
+async def test_what_a_starting_engine_looks_like_is_retried_and_named(answer: bytes, cause: str) -> None:
+    """An accept-then-close or a 503 is what an engine starting behind a proxy looks like: retried, and the
+    timeout says what the last attempt met."""
     connections = 0
 
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def starting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
         await reader.read(4096)
+        writer.write(answer)
+        await writer.drain()
 
-    async with tcp_server(hang_up) as url:
+    async with tcp_server(starting) as url:
         options = InitOptions(connect_timeout_s=1.0, reconnection_config=FAST_RECONNECT)
         with pytest.raises(EngineUnavailableError) as raised:
             await connect_in_thread(url, options)
-    assert "closed the connection during the WebSocket handshake" in str(raised.value)
+    assert f"could not connect to the iii engine at {url} within 1.0s: {cause}" in str(raised.value)
     assert connections >= 2
 
 

@@ -372,6 +372,7 @@ class III:
         while not self._stopping:
             try:
                 await self._connect_once()
+                self._last_failure = None
                 ever_connected = True
                 attempt = 0
                 assert self._socket is not None
