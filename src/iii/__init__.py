@@ -13,6 +13,7 @@ from iii._version import __version__
 from iii.errors import (
     ChannelBrokenError,
     ChannelError,
+    ChannelRefusedError,
     EngineError,
     EngineRefusedError,
     EngineUnavailableError,
@@ -34,6 +35,7 @@ __all__ = [
     "ChannelBrokenError",
     "ChannelError",
     "ChannelReader",
+    "ChannelRefusedError",
     "ChannelWriter",
     "EngineError",
     "EngineRefusedError",

@@ -3,12 +3,14 @@
 ::
 
     IIIError
-    ├── UsageError                 you called something the wrong way (write after close, read twice, ...)
+    ├── UsageError                 you called something the wrong way (write after close, read twice, a call
+    │                              after shutdown, a malformed engine URL, ...)
     ├── InvocationError            a call failed: the engine or the remote handler said so (code, message, stacktrace)
     ├── ChannelError
-    │   └── ChannelBrokenError     the stream was cut off: the data you have may be incomplete
+    │   ├── ChannelBrokenError     the stream was cut off: the data you have may be incomplete
+    │   └── ChannelRefusedError    the engine would not open this end (taken already, wrong key, gone): no data
     └── EngineError
-        ├── EngineUnavailableError the engine could not be reached
+        ├── EngineUnavailableError the engine could not be reached, or no iii engine answers at the URL
         └── EngineRefusedError     the engine refused this worker (bad token, fatal rejection): no retry
 """
 
@@ -64,12 +66,31 @@ class ChannelBrokenError(ChannelError):
         self.received = received
 
 
+class ChannelRefusedError(ChannelError):
+    """The engine would not open this channel end; nothing was read or written through it.
+
+    Why is in the message: the end is already taken by another reader or writer (close code 1008), the channel
+    does not exist or the key is wrong (HTTP 404: it may have expired or ended), or the key opens the other
+    end (HTTP 403). Not a :class:`ChannelBrokenError`: no stream was cut, this end never had one.
+    ``status`` is the HTTP status of a refused upgrade; ``code`` and ``reason`` the close code and reason of
+    an upgrade accepted only to be closed.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.reason = reason
+
+
 class EngineError(IIIError):
     """The connection to the engine failed."""
 
 
 class EngineUnavailableError(EngineError, ConnectionError):
-    """The engine could not be reached (within the connect timeout)."""
+    """The engine could not be reached within the connect timeout (the message says why the last attempt
+    failed: connection refused, say), or what answers at the URL is not an iii engine (an HTTP 404 to the
+    WebSocket upgrade, a server that does not speak WebSocket): raised at once, not retried."""
 
 
 class EngineRefusedError(EngineError, PermissionError):

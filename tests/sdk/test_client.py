@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -304,3 +306,27 @@ def test_a_refused_duplicate_stands_by_and_takes_over_when_the_owner_leaves(engi
         assert builtin.status == "refused"
         new_ref.unregister()
         assert new_ref.status == "unregistered" and not new_ref.wait_active(1)
+
+
+def test_a_worker_refused_for_good_does_not_hold_its_process() -> None:
+    """A serving worker whose engine comes back with a token it does not have is refused for good; its script
+    has ended, so the process ends too (the keep-alive was held forever before)."""
+    script = (
+        "import sys\nfrom iii import InitOptions, ReconnectionConfig, register_worker\n"
+        "fast = ReconnectionConfig(initial_delay_ms=50, max_delay_ms=200, jitter_factor=0.0)\n"
+        "client = register_worker(sys.argv[1], InitOptions(reconnection_config=fast))\n"
+        "client.register_function('f', lambda data: data)\n"
+        "print('serving', flush=True)\n"
+    )
+    first = EngineProcess().start()
+    port = first.port
+    child = subprocess.Popen([sys.executable, "-c", script, first.url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "serving"
+        first.stop()
+        with EngineProcess(["--port", str(port), "--token", "a-token-the-worker-lacks"]):
+            assert child.wait(30) == 0
+    finally:
+        child.kill()
+        child.wait(10)
+        first.stop()

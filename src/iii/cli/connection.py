@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from iii.errors import EngineRefusedError, EngineUnavailableError, InvocationError
+from iii.errors import EngineRefusedError, EngineUnavailableError, InvocationError, UsageError
 from iii.sdk.client import III, register_worker
 from iii.sdk.options import InitOptions, ReconnectionConfig, resolve_url
 
@@ -45,8 +45,11 @@ def _quiet_sdk_logs() -> None:
 
 @contextlib.contextmanager
 def connected(url: str | None, token: str | None) -> Iterator[III]:
-    """A worker connection for one command; a refused token or an unreachable engine is a short error."""
-    address = resolve_url(url)
+    """A worker connection for one command; a bad URL, a refused token or an unreachable engine is a short error."""
+    try:
+        address = resolve_url(url)
+    except UsageError as exc:
+        raise click.ClickException(str(exc)) from None
     _quiet_sdk_logs()
     options = InitOptions(
         worker_name=CLI_WORKER_NAME,
@@ -58,8 +61,8 @@ def connected(url: str | None, token: str | None) -> Iterator[III]:
         client = register_worker(address, options)
     except EngineRefusedError:
         raise click.ClickException(f"the engine at {address} refused the token (set --token or III_TOKEN)") from None
-    except EngineUnavailableError:
-        raise click.ClickException(f"cannot reach an engine at {address} (is `iii engine` running?)") from None
+    except EngineUnavailableError as exc:  # the message says why: connection refused, not an iii engine, ...
+        raise click.ClickException(str(exc)) from None
     try:
         yield client
     finally:

@@ -30,7 +30,7 @@ from typing import Any, Final, Literal, Self
 from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 from pydantic import BaseModel
 
-from iii.errors import ChannelBrokenError, ChannelError, UsageError
+from iii.errors import ChannelBrokenError, ChannelError, ChannelRefusedError, UsageError
 from iii.protocol import close_codes
 from iii.protocol.refs import channel_url
 from iii.sdk.portal import Portal, dual
@@ -191,16 +191,36 @@ class _ChannelEnd:
                 lambda: listener, self._url, extra_headers=self._headers or None, max_frame_size=_MAX_FRAME_BYTES
             )
         except WSInvalidStatusError as exc:
-            status = exc.response.status if exc.response is not None else "?"
+            status = int(exc.response.status) if exc.response is not None else None
             body = (exc.raw_body or b"").decode(errors="replace").strip()
-            raise ChannelError(f"the engine refused channel {self.ref.channel_id} ({status}): {body}") from None
+            raise self._refused(status, body) from None
         except (OSError, WSError) as exc:
             raise ChannelError(f"cannot connect channel {self.ref.channel_id}: {exc}") from None
+        if listener.transport is None:  # picows returns normally when the server hangs up mid-handshake
+            raise ChannelError(
+                f"cannot connect channel {self.ref.channel_id}: the connection closed during the handshake"
+            )
         self._socket = listener
         return listener
 
-    def _broken(self, socket: _EndSocket, received: int = 0) -> ChannelBrokenError:
+    def _refused(self, status: int | None, body: str) -> ChannelRefusedError:
+        """The error for an upgrade the engine answered with an HTTP error status."""
+        end = f"the {self._direction} end of channel {self.ref.channel_id}"
+        if status == 404:
+            why = "the channel does not exist or the key is wrong (it may have expired or ended)"
+        elif status == 403:
+            why = f"the key does not open it ({body})" if body else "the key does not open it"
+        else:
+            why = f"{body}" if body else "refused"
+        return ChannelRefusedError(f"cannot open {end}: {why} (HTTP {status})", status=status, reason=body)
+
+    def _broken(self, socket: _EndSocket, received: int = 0) -> ChannelError:
+        """The error for a socket that ended other than cleanly: refused at once (1008), or cut off."""
         code = socket.close_code
+        if code == close_codes.POLICY_VIOLATION:  # the upgrade was accepted only to say no, with the reason
+            end = f"the {self._direction} end of channel {self.ref.channel_id}"
+            why = socket.close_reason or "refused by the engine"
+            return ChannelRefusedError(f"cannot open {end}: {why}", code=code, reason=socket.close_reason)
         what = f"code {code}: {socket.close_reason}" if code is not None else "connection lost without a close"
         return ChannelBrokenError(f"channel {self.ref.channel_id} broke ({what})", code, socket.close_reason, received)
 
@@ -238,10 +258,15 @@ class ChannelWriter(_ChannelEnd):
 
     # --- public API ------------------------------------------------------------------------------------
 
-    def write(self, data: bytes | bytearray | memoryview) -> Any:
-        """Send ``data`` (in 64 KiB frames). Backpressured: blocks in sync code, awaitable in async code."""
+    def write(self, data: bytes | bytearray | memoryview | str) -> Any:
+        """Send ``data`` (in 64 KiB frames). Backpressured: blocks in sync code, awaitable in async code.
+
+        ``data`` is bytes-like (``bytes``, ``bytearray``, ``memoryview``, any buffer) or a ``str``, sent as its
+        UTF-8 bytes (as Node's ``stream.write`` does). Anything else raises :class:`UsageError`.
+        """
+        payload = _as_bytes(data, "write")
         self._check_open("write")
-        return self._submit(_DATA, data if isinstance(data, bytes) else bytes(data))
+        return self._submit(_DATA, payload)
 
     def send_message(self, message: str) -> Any:
         """Send a text side-message, in order with the data. Fire-and-forget (awaitable in async code)."""
@@ -302,6 +327,7 @@ class ChannelWriter(_ChannelEnd):
 
     def _enqueue(self, kind: int, payload: bytes) -> bool:
         """Add an item and make sure the pump runs; returns whether the backlog is now over budget."""
+        self._portal.ensure_open()
         socket = self._socket
         if socket is not None and socket.close_code is not None and not self._terms.is_clean_end(socket.close_code):
             self._record(self._broken(socket))  # the engine ended the stream (its reader left, say): say so now
@@ -446,12 +472,14 @@ class WritableStream:
     def __init__(self, writer: ChannelWriter) -> None:
         self._writer = writer
 
-    def write(self, data: bytes | bytearray | memoryview) -> Any:
-        """Queue ``data`` after earlier calls; returns at once unless the writer's backlog is full."""
+    def write(self, data: bytes | bytearray | memoryview | str) -> Any:
+        """Queue ``data`` (bytes-like, or ``str`` as UTF-8) after earlier calls; returns at once unless the
+        writer's backlog is full."""
+        payload = _as_bytes(data, "stream.write")
         self._writer._check_open("stream.write")
-        return self._writer._submit(_DATA, bytes(data))
+        return self._writer._submit(_DATA, payload)
 
-    def end(self, data: bytes | bytearray | memoryview | None = None) -> Any:
+    def end(self, data: bytes | bytearray | memoryview | str | None = None) -> Any:
         """Write ``data`` if given, then end the stream. Fire-and-forget."""
         if data is not None:
             self.write(data)
@@ -513,7 +541,9 @@ class ChannelReader(_ChannelEnd):
         await self._await_portal(self._close())
 
     def close(self) -> Any:
-        """Stop reading early. Fire-and-forget."""
+        """Stop reading early. Fire-and-forget; nothing to do after the client's shutdown."""
+        if self._portal.stopped:
+            return None
         return dual(self._portal, self._close(), blocking=False, on_error=self._record)
 
     # --- internals -------------------------------------------------------------------------------------
@@ -649,6 +679,18 @@ class ChannelReader(_ChannelEnd):
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter[0].call_soon_threadsafe(_resolve, waiter[1])
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    """What ``write`` sends for ``data``: a bytes-like object's bytes, a ``str``'s UTF-8 bytes."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    try:
+        return bytes(memoryview(data))  # type: ignore[arg-type]  # any buffer; memoryview refuses the rest
+    except TypeError:
+        raise UsageError(f"{what}() takes bytes, bytearray, memoryview or str, not {type(data).__name__}") from None
 
 
 def _resolve(room: asyncio.Future[None]) -> None:

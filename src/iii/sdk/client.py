@@ -18,10 +18,13 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextvars
+import errno
 import inspect
 import logging
 import os
 import platform
+import re
+import socket
 import sys
 import threading
 import traceback
@@ -29,10 +32,21 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Final, Literal
 
 import msgspec
-from picows import WSCloseCode, WSError, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSInvalidStatusError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
 from pydantic import BaseModel
 
 from iii._version import __version__
@@ -73,6 +87,9 @@ _HANDLER_THREADS: Final = 4096
 """Upper bound of the sync-handler pool; threads are created only when every existing one is busy."""
 _REFUSED_CODES: Final = frozenset((close_codes.POLICY_VIOLATION,))
 _NON_FATAL_REJECTIONS: Final = frozenset((errors.FUNCTION_NAMESPACE_CONFLICT,))
+_TRANSIENT_STATUSES: Final = frozenset((408, 429, 500, 502, 503, 504))
+"""Upgrade answers worth retrying (busy, starting, shutting down); any other non-101 status means no engine
+at the URL, and is fatal."""
 
 
 def _enc_hook(value: Any) -> Any:
@@ -241,6 +258,8 @@ class III:
         self._connected: asyncio.Event | None = None
         self._first_connect: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._fatal: BaseException | None = None
+        self._last_failure: str | None = None
+        """Why the latest connection attempt failed, for the errors of callers still waiting to connect."""
         self._stopping = False
         self._worker_id: str | None = None
         self._reattach_token: str | None = None
@@ -299,14 +318,19 @@ class III:
             self._first_connect.result(timeout)
         except concurrent.futures.TimeoutError:
             raise EngineUnavailableError(
-                f"could not connect to the iii engine at {self.address} within {timeout}s"
+                f"could not connect to the iii engine at {self.address} within {timeout}s{self._failure_note()}"
             ) from None
+
+    def _failure_note(self) -> str:
+        """``": <why the last attempt failed>"``, or nothing if no attempt has failed yet."""
+        return f": {self._last_failure}" if self._last_failure else ""
 
     _wait_until_connected = wait_until_connected  # the official SDK's spelling, used by its test fixtures
 
     def shutdown(self) -> None:
-        """Stop serving: fail calls still waiting (``SHUTDOWN``), close the socket, stop the SDK thread."""
-        if self._stopping:
+        """Stop serving: fail calls still waiting (``SHUTDOWN``), flush streams, close the socket, stop the SDK
+        thread. Idempotent; also after the client failed for good (a refused token), so its threads end."""
+        if self._portal.stopped:
             return
         if self._portal.in_loop_thread:
             raise UsageError("shutdown() cannot run on the SDK's loop; use 'await shutdown_async()'")
@@ -322,7 +346,7 @@ class III:
         """Like :meth:`shutdown`, from async code."""
         if asyncio.get_running_loop() is self._portal.loop:
             await self._shutdown()
-            self._portal.loop.call_soon(self._portal.loop.stop)
+            self._portal.stop()
         else:
             await asyncio.to_thread(self.shutdown)
 
@@ -373,7 +397,7 @@ class III:
 
     def _at_exit(self) -> None:
         """The interpreter is exiting: flush what was written, then close the connection (see shutdown)."""
-        if not self._stopping and not self._portal.loop.is_closed():
+        if not self._portal.stopped:
             try:
                 self.shutdown()
             except Exception as exc:  # exiting: say it, do not raise it
@@ -389,16 +413,18 @@ class III:
         while not self._stopping:
             try:
                 await self._connect_once()
+                self._last_failure = None
                 ever_connected = True
                 attempt = 0
                 assert self._socket is not None
                 await self._socket.closed.wait()
                 self._on_disconnected()
-            except EngineRefusedError as refusal:
+            except EngineError as refusal:  # refused, or no iii engine at this URL: retrying cannot help
                 self._fail_for_good(refusal)
                 return
             except (OSError, WSError, ConnectionError) as exc:
-                log.debug("connecting to %s failed: %s", self.address, exc)
+                self._last_failure = _describe_connect_failure(exc)
+                log.debug("connecting to %s failed: %s", self.address, self._last_failure)
             except Exception as exc:  # a bug, not a network problem: say so at once instead of retrying blind
                 log.exception("the connection to %s failed unexpectedly", self.address)
                 self._fail_for_good(EngineError(f"the connection to {self.address} failed: {exc!r}"))
@@ -406,7 +432,8 @@ class III:
             if self._stopping:
                 return
             if 0 <= config.max_retries <= attempt:
-                self._fail_for_good(EngineUnavailableError(f"gave up reconnecting to {self.address}"))
+                what = "gave up reconnecting to" if ever_connected else "could not connect to the iii engine at"
+                self._fail_for_good(EngineUnavailableError(f"{what} {self.address}{self._failure_note()}"))
                 return
             delay = config.delay_s(attempt)
             attempt += 1
@@ -439,12 +466,22 @@ class III:
                 **self._auto_ping(),
             )
         except WSInvalidStatusError as exc:
-            status = exc.response.status if exc.response is not None else 0
+            status = int(exc.response.status) if exc.response is not None else 0
             if status in (401, 403):
-                raise EngineRefusedError(
-                    f"the engine at {self.address} refused this worker (HTTP {int(status)})"
-                ) from None
-            raise
+                raise EngineRefusedError(f"the engine at {self.address} refused this worker (HTTP {status})") from None
+            if status in _TRANSIENT_STATUSES:  # a proxy in front of an engine that is starting, say: try again
+                raise ConnectionError(f"the server answered HTTP {_status_text(status)}") from None
+            raise EngineUnavailableError(
+                f"no iii engine at {self.address}: the server answered the WebSocket upgrade with HTTP "
+                f"{_status_text(status)} (is the URL right? an engine takes workers at ws://<host>:<port>/, "
+                f"port 49134 by default)"
+            ) from None
+        except WSHandshakeError as exc:  # an answer that is not HTTP, or not a WebSocket upgrade
+            raise EngineUnavailableError(
+                f"no iii engine at {self.address}: the server there does not speak WebSocket ({exc})"
+            ) from None
+        if listener.transport is None:  # picows returns normally when the server hangs up mid-handshake
+            raise ConnectionError("the server closed the connection during the WebSocket handshake")
         try:
             registered = await asyncio.wait_for(asyncio.shield(listener.registered), self.options.connect_timeout_s)
         except (ConnectionError, TimeoutError):
@@ -492,6 +529,8 @@ class III:
         self._fail_pending("SHUTDOWN", str(error))
         if not self._first_connect.done():
             self._first_connect.set_exception(error)
+        if self._keepalive is not None:
+            self._keepalive.set()  # a worker that can never serve does not hold its process
         log.error("%s", error)
 
     def _fail_pending(self, code: str, message: str) -> None:
@@ -547,7 +586,10 @@ class III:
             try:
                 await asyncio.wait_for(self._connected.wait(), timeout_s)
             except TimeoutError:
-                raise InvocationError("TIMEOUT", f"not connected to the engine within {timeout_s}s") from None
+                note = self._failure_note()
+                raise InvocationError(
+                    "TIMEOUT", f"not connected to the engine at {self.address} within {timeout_s}s{note}"
+                ) from None
 
     # --- functions -------------------------------------------------------------------------------------
 
@@ -567,8 +609,9 @@ class III:
         ``handler(data)`` may be ``def`` or ``async def``; it also receives ``metadata`` if it declares a
         parameter of that name. What it returns is the result; what it raises becomes an
         ``invocation_failed`` error with the traceback text. Registering the same id twice raises
-        :class:`UsageError`.
+        :class:`UsageError`, and so does registering after :meth:`shutdown`.
         """
+        self._portal.ensure_open()
         if isinstance(function, Mapping):
             spec = dict(function)
             function_id = spec.get("id")
@@ -602,9 +645,10 @@ class III:
         return FunctionRef(function_id, self)
 
     def unregister_function(self, function_id: str) -> None:
-        """Stop serving ``function_id`` (fire-and-forget)."""
+        """Stop serving ``function_id`` (fire-and-forget; nothing to do after :meth:`shutdown`)."""
         if self._functions.pop(function_id, None) is not None:
-            self._portal.loop.call_soon_threadsafe(self._send, UnregisterFunction(id=function_id))
+            if not self._portal.stopped:
+                self._portal.loop.call_soon_threadsafe(self._send, UnregisterFunction(id=function_id))
             with self._status_changed:
                 self._status_changed.notify_all()
 
@@ -616,6 +660,7 @@ class III:
         The engine hands the binding to the type's provider (now, or when one registers). Fire-and-forget;
         a provider's refusal is logged. Replayed after a reconnect.
         """
+        self._portal.ensure_open()
         trigger_type = trigger.get("type") or trigger.get("trigger_type")
         function_id = trigger.get("function_id")
         if not isinstance(trigger_type, str) or not trigger_type or not isinstance(function_id, str) or not function_id:
@@ -633,14 +678,15 @@ class III:
         return Trigger(message.id, trigger_type, function_id, self.unregister_trigger)
 
     def unregister_trigger(self, trigger_id: str) -> None:
-        """Remove a binding made by :meth:`register_trigger` (fire-and-forget)."""
+        """Remove a binding made by :meth:`register_trigger` (fire-and-forget; nothing to do after shutdown)."""
         message = self._bindings.pop(trigger_id, None)
-        if message is not None:
+        if message is not None and not self._portal.stopped:  # after shutdown, the engine dropped it already
             unbind = UnregisterTrigger(id=trigger_id, trigger_type=message.trigger_type)
             self._portal.loop.call_soon_threadsafe(self._send, unbind)
 
     def register_trigger_type(self, trigger_type: Mapping[str, Any], handler: TriggerHandler[Any]) -> TriggerTypeRef:
         """Provide a trigger type: ``{"id", "description"?}``; ``handler`` receives its bindings."""
+        self._portal.ensure_open()
         type_id = trigger_type.get("id")
         if not isinstance(type_id, str) or not type_id:
             raise UsageError("register_trigger_type needs a non-empty string 'id'")
@@ -652,11 +698,12 @@ class III:
         return TriggerTypeRef(type_id, self.unregister_trigger_type)
 
     def unregister_trigger_type(self, type_id: str | Mapping[str, Any]) -> None:
-        """Stop providing a trigger type (fire-and-forget)."""
+        """Stop providing a trigger type (fire-and-forget; nothing to do after shutdown)."""
         key = type_id if isinstance(type_id, str) else str(type_id.get("id"))
         if self._trigger_types.pop(key, None) is not None:
             self._trigger_handlers.pop(key, None)
-            self._portal.loop.call_soon_threadsafe(self._send, UnregisterTriggerType(id=key))
+            if not self._portal.stopped:
+                self._portal.loop.call_soon_threadsafe(self._send, UnregisterTriggerType(id=key))
 
     def _on_binding(self, message: RegisterTrigger) -> None:
         handler = self._trigger_handlers.get(message.trigger_type)
@@ -722,8 +769,9 @@ class III:
 
         Returns the result (blocks in sync code; awaitable in async code). Raises :class:`InvocationError`
         with the engine's or the handler's code, or ``TIMEOUT``. With ``action`` void, returns ``None`` as
-        soon as the call is sent.
+        soon as the call is sent. After :meth:`shutdown`, raises :class:`UsageError`.
         """
+        self._portal.ensure_open()
         if not self._portal.in_loop_thread and _no_running_loop():
             return self._trigger_blocking(request)
         return dual(self._portal, self._trigger(request), blocking=True)
@@ -786,6 +834,7 @@ class III:
 
     async def trigger_async(self, request: Mapping[str, Any]) -> Any:
         """Like :meth:`trigger`, always awaitable."""
+        self._portal.ensure_open()
         if asyncio.get_running_loop() is self._portal.loop:
             return await self._trigger(request)
         return await asyncio.wrap_future(self._portal.submit(self._trigger(request)))
@@ -839,9 +888,11 @@ class III:
 
     def create_channel(self, buffer_size: int | None = 64) -> Any:
         """A new channel (writer, reader and their refs). Blocks in sync code; awaitable in async code."""
+        self._portal.ensure_open()
         return dual(self._portal, self._create_channel(buffer_size), blocking=True)
 
     async def create_channel_async(self, buffer_size: int | None = 64) -> Channel:
+        self._portal.ensure_open()
         if asyncio.get_running_loop() is self._portal.loop:
             return await self._create_channel(buffer_size)
         return await asyncio.wrap_future(self._portal.submit(self._create_channel(buffer_size)))
@@ -856,12 +907,14 @@ class III:
 
     def reader(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelReader:
         """A reader for a ref received by other means than a payload."""
+        self._portal.ensure_open()
         end = ChannelReader(self.address, ref, self._portal, self._headers, self._engine)
         self._ends.add(end)
         return end
 
     def writer(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelWriter:
         """A writer for a ref received by other means than a payload."""
+        self._portal.ensure_open()
         end = ChannelWriter(self.address, ref, self._portal, self._headers, self._engine)
         self._ends.add(end)
         return end
@@ -1079,6 +1132,28 @@ def _shut_down_at_exit(client_ref: weakref.ref[III]) -> None:
     client = client_ref()
     if client is not None:
         client._at_exit()
+
+
+def _describe_connect_failure(exc: BaseException) -> str:
+    """Why one connection attempt failed, in words (it is retried)."""
+    text = str(exc) or type(exc).__name__
+    # asyncio reports a host with several addresses (localhost: ::1 and 127.0.0.1) as one OSError listing each.
+    codes = {int(code) for code in re.findall(r"\[Errno (\d+)\]", text)}
+    if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and codes == {errno.ECONNREFUSED}):
+        return "connection refused (nothing listens there: is the engine running?)"
+    if isinstance(exc, socket.gaierror):
+        return f"the host name does not resolve ({exc.strerror})"
+    if isinstance(exc, TimeoutError):
+        return "no answer to the WebSocket handshake"
+    return text
+
+
+def _status_text(status: int) -> str:
+    """``404 Not Found``: an HTTP status with its standard phrase, if it has one."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _describe_error(error: msgspec.Raw) -> str:

@@ -7,6 +7,9 @@ import random
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from iii.errors import UsageError
 
 DEFAULT_ENGINE_URL: Final = "ws://127.0.0.1:49134"
 
@@ -75,6 +78,32 @@ class InitOptions:
         return headers
 
 
+_SCHEMES: Final = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+"""Accepted URL schemes and the WebSocket scheme each means (``http`` as ``ws``, as the Node SDK's ``ws`` does)."""
+
+
 def resolve_url(url: str | None) -> str:
-    """The engine address: the argument, else ``III_URL``, else ``ws://127.0.0.1:49134``."""
-    return url or os.environ.get("III_URL") or DEFAULT_ENGINE_URL
+    """The engine address: the argument, else ``III_URL``, else ``ws://127.0.0.1:49134``.
+
+    ``ws://`` and ``wss://`` are taken as they are; ``http://`` and ``https://`` mean ``ws://`` and ``wss://``
+    (as in the official Node SDK). Anything else (no scheme, another scheme, no host, a port that is not a
+    number) raises :class:`~iii.errors.UsageError` naming the problem, at once, instead of failing to
+    connect until the connect timeout.
+    """
+    source = "the engine URL"
+    if not url and os.environ.get("III_URL"):
+        url, source = os.environ["III_URL"], "III_URL"
+    if not url:
+        return DEFAULT_ENGINE_URL
+    parts = urlsplit(url.strip())
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        hint = f"; did you mean 'ws://{url.strip()}'?" if "://" not in url else ""
+        raise UsageError(f"{source} must start with ws:// or wss:// (or http://, https://), got {url!r}{hint}")
+    try:
+        _ = parts.port  # parsing the port raises ValueError when it is not a number
+    except ValueError:
+        raise UsageError(f"{source} has a port that is not a number from 0 to 65535: {url!r}") from None
+    if not parts.hostname:
+        raise UsageError(f"{source} names no host: {url!r} (e.g. ws://127.0.0.1:49134)")
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))

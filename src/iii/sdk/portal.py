@@ -21,11 +21,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+
+from iii.errors import UsageError
 
 log = logging.getLogger("iii.sdk")
 
 T = TypeVar("T")
+
+SHUT_DOWN: Final = "this III client has been shut down"
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -44,6 +48,7 @@ class Portal:
         self.loop = _new_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
+        self._stopped = False
         self._thread.start()
         self._started.wait()
 
@@ -61,9 +66,27 @@ class Portal:
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` has been called: nothing more can run on the loop."""
+        return self._stopped
+
+    def ensure_open(self) -> None:
+        """Raise :class:`~iii.errors.UsageError` once the loop is stopped (its client was shut down)."""
+        if self._stopped:
+            raise UsageError(SHUT_DOWN)
+
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop from any thread; it starts in submission order."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        """Schedule ``coro`` on the loop from any thread; it starts in submission order.
+
+        Raises :class:`~iii.errors.UsageError` (closing ``coro``, so it never warns) once the loop is stopped.
+        """
+        try:
+            self.ensure_open()
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except (UsageError, RuntimeError):  # RuntimeError: the loop closed meanwhile
+            coro.close()
+            raise UsageError(SHUT_DOWN) from None
 
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run ``coro`` on the loop and wait for its result (never from the loop thread itself)."""
@@ -74,6 +97,7 @@ class Portal:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the loop and join its thread (no-op when called from the loop thread)."""
+        self._stopped = True
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
