@@ -307,11 +307,14 @@ def pipe(
 
         unopened = functools.partial(_writer_unopened, client, out_of.writer_ref.channel_id)
         copied = _copy_until_failure(copy_out(), done, outcome, unopened)
+        never_opened = isinstance(copied, _OutputUnopened) or (
+            isinstance(copied, ChannelBrokenError) and copied.code == close_codes.WRITER_RELEASED
+        )
+        if copied is not None:
+            done.wait()  # the call's outcome (on another socket, maybe later) explains a broken output best
         if "error" in outcome:
             raise failed(outcome["error"])
-        if isinstance(copied, _OutputUnopened) or (
-            isinstance(copied, ChannelBrokenError) and copied.code == close_codes.WRITER_RELEASED
-        ):
+        if never_opened:
             click.echo(f"warning: {function_id} returned without opening its output", err=True)
         elif copied is not None:
             raise click.ClickException(f"the output stream broke: {copied}")

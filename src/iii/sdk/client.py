@@ -15,7 +15,6 @@ rejection) raises :class:`~iii.errors.EngineRefusedError` and is not retried.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextvars
 import errno
@@ -73,6 +72,7 @@ from iii.protocol.messages import (
     is_null,
 )
 from iii.protocol.refs import is_channel_ref
+from iii.sdk import lifecycle
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.context import InvocationContext, current_invocation, handler_context, take_caller
 from iii.sdk.options import InitOptions, resolve_url
@@ -264,6 +264,8 @@ class III:
         self._worker_id: str | None = None
         self._reattach_token: str | None = None
         self._engine = EngineTerms()
+        self._flush_timeout_s = self.options.flush_timeout_s
+        """How long shutdown lets streams flush (shorter when the program is interrupted)."""
         self._status_changed = threading.Condition()
         """Notified whenever a function's status changes (:meth:`FunctionRef.wait_active` waits on it)."""
         """What the engine announced (its message limit, its channel close semantics), per connection."""
@@ -279,7 +281,7 @@ class III:
         self._state = "connecting"
         self._state_listeners: list[Callable[[str], Any]] = []
         self._runner = self._portal.submit(self._run())
-        atexit.register(_shut_down_at_exit, weakref.ref(self))
+        lifecycle.track(self)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -328,14 +330,14 @@ class III:
     _wait_until_connected = wait_until_connected  # the official SDK's spelling, used by its test fixtures
 
     def shutdown(self) -> None:
-        """Stop serving: fail calls still waiting (``SHUTDOWN``), flush streams, close the socket, stop the SDK
-        thread. Idempotent; also after the client failed for good (a refused token), so its threads end."""
+        """Stop serving: fail calls still waiting (``invocation_stopped``), flush streams, close the socket, stop
+        the SDK thread. Idempotent; also after the client failed for good (a refused token), so its threads end."""
         if self._portal.stopped:
             return
         if self._portal.in_loop_thread:
             raise UsageError("shutdown() cannot run on the SDK's loop; use 'await shutdown_async()'")
         try:
-            self._portal.call(self._shutdown(), timeout_s=self.options.flush_timeout_s + 15)
+            self._portal.call(self._shutdown(), timeout_s=self._flush_timeout_s + 15)
         finally:
             self._portal.stop()
             self._handler_pool.shutdown(wait=False, cancel_futures=True)
@@ -359,7 +361,7 @@ class III:
     async def _shutdown(self) -> None:
         self._stopping = True
         self._set_state("disconnected")
-        self._fail_pending("SHUTDOWN", "the worker is shutting down")
+        self._fail_pending(errors.INVOCATION_STOPPED, "the worker is shutting down")
         running = list(self._handler_tasks)
         for task in running:
             task.cancel()
@@ -386,22 +388,25 @@ class III:
         settling = {asyncio.ensure_future(end._settled()): end for end in writers}
         if not settling:
             return
-        _, late = await asyncio.wait(settling, timeout=self.options.flush_timeout_s)
+        _, late = await asyncio.wait(settling, timeout=self._flush_timeout_s)
         for future in late:
             end = settling[future]
             print(
                 f"iii: channel {end.ref.channel_id}: {end._unsent} bytes and the end of the stream were not "
-                f"delivered within flush_timeout_s={self.options.flush_timeout_s}; its reader sees a broken stream",
+                f"delivered within {self._flush_timeout_s} s; its reader sees a broken stream",
                 file=sys.stderr,
             )
 
-    def _at_exit(self) -> None:
-        """The interpreter is exiting: flush what was written, then close the connection (see shutdown)."""
-        if not self._portal.stopped:
-            try:
-                self.shutdown()
-            except Exception as exc:  # exiting: say it, do not raise it
-                print(f"iii: shutting down at exit failed: {exc}", file=sys.stderr)
+    @property
+    def _serving(self) -> bool:
+        """Whether this client holds its process alive (it serves functions or trigger types)."""
+        return self._keepalive is not None and not self._keepalive.is_set()
+
+    def _stop_now(self, flush_timeout_s: float | None) -> None:
+        """Shut down as the program ends (see :mod:`iii.sdk.lifecycle`); ``flush_timeout_s`` None: the option's."""
+        if flush_timeout_s is not None:
+            self._flush_timeout_s = min(flush_timeout_s, self._flush_timeout_s)
+        self.shutdown()
 
     # --- the connection loop ---------------------------------------------------------------------------
 
@@ -760,7 +765,7 @@ class III:
         """A worker that serves functions keeps its process alive until shutdown, like the official SDK."""
         if self._keepalive is None:
             self._keepalive = threading.Event()
-            threading.Thread(target=self._keepalive.wait, name="iii-keepalive", daemon=False).start()
+            lifecycle.keep_process_alive(self._keepalive)
 
     # --- calls -----------------------------------------------------------------------------------------
 
@@ -1126,12 +1131,6 @@ class III:
             sent = self._send(InvocationResult(invocation_id=invocation_id, function_id=function_id, error=failure))
         if not sent:
             log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
-
-
-def _shut_down_at_exit(client_ref: weakref.ref[III]) -> None:
-    client = client_ref()
-    if client is not None:
-        client._at_exit()
 
 
 def _describe_connect_failure(exc: BaseException) -> str:
