@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import enum
 import errno
 import inspect
 import logging
@@ -132,6 +133,20 @@ class _Function:
             request_format=encode_payload(self.request_format) if self.request_format is not None else JSON_NULL,
             response_format=encode_payload(self.response_format) if self.response_format is not None else JSON_NULL,
         )
+
+
+class ConnectionState(enum.StrEnum):
+    """Where a client's connection to the engine stands (values are the official SDK's state names)."""
+
+    CONNECTING = "connecting"
+    """The first connection is being made."""
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    """The connection was lost; the client retries (calls made meanwhile wait, up to their timeout)."""
+    FAILED = "failed"
+    """Refused for good (a wrong token, no engine at the URL): no retry."""
+    DISCONNECTED = "disconnected"
+    """Shut down."""
 
 
 FunctionStatus = Literal["registering", "active", "standby", "refused", "unregistered"]
@@ -278,7 +293,7 @@ class III:
         self._provided: dict[str, TriggerConfig[Any]] = {}
         """Bindings delivered to this worker as a provider, by binding id."""
         self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
-        self._state = "connecting"
+        self._state = ConnectionState.CONNECTING
         self._state_listeners: list[Callable[[str], Any]] = []
         self._runner = self._portal.submit(self._run())
         lifecycle.track(self)
@@ -293,7 +308,7 @@ class III:
     def get_address(self) -> str:
         return self.address
 
-    def get_connection_state(self) -> str:
+    def get_connection_state(self) -> ConnectionState:
         """``connecting``, ``connected``, ``reconnecting``, ``failed`` or ``disconnected`` (after shutdown)."""
         return self._state
 
@@ -303,7 +318,7 @@ class III:
         listener(self._state)
         return lambda: self._state_listeners.remove(listener) if listener in self._state_listeners else None
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ConnectionState) -> None:
         if state == self._state:
             return
         self._state = state
@@ -360,7 +375,7 @@ class III:
 
     async def _shutdown(self) -> None:
         self._stopping = True
-        self._set_state("disconnected")
+        self._set_state(ConnectionState.DISCONNECTED)
         self._fail_pending(errors.INVOCATION_STOPPED, "the worker is shutting down")
         running = list(self._handler_tasks)
         for task in running:
@@ -511,7 +526,7 @@ class III:
         self._send_void("engine::workers::register", self._worker_metadata())
         assert self._connected is not None
         self._connected.set()
-        self._set_state("connected")
+        self._set_state(ConnectionState.CONNECTED)
         if not self._first_connect.done():
             self._first_connect.set_result(None)
         log.info("connected to %s as worker %s", self.address, registered.worker_id)
@@ -520,7 +535,7 @@ class III:
         assert self._connected is not None
         self._connected.clear()
         if not self._stopping:
-            self._set_state("reconnecting")
+            self._set_state(ConnectionState.RECONNECTING)
         socket = self._socket
         if socket is not None and socket.close_code in _REFUSED_CODES and "unauthorized" in socket.close_reason:
             raise EngineRefusedError(f"the engine at {self.address} refused this worker: {socket.close_reason}")
@@ -530,7 +545,7 @@ class III:
     def _fail_for_good(self, error: BaseException) -> None:
         self._fatal = error
         self._stopping = True
-        self._set_state("failed")
+        self._set_state(ConnectionState.FAILED)
         self._fail_pending("SHUTDOWN", str(error))
         if not self._first_connect.done():
             self._first_connect.set_exception(error)
@@ -645,7 +660,7 @@ class III:
         if not self._engine.answers_registrations:
             entry.status = "active"
         self._functions[function_id] = entry
-        self._portal.loop.call_soon_threadsafe(self._send, entry.registration())
+        self._portal.call_soon(self._send, entry.registration())
         self._keep_process_alive()
         return FunctionRef(function_id, self)
 
@@ -653,7 +668,7 @@ class III:
         """Stop serving ``function_id`` (fire-and-forget; nothing to do after :meth:`shutdown`)."""
         if self._functions.pop(function_id, None) is not None:
             if not self._portal.stopped:
-                self._portal.loop.call_soon_threadsafe(self._send, UnregisterFunction(id=function_id))
+                self._portal.call_soon(self._send, UnregisterFunction(id=function_id))
             with self._status_changed:
                 self._status_changed.notify_all()
 
@@ -679,7 +694,7 @@ class III:
             metadata=encode_payload(metadata) if metadata is not None else JSON_NULL,
         )
         self._bindings[message.id] = message
-        self._portal.loop.call_soon_threadsafe(self._send, message)
+        self._portal.call_soon(self._send, message)
         return Trigger(message.id, trigger_type, function_id, self.unregister_trigger)
 
     def unregister_trigger(self, trigger_id: str) -> None:
@@ -687,7 +702,7 @@ class III:
         message = self._bindings.pop(trigger_id, None)
         if message is not None and not self._portal.stopped:  # after shutdown, the engine dropped it already
             unbind = UnregisterTrigger(id=trigger_id, trigger_type=message.trigger_type)
-            self._portal.loop.call_soon_threadsafe(self._send, unbind)
+            self._portal.call_soon(self._send, unbind)
 
     def register_trigger_type(self, trigger_type: Mapping[str, Any], handler: TriggerHandler[Any]) -> TriggerTypeRef:
         """Provide a trigger type: ``{"id", "description"?}``; ``handler`` receives its bindings."""
@@ -698,7 +713,7 @@ class III:
         message = RegisterTriggerType(id=type_id, description=str(trigger_type.get("description") or ""))
         self._trigger_types[type_id] = message
         self._trigger_handlers[type_id] = handler
-        self._portal.loop.call_soon_threadsafe(self._send, message)
+        self._portal.call_soon(self._send, message)
         self._keep_process_alive()
         return TriggerTypeRef(type_id, self.unregister_trigger_type)
 
@@ -708,7 +723,7 @@ class III:
         if self._trigger_types.pop(key, None) is not None:
             self._trigger_handlers.pop(key, None)
             if not self._portal.stopped:
-                self._portal.loop.call_soon_threadsafe(self._send, UnregisterTriggerType(id=key))
+                self._portal.call_soon(self._send, UnregisterTriggerType(id=key))
 
     def _on_binding(self, message: RegisterTrigger) -> None:
         handler = self._trigger_handlers.get(message.trigger_type)
@@ -813,7 +828,7 @@ class III:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._pending[invocation_id] = future
         try:
-            self._portal.loop.call_soon_threadsafe(self._send_call, message)
+            self._portal.call_soon(self._send_call, message)
             return future.result(timeout_ms / 1000)
         except concurrent.futures.TimeoutError:
             raise InvocationError(
@@ -1061,9 +1076,7 @@ class III:
 
     def _from_thread(self, callback: Callable[..., None], *args: Any) -> None:
         """Run ``callback`` on the SDK loop; dropped if the worker has shut down meanwhile."""
-        try:
-            self._portal.loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
+        if not self._portal.call_soon(callback, *args):
             log.debug("the worker shut down before %s finished", getattr(callback, "__name__", callback))
 
     async def _run_async(self, invocation: _Invocation, args: tuple[Any, ...]) -> None:

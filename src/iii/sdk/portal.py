@@ -88,6 +88,17 @@ class Portal:
             coro.close()
             raise UsageError(SHUT_DOWN) from None
 
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> bool:
+        """Run ``callback(*args)`` on the loop, in call order, from any thread (at once on the loop's own thread
+        is not needed: it is queued either way). Returns False, doing nothing, once the loop has stopped."""
+        if self._stopped:
+            return False
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
+
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run ``coro`` on the loop and wait for its result (never from the loop thread itself)."""
         if self.in_loop_thread:
