@@ -491,7 +491,17 @@ class ChannelReader(_ChannelEnd):
 
     Text side-messages go to the callbacks of :meth:`on_message` in stream order: a message written
     between two chunks is dispatched after the first chunk is read and before the second is.
-    An end can be read once: iterating again, or after :meth:`read_all`, raises :class:`UsageError`.
+    Callbacks run where the reader is read:
+
+    * ``read_all()`` in plain sync code (a ``def`` handler, a script): in the thread that called it, never
+      on the SDK's loop. A callback may block (only this reader waits, and the data after the message is
+      not taken meanwhile) and its SDK calls follow the sync rule (``trigger`` blocks and returns the value).
+    * ``async for`` or ``await read_all()``: in the thread of the loop that reads (the SDK loop in an
+      ``async def`` handler), so a callback must not block, and its calls return awaitables.
+
+    An ``async def`` callback is scheduled, not awaited: on the loop that reads, or on the SDK loop for a
+    reader read from sync code. An end can be read once: iterating again, or after :meth:`read_all`, raises
+    :class:`UsageError`.
     """
 
     _direction = "read"
@@ -521,7 +531,9 @@ class ChannelReader(_ChannelEnd):
     # --- public API ------------------------------------------------------------------------------------
 
     def on_message(self, callback: Callable[[str], Any]) -> None:
-        """Call ``callback(text)`` for every text side-message (``async def`` callbacks are scheduled)."""
+        """Call ``callback(text)`` for every text side-message, in stream order, in the thread that reads
+        (see the class docstring); ``async def`` callbacks are scheduled. Messages read before it is registered
+        are not given to it."""
         self._callbacks.append(callback)
 
     def read_all(self) -> Any:
