@@ -23,7 +23,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Self
 
@@ -491,7 +491,17 @@ class ChannelReader(_ChannelEnd):
 
     Text side-messages go to the callbacks of :meth:`on_message` in stream order: a message written
     between two chunks is dispatched after the first chunk is read and before the second is.
-    An end can be read once: iterating again, or after :meth:`read_all`, raises :class:`UsageError`.
+    Callbacks run where the reader is read:
+
+    * ``read_all()`` in plain sync code (a ``def`` handler, a script): in the thread that called it, never
+      on the SDK's loop. A callback may block (only this reader waits, and the data after the message is
+      not taken meanwhile) and its SDK calls follow the sync rule (``trigger`` blocks and returns the value).
+    * ``async for`` or ``await read_all()``: in the thread of the loop that reads (the SDK loop in an
+      ``async def`` handler), so a callback must not block, and its calls return awaitables.
+
+    An ``async def`` callback is scheduled, not awaited: on the loop that reads, or on the SDK loop for a
+    reader read from sync code. An end can be read once: iterating again, or after :meth:`read_all`, raises
+    :class:`UsageError`.
     """
 
     _direction = "read"
@@ -521,7 +531,9 @@ class ChannelReader(_ChannelEnd):
     # --- public API ------------------------------------------------------------------------------------
 
     def on_message(self, callback: Callable[[str], Any]) -> None:
-        """Call ``callback(text)`` for every text side-message (``async def`` callbacks are scheduled)."""
+        """Call ``callback(text)`` for every text side-message, in stream order, in the thread that reads
+        (see the class docstring); ``async def`` callbacks are scheduled. Messages read before it is registered
+        are not given to it."""
         self._callbacks.append(callback)
 
     def read_all(self) -> Any:
@@ -530,6 +542,8 @@ class ChannelReader(_ChannelEnd):
         Raises :class:`ChannelBrokenError` if the stream breaks (``received`` tells how much had arrived).
         """
         self._take("read_all")
+        if _running_loop() is None:
+            return self._read_all_here()
         return dual(self._portal, self._read_all(), blocking=True)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -595,24 +609,49 @@ class ChannelReader(_ChannelEnd):
             parts.append(chunk)
         return b"".join(parts)
 
+    def _read_all_here(self) -> bytes:
+        """``read_all`` in plain sync code: the SDK loop collects the data, and hands over to this thread at
+        each text message, whose callbacks run here (so they may block, and their calls block and return
+        values) before the loop takes the data after it. A stream without messages is one hand-over."""
+        parts: list[bytes] = []
+        while (text := dual(self._portal, self._read_until_message(parts), blocking=True)) is not None:
+            self._dispatch(text)
+        return b"".join(parts)
+
+    async def _read_until_message(self, parts: list[bytes]) -> str | None:
+        """Append chunks to ``parts`` until a text message that has callbacks (returned, not dispatched) or the
+        clean end (None); raises ChannelBrokenError at a broken end."""
+        while (item := await self._next_item()) is not None:
+            if isinstance(item, bytes):
+                parts.append(item)
+            elif self._callbacks:
+                return item
+        return None
+
     async def _next(self) -> bytes | None:
-        """The next chunk, or None at a clean end; raises ChannelBrokenError at a broken one."""
-        socket = await self._connect()
-        while True:
-            while not self._items:
-                if self._ended:
-                    if self._terms.is_clean_end(socket.close_code):
-                        return None
-                    raise self._broken(socket, self._received)
-                if self._arrived is None:
-                    self._arrived = asyncio.Event()
-                self._arrived.clear()
-                await self._arrived.wait()
-            item = self._items.popleft()
-            self._resume_if_drained()
+        """The next chunk, or None at a clean end; raises ChannelBrokenError at a broken one. Text messages
+        before it are dispatched here, on the loop that reads."""
+        while (item := await self._next_item()) is not None:
             if isinstance(item, bytes):
                 return item
             self._dispatch(item)
+        return None
+
+    async def _next_item(self) -> bytes | str | None:
+        """The next chunk or text message, or None at a clean end; raises ChannelBrokenError at a broken one."""
+        socket = await self._connect()
+        while not self._items:
+            if self._ended:
+                if self._terms.is_clean_end(socket.close_code):
+                    return None
+                raise self._broken(socket, self._received)
+            if self._arrived is None:
+                self._arrived = asyncio.Event()
+            self._arrived.clear()
+            await self._arrived.wait()
+        item = self._items.popleft()
+        self._resume_if_drained()
+        return item
 
     def _resume_if_drained(self) -> None:
         socket = self._socket
@@ -659,15 +698,24 @@ class ChannelReader(_ChannelEnd):
         self._wake()
 
     def _dispatch(self, text: str) -> None:
+        """Call the callbacks in this thread; an awaitable one returns is scheduled on the loop running here,
+        or on the SDK loop when none runs here (sync code)."""
         for callback in self._callbacks:
             try:
                 result = callback(text)
                 if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    self._callback_tasks.add(task)
-                    task.add_done_callback(self._callback_tasks.discard)
+                    if _running_loop() is None:
+                        self._portal.submit(_awaited(result)).add_done_callback(self._callback_failed)
+                    else:
+                        task = asyncio.ensure_future(result)
+                        self._callback_tasks.add(task)
+                        task.add_done_callback(self._callback_tasks.discard)
             except Exception:
                 log.exception("on_message callback failed (channel %s)", self.ref.channel_id)
+
+    def _callback_failed(self, done: concurrent.futures.Future[Any]) -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            log.error("on_message callback failed (channel %s)", self.ref.channel_id, exc_info=error)
 
     def _on_closed(self) -> None:
         self._ended = True
@@ -691,6 +739,11 @@ def _as_bytes(data: object, what: str) -> bytes:
         return bytes(memoryview(data))  # type: ignore[arg-type]  # any buffer; memoryview refuses the rest
     except TypeError:
         raise UsageError(f"{what}() takes bytes, bytearray, memoryview or str, not {type(data).__name__}") from None
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    """A coroutine that awaits ``awaitable`` (what the SDK loop can run of any awaitable)."""
+    return await awaitable
 
 
 def _resolve(room: asyncio.Future[None]) -> None:
