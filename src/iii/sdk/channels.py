@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from iii.errors import ChannelBrokenError, ChannelError, ChannelRefusedError, UsageError
 from iii.protocol import close_codes
 from iii.protocol.refs import channel_url
-from iii.sdk.portal import Portal, dual
+from iii.sdk.portal import Portal, dual, wake
 from iii.sdk.terms import EngineTerms
 
 log = logging.getLogger("iii.channels")
@@ -341,7 +341,7 @@ class ChannelWriter(_ChannelEnd):
             if self._portal.in_loop_thread:
                 self._spawn_pump()
             else:
-                self._portal.loop.call_soon_threadsafe(self._spawn_pump)
+                self._portal.call_soon(self._spawn_pump)
         return crowded
 
     def _raise_error(self) -> None:
@@ -459,7 +459,7 @@ class ChannelWriter(_ChannelEnd):
         self._room.notify_all()
         waiters, self._room_waiters = self._room_waiters, []
         for loop, room in waiters:
-            loop.call_soon_threadsafe(_resolve, room)
+            wake(loop, room)
 
     async def _settled(self) -> None:
         if self._pumping and self._pump_idle is not None:
@@ -586,7 +586,7 @@ class ChannelReader(_ChannelEnd):
             if items:
                 item = items.popleft()
                 if self._paused and len(items) <= _READ_LOW_FRAMES:
-                    self._portal.loop.call_soon_threadsafe(self._resume_if_drained)
+                    self._portal.call_soon(self._resume_if_drained)
                 if isinstance(item, bytes):
                     yield item
                 else:
@@ -726,7 +726,7 @@ class ChannelReader(_ChannelEnd):
             self._arrived.set()
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            waiter[0].call_soon_threadsafe(_resolve, waiter[1])
+            wake(*waiter)
 
 
 def _as_bytes(data: object, what: str) -> bytes:
@@ -744,11 +744,6 @@ def _as_bytes(data: object, what: str) -> bytes:
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine that awaits ``awaitable`` (what the SDK loop can run of any awaitable)."""
     return await awaitable
-
-
-def _resolve(room: asyncio.Future[None]) -> None:
-    if not room.done():
-        room.set_result(None)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

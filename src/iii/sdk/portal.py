@@ -116,6 +116,17 @@ class Portal:
             self._thread.join(timeout_s)
 
 
+def wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> None:
+    """Resolve ``waiter``, a future of ``loop`` (any thread's), with None; nothing if its loop has closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
