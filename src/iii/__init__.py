@@ -23,7 +23,8 @@ from iii.errors import (
 )
 from iii.sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
-from iii.sdk.client import III, ConnectionState, FunctionRef, FunctionStatus, register_worker
+from iii.sdk.client import III, FunctionRef, FunctionStatus, register_worker
+from iii.sdk.connection import ConnectionState
 from iii.sdk.context import InvocationContext, current_invocation
 from iii.sdk.http import HttpRequest, StreamResponse, http_response
 from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig

@@ -5,11 +5,11 @@ shells (see :mod:`iii.sdk.portal`). ``async def`` handlers run on that loop; pla
 a thread pool that grows as needed, so a sync handler may call ``trigger`` on another function of the same
 worker, at any depth, without deadlock.
 
-Connection lifecycle: connect (the first time within ``connect_timeout_s``, or
-:class:`~iii.errors.EngineUnavailableError`), register every function, serve; when the connection drops,
-calls waiting for an answer fail at once with ``invocation_stopped`` and the client reconnects with
-backoff, reattaches and registers everything again. An engine that refuses the worker (bad token, fatal
-rejection) raises :class:`~iii.errors.EngineRefusedError` and is not retried.
+The connection (:mod:`iii.sdk.connection`) connects, reconnects and sends; this module registers and
+replays what the worker offers (functions, trigger types, bindings), makes calls, serves invocations and
+materializes channel refs. When the connection drops, calls waiting for an answer fail at once with
+``invocation_stopped``; when it reopens, everything is registered again. How clients end with the program is
+:mod:`iii.sdk.lifecycle`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import enum
-import errno
 import inspect
 import logging
 import os
 import platform
-import re
-import socket
 import sys
 import threading
 import traceback
@@ -32,27 +28,15 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any, Final, Literal
 
 import msgspec
-from picows import (
-    WSCloseCode,
-    WSError,
-    WSFrame,
-    WSHandshakeError,
-    WSInvalidStatusError,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    ws_connect,
-)
 from pydantic import BaseModel
 
 from iii._version import __version__
-from iii.errors import EngineError, EngineRefusedError, EngineUnavailableError, InvocationError, UsageError
-from iii.protocol import close_codes, errors
-from iii.protocol.codec import decode_from_engine, decode_value, encode
+from iii.errors import EngineRefusedError, InvocationError, UsageError
+from iii.protocol import errors
+from iii.protocol.codec import decode_value
 from iii.protocol.messages import (
     JSON_NULL,
     ErrorNotice,
@@ -69,28 +53,22 @@ from iii.protocol.messages import (
     UnregisterFunction,
     UnregisterTrigger,
     UnregisterTriggerType,
-    WorkerRegistered,
     is_null,
 )
 from iii.protocol.refs import is_channel_ref
 from iii.sdk import lifecycle
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
+from iii.sdk.connection import Connection, ConnectionState
 from iii.sdk.context import InvocationContext, current_invocation, handler_context, take_caller
 from iii.sdk.options import InitOptions, resolve_url
 from iii.sdk.portal import Portal, dual
-from iii.sdk.terms import EngineTerms
 from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
 log = logging.getLogger("iii.sdk")
 
-_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 _HANDLER_THREADS: Final = 4096
 """Upper bound of the sync-handler pool; threads are created only when every existing one is busy."""
-_REFUSED_CODES: Final = frozenset((close_codes.POLICY_VIOLATION,))
 _NON_FATAL_REJECTIONS: Final = frozenset((errors.FUNCTION_NAMESPACE_CONFLICT,))
-_TRANSIENT_STATUSES: Final = frozenset((408, 429, 500, 502, 503, 504))
-"""Upgrade answers worth retrying (busy, starting, shutting down); any other non-101 status means no engine
-at the URL, and is fatal."""
 
 
 def _enc_hook(value: Any) -> Any:
@@ -133,20 +111,6 @@ class _Function:
             request_format=encode_payload(self.request_format) if self.request_format is not None else JSON_NULL,
             response_format=encode_payload(self.response_format) if self.response_format is not None else JSON_NULL,
         )
-
-
-class ConnectionState(enum.StrEnum):
-    """Where a client's connection to the engine stands (values are the official SDK's state names)."""
-
-    CONNECTING = "connecting"
-    """The first connection is being made."""
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    """The connection was lost; the client retries (calls made meanwhile wait, up to their timeout)."""
-    FAILED = "failed"
-    """Refused for good (a wrong token, no engine at the URL): no retry."""
-    DISCONNECTED = "disconnected"
-    """Shut down."""
 
 
 FunctionStatus = Literal["registering", "active", "standby", "refused", "unregistered"]
@@ -202,63 +166,6 @@ class FunctionRef:
         self._client.unregister_function(self.id)
 
 
-class _ControlSocket(WSListener):
-    """The picows listener of the worker socket."""
-
-    def __init__(self, client: III) -> None:
-        self.client = client
-        self.transport: WSTransport | None = None
-        self.registered: asyncio.Future[WorkerRegistered] = asyncio.get_running_loop().create_future()
-        self.closed = asyncio.Event()
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._fragments: bytearray | None = None
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        msg_type = frame.msg_type
-        if msg_type is WSMsgType.TEXT:
-            if frame.fin:
-                self._on_text(frame.get_payload_as_bytes())
-            else:
-                self._fragments = bytearray(frame.get_payload_as_memoryview())
-        elif msg_type is WSMsgType.CONTINUATION and self._fragments is not None:
-            self._fragments += frame.get_payload_as_memoryview()
-            if frame.fin:
-                payload, self._fragments = bytes(self._fragments), None
-                self._on_text(payload)
-        elif msg_type is WSMsgType.CLOSE:
-            self.close_code = frame.get_close_code().value
-            self.close_reason = frame.get_close_reason() or ""
-            if not transport.is_close_frame_sent:
-                transport.send_close(WSCloseCode.OK)
-            transport.disconnect()
-
-    def _on_text(self, payload: bytes) -> None:
-        message = decode_from_engine(payload)
-        if isinstance(message, WorkerRegistered):
-            if not self.registered.done():
-                self.registered.set_result(message)
-        elif message is not None:
-            self.client._on_message(message)
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.closed.set()
-        self.writable.set()
-        if not self.registered.done():
-            self.registered.set_exception(ConnectionError("the engine closed the connection before registering"))
-
-
 class III:
     """A worker connected to an iii engine. Create it with :func:`register_worker`."""
 
@@ -269,21 +176,19 @@ class III:
         self._portal = Portal()
         self._functions: dict[str, _Function] = {}
         self._pending: dict[str, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
-        self._socket: _ControlSocket | None = None
-        self._connected: asyncio.Event | None = None
-        self._first_connect: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._fatal: BaseException | None = None
-        self._last_failure: str | None = None
-        """Why the latest connection attempt failed, for the errors of callers still waiting to connect."""
-        self._stopping = False
-        self._worker_id: str | None = None
-        self._reattach_token: str | None = None
-        self._engine = EngineTerms()
+        self._conn = Connection(
+            self.address,
+            self.options,
+            self._headers,
+            on_open=self._replay,
+            on_message=self._on_message,
+            on_lost=self._on_connection_lost,
+            on_failed=self._on_connection_failed,
+        )
         self._flush_timeout_s = self.options.flush_timeout_s
         """How long shutdown lets streams flush (shorter when the program is interrupted)."""
         self._status_changed = threading.Condition()
         """Notified whenever a function's status changes (:meth:`FunctionRef.wait_active` waits on it)."""
-        """What the engine announced (its message limit, its channel close semantics), per connection."""
         self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
@@ -293,9 +198,7 @@ class III:
         self._provided: dict[str, TriggerConfig[Any]] = {}
         """Bindings delivered to this worker as a provider, by binding id."""
         self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
-        self._state = ConnectionState.CONNECTING
-        self._state_listeners: list[Callable[[str], Any]] = []
-        self._runner = self._portal.submit(self._run())
+        self._runner = self._portal.submit(self._conn.run())
         lifecycle.track(self)
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -303,44 +206,22 @@ class III:
     @property
     def worker_id(self) -> str | None:
         """The id the engine gave this worker's current connection."""
-        return self._worker_id
+        return self._conn.worker_id
 
     def get_address(self) -> str:
         return self.address
 
     def get_connection_state(self) -> ConnectionState:
         """``connecting``, ``connected``, ``reconnecting``, ``failed`` or ``disconnected`` (after shutdown)."""
-        return self._state
+        return self._conn.state
 
     def add_connection_state_listener(self, listener: Callable[[str], Any]) -> Callable[[], None]:
         """Call ``listener(state)`` now and on every change (on the SDK's thread); returns an unsubscribe."""
-        self._state_listeners.append(listener)
-        listener(self._state)
-        return lambda: self._state_listeners.remove(listener) if listener in self._state_listeners else None
-
-    def _set_state(self, state: ConnectionState) -> None:
-        if state == self._state:
-            return
-        self._state = state
-        for listener in list(self._state_listeners):
-            try:
-                listener(state)
-            except Exception:
-                log.exception("connection state listener failed")
+        return self._conn.add_state_listener(listener)
 
     def wait_until_connected(self, timeout_s: float | None = None) -> None:
         """Block until the first connection is up; raises the reason if it cannot be made."""
-        timeout = self.options.connect_timeout_s if timeout_s is None else timeout_s
-        try:
-            self._first_connect.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise EngineUnavailableError(
-                f"could not connect to the iii engine at {self.address} within {timeout}s{self._failure_note()}"
-            ) from None
-
-    def _failure_note(self) -> str:
-        """``": <why the last attempt failed>"``, or nothing if no attempt has failed yet."""
-        return f": {self._last_failure}" if self._last_failure else ""
+        self._conn.wait_until_open(self.options.connect_timeout_s if timeout_s is None else timeout_s)
 
     _wait_until_connected = wait_until_connected  # the official SDK's spelling, used by its test fixtures
 
@@ -374,8 +255,8 @@ class III:
         self.shutdown()
 
     async def _shutdown(self) -> None:
-        self._stopping = True
-        self._set_state(ConnectionState.DISCONNECTED)
+        self._conn.stopping = True
+        self._conn.set_state(ConnectionState.DISCONNECTED)
         self._fail_pending(errors.INVOCATION_STOPPED, "the worker is shutting down")
         running = list(self._handler_tasks)
         for task in running:
@@ -383,14 +264,7 @@ class III:
         if running:
             await asyncio.wait(running, timeout=5)
         await self._flush_streams()
-        socket = self._socket
-        if socket is not None and socket.transport is not None and not socket.closed.is_set():
-            socket.transport.send_close(WSCloseCode.OK)
-            socket.transport.disconnect()
-            try:
-                await asyncio.wait_for(socket.closed.wait(), 5)
-            except TimeoutError:
-                socket.transport.disconnect(graceful=False)
+        await self._conn.close()
         self._runner.cancel()
 
     async def _flush_streams(self) -> None:
@@ -423,135 +297,30 @@ class III:
             self._flush_timeout_s = min(flush_timeout_s, self._flush_timeout_s)
         self.shutdown()
 
-    # --- the connection loop ---------------------------------------------------------------------------
+    # --- the connection's events ----------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        self._connected = asyncio.Event()
-        attempt = 0
-        ever_connected = False
-        config = self.options.reconnection_config
-        while not self._stopping:
-            try:
-                await self._connect_once()
-                self._last_failure = None
-                ever_connected = True
-                attempt = 0
-                assert self._socket is not None
-                await self._socket.closed.wait()
-                self._on_disconnected()
-            except EngineError as refusal:  # refused, or no iii engine at this URL: retrying cannot help
-                self._fail_for_good(refusal)
-                return
-            except (OSError, WSError, ConnectionError) as exc:
-                self._last_failure = _describe_connect_failure(exc)
-                log.debug("connecting to %s failed: %s", self.address, self._last_failure)
-            except Exception as exc:  # a bug, not a network problem: say so at once instead of retrying blind
-                log.exception("the connection to %s failed unexpectedly", self.address)
-                self._fail_for_good(EngineError(f"the connection to {self.address} failed: {exc!r}"))
-                return
-            if self._stopping:
-                return
-            if 0 <= config.max_retries <= attempt:
-                what = "gave up reconnecting to" if ever_connected else "could not connect to the iii engine at"
-                self._fail_for_good(EngineUnavailableError(f"{what} {self.address}{self._failure_note()}"))
-                return
-            delay = config.delay_s(attempt)
-            attempt += 1
-            if ever_connected:
-                log.warning("connection to the engine lost; reconnecting in %.1fs", delay)
-            await asyncio.sleep(delay)
-
-    def _auto_ping(self) -> dict[str, Any]:
-        """picows' keep-alive settings: ping after ``ping_idle_s`` of silence, give up ``ping_timeout_s`` later.
-
-        picows wants the reply timeout no longer than the idle time, so the idle time is raised to match.
-        """
-        idle, timeout = self.options.ping_idle_s, self.options.ping_timeout_s
-        if idle <= 0:
-            return {"enable_auto_ping": False}
-        return {
-            "enable_auto_ping": True,
-            "auto_ping_idle_timeout": max(idle, timeout),
-            "auto_ping_reply_timeout": timeout,
-        }
-
-    async def _connect_once(self) -> None:
-        listener = _ControlSocket(self)
-        try:
-            await ws_connect(
-                lambda: listener,
-                self.address,
-                extra_headers=self._headers or None,
-                max_frame_size=_MAX_MESSAGE_BYTES,
-                **self._auto_ping(),
-            )
-        except WSInvalidStatusError as exc:
-            status = int(exc.response.status) if exc.response is not None else 0
-            if status in (401, 403):
-                raise EngineRefusedError(f"the engine at {self.address} refused this worker (HTTP {status})") from None
-            if status in _TRANSIENT_STATUSES:  # a proxy in front of an engine that is starting, say: try again
-                raise ConnectionError(f"the server answered HTTP {_status_text(status)}") from None
-            raise EngineUnavailableError(
-                f"no iii engine at {self.address}: the server answered the WebSocket upgrade with HTTP "
-                f"{_status_text(status)} (is the URL right? an engine takes workers at ws://<host>:<port>/, "
-                f"port 49134 by default)"
-            ) from None
-        except WSHandshakeError as exc:  # an answer that is not HTTP, or not a WebSocket upgrade
-            raise EngineUnavailableError(
-                f"no iii engine at {self.address}: the server there does not speak WebSocket ({exc})"
-            ) from None
-        if listener.transport is None:  # picows returns normally when the server hangs up mid-handshake
-            raise ConnectionError("the server closed the connection during the WebSocket handshake")
-        try:
-            registered = await asyncio.wait_for(asyncio.shield(listener.registered), self.options.connect_timeout_s)
-        except (ConnectionError, TimeoutError):
-            if listener.close_code in _REFUSED_CODES:
-                raise EngineRefusedError(
-                    f"the engine at {self.address} refused this worker: {listener.close_reason}"
-                ) from None
-            raise
-        self._socket = listener
-        previous, token = self._worker_id, self._reattach_token
-        self._worker_id, self._reattach_token = registered.worker_id, registered.reattach_token
-        self._engine.update(registered)
-        if previous is not None:
-            self._send(Reattach(previous_worker_id=previous, reattach_token=token))
+    def _replay(self) -> None:
+        """A connection is open: reattach, then register again everything this worker has registered."""
+        conn = self._conn
+        if conn.previous_worker_id is not None:
+            conn.send(Reattach(previous_worker_id=conn.previous_worker_id, reattach_token=conn.previous_reattach_token))
         for trigger_type in list(self._trigger_types.values()):  # other threads may register meanwhile
-            self._send(trigger_type)
+            conn.send(trigger_type)
         for function in list(self._functions.values()):
-            self._set_status(function, "registering" if self._engine.answers_registrations else "active")
-            self._send(function.registration())
+            self._set_status(function, "registering" if conn.terms.answers_registrations else "active")
+            conn.send(function.registration())
         for binding in list(self._bindings.values()):
-            self._send(binding)
+            conn.send(binding)
         self._send_void("engine::workers::register", self._worker_metadata())
-        assert self._connected is not None
-        self._connected.set()
-        self._set_state(ConnectionState.CONNECTED)
-        if not self._first_connect.done():
-            self._first_connect.set_result(None)
-        log.info("connected to %s as worker %s", self.address, registered.worker_id)
 
-    def _on_disconnected(self) -> None:
-        assert self._connected is not None
-        self._connected.clear()
-        if not self._stopping:
-            self._set_state(ConnectionState.RECONNECTING)
-        socket = self._socket
-        if socket is not None and socket.close_code in _REFUSED_CODES and "unauthorized" in socket.close_reason:
-            raise EngineRefusedError(f"the engine at {self.address} refused this worker: {socket.close_reason}")
+    def _on_connection_lost(self) -> None:
         # The engine fails the calls it was routing for this connection; say so now instead of at the timeout.
         self._fail_pending(errors.INVOCATION_STOPPED, "the connection to the engine was lost")
 
-    def _fail_for_good(self, error: BaseException) -> None:
-        self._fatal = error
-        self._stopping = True
-        self._set_state(ConnectionState.FAILED)
-        self._fail_pending("SHUTDOWN", str(error))
-        if not self._first_connect.done():
-            self._first_connect.set_exception(error)
+    def _on_connection_failed(self, error: BaseException) -> None:
+        self._fail_pending(errors.INVOCATION_STOPPED, str(error))
         if self._keepalive is not None:
             self._keepalive.set()  # a worker that can never serve does not hold its process
-        log.error("%s", error)
 
     def _fail_pending(self, code: str, message: str) -> None:
         pending, self._pending = self._pending, {}
@@ -574,42 +343,11 @@ class III:
     # --- sending ---------------------------------------------------------------------------------------
 
     def _send(self, message: Any) -> bool:
-        """Send now if connected; returns whether it was sent (registrations are replayed on reconnect).
-
-        Raises :class:`InvocationError` ``message_too_big``, sending nothing, for a message over the engine's
-        limit (the engine would refuse it; the connection stays as it is).
-        """
-        socket = self._socket
-        if socket is None or socket.transport is None or socket.closed.is_set():
-            return False
-        encoded = encode(message)
-        limit = self._engine.max_message_bytes
-        if limit is not None and len(encoded) > limit:
-            what = "result" if isinstance(message, InvocationResult) else type(message).__name__
-            function_id = getattr(message, "function_id", None)
-            raise InvocationError(
-                errors.MESSAGE_TOO_BIG,
-                f"the {what} for {function_id} is {len(encoded)} bytes, over the engine's limit of {limit}: not sent",
-                function_id,
-            )
-        socket.transport.send(WSMsgType.TEXT, encoded)
-        return True
+        """Send now if connected (see :meth:`Connection.send`)."""
+        return self._conn.send(message)
 
     def _send_void(self, function_id: str, payload: Any) -> None:
         self._send(InvokeFunction(function_id=function_id, data=encode_payload(payload), action=TriggerAction("void")))
-
-    async def _await_connection(self, timeout_s: float) -> None:
-        if self._fatal is not None:
-            raise self._fatal
-        assert self._connected is not None
-        if not self._connected.is_set():
-            try:
-                await asyncio.wait_for(self._connected.wait(), timeout_s)
-            except TimeoutError:
-                note = self._failure_note()
-                raise InvocationError(
-                    "TIMEOUT", f"not connected to the engine at {self.address} within {timeout_s}s{note}"
-                ) from None
 
     # --- functions -------------------------------------------------------------------------------------
 
@@ -657,7 +395,7 @@ class III:
             request_format=request_format,
             response_format=response_format,
         )
-        if not self._engine.answers_registrations:
+        if not self._conn.terms.answers_registrations:
             entry.status = "active"
         self._functions[function_id] = entry
         self._portal.call_soon(self._send, entry.registration())
@@ -802,15 +540,8 @@ class III:
         Saves the coroutine, task and two thread hand-overs per call of the general path; anything unusual
         (not connected, void, a full socket) takes the general path.
         """
-        socket = self._socket
-        connected = self._connected
-        if (
-            _is_void(request.get("action"))
-            or socket is None
-            or connected is None
-            or not connected.is_set()
-            or not socket.writable.is_set()
-        ):
+        socket = self._conn.socket
+        if _is_void(request.get("action")) or socket is None or not self._conn.is_open or not socket.writable.is_set():
             return self._portal.call(self._trigger(request))
         function_id = request.get("function_id")
         if not isinstance(function_id, str) or not function_id:
@@ -868,7 +599,7 @@ class III:
         payload = encode_payload(request.get("payload"))
         metadata = request.get("metadata")
         metadata_raw = encode_payload(metadata) if metadata is not None else JSON_NULL
-        await self._await_connection(timeout_s)
+        await self._conn.await_open(timeout_s)
         if _is_void(request.get("action")):
             self._send(
                 InvokeFunction(
@@ -876,7 +607,7 @@ class III:
                 )
             )
             return None
-        socket = self._socket
+        socket = self._conn.socket
         if socket is not None and not socket.writable.is_set():
             await socket.writable.wait()  # the engine is slow to read: wait instead of piling up messages
         invocation_id = str(uuid.uuid4())
@@ -928,14 +659,14 @@ class III:
     def reader(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelReader:
         """A reader for a ref received by other means than a payload."""
         self._portal.ensure_open()
-        end = ChannelReader(self.address, ref, self._portal, self._headers, self._engine)
+        end = ChannelReader(self.address, ref, self._portal, self._headers, self._conn.terms)
         self._ends.add(end)
         return end
 
     def writer(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelWriter:
         """A writer for a ref received by other means than a payload."""
         self._portal.ensure_open()
-        end = ChannelWriter(self.address, ref, self._portal, self._headers, self._engine)
+        end = ChannelWriter(self.address, ref, self._portal, self._headers, self._conn.terms)
         self._ends.add(end)
         return end
 
@@ -1001,7 +732,7 @@ class III:
 
     def _on_rejected(self, message: RegistrationRejected) -> None:
         if message.code not in _NON_FATAL_REJECTIONS:
-            self._fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
+            self._conn.fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
             return
         function = self._functions.get(message.function_id or "")
         if not message.owner_worker_id:
@@ -1144,28 +875,6 @@ class III:
             sent = self._send(InvocationResult(invocation_id=invocation_id, function_id=function_id, error=failure))
         if not sent:
             log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
-
-
-def _describe_connect_failure(exc: BaseException) -> str:
-    """Why one connection attempt failed, in words (it is retried)."""
-    text = str(exc) or type(exc).__name__
-    # asyncio reports a host with several addresses (localhost: ::1 and 127.0.0.1) as one OSError listing each.
-    codes = {int(code) for code in re.findall(r"\[Errno (\d+)\]", text)}
-    if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and codes == {errno.ECONNREFUSED}):
-        return "connection refused (nothing listens there: is the engine running?)"
-    if isinstance(exc, socket.gaierror):
-        return f"the host name does not resolve ({exc.strerror})"
-    if isinstance(exc, TimeoutError):
-        return "no answer to the WebSocket handshake"
-    return text
-
-
-def _status_text(status: int) -> str:
-    """``404 Not Found``: an HTTP status with its standard phrase, if it has one."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
 
 
 def _describe_error(error: msgspec.Raw) -> str:
