@@ -23,9 +23,10 @@ from iii.errors import (
 )
 from iii.sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
-from iii.sdk.client import III, FunctionRef, FunctionStatus, register_worker
+from iii.sdk.client import III, register_worker
 from iii.sdk.connection import ConnectionState
 from iii.sdk.context import InvocationContext, current_invocation
+from iii.sdk.functions import FunctionRef, FunctionStatus
 from iii.sdk.http import HttpRequest, StreamResponse, http_response
 from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
 

@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import inspect
 import logging
 import os
 import platform
 import sys
 import threading
-import traceback
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
-from pydantic import BaseModel
 
 from iii._version import __version__
 from iii.errors import EngineRefusedError, InvocationError, UsageError
@@ -44,7 +40,6 @@ from iii.protocol.messages import (
     InvocationResult,
     InvokeFunction,
     Reattach,
-    RegisterFunction,
     RegisterTrigger,
     RegisterTriggerType,
     RegistrationRejected,
@@ -59,9 +54,12 @@ from iii.protocol.refs import is_channel_ref
 from iii.sdk import lifecycle
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.connection import Connection, ConnectionState
-from iii.sdk.context import InvocationContext, current_invocation, handler_context, take_caller
+from iii.sdk.context import InvocationContext, current_invocation
+from iii.sdk.functions import FunctionRef, FunctionTable, RegisteredFunction
 from iii.sdk.options import InitOptions, resolve_url
+from iii.sdk.payloads import describe_error, encode_payload, invocation_error
 from iii.sdk.portal import Portal, dual
+from iii.sdk.serving import Server
 from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
 log = logging.getLogger("iii.sdk")
@@ -69,101 +67,6 @@ log = logging.getLogger("iii.sdk")
 _HANDLER_THREADS: Final = 4096
 """Upper bound of the sync-handler pool; threads are created only when every existing one is busy."""
 _NON_FATAL_REJECTIONS: Final = frozenset((errors.FUNCTION_NAMESPACE_CONFLICT,))
-
-
-def _enc_hook(value: Any) -> Any:
-    """How payload values that are not plain JSON are sent: refs and models as dicts, live ends as refs."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (ChannelReader, ChannelWriter)):
-        value._kept = True  # handed on: whoever gets it finishes it
-        return value.ref.model_dump()
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
-_payload_encoder: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
-
-
-def encode_payload(value: Any) -> msgspec.Raw:
-    """A payload as raw JSON; raises ``TypeError`` naming the type that cannot be sent."""
-    return msgspec.Raw(_payload_encoder.encode(value))
-
-
-@dataclass
-class _Function:
-    function_id: str
-    handler: Callable[..., Any]
-    is_async: bool
-    wants_metadata: bool
-    description: str | None = None
-    metadata: Any = None
-    request_format: Any = None
-    response_format: Any = None
-    status: FunctionStatus = "registering"
-
-    def registration(self) -> RegisterFunction:
-        return RegisterFunction(
-            id=self.function_id,
-            description=self.description,
-            metadata=encode_payload(self.metadata) if self.metadata is not None else JSON_NULL,
-            request_format=encode_payload(self.request_format) if self.request_format is not None else JSON_NULL,
-            response_format=encode_payload(self.response_format) if self.response_format is not None else JSON_NULL,
-        )
-
-
-FunctionStatus = Literal["registering", "active", "standby", "refused", "unregistered"]
-"""Where a registered function stands with the engine:
-
-* ``registering``: sent, not answered yet (or not connected);
-* ``active``: this worker serves it;
-* ``standby``: another worker serves it; this one was refused and takes over when that one leaves;
-* ``refused``: the id is built into the engine;
-* ``unregistered``: withdrawn with :meth:`FunctionRef.unregister`.
-"""
-
-
-@dataclass
-class _Invocation:
-    """One call being served: what to answer, and the channel ends its handler was given."""
-
-    invocation_id: str
-    function: _Function
-    ends: list[ChannelReader | ChannelWriter] = field(default_factory=list)
-    awaitable: Any = None
-    """What a sync callable returned when it is awaitable (awaited on the SDK loop)."""
-
-
-@dataclass
-class FunctionRef:
-    """What :meth:`III.register_function` returns: the id, where it stands, and a way to withdraw it."""
-
-    id: str
-    _client: III = field(repr=False)
-
-    @property
-    def status(self) -> FunctionStatus:
-        """Where the registration stands (:data:`FunctionStatus`); changes as the engine answers."""
-        function = self._client._functions.get(self.id)
-        return "unregistered" if function is None else function.status
-
-    def wait_active(self, timeout_s: float | None = None) -> bool:
-        """Block until this worker serves the function (a standby: until it has taken over).
-
-        Returns False if ``timeout_s`` passed first, or the function was refused or withdrawn.
-        """
-        return self.wait_status("active", "refused", "unregistered", timeout_s=timeout_s) == "active"
-
-    def wait_status(self, *statuses: FunctionStatus, timeout_s: float | None = None) -> FunctionStatus:
-        """Block until the status is one of ``statuses`` (or ``timeout_s`` passed); returns the status then."""
-        with self._client._status_changed:
-            self._client._status_changed.wait_for(lambda: self.status in statuses, timeout_s)
-        return self.status
-
-    def unregister(self) -> None:
-        """Stop serving this function (fire-and-forget)."""
-        self._client.unregister_function(self.id)
 
 
 class III:
@@ -174,7 +77,7 @@ class III:
         self.options = options or InitOptions()
         self._headers = self.options.handshake_headers()
         self._portal = Portal()
-        self._functions: dict[str, _Function] = {}
+        self._functions = FunctionTable()
         self._pending: dict[str, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
         self._conn = Connection(
             self.address,
@@ -187,17 +90,14 @@ class III:
         )
         self._flush_timeout_s = self.options.flush_timeout_s
         """How long shutdown lets streams flush (shorter when the program is interrupted)."""
-        self._status_changed = threading.Condition()
-        """Notified whenever a function's status changes (:meth:`FunctionRef.wait_active` waits on it)."""
-        self._handler_pool = concurrent.futures.ThreadPoolExecutor(_HANDLER_THREADS, thread_name_prefix="iii-handler")
         self._keepalive: threading.Event | None = None
-        self._handler_tasks: set[asyncio.Task[None]] = set()
         self._trigger_types: dict[str, RegisterTriggerType] = {}
         self._trigger_handlers: dict[str, TriggerHandler[Any]] = {}
         self._bindings: dict[str, RegisterTrigger] = {}
         self._provided: dict[str, TriggerConfig[Any]] = {}
         """Bindings delivered to this worker as a provider, by binding id."""
         self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
+        self._server = Server(self._portal, self._functions, self._send, self._release_ends, self._materialize)
         self._runner = self._portal.submit(self._conn.run())
         lifecycle.track(self)
 
@@ -236,7 +136,7 @@ class III:
             self._portal.call(self._shutdown(), timeout_s=self._flush_timeout_s + 15)
         finally:
             self._portal.stop()
-            self._handler_pool.shutdown(wait=False, cancel_futures=True)
+            self._server.shutdown()
             if self._keepalive is not None:
                 self._keepalive.set()
 
@@ -258,7 +158,7 @@ class III:
         self._conn.stopping = True
         self._conn.set_state(ConnectionState.DISCONNECTED)
         self._fail_pending(errors.INVOCATION_STOPPED, "the worker is shutting down")
-        running = list(self._handler_tasks)
+        running = list(self._server.tasks)
         for task in running:
             task.cancel()
         if running:
@@ -306,8 +206,8 @@ class III:
             conn.send(Reattach(previous_worker_id=conn.previous_worker_id, reattach_token=conn.previous_reattach_token))
         for trigger_type in list(self._trigger_types.values()):  # other threads may register meanwhile
             conn.send(trigger_type)
-        for function in list(self._functions.values()):
-            self._set_status(function, "registering" if conn.terms.answers_registrations else "active")
+        for function in self._functions:
+            self._functions.set_status(function, "registering" if conn.terms.answers_registrations else "active")
             conn.send(function.registration())
         for binding in list(self._bindings.values()):
             conn.send(binding)
@@ -385,11 +285,9 @@ class III:
             raise UsageError(f"the handler of {function_id} is not callable")
         if function_id in self._functions:
             raise UsageError(f"function {function_id} is already registered by this worker")
-        entry = _Function(
+        entry = RegisteredFunction.of(
             function_id,
             handler,
-            is_async=_is_async_callable(handler),
-            wants_metadata=_accepts_metadata(handler),
             description=description,
             metadata=metadata,
             request_format=request_format,
@@ -397,18 +295,15 @@ class III:
         )
         if not self._conn.terms.answers_registrations:
             entry.status = "active"
-        self._functions[function_id] = entry
+        self._functions.add(entry)
         self._portal.call_soon(self._send, entry.registration())
         self._keep_process_alive()
-        return FunctionRef(function_id, self)
+        return FunctionRef(function_id, self._functions, self.unregister_function)
 
     def unregister_function(self, function_id: str) -> None:
         """Stop serving ``function_id`` (fire-and-forget; nothing to do after :meth:`shutdown`)."""
-        if self._functions.pop(function_id, None) is not None:
-            if not self._portal.stopped:
-                self._portal.call_soon(self._send, UnregisterFunction(id=function_id))
-            with self._status_changed:
-                self._status_changed.notify_all()
+        if self._functions.remove(function_id) and not self._portal.stopped:
+            self._portal.call_soon(self._send, UnregisterFunction(id=function_id))
 
     # --- triggers --------------------------------------------------------------------------------------
 
@@ -477,27 +372,27 @@ class III:
             self._send_binding_result(message, {"code": "trigger_registration_failed", "message": str(exc)})
             return
         self._provided[message.id] = config
-        task = self._portal.loop.create_task(self._call_trigger_handler(handler.register_trigger, config, message))
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
+        self._server.track(
+            self._portal.loop.create_task(self._call_trigger_handler(handler.register_trigger, config, message))
+        )
 
     def _on_unbinding(self, message: UnregisterTrigger) -> None:
         handler = self._trigger_handlers.get(message.trigger_type or "")
         config = self._provided.pop(message.id, None) or TriggerConfig(message.id, "", None)
         if handler is not None:
-            task = self._portal.loop.create_task(self._call_trigger_handler(handler.unregister_trigger, config, None))
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
+            self._server.track(
+                self._portal.loop.create_task(self._call_trigger_handler(handler.unregister_trigger, config, None))
+            )
 
     async def _call_trigger_handler(
         self, method: Callable[[TriggerConfig[Any]], Any], config: TriggerConfig[Any], reply_to: RegisterTrigger | None
     ) -> None:
         error = None
         try:
-            if _is_async_callable(method):
+            if inspect.iscoroutinefunction(method):
                 await method(config)
             else:
-                await asyncio.get_running_loop().run_in_executor(self._handler_pool, method, config)
+                await self._server.run_sync(method, config)
         except Exception as exc:
             log.warning("trigger handler %s failed for binding %s: %s", method.__name__, config.id, exc)
             error = {"code": "trigger_registration_failed", "message": str(exc) or type(exc).__name__}
@@ -690,17 +585,17 @@ class III:
         if isinstance(message, InvocationResult):
             self._on_result(message)
         elif isinstance(message, InvokeFunction):
-            self._on_invocation(message)
+            self._server.on_invocation(message)
         elif isinstance(message, RegistrationRejected):
             self._on_rejected(message)
         elif isinstance(message, FunctionActivated):
-            self._on_activated(message)
+            self._functions.activated(message.function_id)
         elif isinstance(message, RegisterTrigger):
             self._on_binding(message)
         elif isinstance(message, UnregisterTrigger):
             self._on_unbinding(message)
         elif isinstance(message, TriggerRegistrationResult) and not is_null(message.error):
-            refusal = _describe_error(message.error)
+            refusal = describe_error(message.error)
             log.warning(
                 "the engine or the provider of %s refused binding %s: %s", message.trigger_type, message.id, refusal
             )
@@ -726,7 +621,7 @@ class III:
             )
             return
         if error:
-            future.set_exception(_invocation_error(error, message.function_id, message.invocation_id))
+            future.set_exception(invocation_error(error, message.function_id, message.invocation_id))
         else:
             future.set_result(result)
 
@@ -734,174 +629,11 @@ class III:
         if message.code not in _NON_FATAL_REJECTIONS:
             self._conn.fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
             return
-        function = self._functions.get(message.function_id or "")
-        if not message.owner_worker_id:
-            log.error("function %s is built into the engine: this worker cannot serve it", message.function_id)
-            if function is not None:
-                self._set_status(function, "refused")
-            return
-        log.warning(
-            "function %s is served by worker %s: this worker stands by and takes over when that one leaves",
-            message.function_id,
-            message.owner_worker_id,
-        )
-        if function is not None:
-            self._set_status(function, "standby")
+        self._functions.refused(message.function_id or "", message.owner_worker_id)
 
-    def _on_activated(self, message: FunctionActivated) -> None:
-        function = self._functions.get(message.function_id)
-        if function is None:
-            return
-        if function.status == "standby":
-            log.info("this worker now serves %s (the worker that served it left)", message.function_id)
-        self._set_status(function, "active")
-
-    def _set_status(self, function: _Function, status: FunctionStatus) -> None:
-        with self._status_changed:
-            function.status = status
-            self._status_changed.notify_all()
-
-    def _on_invocation(self, message: InvokeFunction) -> None:
-        invocation_id = message.invocation_id or ""
-        function = self._functions.get(message.function_id)
-        if function is None:
-            self._reply(
-                invocation_id,
-                message.function_id,
-                error={
-                    "code": errors.FUNCTION_NOT_FOUND,
-                    "message": f"function {message.function_id} is not served here",
-                },
-            )
-            return
-        invocation = _Invocation(invocation_id, function)
-        try:
-            data = decode_value(message.data)
-            caller = take_caller(data)
-            data = self._materialize(data, invocation.ends)
-            metadata = decode_value(message.metadata)
-        except Exception as exc:
-            self._complete(invocation, error=_failure(exc))
-            return
-        args = (data, metadata) if function.wants_metadata else (data,)
-        context = handler_context(
-            InvocationContext(
-                function_id=function.function_id,
-                invocation_id=invocation_id,
-                caller={"worker_id": caller} if caller is not None else None,
-                metadata=metadata,
-                traceparent=message.traceparent,
-                baggage=message.baggage,
-            )
-        )
-        if function.is_async:
-            self._track(self._portal.loop.create_task(self._run_async(invocation, args), context=context))
-        else:
-            future = self._handler_pool.submit(context.run, function.handler, *args)
-            future.add_done_callback(lambda done: self._from_thread(self._reply_from, invocation, done, context))
-
-    def _track(self, task: asyncio.Task[None]) -> None:
-        """Keep a handler's task referenced until it ends (shutdown waits for them)."""
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
-
-    def _from_thread(self, callback: Callable[..., None], *args: Any) -> None:
-        """Run ``callback`` on the SDK loop; dropped if the worker has shut down meanwhile."""
-        if not self._portal.call_soon(callback, *args):
-            log.debug("the worker shut down before %s finished", getattr(callback, "__name__", callback))
-
-    async def _run_async(self, invocation: _Invocation, args: tuple[Any, ...]) -> None:
-        """Run an ``async def`` handler (or await what a sync callable returned) and answer, whatever happens.
-
-        Every exception, BaseExceptions included (a cancelled task, ``sys.exit()``), becomes the error result:
-        a handler can neither leave its caller waiting nor stop the SDK's loop.
-        """
-        try:
-            result = await invocation.function.handler(*args) if args else await invocation.awaitable
-        except BaseException as exc:  # answered, never re-raised into the SDK's loop
-            self._complete(invocation, error=_failure(exc))
-        else:
-            self._complete(invocation, result=result)
-
-    def _reply_from(
-        self, invocation: _Invocation, done: concurrent.futures.Future[Any], context: contextvars.Context
-    ) -> None:
-        if done.cancelled():
-            self._complete(
-                invocation, error={"code": errors.INVOCATION_STOPPED, "message": "the worker is shutting down"}
-            )
-            return
-        error = done.exception()
-        if error is not None:
-            self._complete(invocation, error=_failure(error))
-            return
-        result = done.result()
-        if inspect.isawaitable(result):  # a def (or lambda) that returned a coroutine: await it here
-            invocation.awaitable = result
-            self._track(self._portal.loop.create_task(self._run_async(invocation, ()), context=context))
-            return
-        self._complete(invocation, result=result)
-
-    def _complete(self, invocation: _Invocation, *, result: Any = None, error: Any = None) -> None:
-        """Answer the call, then finish the channel ends the handler was given and left unfinished."""
-        self._reply(invocation.invocation_id, invocation.function.function_id, result=result, error=error)
-        unfinished = [end for end in invocation.ends if not end._kept and not end._finished()]
-        if unfinished:
-            reason = f"the handler of {invocation.function.function_id} returned without finishing it"
-            self._track(self._portal.loop.create_task(self._abandon(unfinished, reason)))
-
-    async def _abandon(self, ends: list[ChannelReader | ChannelWriter], reason: str) -> None:
-        """Close what was connected; ask the engine to release what never was (its peer is told)."""
-        outcomes = await asyncio.gather(*(end._abandon(reason) for end in ends), return_exceptions=True)
-        never_connected = [end.ref.model_dump() for end, outcome in zip(ends, outcomes, strict=True) if outcome is True]
-        if never_connected:
-            self._send_void("engine::channels::release", {"ends": never_connected, "reason": reason})
-
-    def _reply(self, invocation_id: str, function_id: str, *, result: Any = None, error: Any = None) -> None:
-        try:
-            result_raw = encode_payload(result) if error is None else JSON_NULL
-        except TypeError as exc:
-            error = {"code": errors.INVOCATION_FAILED, "message": f"the result could not be sent: {exc}"}
-            result_raw = JSON_NULL
-        error_raw = encode_payload(error) if error is not None else JSON_NULL
-        message = InvocationResult(
-            invocation_id=invocation_id, function_id=function_id, result=result_raw, error=error_raw
-        )
-        try:
-            sent = self._send(message)
-        except InvocationError as exc:  # too big: the caller gets the reason instead
-            log.error("%s", exc.message)
-            failure = encode_payload({"code": exc.code, "message": exc.message})
-            sent = self._send(InvocationResult(invocation_id=invocation_id, function_id=function_id, error=failure))
-        if not sent:
-            log.warning("result of %s dropped: not connected (the engine has failed the call)", function_id)
-
-
-def _describe_error(error: msgspec.Raw) -> str:
-    """An error value as ``code: message`` for a log line (its JSON text if it has another shape)."""
-    try:
-        value = decode_value(error)
-    except (msgspec.DecodeError, RecursionError):
-        return bytes(error).decode(errors="replace")
-    if isinstance(value, dict) and isinstance(value.get("message"), str):
-        return f"{value.get('code') or 'error'}: {value['message']}"
-    return bytes(error).decode(errors="replace")
-
-
-def _is_async_callable(handler: Callable[..., Any]) -> bool:
-    """``async def`` functions, and objects whose ``__call__`` is one."""
-    if inspect.iscoroutinefunction(handler):
-        return True
-    call = getattr(type(handler), "__call__", None)  # noqa: B004 - looking for an async __call__
-    return not inspect.isfunction(handler) and inspect.iscoroutinefunction(call)
-
-
-def _accepts_metadata(handler: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(handler).parameters
-    except (TypeError, ValueError):
-        return False
-    return "metadata" in parameters
+    def _release_ends(self, refs: list[dict[str, Any]], reason: str) -> None:
+        """Ask the engine to finish channel ends that never connected (their peers are told at once)."""
+        self._send_void("engine::channels::release", {"ends": refs, "reason": reason})
 
 
 def _no_running_loop() -> bool:
@@ -927,31 +659,6 @@ def _time_out(future: asyncio.Future[Any], function_id: str, invocation_id: str,
                 "TIMEOUT", f"invocation timed out after {int(timeout_ms)}ms", function_id, invocation_id=invocation_id
             )
         )
-
-
-def _failure(exc: BaseException) -> dict[str, Any]:
-    """The error result of a handler that raised ``exc``; never raises, even if ``exc`` cannot be shown."""
-    try:
-        message = str(exc) or type(exc).__name__
-    except BaseException:  # an exception whose __str__ fails still gets answered
-        message = f"{type(exc).__name__} (its message could not be formatted)"
-    if isinstance(exc, asyncio.CancelledError):
-        message = (
-            f"the handler was cancelled: {message}" if message != "CancelledError" else "the handler was cancelled"
-        )
-    try:
-        stack = "".join(traceback.format_exception(exc))
-    except BaseException:
-        stack = type(exc).__name__
-    return {"code": errors.INVOCATION_FAILED, "message": message, "stacktrace": stack}
-
-
-def _invocation_error(error: Any, function_id: str, invocation_id: str) -> InvocationError:
-    if isinstance(error, Mapping) and isinstance(error.get("code"), str):
-        return InvocationError(
-            error["code"], str(error.get("message", "")), function_id, error.get("stacktrace"), invocation_id
-        )
-    return InvocationError("UNKNOWN", str(error), function_id, invocation_id=invocation_id)
 
 
 def register_worker(url: str | None = None, options: InitOptions | None = None) -> III:
