@@ -15,7 +15,6 @@ materializes channel refs. When the connection drops, calls waiting for an answe
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import os
@@ -24,13 +23,13 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import msgspec
 
 from iii._version import __version__
-from iii.errors import EngineRefusedError, InvocationError, UsageError
+from iii.errors import EngineRefusedError, UsageError
 from iii.protocol import errors
 from iii.protocol.codec import decode_value
 from iii.protocol.messages import (
@@ -52,13 +51,14 @@ from iii.protocol.messages import (
 )
 from iii.protocol.refs import is_channel_ref
 from iii.sdk import lifecycle
+from iii.sdk.calls import Calls
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.connection import Connection, ConnectionState
 from iii.sdk.context import InvocationContext, current_invocation
 from iii.sdk.functions import FunctionRef, FunctionTable, RegisteredFunction
 from iii.sdk.options import InitOptions, resolve_url
-from iii.sdk.payloads import describe_error, encode_payload, invocation_error
-from iii.sdk.portal import Portal, dual
+from iii.sdk.payloads import describe_error, encode_payload
+from iii.sdk.portal import Portal
 from iii.sdk.serving import Server
 from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
@@ -78,7 +78,6 @@ class III:
         self._headers = self.options.handshake_headers()
         self._portal = Portal()
         self._functions = FunctionTable()
-        self._pending: dict[str, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
         self._conn = Connection(
             self.address,
             self.options,
@@ -88,6 +87,7 @@ class III:
             on_lost=self._on_connection_lost,
             on_failed=self._on_connection_failed,
         )
+        self._calls = Calls(self._portal, self._conn, self.options)
         self._flush_timeout_s = self.options.flush_timeout_s
         """How long shutdown lets streams flush (shorter when the program is interrupted)."""
         self._keepalive: threading.Event | None = None
@@ -157,7 +157,7 @@ class III:
     async def _shutdown(self) -> None:
         self._conn.stopping = True
         self._conn.set_state(ConnectionState.DISCONNECTED)
-        self._fail_pending(errors.INVOCATION_STOPPED, "the worker is shutting down")
+        self._calls.fail_all(errors.INVOCATION_STOPPED, "the worker is shutting down")
         running = list(self._server.tasks)
         for task in running:
             task.cancel()
@@ -215,18 +215,12 @@ class III:
 
     def _on_connection_lost(self) -> None:
         # The engine fails the calls it was routing for this connection; say so now instead of at the timeout.
-        self._fail_pending(errors.INVOCATION_STOPPED, "the connection to the engine was lost")
+        self._calls.fail_all(errors.INVOCATION_STOPPED, "the connection to the engine was lost")
 
     def _on_connection_failed(self, error: BaseException) -> None:
-        self._fail_pending(errors.INVOCATION_STOPPED, str(error))
+        self._calls.fail_all(errors.INVOCATION_STOPPED, str(error))
         if self._keepalive is not None:
             self._keepalive.set()  # a worker that can never serve does not hold its process
-
-    def _fail_pending(self, code: str, message: str) -> None:
-        pending, self._pending = self._pending, {}
-        for invocation_id, future in pending.items():
-            if not future.done():
-                future.set_exception(InvocationError(code, message, invocation_id=invocation_id))
 
     def _worker_metadata(self) -> dict[str, Any]:
         return {
@@ -424,106 +418,11 @@ class III:
         with the engine's or the handler's code, or ``TIMEOUT``. With ``action`` void, returns ``None`` as
         soon as the call is sent. After :meth:`shutdown`, raises :class:`UsageError`.
         """
-        self._portal.ensure_open()
-        if not self._portal.in_loop_thread and _no_running_loop():
-            return self._trigger_blocking(request)
-        return dual(self._portal, self._trigger(request), blocking=True)
-
-    def _trigger_blocking(self, request: Mapping[str, Any]) -> Any:
-        """``trigger`` from plain synchronous code: build the call here, hand only the send to the SDK loop.
-
-        Saves the coroutine, task and two thread hand-overs per call of the general path; anything unusual
-        (not connected, void, a full socket) takes the general path.
-        """
-        socket = self._conn.socket
-        if _is_void(request.get("action")) or socket is None or not self._conn.is_open or not socket.writable.is_set():
-            return self._portal.call(self._trigger(request))
-        function_id = request.get("function_id")
-        if not isinstance(function_id, str) or not function_id:
-            raise UsageError("trigger needs a 'function_id' string")
-        timeout_ms = request.get("timeout_ms") or self.options.invocation_timeout_ms
-        metadata = request.get("metadata")
-        invocation_id = str(uuid.uuid4())
-        message = InvokeFunction(
-            function_id=function_id,
-            invocation_id=invocation_id,
-            data=encode_payload(request.get("payload")),
-            metadata=encode_payload(metadata) if metadata is not None else JSON_NULL,
-            timeout_ms=int(timeout_ms),
-        )
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._pending[invocation_id] = future
-        try:
-            self._portal.call_soon(self._send_call, message)
-            return future.result(timeout_ms / 1000)
-        except concurrent.futures.TimeoutError:
-            raise InvocationError(
-                "TIMEOUT", f"invocation timed out after {int(timeout_ms)}ms", function_id, invocation_id=invocation_id
-            ) from None
-        finally:
-            self._pending.pop(invocation_id, None)
-
-    def _send_call(self, message: InvokeFunction) -> None:
-        """Send a call built off the loop; if it cannot go (no connection, too big), fail it at once."""
-        try:
-            sent = self._send(message)
-        except InvocationError as exc:
-            failure = exc
-        else:
-            if sent:
-                return
-            failure = InvocationError(errors.INVOCATION_STOPPED, "not connected to the engine", message.function_id)
-        assert message.invocation_id is not None
-        future = self._pending.pop(message.invocation_id, None)
-        if future is not None and not future.done():
-            future.set_exception(failure)
+        return self._calls.trigger(request)
 
     async def trigger_async(self, request: Mapping[str, Any]) -> Any:
         """Like :meth:`trigger`, always awaitable."""
-        self._portal.ensure_open()
-        if asyncio.get_running_loop() is self._portal.loop:
-            return await self._trigger(request)
-        return await asyncio.wrap_future(self._portal.submit(self._trigger(request)))
-
-    async def _trigger(self, request: Mapping[str, Any]) -> Any:
-        function_id = request.get("function_id")
-        if not isinstance(function_id, str) or not function_id:
-            raise UsageError("trigger needs a 'function_id' string")
-        timeout_ms = request.get("timeout_ms") or self.options.invocation_timeout_ms
-        timeout_s = timeout_ms / 1000
-        payload = encode_payload(request.get("payload"))
-        metadata = request.get("metadata")
-        metadata_raw = encode_payload(metadata) if metadata is not None else JSON_NULL
-        await self._conn.await_open(timeout_s)
-        if _is_void(request.get("action")):
-            self._send(
-                InvokeFunction(
-                    function_id=function_id, data=payload, metadata=metadata_raw, action=TriggerAction("void")
-                )
-            )
-            return None
-        socket = self._conn.socket
-        if socket is not None and not socket.writable.is_set():
-            await socket.writable.wait()  # the engine is slow to read: wait instead of piling up messages
-        invocation_id = str(uuid.uuid4())
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending[invocation_id] = future
-        timer = loop.call_later(timeout_s, _time_out, future, function_id, invocation_id, timeout_ms)
-        try:
-            self._send(
-                InvokeFunction(
-                    function_id=function_id,
-                    invocation_id=invocation_id,
-                    data=payload,
-                    metadata=metadata_raw,
-                    timeout_ms=int(timeout_ms),
-                )
-            )
-            return await future
-        finally:
-            timer.cancel()
-            self._pending.pop(invocation_id, None)
+        return await self._calls.trigger_async(request)
 
     def current_invocation(self) -> InvocationContext | None:
         """The invocation the calling code runs in (function, invocation id, caller, metadata), or ``None``
@@ -534,17 +433,18 @@ class III:
 
     def create_channel(self, buffer_size: int | None = 64) -> Any:
         """A new channel (writer, reader and their refs). Blocks in sync code; awaitable in async code."""
-        self._portal.ensure_open()
-        return dual(self._portal, self._create_channel(buffer_size), blocking=True)
+        created = self._calls.trigger(_create_request(buffer_size))
+        if inspect.isawaitable(created):
+            return self._channel_when(created)
+        return self._channel_of(created)
 
     async def create_channel_async(self, buffer_size: int | None = 64) -> Channel:
-        self._portal.ensure_open()
-        if asyncio.get_running_loop() is self._portal.loop:
-            return await self._create_channel(buffer_size)
-        return await asyncio.wrap_future(self._portal.submit(self._create_channel(buffer_size)))
+        return self._channel_of(await self._calls.trigger_async(_create_request(buffer_size)))
 
-    async def _create_channel(self, buffer_size: int | None) -> Channel:
-        refs = await self._trigger({"function_id": "engine::channels::create", "payload": {"buffer_size": buffer_size}})
+    async def _channel_when(self, created: Awaitable[Any]) -> Channel:
+        return self._channel_of(await created)
+
+    def _channel_of(self, refs: Mapping[str, Any]) -> Channel:
         writer_ref = StreamChannelRef.model_validate(refs["writer"])
         reader_ref = StreamChannelRef.model_validate(refs["reader"])
         return Channel(
@@ -583,7 +483,7 @@ class III:
 
     def _on_message(self, message: Any) -> None:
         if isinstance(message, InvocationResult):
-            self._on_result(message)
+            self._calls.on_result(message)
         elif isinstance(message, InvokeFunction):
             self._server.on_invocation(message)
         elif isinstance(message, RegistrationRejected):
@@ -602,29 +502,6 @@ class III:
         elif isinstance(message, ErrorNotice):
             log.warning("the engine refused a message: %s: %s", message.error.code, message.error.message)
 
-    def _on_result(self, message: InvocationResult) -> None:
-        future = self._pending.pop(message.invocation_id, None)
-        if future is None or future.done():
-            return
-        try:
-            error = decode_value(message.error)
-            result = None if error else decode_value(message.result)
-        except (msgspec.DecodeError, RecursionError) as exc:  # valid JSON no Python value holds (1e999)
-            problem = f"the result of {message.function_id} cannot be decoded: {exc}"
-            future.set_exception(
-                InvocationError(
-                    errors.DESERIALIZATION_ERROR,
-                    problem,
-                    function_id=message.function_id,
-                    invocation_id=message.invocation_id,
-                )
-            )
-            return
-        if error:
-            future.set_exception(invocation_error(error, message.function_id, message.invocation_id))
-        else:
-            future.set_result(result)
-
     def _on_rejected(self, message: RegistrationRejected) -> None:
         if message.code not in _NON_FATAL_REJECTIONS:
             self._conn.fail_for_good(EngineRefusedError(f"the engine rejected this worker: {message.code}"))
@@ -636,29 +513,8 @@ class III:
         self._send_void("engine::channels::release", {"ends": refs, "reason": reason})
 
 
-def _no_running_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False
-
-
-def _is_void(action: Any) -> bool:
-    if action is None:
-        return False
-    if isinstance(action, Mapping):
-        return action.get("type") == "void"
-    return getattr(action, "type", None) == "void"
-
-
-def _time_out(future: asyncio.Future[Any], function_id: str, invocation_id: str, timeout_ms: float) -> None:
-    if not future.done():
-        future.set_exception(
-            InvocationError(
-                "TIMEOUT", f"invocation timed out after {int(timeout_ms)}ms", function_id, invocation_id=invocation_id
-            )
-        )
+def _create_request(buffer_size: int | None) -> dict[str, Any]:
+    return {"function_id": "engine::channels::create", "payload": {"buffer_size": buffer_size}}
 
 
 def register_worker(url: str | None = None, options: InitOptions | None = None) -> III:
