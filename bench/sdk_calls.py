@@ -238,6 +238,19 @@ def rate(sessions: Sequence[Session], style: str, kind: str) -> float:
     return median([s[(style, kind, IN_FLIGHT)].calls_per_s for s in sessions])
 
 
+def lean_multiples(sessions: Sequence[Session], lean: Sequence[invocations.CallRun], style: str, in_flight: int) -> str:
+    """Run by run, per callee: our median / the lean client's (sequential), or our rate / theirs (64 in flight)."""
+    parts = []
+    for kind in CALLEES:
+        runs = [s[(style, kind, in_flight)] for s in sessions]
+        if in_flight == 1:
+            values = [r.stats.median_us / base.median_us for r, base in zip(runs, lean, strict=True)]
+        else:
+            values = [r.calls_per_s / base.calls_per_s for r, base in zip(runs, lean, strict=True)]
+        parts.append(f"{kind} [{fmt_runs(values)}]")
+    return "; ".join(parts)
+
+
 def latency_cells(sessions: Sequence[Session], style: str) -> tuple[str, str]:
     """The result cell (median / p99 per callee) and the details of one style's sequential runs."""
     cells, notes = [], []
@@ -278,6 +291,7 @@ def latency_rows(
         if lean_median is not None:
             times = "; ".join(f"{kind} {seq_median(sessions, style, kind) / lean_median:.2f}x" for kind in CALLEES)
             over = f"+{def_median - lean_median:.0f} µs vs lean client ({times} its median)"
+            details += "; multiple of the lean client's median, run by run: " + lean_multiples(sessions, lean, style, 1)
         rows.append(
             Measurement(
                 name=f"6{LETTERS[style]}. {STYLE_LABELS[style]}",
@@ -388,11 +402,12 @@ def throughput_rows(
             )
         )
     for style in THROUGHPUT_STYLES:
-        ratio = ""
+        ratio = extra = ""
         if lean_rate is not None:
             ratio = "; ".join(f"{kind} {rate(ours, style, kind) / lean_rate:.2f}x" for kind in CALLEES)
             ratio += " lean clients' rate"
-        rows.append(throughput_row(number, "ours", style, ours, ratio, ""))
+            extra = "; multiple of the lean clients' rate, run by run: " + lean_multiples(ours, lean, style, IN_FLIGHT)
+        rows.append(throughput_row(number, "ours", style, ours, ratio, extra))
     for style in THROUGHPUT_STYLES if theirs else ():
         ours_letter = THROUGHPUT_LETTERS[("ours", style)]
         parts, runs = [], []
