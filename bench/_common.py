@@ -6,7 +6,9 @@
   make the report; :func:`bench_main` is every script's command line (driver, or one child role).
 * Child side: :func:`emit`, :class:`Commands` and :func:`run_role` (a deadline, errors reported as an
   ``error`` event); :class:`StampedChunks`, :func:`write_stamped` and :func:`read_stamped`, the payload and
-  the measuring loops of the SDK relays (ours and the official SDK's).
+  the measuring loops of the SDK relays (ours and the official SDK's); :func:`call_request`,
+  :func:`call_loop`, :func:`sync_call_loop` and :func:`serve_call_jobs`, the requests, measuring loops and
+  command loop of the SDK call benchmarks (both SDKs too).
 
 The lean picows client of the worker socket (no SDK) is in ``_lean_client.py``: it needs picows and our
 ``iii`` package, which the official SDK's venv does not have. Every process started here is stopped by its
@@ -542,6 +544,150 @@ async def read_stamped(reader: AsyncIterable[bytes], verify: bool) -> dict[str, 
         "out_of_order": out_of_order,
         "crc": crc if verify else None,
     }
+
+
+# --- the SDK call benchmarks' request and measuring loops (child side) ------------------------------------
+
+CALL_NOTE: Final = "benchmark payload: lean picows + msgspec load generator"
+"""The text in every call's data (the lean client of ``bench/invocations.py`` sends the same object)."""
+ECHO_FUNCTION: Final = "bench::echo"
+"""The call benchmarks' ``def`` callee: returns its data."""
+ECHO_ASYNC_FUNCTION: Final = "bench::echo_async"
+"""The call benchmarks' ``async def`` callee: returns its data."""
+DRIVE_FUNCTION: Final = "bench::drive"
+"""The caller's own ``async def`` function that runs a measuring loop on its SDK's loop (the handler style)."""
+
+TriggerCall = Callable[[dict[str, Any]], Any]
+"""An SDK's trigger method bound to its client: ``trigger(request)``."""
+
+
+def call_request(function_id: str, seq: int) -> dict[str, Any]:
+    """One call's request; the data is the ~100-byte object of ``bench/invocations.py``."""
+    return {"function_id": function_id, "payload": {"seq": seq, "sku": "SKU-0001", "note": CALL_NOTE}}
+
+
+@dataclass
+class CallStats:
+    """What one measuring loop of calls saw."""
+
+    calls: int
+    seconds: float
+    median_us: float
+    p99_us: float
+    mismatches: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for events and handler results)."""
+        return {
+            "calls": self.calls,
+            "seconds": self.seconds,
+            "median_us": self.median_us,
+            "p99_us": self.p99_us,
+            "mismatches": self.mismatches,
+        }
+
+
+def summarize_calls(latencies_ns: list[int], seconds: float, mismatches: int) -> CallStats:
+    """Median, p99 and duration of a loop of calls."""
+    ordered = sorted(latencies_ns)
+    return CallStats(
+        calls=len(ordered),
+        seconds=seconds,
+        median_us=percentile(ordered, 0.5) / 1000,
+        p99_us=percentile(ordered, 0.99) / 1000,
+        mismatches=mismatches,
+    )
+
+
+async def call_loop(
+    call: Callable[[dict[str, Any]], Awaitable[Any]], function_id: str, calls: int, in_flight: int
+) -> CallStats:
+    """``calls`` calls with ``in_flight`` coroutines calling one after another (``asyncio.gather``).
+
+    ``call`` is an SDK's awaitable trigger (ours: ``trigger_async`` or ``trigger``; the official SDK's:
+    ``trigger_async``). Every round trip is timed from just before the call to just after its result, and
+    every result's ``seq`` is checked.
+    """
+    latencies: list[int] = []
+    mismatches = 0
+    per_task, extra = divmod(calls, in_flight)
+
+    async def one_after_another(first: int, count: int) -> None:
+        nonlocal mismatches
+        for seq in range(first, first + count):
+            started = time.perf_counter_ns()
+            result = await call(call_request(function_id, seq))
+            latencies.append(time.perf_counter_ns() - started)
+            if result["seq"] != seq:
+                mismatches += 1
+
+    counts = [per_task + (1 if index < extra else 0) for index in range(in_flight)]
+    firsts = [sum(counts[:index]) for index in range(in_flight)]
+    started = time.perf_counter()
+    await asyncio.gather(*(one_after_another(first, count) for first, count in zip(firsts, counts, strict=True)))
+    return summarize_calls(latencies, time.perf_counter() - started, mismatches)
+
+
+async def measured_call_loop(
+    call: Callable[[dict[str, Any]], Awaitable[Any]], function_id: str, calls: int, in_flight: int, warmup: int
+) -> CallStats:
+    """:func:`call_loop` after a warm-up of ``warmup`` calls (not measured)."""
+    if warmup:
+        await call_loop(call, function_id, warmup, in_flight)
+    return await call_loop(call, function_id, calls, in_flight)
+
+
+def sync_call_loop(trigger: TriggerCall, function_id: str, calls: int, warmup: int) -> CallStats:
+    """Sequential blocking ``trigger(request)`` calls from plain code, after ``warmup`` unmeasured ones."""
+    for seq in range(warmup):
+        trigger(call_request(function_id, seq))
+    latencies: list[int] = []
+    mismatches = 0
+    started = time.perf_counter()
+    for seq in range(calls):
+        begun = time.perf_counter_ns()
+        result = trigger(call_request(function_id, seq))
+        latencies.append(time.perf_counter_ns() - begun)
+        if result["seq"] != seq:
+            mismatches += 1
+    return summarize_calls(latencies, time.perf_counter() - started, mismatches)
+
+
+def wait_until_served(trigger: TriggerCall, function_ids: Sequence[str], timeout_s: float = 30.0) -> None:
+    """Call each function (blocking ``trigger``) until it stops failing with ``function_not_found``.
+
+    Both SDKs raise an ``InvocationError`` whose ``code`` is the engine's error code.
+    """
+    deadline = time.monotonic() + timeout_s
+    for function_id in function_ids:
+        while True:
+            try:
+                trigger({**call_request(function_id, 0), "timeout_ms": 5000})
+                break
+            except Exception as exc:
+                if getattr(exc, "code", None) != "function_not_found" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+
+def serve_call_jobs(run: Callable[[str, str, int, int, int], CallStats]) -> None:
+    """The call benchmarks' caller loop: ``go STYLE FUNCTION CALLS IN_FLIGHT WARMUP`` lines until ``exit`` / EOF.
+
+    ``run(style, function_id, calls, in_flight, warmup)`` measures one job; its stats go to the driver as a
+    ``result`` event.
+    """
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] == "exit":
+            break
+        _, style, function_id, calls, in_flight, warmup = words
+        emit("result", **run(style, function_id, int(calls), int(in_flight), int(warmup)).as_dict())
+
+
+def serve_until_exit() -> None:
+    """Block until the driver says ``exit`` or closes stdin (a callee's main loop)."""
+    while sys.stdin.readline().strip() not in ("", "exit"):
+        pass
 
 
 # --- command line ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 from _common import (
+    CALL_NOTE,
     Child,
     Commands,
     CpuWindow,
@@ -60,7 +61,7 @@ class Payload(msgspec.Struct):
     note: str
 
 
-NOTE = "benchmark payload: lean picows + msgspec load generator"
+NOTE = CALL_NOTE  # the SDK call benchmarks send the same object
 PAYLOAD_DECODER = msgspec.json.Decoder(Payload)
 
 
