@@ -33,6 +33,17 @@ from pydantic import BaseModel
 from iii.errors import ChannelBrokenError, ChannelError, ChannelRefusedError, UsageError
 from iii.protocol import close_codes
 from iii.protocol.refs import channel_url
+from iii.sdk.end_states import (
+    READER_FINISHED,
+    WRITER_ACCEPTS_DATA,
+    WRITER_FINISHED,
+    ReaderEvent,
+    ReaderState,
+    WriterEvent,
+    WriterState,
+    reader_after,
+    writer_after,
+)
 from iii.sdk.portal import Portal, dual, wake
 from iii.sdk.terms import EngineTerms
 
@@ -245,7 +256,7 @@ class ChannelWriter(_ChannelEnd):
         terms: EngineTerms | None = None,
     ) -> None:
         super().__init__(engine_url, ref, portal, headers, terms)
-        self._closing = False
+        self._state = WriterState.OPEN
         self._backlog: collections.deque[tuple[int, bytes]] = collections.deque()
         self._backlog_bytes = 0
         self._guard = threading.Lock()
@@ -282,8 +293,12 @@ class ChannelWriter(_ChannelEnd):
 
         In async code the returned awaitable completes when the engine has the end.
         """
-        if not self._closing:
-            self._closing = True
+        if self._state is WriterState.BROKEN and self._error is not None:  # the end can never be clean
+            if not self._closed.done():
+                self._closed.set_exception(self._error)
+            raise self._error
+        if self._state is WriterState.OPEN:
+            self._state = writer_after(self._state, WriterEvent.CLOSE)
             try:
                 self._enqueue(_CLOSE, b"")
             except Exception as error:  # the stream broke before: the end can never be clean
@@ -300,8 +315,10 @@ class ChannelWriter(_ChannelEnd):
     # --- the backlog -----------------------------------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
-        if self._closing:
-            raise UsageError(f"{what}() on a closed ChannelWriter (channel {self.ref.channel_id})")
+        if self._state is WriterState.BROKEN:
+            self._raise_error()  # the stream was cut: say why, not that the call is misuse
+        if self._state not in WRITER_ACCEPTS_DATA:
+            raise UsageError(f"{what}() on a {self._state.value} ChannelWriter (channel {self.ref.channel_id})")
 
     async def _await(self, pending: Any) -> None:
         if pending is not None:
@@ -386,13 +403,14 @@ class ChannelWriter(_ChannelEnd):
                     self._sent(len(payload))
                     self._abort(socket, payload.decode())
         except Exception as error:
+            close_requested = self._state is not WriterState.OPEN
             with self._guard:
                 self._record(error)
                 self._backlog.clear()
                 self._backlog_bytes = 0
                 self._pumping = False
                 self._wake_room()
-            if self._closing and not self._closed.done():
+            if close_requested and not self._closed.done():
                 self._closed.set_exception(error)
         finally:
             assert self._pump_idle is not None
@@ -427,6 +445,7 @@ class ChannelWriter(_ChannelEnd):
                 transport.disconnect()
         if socket.close_code is not None and not self._terms.is_clean_end(socket.close_code):
             raise self._broken(socket)
+        self._state = writer_after(self._state, WriterEvent.DELIVERED)
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -436,15 +455,21 @@ class ChannelWriter(_ChannelEnd):
         if transport is not None and not transport.is_disconnected:
             transport.send_close(WSCloseCode(_ABORTED_CODE), reason.encode()[:120])
             transport.disconnect()
+        self._state = writer_after(self._state, WriterEvent.DELIVERED)
         if not self._closed.done():
             self._closed.set_exception(ChannelError(f"channel {self.ref.channel_id} was aborted: {reason}"))
             self._closed.exception()  # retrieved: nobody awaits an aborted writer's close
 
     def _finished(self) -> bool:
-        return self._closing or self._error is not None
+        return self._state in WRITER_FINISHED
+
+    def _record(self, error: BaseException) -> None:
+        super()._record(error)
+        self._state = writer_after(self._state, WriterEvent.BREAK)
 
     async def _abandon(self, reason: str) -> bool:
-        self._closing = True  # later calls are misuse: the invocation that owned this end is over
+        # Later calls are misuse: the invocation that owned this end is over.
+        self._state = writer_after(self._state, WriterEvent.ABORT)
         if self._socket is None and self._connecting is None and not self._pumping:
             return True
         try:
@@ -522,8 +547,9 @@ class ChannelReader(_ChannelEnd):
         self._callbacks: list[Callable[[str], Any]] = []
         self._callback_tasks: set[asyncio.Future[Any]] = set()
         self._ended = False
-        self._closing = False
-        self._consumed = False
+        """The stream has ended (its socket closed): no more items will come."""
+        self._state = ReaderState.UNREAD
+        self._taken = False
         self._paused = False
         self._received = 0
         self.stream = self
@@ -563,9 +589,10 @@ class ChannelReader(_ChannelEnd):
     # --- internals -------------------------------------------------------------------------------------
 
     def _take(self, how: str) -> None:
-        if self._consumed:
+        if self._taken:
             raise UsageError(f"{how}: this ChannelReader (channel {self.ref.channel_id}) has already been read")
-        self._consumed = True
+        self._state = reader_after(self._state, ReaderEvent.TAKE, taken=False)
+        self._taken = True
 
     async def _await_portal(self, coro: Any) -> Any:
         if asyncio.get_running_loop() is self._portal.loop:
@@ -665,7 +692,7 @@ class ChannelReader(_ChannelEnd):
             socket.transport.underlying_transport.resume_reading()
 
     async def _close(self) -> None:
-        self._closing = True
+        self._state = reader_after(self._state, ReaderEvent.RELEASE, taken=self._taken)
         if self._socket is None and self._connecting is not None:
             with contextlib.suppress(Exception):
                 await self._connect()  # in flight: close it once it is open
@@ -674,11 +701,11 @@ class ChannelReader(_ChannelEnd):
             self._socket.transport.disconnect()
 
     def _finished(self) -> bool:
-        return self._ended or self._closing
+        return self._state in READER_FINISHED
 
     async def _abandon(self, reason: str) -> bool:
         if self._socket is None and self._connecting is None:
-            self._closing = True
+            self._state = reader_after(self._state, ReaderEvent.RELEASE, taken=self._taken)
             return True
         await self._close()
         return False
@@ -719,6 +746,7 @@ class ChannelReader(_ChannelEnd):
 
     def _on_closed(self) -> None:
         self._ended = True
+        self._state = reader_after(self._state, ReaderEvent.END, taken=self._taken)
         self._wake()
 
     def _wake(self) -> None:
