@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import asyncio
 import gc
+import os
 import socket
 import time
 import warnings
@@ -298,3 +299,29 @@ async def test_a_channel_server_that_hangs_up_mid_handshake_fails_instead_of_han
                 await asyncio.wait_for(reader.read_all(), 5.0)
         finally:
             await asyncio.to_thread(client.shutdown)
+
+
+def test_a_client_used_in_a_forked_child_says_so(engine: EngineProcess) -> None:
+    """A fork has the client's objects but not its thread: calls raise UsageError instead of waiting forever,
+    and the child exits without waiting on the parent's connection."""
+    with register_worker(engine.url, InitOptions(worker_name="forking")) as client:
+        client.register_function("fork.echo", lambda data: data)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what a call does, then leave at once
+            try:
+                client.trigger({"function_id": "fork.echo", "payload": 1})
+                outcome = b"no error"
+            except UsageError as exc:
+                outcome = str(exc).encode()
+            except BaseException as exc:
+                outcome = repr(exc).encode()
+            os.write(write_end, outcome)
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            outcome = reader.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert b"not to a fork" in outcome, outcome
+        assert client.trigger({"function_id": "fork.echo", "payload": 2}) == 2  # the parent is unaffected

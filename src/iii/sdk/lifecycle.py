@@ -20,6 +20,7 @@ One set of hooks serves every client of the process; clients are held by weak re
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 import threading
@@ -47,6 +48,7 @@ def track(client: III) -> None:
             return
         _installed = True
     atexit.register(_at_exit)
+    os.register_at_fork(after_in_child=_forked)
     previous_hook = sys.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
@@ -75,6 +77,16 @@ def _stop_all(flush_timeout_s: float | None) -> None:
 
 def _at_exit() -> None:
     _stop_all(None)
+
+
+def _forked() -> None:
+    """In a forked child: the clients' threads did not come along. Their calls raise UsageError, and exiting
+    neither flushes nor waits for them (their sockets belong to the parent)."""
+    for client in list(_clients):
+        client._portal.forked()
+        if client._keepalive is not None:
+            client._keepalive.set()
+    _clients.clear()
 
 
 def _main_thread_done() -> None:

@@ -30,6 +30,9 @@ log = logging.getLogger("iii.sdk")
 T = TypeVar("T")
 
 SHUT_DOWN: Final = "this III client has been shut down"
+FORKED: Final = (
+    "this III client belongs to the process that created it, not to a fork of it: register a new worker here"
+)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -49,6 +52,7 @@ class Portal:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
         self._stopped = False
+        self._forked = False
         self._thread.start()
         self._started.wait()
 
@@ -72,9 +76,17 @@ class Portal:
         return self._stopped
 
     def ensure_open(self) -> None:
-        """Raise :class:`~iii.errors.UsageError` once the loop is stopped (its client was shut down)."""
+        """Raise :class:`~iii.errors.UsageError` once the loop is stopped (its client was shut down), or in a
+        forked child (the loop's thread did not come along: a call would wait forever)."""
+        if self._forked:
+            raise UsageError(FORKED)
         if self._stopped:
             raise UsageError(SHUT_DOWN)
+
+    def forked(self) -> None:
+        """This process is a fork of the one that made the portal: its thread is gone, nothing can run."""
+        self._forked = True
+        self._stopped = True
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop from any thread; it starts in submission order.
@@ -86,7 +98,7 @@ class Portal:
             return asyncio.run_coroutine_threadsafe(coro, self.loop)
         except (UsageError, RuntimeError):  # RuntimeError: the loop closed meanwhile
             coro.close()
-            raise UsageError(SHUT_DOWN) from None
+            raise UsageError(FORKED if self._forked else SHUT_DOWN) from None
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> bool:
         """Run ``callback(*args)`` on the loop, in call order, from any thread (at once on the loop's own thread
