@@ -29,7 +29,7 @@ from iii.protocol.messages import JSON_NULL, InvocationResult, InvokeFunction, T
 from iii.sdk.connection import Connection
 from iii.sdk.options import InitOptions
 from iii.sdk.payloads import encode_payload, invocation_error
-from iii.sdk.portal import Portal, dual
+from iii.sdk.portal import Portal, dual, inbox
 
 Pending = asyncio.Future[Any] | concurrent.futures.Future[Any]
 
@@ -76,10 +76,9 @@ class Calls:
             return running.create_task(self._trigger(request))
         if self._fast_path_open(request):
             message, timeout_ms = build_invocation(request, self._options.invocation_timeout_ms)
-            future = self._send_from_thread(message)
             if running is None:
-                return self._wait(future, message, timeout_ms)
-            return self._await_on(running, future, message, timeout_ms)
+                return self._wait(self._send_from_thread(message), message, timeout_ms)
+            return self._await_on(running, message, timeout_ms)
         return dual(self._portal, self._trigger(request), blocking=True)
 
     async def trigger_async(self, request: Mapping[str, Any]) -> Any:
@@ -116,19 +115,20 @@ class Calls:
         finally:
             self._forget(message, future)
 
-    async def _await_on(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        future: concurrent.futures.Future[Any],
-        message: InvokeFunction,
-        timeout_ms: int,
-    ) -> Any:
+    async def _await_on(self, loop: asyncio.AbstractEventLoop, message: InvokeFunction, timeout_ms: int) -> Any:
+        """From another thread's loop: the answer is a future of that loop, settled through its inbox."""
+        assert message.invocation_id is not None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending[message.invocation_id] = future
+        timer = loop.call_later(timeout_ms / 1000, _time_out, future, message, timeout_ms)
+        if not self._portal.call_soon(self._send_call, message):
+            self._pending.pop(message.invocation_id, None)
+            future.set_exception(InvocationError(errors.INVOCATION_STOPPED, "the worker is shutting down"))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future, loop=loop), timeout_ms / 1000)
-        except TimeoutError:
-            raise _timed_out(message, timeout_ms) from None
+            return await future
         finally:
-            self._forget(message, future)
+            timer.cancel()
+            self._pending.pop(message.invocation_id, None)  # gone unless it timed out; one dict operation
 
     def _forget(self, message: InvokeFunction, future: concurrent.futures.Future[Any]) -> None:
         """Drop a call that ended without its answer (timed out, interrupted); an answered one is gone."""
@@ -179,31 +179,50 @@ class Calls:
         future = self._pending.pop(message.invocation_id, None)
         if future is None or future.done():
             return
-        try:
-            error = decode_value(message.error)
-            result = None if error else decode_value(message.result)
-        except (msgspec.DecodeError, RecursionError) as exc:  # valid JSON no Python value holds (1e999)
-            problem = f"the result of {message.function_id} cannot be decoded: {exc}"
-            future.set_exception(
-                InvocationError(
-                    errors.DESERIALIZATION_ERROR,
-                    problem,
-                    function_id=message.function_id,
-                    invocation_id=message.invocation_id,
-                )
-            )
+        if isinstance(future, asyncio.Future) and future.get_loop() is not self._portal.loop:
+            inbox(future.get_loop()).post(_settle, future, message)  # another thread's loop: settle it there
             return
-        if error:
-            future.set_exception(invocation_error(error, message.function_id, message.invocation_id))
-        else:
-            future.set_result(result)
+        _settle(future, message)
 
     def fail_all(self, code: str, message: str) -> None:
         """Fail every call still waiting (the connection was lost, or the worker shuts down)."""
         pending, self._pending = self._pending, {}
         for invocation_id, future in pending.items():
-            if not future.done():
-                future.set_exception(InvocationError(code, message, invocation_id=invocation_id))
+            error = InvocationError(code, message, invocation_id=invocation_id)
+            if isinstance(future, asyncio.Future) and future.get_loop() is not self._portal.loop:
+                inbox(future.get_loop()).post(_fail, future, error)
+            else:
+                _fail(future, error)
+
+
+def _fail(future: Pending, error: InvocationError) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _settle(future: Pending, message: InvocationResult) -> None:
+    """Set ``future`` from an ``invocationresult`` (on the future's own loop, or any thread for a concurrent
+    future)."""
+    if future.done():
+        return
+    try:
+        error = decode_value(message.error)
+        result = None if error else decode_value(message.result)
+    except (msgspec.DecodeError, RecursionError) as exc:  # valid JSON no Python value holds (1e999)
+        problem = f"the result of {message.function_id} cannot be decoded: {exc}"
+        future.set_exception(
+            InvocationError(
+                errors.DESERIALIZATION_ERROR,
+                problem,
+                function_id=message.function_id,
+                invocation_id=message.invocation_id,
+            )
+        )
+        return
+    if error:
+        future.set_exception(invocation_error(error, message.function_id, message.invocation_id))
+    else:
+        future.set_result(result)
 
 
 def _is_void(action: Any) -> bool:

@@ -16,10 +16,12 @@ raises it from its next call) and is logged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
@@ -44,11 +46,62 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+class Inbox:
+    """Callbacks posted to one loop from other threads, run there in order, with one wake-up per burst.
+
+    ``loop.call_soon_threadsafe`` wakes the loop for every callback (a write to its self-pipe on plain
+    asyncio); under load, calls and answers come in bursts, and one wake-up can run them all.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
+        self._scheduled = False
+
+    def post(self, callback: Callable[..., object], *args: Any) -> bool:
+        """Queue ``callback(*args)``; False if the loop has closed (nothing will run)."""
+        self._items.append((callback, args))
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed
+                self._scheduled = False
+                return False
+        return True
+
+    def _drain(self) -> None:
+        self._scheduled = False  # before taking items: a post from now on schedules another drain
+        items = self._items
+        while items:
+            callback, args = items.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("a callback posted to the loop failed")
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def inbox(loop: asyncio.AbstractEventLoop) -> Inbox:
+    """The inbox of ``loop`` (one per loop)."""
+    found = _inboxes.get(loop)
+    if found is None:
+        with _inboxes_lock:
+            found = _inboxes.get(loop)
+            if found is None:
+                found = _inboxes[loop] = Inbox(loop)
+    return found
+
+
 class Portal:
     """A private asyncio loop running in a daemon thread."""
 
     def __init__(self, name: str = "iii-sdk") -> None:
         self.loop = _new_loop()
+        self._inbox = inbox(self.loop)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
         self._stopped = False
@@ -105,11 +158,7 @@ class Portal:
         is not needed: it is queued either way). Returns False, doing nothing, once the loop has stopped."""
         if self._stopped:
             return False
-        try:
-            self.loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # the loop closed meanwhile
-            return False
-        return True
+        return self._inbox.post(callback, *args)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run ``coro`` on the loop and wait for its result (never from the loop thread itself)."""
@@ -130,8 +179,7 @@ class Portal:
 
 def wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> None:
     """Resolve ``waiter``, a future of ``loop`` (any thread's), with None; nothing if its loop has closed."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_resolve, waiter)
+    inbox(loop).post(_resolve, waiter)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
