@@ -29,7 +29,7 @@ from iii.protocol.messages import JSON_NULL, InvocationResult, InvokeFunction, T
 from iii.sdk.connection import Connection
 from iii.sdk.options import InitOptions
 from iii.sdk.payloads import encode_payload, invocation_error
-from iii.sdk.portal import Portal, dual, inbox
+from iii.sdk.portal import Portal, dual, inbox, running_loop
 
 Pending = asyncio.Future[Any] | concurrent.futures.Future[Any]
 
@@ -68,10 +68,7 @@ class Calls:
     def trigger(self, request: Mapping[str, Any]) -> Any:
         """Dual-mode: the result in plain sync code, an awaitable where a loop runs (see :mod:`iii.sdk.portal`)."""
         self._portal.ensure_open()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         if running is self._portal.loop:
             return running.create_task(self._trigger(request))
         if self._fast_path_open(request):

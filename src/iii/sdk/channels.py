@@ -44,7 +44,7 @@ from iii.sdk.end_states import (
     reader_after,
     writer_after,
 )
-from iii.sdk.portal import Portal, dual, wake
+from iii.sdk.portal import Portal, dual, running_loop, wake
 from iii.sdk.terms import EngineTerms
 
 log = logging.getLogger("iii.channels")
@@ -305,7 +305,7 @@ class ChannelWriter(_ChannelEnd):
                 if not self._closed.done():
                     self._closed.set_exception(error)
                 raise
-        running = _running_loop()
+        running = running_loop()
         return asyncio.wrap_future(self._closed, loop=running) if running is not None else None
 
     async def close_async(self) -> None:
@@ -327,7 +327,7 @@ class ChannelWriter(_ChannelEnd):
     def _submit(self, kind: int, payload: bytes) -> Any:
         """Queue an item; wait (sync) or return an awaitable that waits while the backlog is full."""
         crowded = self._enqueue(kind, payload)
-        running = _running_loop()
+        running = running_loop()
         if running is None:
             if crowded:
                 with self._room:
@@ -568,7 +568,7 @@ class ChannelReader(_ChannelEnd):
         Raises :class:`ChannelBrokenError` if the stream breaks (``received`` tells how much had arrived).
         """
         self._take("read_all")
-        if _running_loop() is None:
+        if running_loop() is None:
             return self._read_all_here()
         return dual(self._portal, self._read_all(), blocking=True)
 
@@ -731,7 +731,7 @@ class ChannelReader(_ChannelEnd):
             try:
                 result = callback(text)
                 if inspect.isawaitable(result):
-                    if _running_loop() is None:
+                    if running_loop() is None:
                         self._portal.submit(_awaited(result)).add_done_callback(self._callback_failed)
                     else:
                         task = asyncio.ensure_future(result)
@@ -772,13 +772,6 @@ def _as_bytes(data: object, what: str) -> bytes:
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine that awaits ``awaitable`` (what the SDK loop can run of any awaitable)."""
     return await awaitable
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 @dataclass

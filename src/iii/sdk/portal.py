@@ -187,7 +187,8 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in the calling thread, or None in plain synchronous code."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -206,7 +207,7 @@ def dual(
     Returns an awaitable when the calling thread runs an event loop; otherwise the result (``blocking``)
     or ``None`` (fire-and-forget).
     """
-    running = _running_loop()
+    running = running_loop()
     if running is portal.loop:
         task = running.create_task(coro)
         if on_error is not None:
