@@ -690,6 +690,29 @@ def serve_until_exit() -> None:
         pass
 
 
+def _echo(data: Any) -> Any:
+    """The sync callee of the call benchmarks."""
+    return data
+
+
+async def _echo_async(data: Any) -> Any:
+    """The async callee of the call benchmarks."""
+    return data
+
+
+def serve_echoes(worker: Any) -> None:
+    """Serve ``ECHO_FUNCTION`` (a ``def``) and ``ECHO_ASYNC_FUNCTION`` (an ``async def``) on ``worker``, an
+    SDK client of ours or the official one (both have ``register_function`` and ``shutdown``), until the
+    driver says exit; then shut it down."""
+    try:
+        worker.register_function(ECHO_FUNCTION, _echo)
+        worker.register_function(ECHO_ASYNC_FUNCTION, _echo_async)
+        emit("registered")
+        serve_until_exit()
+    finally:
+        worker.shutdown()
+
+
 # --- command line ----------------------------------------------------------------------------------------
 
 

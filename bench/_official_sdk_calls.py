@@ -35,7 +35,7 @@ from _common import (
     measured_call_loop,
     run_sdk_role,
     serve_call_jobs,
-    serve_until_exit,
+    serve_echoes,
     sync_call_loop,
     wait_until_served,
 )
@@ -51,26 +51,9 @@ def official_worker(url: str, role: str) -> Any:
     return register_worker(url, options)
 
 
-def echo(data: Any) -> Any:
-    """The sync callee."""
-    return data
-
-
-async def echo_async(data: Any) -> Any:
-    """The async callee."""
-    return data
-
-
 def callee_main(url: str) -> None:
     """Serve both echo functions until stdin closes."""
-    iii = official_worker(url, "callee")
-    try:
-        iii.register_function(ECHO_FUNCTION, echo)
-        iii.register_function(ECHO_ASYNC_FUNCTION, echo_async)
-        emit("registered")
-        serve_until_exit()
-    finally:
-        iii.shutdown()
+    serve_echoes(official_worker(url, "callee"))
 
 
 def caller_main(url: str, timeout_s: float) -> None:

@@ -59,7 +59,7 @@ from _common import (
     run_sdk_role,
     sdk_worker,
     serve_call_jobs,
-    serve_until_exit,
+    serve_echoes,
     sync_call_loop,
     wait_until_served,
 )
@@ -104,26 +104,9 @@ THROUGHPUT_LETTERS: Final = {
 # --- roles (child processes) -----------------------------------------------------------------------------
 
 
-def echo(data: Any) -> Any:
-    """The sync callee."""
-    return data
-
-
-async def echo_async(data: Any) -> Any:
-    """The async callee."""
-    return data
-
-
 def callee_main(url: str) -> None:
     """Serve both echo functions until stdin closes."""
-    client = sdk_worker(url, "callee")
-    try:
-        client.register_function(ECHO, echo)
-        client.register_function(ECHO_ASYNC, echo_async)
-        emit("registered")
-        serve_until_exit()
-    finally:
-        client.shutdown()
+    serve_echoes(sdk_worker(url, "callee"))
 
 
 def run_style(client: Any, style: str, function_id: str, calls: int, in_flight: int, warmup: int) -> CallStats:
