@@ -42,7 +42,6 @@ from iii.protocol.messages import (
     RegisterTrigger,
     RegisterTriggerType,
     RegistrationRejected,
-    TriggerAction,
     TriggerRegistrationResult,
     UnregisterFunction,
     UnregisterTrigger,
@@ -51,7 +50,7 @@ from iii.protocol.messages import (
 )
 from iii.protocol.refs import is_channel_ref
 from iii.sdk import lifecycle
-from iii.sdk.calls import Calls
+from iii.sdk.calls import Calls, build_invocation
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChannelRef
 from iii.sdk.connection import Connection, ConnectionState
 from iii.sdk.context import InvocationContext, current_invocation
@@ -64,8 +63,6 @@ from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerType
 
 log = logging.getLogger("iii.sdk")
 
-_HANDLER_THREADS: Final = 4096
-"""Upper bound of the sync-handler pool; threads are created only when every existing one is busy."""
 _NON_FATAL_REJECTIONS: Final = frozenset((errors.FUNCTION_NAMESPACE_CONFLICT,))
 
 
@@ -97,7 +94,7 @@ class III:
         self._provided: dict[str, TriggerConfig[Any]] = {}
         """Bindings delivered to this worker as a provider, by binding id."""
         self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
-        self._server = Server(self._portal, self._functions, self._send, self._release_ends, self._materialize)
+        self._server = Server(self._portal, self._functions, self._conn.send, self._release_ends, self._materialize)
         self._runner = self._portal.submit(self._conn.run())
         lifecycle.track(self)
 
@@ -236,12 +233,9 @@ class III:
 
     # --- sending ---------------------------------------------------------------------------------------
 
-    def _send(self, message: Any) -> bool:
-        """Send now if connected (see :meth:`Connection.send`)."""
-        return self._conn.send(message)
-
     def _send_void(self, function_id: str, payload: Any) -> None:
-        self._send(InvokeFunction(function_id=function_id, data=encode_payload(payload), action=TriggerAction("void")))
+        request = {"function_id": function_id, "payload": payload, "action": {"type": "void"}}
+        self._conn.send(build_invocation(request, self.options.invocation_timeout_ms)[0])
 
     # --- functions -------------------------------------------------------------------------------------
 
@@ -290,14 +284,14 @@ class III:
         if not self._conn.terms.answers_registrations:
             entry.status = "active"
         self._functions.add(entry)
-        self._portal.call_soon(self._send, entry.registration())
+        self._portal.call_soon(self._conn.send, entry.registration())
         self._keep_process_alive()
         return FunctionRef(function_id, self._functions, self.unregister_function)
 
     def unregister_function(self, function_id: str) -> None:
         """Stop serving ``function_id`` (fire-and-forget; nothing to do after :meth:`shutdown`)."""
         if self._functions.remove(function_id) and not self._portal.stopped:
-            self._portal.call_soon(self._send, UnregisterFunction(id=function_id))
+            self._portal.call_soon(self._conn.send, UnregisterFunction(id=function_id))
 
     # --- triggers --------------------------------------------------------------------------------------
 
@@ -321,7 +315,7 @@ class III:
             metadata=encode_payload(metadata) if metadata is not None else JSON_NULL,
         )
         self._bindings[message.id] = message
-        self._portal.call_soon(self._send, message)
+        self._portal.call_soon(self._conn.send, message)
         return Trigger(message.id, trigger_type, function_id, self.unregister_trigger)
 
     def unregister_trigger(self, trigger_id: str) -> None:
@@ -329,7 +323,7 @@ class III:
         message = self._bindings.pop(trigger_id, None)
         if message is not None and not self._portal.stopped:  # after shutdown, the engine dropped it already
             unbind = UnregisterTrigger(id=trigger_id, trigger_type=message.trigger_type)
-            self._portal.call_soon(self._send, unbind)
+            self._portal.call_soon(self._conn.send, unbind)
 
     def register_trigger_type(self, trigger_type: Mapping[str, Any], handler: TriggerHandler[Any]) -> TriggerTypeRef:
         """Provide a trigger type: ``{"id", "description"?}``; ``handler`` receives its bindings."""
@@ -340,7 +334,7 @@ class III:
         message = RegisterTriggerType(id=type_id, description=str(trigger_type.get("description") or ""))
         self._trigger_types[type_id] = message
         self._trigger_handlers[type_id] = handler
-        self._portal.call_soon(self._send, message)
+        self._portal.call_soon(self._conn.send, message)
         self._keep_process_alive()
         return TriggerTypeRef(type_id, self.unregister_trigger_type)
 
@@ -350,7 +344,7 @@ class III:
         if self._trigger_types.pop(key, None) is not None:
             self._trigger_handlers.pop(key, None)
             if not self._portal.stopped:
-                self._portal.call_soon(self._send, UnregisterTriggerType(id=key))
+                self._portal.call_soon(self._conn.send, UnregisterTriggerType(id=key))
 
     def _on_binding(self, message: RegisterTrigger) -> None:
         handler = self._trigger_handlers.get(message.trigger_type)
@@ -394,7 +388,7 @@ class III:
             self._send_binding_result(reply_to, error)
 
     def _send_binding_result(self, binding: RegisterTrigger, error: Any) -> None:
-        self._send(
+        self._conn.send(
             TriggerRegistrationResult(
                 id=binding.id,
                 trigger_type=binding.trigger_type,
