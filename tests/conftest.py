@@ -10,6 +10,7 @@ import pytest
 
 from iii.engine import Engine, EngineConfig
 from iii.testing import EngineProcess
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -54,3 +55,10 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
 async def live_engine(start_engine: Callable[..., Awaitable[Engine]]) -> Engine:
     """An in-process engine with the default configuration."""
     return await start_engine()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real, empty Redis on a free loopback port for one test (``redis_server.url``)."""
+    with RedisServer() as server:
+        yield server
