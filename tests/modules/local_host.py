@@ -1,0 +1,124 @@
+"""An in-process :class:`~iii.modules.api.ModuleHost` for unit tests of modules, without an engine or sockets.
+
+It keeps what a module registers and lets a test act as the rest of the system: call the module's functions
+(:meth:`LocalHost.call`), serve functions the module invokes (:meth:`LocalHost.serve`), bind functions to the
+module's trigger types (:meth:`LocalHost.bind`) and say that a worker left (:meth:`LocalHost.worker_left`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from iii.modules.api import BindingInfo, CallInfo, FunctionError, Handler, InvocationError, TriggerProvider
+
+
+class LocalHost:
+    def __init__(self) -> None:
+        self.functions: dict[str, Handler] = {}
+        self.descriptions: dict[str, str] = {}
+        self.trigger_types: dict[str, TriggerProvider] = {}
+        self.served: dict[str, Callable[[Any], Any]] = {}
+        """Functions of the test's "workers" that the module may invoke."""
+        self.invocations: list[tuple[str, Any]] = []
+        """Every invoke/invoke_void the module made, in order."""
+        self._left_callbacks: list[Callable[[str], None]] = []
+        self._binding_ids = itertools.count(1)
+        self._void_tasks: set[asyncio.Task[Any]] = set()
+
+    # --- ModuleHost ------------------------------------------------------------------------------------
+
+    def register_function(
+        self,
+        function_id: str,
+        handler: Handler,
+        *,
+        description: str = "",
+        request_format: Any = None,
+        response_format: Any = None,
+    ) -> None:
+        assert function_id not in self.functions, f"{function_id} registered twice"
+        self.functions[function_id] = handler
+        self.descriptions[function_id] = description
+
+    def register_trigger_type(self, type_id: str, provider: TriggerProvider, *, description: str = "") -> None:
+        assert type_id not in self.trigger_types, f"{type_id} registered twice"
+        self.trigger_types[type_id] = provider
+
+    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None) -> Any:
+        self.invocations.append((function_id, data))
+        target = self.served.get(function_id)
+        if target is None:
+            raise InvocationError("function_not_found", f"Function {function_id} not found")
+        try:
+            result = target(data)
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, timeout_s) if timeout_s else await result
+        except InvocationError:
+            raise
+        except Exception as exc:
+            raise InvocationError("invocation_failed", str(exc)) from exc
+        return result
+
+    def invoke_void(self, function_id: str, data: Any) -> None:
+        async def run() -> None:
+            with contextlib.suppress(InvocationError):  # a void call's failure reaches nobody
+                await self.invoke(function_id, data)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._void_tasks.add(task)
+        task.add_done_callback(self._void_tasks.discard)
+
+    def on_worker_left(self, callback: Callable[[str], None]) -> None:
+        self._left_callbacks.append(callback)
+
+    # --- the test's side -------------------------------------------------------------------------------
+
+    async def call(self, function_id: str, data: Any, worker_id: str | None = "test-worker") -> Any:
+        """Call one of the module's functions as a worker would; raises FunctionError as the module did."""
+        handler = self.functions[function_id]
+        result = handler(data, CallInfo(worker_id=worker_id))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def call_error(self, function_id: str, data: Any) -> FunctionError:
+        """Call a module's function that must fail; returns its FunctionError."""
+        try:
+            await self.call(function_id, data)
+        except FunctionError as error:
+            return error
+        raise AssertionError(f"{function_id}({data!r}) did not fail")
+
+    def serve(self, function_id: str, function: Callable[[Any], Any]) -> None:
+        """Serve ``function_id`` as a worker's function the module may invoke (sync or async)."""
+        self.served[function_id] = function
+
+    def bind(
+        self, trigger_type: str, function_id: str, config: dict[str, Any], worker_id: str | None = "test-worker"
+    ) -> tuple[BindingInfo, str | None]:
+        """Bind ``function_id`` to ``trigger_type``: returns the binding and the provider's refusal (or None)."""
+        binding = BindingInfo(
+            binding_id=f"binding-{next(self._binding_ids)}",
+            trigger_type=trigger_type,
+            function_id=function_id,
+            config=config,
+            worker_id=worker_id,
+        )
+        return binding, self.trigger_types[trigger_type].activate(binding)
+
+    def unbind(self, binding: BindingInfo) -> None:
+        self.trigger_types[binding.trigger_type].deactivate(binding)
+
+    def worker_left(self, worker_id: str) -> None:
+        for callback in self._left_callbacks:
+            callback(worker_id)
+
+    async def settle(self) -> None:
+        """Wait for the void invocations started so far."""
+        while self._void_tasks:
+            await asyncio.gather(*list(self._void_tasks))
