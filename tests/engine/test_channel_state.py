@@ -1,4 +1,4 @@
-"""The channel state machine (design §3 items 1-4) without sockets."""
+"""The channel state machine without sockets."""
 
 from __future__ import annotations
 

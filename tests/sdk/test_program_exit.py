@@ -32,6 +32,24 @@ channel.writer.close()
 print("done", flush=True)
 """
 
+ASYNC_SCRIPT = """
+import asyncio, sys
+from iii import register_worker, InitOptions
+url, size = sys.argv[1], int(sys.argv[2])
+client = register_worker(url, InitOptions(worker_name="short-async-script"))
+
+async def main():
+    channel = await client.create_channel_async()  # its ends live on this loop, which asyncio.run ends
+    await client.trigger_async({"function_id": "sink.digest", "payload": {"reader": channel.reader_ref.model_dump()},
+                                "action": {"type": "void"}})
+    data = bytes(i % 251 for i in range(size))
+    await channel.writer.write(data)
+    channel.writer.close()  # not awaited: asyncio.run cancels the writer's task as main returns
+
+asyncio.run(main())
+print("done", flush=True)
+"""
+
 
 @pytest.fixture(scope="module")
 def sink(shared_engine: EngineProcess) -> Iterator[tuple[III, queue.Queue[Any]]]:
@@ -65,3 +83,20 @@ def test_a_script_that_ends_after_close_delivers_its_stream(
     outcome = results.get(timeout=60)
     assert outcome == (hashlib.sha256(expected).hexdigest(), size), outcome
     assert "not delivered" not in completed.stderr
+
+
+@pytest.mark.parametrize("size", [1000, 4 * 1024 * 1024, 32 * 1024 * 1024], ids=["1000B", "4MiB", "32MiB"])
+def test_an_asyncio_run_that_ends_after_close_delivers_its_stream(
+    shared_engine: EngineProcess, sink: tuple[III, queue.Queue[Any]], size: int
+) -> None:
+    """The writer lives on the program's loop; ``asyncio.run`` cancels its pump as ``main`` returns, and the
+    pump finishes sending what was written and closed before it lets the loop end."""
+    _, results = sink
+    completed = subprocess.run(
+        [sys.executable, "-c", ASYNC_SCRIPT, shared_engine.url, str(size)], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "done"
+    expected = bytes(i % 251 for i in range(size))
+    outcome = results.get(timeout=60)
+    assert outcome == (hashlib.sha256(expected).hexdigest(), size), outcome

@@ -6,7 +6,7 @@ while the reader's socket can take them, and into the queue otherwise; when the 
 pushes back on the writer. Nothing here is unbounded.
 
 Ends are reached through :class:`ChannelEnd`, implemented by the socket layer, so this module holds the
-whole state machine and can be tested without sockets. The promises (design §3):
+whole state machine and can be tested without sockets. The promises:
 
 * the reader sees close code 1000 only when the writer ended the stream deliberately; a writer that
   vanished, aborted, or was cut off by shutdown or expiry gives the reader another code and a reason,

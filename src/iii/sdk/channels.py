@@ -1,7 +1,13 @@
 """Channel ends for workers: :class:`ChannelWriter`, :class:`ChannelReader`, their refs and :class:`Channel`.
 
-Each end is one WebSocket to ``/ws/channels/{id}`` on the engine, opened lazily on first use, on the SDK's
-loop. Every method follows the dual-mode rule of :mod:`iii.sdk.portal`; calls on one end run in call order.
+Each end is one WebSocket to ``/ws/channels/{id}`` on the engine, opened lazily on first use. Every method
+follows the dual-mode rule of :mod:`iii.sdk.portal`; calls on one end run in call order.
+
+* **An end lives on the loop that first uses it**: the event loop running in the thread of its first call
+  (an ``async def`` program's own loop, so its writes and reads need no thread hop), or the SDK's loop when
+  the first call comes from plain synchronous code. Later calls from any thread or loop are handed to that
+  loop. When that loop ends (``asyncio.run`` returns), what was written and closed is flushed first; an end
+  used after its loop ended raises :class:`~iii.errors.UsageError`.
 
 * Writes are split into 64 KiB frames and are **backpressured**: ``write`` completes once the data is in
   the socket's buffer and that buffer is below its high-water mark. Before the reader connects, the engine
@@ -44,7 +50,7 @@ from iii.sdk.end_states import (
     reader_after,
     writer_after,
 )
-from iii.sdk.portal import Portal, dual, running_loop, wake
+from iii.sdk.portal import LOOP_ENDED, Portal, await_on, dual, inbox, running_loop, wake
 from iii.sdk.terms import EngineTerms
 
 log = logging.getLogger("iii.channels")
@@ -66,6 +72,9 @@ _ABORTED_CODE: Final = 1011
 _PUMPS: set[asyncio.Task[None]] = set()
 """Running writer pumps (kept referenced until they finish)."""
 _MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+_FLUSH_AT_LOOP_END_S: Final = 10.0
+"""How long a writer's pump may go on sending what was written when its loop is ending (``asyncio.run``
+cancels every task as it returns)."""
 
 
 class StreamChannelRef(BaseModel):
@@ -144,6 +153,8 @@ class _ChannelEnd:
         self._connecting: asyncio.Future[_EndSocket] | None = None
         self._error: BaseException | None = None
         self._kept = False
+        self._home: asyncio.AbstractEventLoop | None = None
+        """The loop that drives this end's socket (see the module docstring); chosen at first use."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} channel={self.ref.channel_id}>"
@@ -159,6 +170,31 @@ class _ChannelEnd:
         """
         self._kept = True
         return self
+
+    def _home_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this end lives on: the first caller's running loop, or the SDK's for sync code."""
+        home = self._home
+        if home is None:
+            home = self._home = running_loop() or self._portal.loop
+        elif home.is_closed():
+            raise UsageError(f"{LOOP_ENDED} ({self!r})")
+        return home
+
+    def _dual(self, coro: Any, *, blocking: bool, on_error: Callable[[BaseException], None] | None = None) -> Any:
+        """:func:`~iii.sdk.portal.dual` on this end's loop."""
+        try:
+            home = self._home_loop()
+        except UsageError:
+            coro.close()
+            raise
+        return dual(self._portal, coro, blocking=blocking, on_error=on_error, loop=home)
+
+    async def _on_home(self, coro: Any) -> Any:
+        """Await ``coro`` run on this end's loop, from any loop (an end never used runs it here)."""
+        home = self._home
+        if home is None:
+            return await coro
+        return await await_on(home, coro)
 
     # what an invocation does with the ends it was given (see keep)
     def _finished(self) -> bool:
@@ -191,7 +227,7 @@ class _ChannelEnd:
         """The connected socket, opened on first use (concurrent callers share one attempt)."""
         if self._socket is not None:
             return self._socket
-        if self._connecting is None:
+        if self._connecting is None or self._connecting.cancelled():  # cancelled: its loop is ending (see _pump)
             self._connecting = asyncio.ensure_future(self._open())
         return await asyncio.shield(self._connecting)
 
@@ -240,9 +276,9 @@ class ChannelWriter(_ChannelEnd):
     """The writing end of a channel. Binary data with :meth:`write`, text side-messages with
     :meth:`send_message`, the end with :meth:`close` (the reader then sees a clean end).
 
-    Calls from any thread or loop go into one ordered backlog that a single pump task on the SDK loop
-    sends; a call waits only when the backlog holds more than ``_BACKLOG_BYTES`` (so a caller off the SDK
-    loop does not pay a thread hand-over per chunk). A failure of the stream is raised by the next call.
+    Calls from any thread or loop go into one ordered backlog that a single pump task on the end's loop
+    sends; a call waits only when the backlog holds more than ``_BACKLOG_BYTES`` (so a caller on another
+    thread does not pay a thread hand-over per chunk). A failure of the stream is raised by the next call.
     """
 
     _direction = "write"
@@ -263,6 +299,9 @@ class ChannelWriter(_ChannelEnd):
         self._room = threading.Condition(self._guard)
         self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._pumping = False
+        self._close_sent = False
+        self._sent_offset = 0
+        """How much of the backlog's first item (a data item) has been sent."""
         self._pump_idle: asyncio.Event | None = None
         self._closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.stream = WritableStream(self)
@@ -355,10 +394,13 @@ class ChannelWriter(_ChannelEnd):
             start, self._pumping = not self._pumping, True
             crowded = self._backlog_bytes > _BACKLOG_BYTES
         if start:
-            if self._portal.in_loop_thread:
+            home = self._home_loop()
+            if running_loop() is home:
                 self._spawn_pump()
-            else:
-                self._portal.call_soon(self._spawn_pump)
+            elif not inbox(home).post(self._spawn_pump):
+                with self._guard:
+                    self._pumping = False
+                raise UsageError(f"{LOOP_ENDED} ({self!r})")
         return crowded
 
     def _raise_error(self) -> None:
@@ -369,12 +411,37 @@ class ChannelWriter(_ChannelEnd):
         if self._pump_idle is None:
             self._pump_idle = asyncio.Event()
         self._pump_idle.clear()
-        task = self._portal.loop.create_task(self._pump())
+        task = asyncio.get_running_loop().create_task(self._pump())
         _PUMPS.add(task)
         task.add_done_callback(_PUMPS.discard)
 
     async def _pump(self) -> None:
-        """Send the backlog in order, on the SDK loop, until it is empty."""
+        """Send the backlog in order, on the end's loop, until it is empty.
+
+        Cancelled (its loop is ending: ``asyncio.run`` cancels every task as it returns), it goes on sending
+        what was written, for ``_FLUSH_AT_LOOP_END_S`` at most, so that a program may write, close and end.
+        """
+        try:
+            await self._send_backlog()
+        except asyncio.CancelledError:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_FLUSH_AT_LOOP_END_S):
+                    await self._send_backlog()
+            with self._guard:
+                if self._backlog:  # not all of it could be sent: the stream is cut off
+                    self._record(ChannelError(f"channel {self.ref.channel_id}: its event loop ended mid-stream"))
+                    self._backlog.clear()
+                    self._backlog_bytes = 0
+                    self._wake_room()
+                self._pumping = False
+            raise
+        finally:
+            assert self._pump_idle is not None
+            self._pump_idle.set()
+
+    async def _send_backlog(self) -> None:
+        """Send items until the backlog is empty. An item leaves the backlog only once it is wholly sent (a data
+        item's progress is kept in ``_sent_offset``), so a run cut off by cancellation can be resumed."""
         try:
             socket = await self._connect()
             while True:
@@ -383,15 +450,16 @@ class ChannelWriter(_ChannelEnd):
                         self._pumping = False
                         self._wake_room()
                         return
-                    kind, payload = self._backlog.popleft()
+                    kind, payload = self._backlog[0]
                 if kind == _DATA:
                     # An item's bytes leave the backlog's count as they go to the socket, so a caller waiting
                     # for room waits until all but _BACKLOG_BYTES of what it wrote has been handed over.
                     view = memoryview(payload)
-                    for offset in range(0, len(view), FRAME_BYTES):
+                    while self._sent_offset < len(view):
                         await self._room_in(socket)
-                        frame = view[offset : offset + FRAME_BYTES]
+                        frame = view[self._sent_offset : self._sent_offset + FRAME_BYTES]
                         socket.transport.send(WSMsgType.BINARY, frame)  # type: ignore[union-attr]
+                        self._sent_offset += len(frame)
                         self._sent(len(frame))
                 elif kind == _TEXT:
                     await self._room_in(socket)
@@ -402,6 +470,9 @@ class ChannelWriter(_ChannelEnd):
                 else:
                     self._sent(len(payload))
                     self._abort(socket, payload.decode())
+                with self._guard:
+                    self._backlog.popleft()
+                    self._sent_offset = 0
         except Exception as error:
             close_requested = self._state is not WriterState.OPEN
             with self._guard:
@@ -412,9 +483,6 @@ class ChannelWriter(_ChannelEnd):
                 self._wake_room()
             if close_requested and not self._closed.done():
                 self._closed.set_exception(error)
-        finally:
-            assert self._pump_idle is not None
-            self._pump_idle.set()
 
     def _sent(self, size: int) -> None:
         with self._guard:
@@ -438,7 +506,9 @@ class ChannelWriter(_ChannelEnd):
         transport = socket.transport
         assert transport is not None
         if not socket.closed.is_set():
-            transport.send_close(WSCloseCode.OK)
+            if not self._close_sent:  # a resumed pump (see _pump) waits again without closing twice
+                self._close_sent = True
+                transport.send_close(WSCloseCode.OK)
             try:
                 await asyncio.wait_for(socket.closed.wait(), _CLOSE_WAIT_S)
             except TimeoutError:
@@ -488,7 +558,7 @@ class ChannelWriter(_ChannelEnd):
 
     async def _settled(self) -> None:
         if self._pumping and self._pump_idle is not None:
-            await self._pump_idle.wait()
+            await self._on_home(self._pump_idle.wait())
 
 
 class WritableStream:
@@ -570,7 +640,7 @@ class ChannelReader(_ChannelEnd):
         self._take("read_all")
         if running_loop() is None:
             return self._read_all_here()
-        return dual(self._portal, self._read_all(), blocking=True)
+        return self._dual(self._read_all(), blocking=True)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._take("async iteration")
@@ -578,13 +648,13 @@ class ChannelReader(_ChannelEnd):
 
     async def close_async(self) -> None:
         """Stop reading early; the writer's next call fails (its reader went away)."""
-        await self._await_portal(self._close())
+        await self._on_home(self._close())
 
     def close(self) -> Any:
         """Stop reading early. Fire-and-forget; nothing to do after the client's shutdown."""
         if self._portal.stopped:
             return None
-        return dual(self._portal, self._close(), blocking=False, on_error=self._record)
+        return self._dual(self._close(), blocking=False, on_error=self._record)
 
     # --- internals -------------------------------------------------------------------------------------
 
@@ -594,26 +664,22 @@ class ChannelReader(_ChannelEnd):
         self._state = reader_after(self._state, ReaderEvent.TAKE, taken=False)
         self._taken = True
 
-    async def _await_portal(self, coro: Any) -> Any:
-        if asyncio.get_running_loop() is self._portal.loop:
-            return await coro
-        return await asyncio.wrap_future(self._portal.submit(coro))
-
     async def _iterate(self) -> AsyncIterator[bytes]:
-        if asyncio.get_running_loop() is self._portal.loop:
+        home = self._home_loop()
+        if asyncio.get_running_loop() is home:
             while (chunk := await self._next()) is not None:
                 yield chunk
             return
         # From another loop, take what has arrived straight from the queue (a deque is safe between two
-        # threads) and hand over to the SDK thread only to wait when it is empty.
-        socket = await asyncio.wrap_future(self._portal.submit(self._connect()))
+        # threads) and hand over to the end's loop only to wait when it is empty.
+        socket = await await_on(home, self._connect())
         loop = asyncio.get_running_loop()
         items = self._items
         while True:
             if items:
                 item = items.popleft()
                 if self._paused and len(items) <= _READ_LOW_FRAMES:
-                    self._portal.call_soon(self._resume_if_drained)
+                    inbox(home).post(self._resume_if_drained)
                 if isinstance(item, bytes):
                     yield item
                 else:
@@ -641,7 +707,7 @@ class ChannelReader(_ChannelEnd):
         each text message, whose callbacks run here (so they may block, and their calls block and return
         values) before the loop takes the data after it. A stream without messages is one hand-over."""
         parts: list[bytes] = []
-        while (text := dual(self._portal, self._read_until_message(parts), blocking=True)) is not None:
+        while (text := self._dual(self._read_until_message(parts), blocking=True)) is not None:
             self._dispatch(text)
         return b"".join(parts)
 
@@ -707,7 +773,7 @@ class ChannelReader(_ChannelEnd):
         if self._socket is None and self._connecting is None:
             self._state = reader_after(self._state, ReaderEvent.RELEASE, taken=self._taken)
             return True
-        await self._close()
+        await self._on_home(self._close())
         return False
 
     def _on_data(self, data: bytes, transport: WSTransport) -> None:

@@ -1,4 +1,4 @@
-"""The SDK's own event loop thread, and the dual-mode rule that every I/O method follows (design §4).
+"""The SDK's own event loop thread, and the dual-mode rule that every I/O method follows.
 
 All SDK I/O runs as coroutines on one private loop (:class:`Portal`). A public method builds its coroutine
 and hands it to :func:`dual`, which applies the rule in one place:
@@ -195,25 +195,58 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+LOOP_ENDED: Final = (
+    "this channel end belongs to the event loop that first used it, and that loop has ended: use an end within "
+    "one event loop (or first use it from plain synchronous code, which puts it on the SDK's loop)"
+)
+
+
+def submit_to(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on ``loop`` (any thread's); :class:`~iii.errors.UsageError` if that loop has closed."""
+    try:
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+    except RuntimeError:  # the loop closed
+        coro.close()
+        raise UsageError(LOOP_ENDED) from None
+
+
+async def await_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on ``loop`` and await it from the loop running here (directly when it is ``loop``)."""
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    return await asyncio.wrap_future(submit_to(loop, coro))
+
+
 def dual(
     portal: Portal,
     coro: Coroutine[Any, Any, T],
     *,
     blocking: bool,
     on_error: Callable[[BaseException], None] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Any:
-    """Start ``coro`` on the SDK loop now, and return per the dual-mode rule (see the module docstring).
+    """Start ``coro`` now on ``loop`` (default: the SDK loop), and return per the dual-mode rule (see the module
+    docstring).
 
     Returns an awaitable when the calling thread runs an event loop; otherwise the result (``blocking``)
     or ``None`` (fire-and-forget).
     """
     running = running_loop()
-    if running is portal.loop:
+    target = portal.loop if loop is None else loop
+    if running is target:
         task = running.create_task(coro)
         if on_error is not None:
             task.add_done_callback(lambda t: _report(t, on_error))
         return task
-    future = portal.submit(coro)
+    if target is portal.loop:
+        future = portal.submit(coro)
+    else:
+        try:
+            portal.ensure_open()
+        except UsageError:
+            coro.close()
+            raise
+        future = submit_to(target, coro)
     if on_error is not None:
         future.add_done_callback(lambda f: _report(f, on_error))
     if running is not None:
