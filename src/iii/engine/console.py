@@ -28,8 +28,9 @@ def page() -> bytes:
     return importlib.resources.files("iii.engine").joinpath("console.html").read_bytes()
 
 
-def state(core: Core, builtins: Builtins) -> dict[str, Any]:
-    """Everything the page shows, read from the engine's tables now. Never keys or tokens."""
+def state(core: Core, builtins: Builtins, modules: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the page shows, read from the engine's tables now (and the modules' summaries). Never keys
+    or tokens."""
     metrics = core.metrics
     relayed_bytes, _ = core.channels.relayed()
     calls_ok = metrics.invocations.get(OK, 0)
@@ -38,6 +39,7 @@ def state(core: Core, builtins: Builtins) -> dict[str, Any]:
         "workers": builtins.workers_list(None, {})["workers"],
         "functions": builtins.functions_list(None, {})["functions"],
         "channels": core.channels.describe(),
+        "modules": modules or {},
         "totals": {
             "calls_ok": calls_ok,
             "calls_failed": sum(metrics.invocations.values()) - calls_ok,

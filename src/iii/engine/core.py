@@ -201,6 +201,11 @@ class Core:
             orphans,
         )
         self.availability.worker_changed("worker_disconnected", worker.worker_id)
+        for callback in list(self._worker_left):
+            try:
+                callback(worker.worker_id)
+            except Exception:
+                log.exception("a worker-left callback failed")
 
     def on_worker_message(self, worker: WorkerConnection, message: InboundMessage) -> None:
         handler = self._handlers.get(type(message))

@@ -45,7 +45,7 @@ def function_summary(entry: FunctionEntry) -> dict[str, Any]:
     row: dict[str, Any] = {
         "function_id": entry.function_id,
         "namespace": NAMESPACE,
-        "worker_name": owner.name if owner is not None else ENGINE_WORKER_NAME,
+        "worker_name": owner.name if owner is not None else (entry.module or ENGINE_WORKER_NAME),
         "worker_id": owner.worker_id if owner is not None else None,
     }
     _put(row, "description", entry.description)
@@ -77,7 +77,9 @@ def _type_summary(type_id: str, worker_name: str, description: str) -> dict[str,
 
 def trigger_type_summaries(core: Core) -> list[dict[str, Any]]:
     """Every trigger type provided now, by the engine or a worker: ``{id, namespace, worker_name, description}``."""
-    rows = [_type_summary(t.type_id, ENGINE_WORKER_NAME, t.description) for t in core.triggers.builtin_types()]
+    rows = [
+        _type_summary(t.type_id, t.module or ENGINE_WORKER_NAME, t.description) for t in core.triggers.builtin_types()
+    ]
     rows.extend(_type_summary(t.type_id, t.provider.name, t.description) for t in core.triggers.types())
     return sorted(rows, key=lambda r: str(r["id"]))
 
@@ -93,7 +95,7 @@ def trigger_type_detail(core: Core, type_id: str) -> dict[str, Any] | None:
         builtin = core.triggers.builtin_type(type_id)
         if builtin is None:
             return None
-        row = _type_summary(type_id, ENGINE_WORKER_NAME, builtin.description)
+        row = _type_summary(type_id, builtin.module or ENGINE_WORKER_NAME, builtin.description)
     row["instance_count"] = sum(1 for b in core.triggers.bindings() if b.trigger_type == type_id and b.active)
     return row
 
@@ -103,7 +105,7 @@ def _worker_name_of_function(core: Core, binding: Binding) -> str:
     entry = core.functions.get(binding.function_id)
     if entry is None:
         return binding.owner.name
-    return entry.owner.name if entry.owner is not None else ENGINE_WORKER_NAME
+    return entry.owner.name if entry.owner is not None else (entry.module or ENGINE_WORKER_NAME)
 
 
 def config_summary(config: Any) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from iii.modules.api import MetricSample
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
@@ -34,6 +36,8 @@ class EngineMetrics(Collector):
         self.errors: Counter[str] = Counter()
         """Errors the engine answered, by code (malformed messages, refusals, limits)."""
         self.http_responses: Counter[int] = Counter()
+        self.module_samples: Callable[[], Iterable[tuple[str, MetricSample]]] | None = None
+        """The running modules' samples, with each module's name (set by the engine)."""
         self.http_in_progress: Callable[[], int] | None = None
         """How many HTTP requests are being served (set when the engine serves HTTP triggers)."""
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
@@ -90,6 +94,24 @@ class EngineMetrics(Collector):
                 responses.add_metric([str(status)], count)
             yield responses
             yield _gauge("iii_http_requests_in_progress", "HTTP requests being served", self.http_in_progress())
+        if self.module_samples is not None:
+            yield from _module_families(self.module_samples())
+
+
+def _module_families(samples: Iterable[tuple[str, MetricSample]]) -> Iterator[Metric]:
+    """The modules' samples as metric families: ``iii_<name>``, with a ``module`` label and the samples' own."""
+    grouped: dict[str, list[tuple[str, MetricSample]]] = {}
+    for module, sample in samples:
+        grouped.setdefault(sample.name, []).append((module, sample))
+    for name, members in sorted(grouped.items()):
+        first = members[0][1]
+        label_names = ["module", *sorted({label for _, sample in members for label in sample.labels})]
+        family_type = CounterMetricFamily if first.kind == "counter" else GaugeMetricFamily
+        family = family_type(f"iii_{name}", first.help or name, labels=label_names)
+        for module, sample in members:
+            values = [module, *(str(sample.labels.get(label, "")) for label in label_names[1:])]
+            family.add_metric(values, sample.value)
+        yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

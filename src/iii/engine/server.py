@@ -42,6 +42,7 @@ from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
 from iii.engine.http_trigger import HttpTriggers
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from iii.engine.modules import RunningModules
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.protocol import close_codes
@@ -76,6 +77,8 @@ class Engine:
         self.builtins = self.core.builtins
         self.availability = self.core.availability
         self.outbox = Outbox()
+        self.modules = RunningModules(self.core, self.config)
+        self.metrics.module_samples = self.modules.metrics
         self.http = HttpTriggers(self.core) if self.config.http_port >= 0 else None
         if self.http is not None:
             self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http, "HTTP requests to a route (api_path, http_method)")
@@ -89,7 +92,8 @@ class Engine:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind and start serving; returns once the port is open."""
+        """Start the modules, bind and start serving; returns once the port is open."""
+        await self.modules.start()
         try:
             self._server = await ws_create_server(
                 self._route,
@@ -102,6 +106,7 @@ class Engine:
                 logger_name="iii.engine.ws",
             )
         except OSError as exc:
+            await self.modules.stop()
             where = f"{self.config.host}:{self.config.port}"
             raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
         if self.http is not None:
@@ -109,6 +114,7 @@ class Engine:
                 await self.http.start()
             except OSError as exc:
                 self._server.close()
+                await self.modules.stop()
                 where = f"{self.config.http_host}:{self.config.http_port}"
                 raise OSError(
                     exc.errno,
@@ -147,6 +153,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         stopped = self.core.stop_all_calls("Invocation stopped: the engine is shutting down")
+        await self.modules.stop()
         self.channels.abort_all(close_codes.SERVICE_RESTART, "the engine is shutting down")
         for worker in list(self.workers.values()):
             worker.close(1001, "the engine is shutting down")
@@ -247,7 +254,7 @@ class Engine:
         if not authorized:
             return _http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
         if path == console.STATE_PATH:
-            body = encode_value(console.state(self.core, self.builtins))
+            body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots()))
             headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
         else:
             body = console.page()
