@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,12 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     Every engine started is stopped after the test.
     """
     engines: list[Engine] = []
+    data_dirs: list[tempfile.TemporaryDirectory[str]] = []
 
     async def start(**overrides: Any) -> Engine:
+        if "data_dir" not in overrides:  # the modules' files go to a directory of this engine alone
+            data_dirs.append(tempfile.TemporaryDirectory(prefix="iii-engine-data-"))
+            overrides["data_dir"] = data_dirs[-1].name
         engine = Engine(EngineConfig(**{"port": 0, "http_port": 0, **overrides}))
         await engine.start()
         engines.append(engine)
@@ -49,6 +54,8 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     yield start
     for engine in engines:
         await engine.stop()
+    for directory in data_dirs:
+        directory.cleanup()
 
 
 @pytest.fixture

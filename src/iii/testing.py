@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -38,6 +39,10 @@ class EngineProcess:
         start_timeout_s: float = 30.0,
     ) -> None:
         self.args = ["--host", "127.0.0.1", "--port", "0", "--http-port", "0", *args]
+        self._data_dir: tempfile.TemporaryDirectory[str] | None = None
+        if "--data-dir" not in self.args:  # the modules' files go to a directory of this engine alone
+            self._data_dir = tempfile.TemporaryDirectory(prefix="iii-engine-data-")
+            self.args += ["--data-dir", self._data_dir.name]
         self.env = {**os.environ, **(env or {})}
         self.start_timeout_s = start_timeout_s
         ports = [value for flag, value in zip(self.args, self.args[1:], strict=False) if flag == "--http-port"]
@@ -125,6 +130,8 @@ class EngineProcess:
                 self.process.wait()
         if self._reader is not None:
             self._reader.join(timeout_s)
+        if self._data_dir is not None:
+            self._data_dir.cleanup()
         return self.process.returncode
 
     def kill(self) -> None:

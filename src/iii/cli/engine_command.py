@@ -26,6 +26,8 @@ log = logging.getLogger("iii.cli")
 def _config_options(command: Any) -> Any:
     """Add one ``--flag`` per EngineConfig field; values default to None so the environment can fill in."""
     for spec in reversed(fields(EngineConfig)):
+        if spec.metadata.get("file_only"):
+            continue
         default = None if spec.default is MISSING else spec.default
         shown = "none" if default is None else default
         help_text = f"{spec.metadata.get('help', '')} [env {ENV_PREFIX}{spec.name.upper()}; default {shown}]"

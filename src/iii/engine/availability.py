@@ -20,11 +20,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
+
 from iii.engine.introspection import function_summaries
 from iii.protocol.codec import encode_value
 
 if TYPE_CHECKING:
-    from iii.engine.server import Engine
+    from iii.engine.core import Core
     from iii.engine.triggers import Binding
 
 log = logging.getLogger("iii.engine")
@@ -52,15 +54,15 @@ class Subscribers:
 class Availability:
     """Serves the two types for ``engine`` and fires their bindings."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, core: Core) -> None:
+        self.core = core
         self.functions = Subscribers()
         self.workers = Subscribers()
-        engine.triggers.add_builtin(
+        core.triggers.add_builtin(
             FUNCTIONS_AVAILABLE, self.functions, "Triggered when functions are registered or unregistered"
         )
-        engine.triggers.add_builtin(WORKERS_AVAILABLE, self.workers, "Triggered when workers connect or disconnect")
-        engine.functions.on_change = self.functions_changed
+        core.triggers.add_builtin(WORKERS_AVAILABLE, self.workers, "Triggered when workers connect or disconnect")
+        core.functions.on_change = self.functions_changed
         self._told_ids = self._function_ids()
         self._pending: asyncio.TimerHandle | None = None
         self._closed = False
@@ -89,7 +91,7 @@ class Availability:
             self._fire(self.workers, {"event": event, "worker_id": worker_id})
 
     def _function_ids(self) -> frozenset[str]:
-        return frozenset(entry.function_id for entry in self.engine.functions.entries())
+        return frozenset(entry.function_id for entry in self.core.functions.entries())
 
     def _tell_functions(self) -> None:
         self._pending = None
@@ -98,14 +100,14 @@ class Availability:
             return  # changed and changed back
         self._told_ids = ids
         if self.functions.bindings:
-            self._fire(self.functions, {"event": "functions_changed", "functions": function_summaries(self.engine)})
+            self._fire(self.functions, {"event": "functions_changed", "functions": function_summaries(self.core)})
 
     def _fire(self, subscribers: Subscribers, payload: dict[str, Any]) -> None:
         data = encode_value(payload)
-        timeout_s = self.engine.config.invocation_timeout_s
+        timeout_s = self.core.config.invocation_timeout_s
         for binding in list(subscribers.bindings.values()):
-            problem = self.engine.call_from_engine(
-                binding.function_id, data, None, None, timeout_s, metadata=binding.metadata
+            problem = self.core.start_call(
+                binding.function_id, msgspec.Raw(data), caller=None, timeout_s=timeout_s, metadata=binding.metadata
             )
             if problem is not None:
                 log.debug("trigger %s (%s) not fired: %s", binding.binding_id, binding.trigger_type, problem[1])

@@ -21,7 +21,7 @@ from iii.engine import introspection
 from iii.engine.registry import BuiltinFailure, BuiltinInputError, BuiltinLimitError
 
 if TYPE_CHECKING:
-    from iii.engine.server import Engine
+    from iii.engine.core import Core
     from iii.engine.worker_socket import WorkerConnection
 
 log = logging.getLogger("iii.engine")
@@ -104,8 +104,8 @@ def _check_namespace(data: dict[str, Any]) -> None:
 class Builtins:
     """The builtin functions of one engine."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, core: Core) -> None:
+        self.core = core
 
     def install(self) -> None:
         for function_id, handler, description in [
@@ -122,7 +122,7 @@ class Builtins:
             ("engine::channels::list", self.channels_list, "List live data channels"),
             ("engine::channels::release", self.channels_release, "Finish channel ends their holder will not use"),
         ]:
-            self.engine.functions.add_builtin(function_id, handler, description)
+            self.core.functions.add_builtin(function_id, handler, description)
 
     # --- workers ---------------------------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ class Builtins:
             caller.metadata.get("runtime"),
             caller.metadata.get("pid"),
         )
-        self.engine.availability.worker_changed("worker_metadata_updated", caller.worker_id)
+        self.core.availability.worker_changed("worker_metadata_updated", caller.worker_id)
         return {"success": True}
 
     def workers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
@@ -152,10 +152,10 @@ class Builtins:
         runtime = _optional_str(fields, "runtime")
         status = _optional_str(fields, "status")
         workers = []
-        for worker in self.engine.workers.values():
+        for worker in self.core.workers.values():
             if not _matches(search, worker.name, worker.worker_id):
                 continue
-            row = introspection.worker_summary(self.engine, worker)
+            row = introspection.worker_summary(self.core, worker)
             if (runtime is not None and row["runtime"] != runtime) or (status is not None and row["status"] != status):
                 continue
             workers.append(row)
@@ -166,9 +166,9 @@ class Builtins:
         fields = _as_object(data, "engine::workers::info")
         name = _required_str(fields, "name", "engine::workers::info")
         _check_namespace(fields)
-        found = [w for w in self.engine.workers.values() if w.name == name]
-        if not found and name in self.engine.workers:
-            found = [self.engine.workers[name]]
+        found = [w for w in self.core.workers.values() if w.name == name]
+        if not found and name in self.core.workers:
+            found = [self.core.workers[name]]
         if not found:
             raise BuiltinFailure(NOT_FOUND, f"Worker '{name}' is not connected.")
         if len(found) > 1:
@@ -178,7 +178,7 @@ class Builtins:
                 f"Worker '{name}' is ambiguous: {len(found)} connected workers have this name ({ids}); "
                 "pass one of their ids as 'name'.",
             )
-        return introspection.worker_detail(self.engine, found[0])
+        return introspection.worker_detail(self.core, found[0])
 
     # --- functions -------------------------------------------------------------------------------------
 
@@ -196,7 +196,7 @@ class Builtins:
         include_internal = bool(fields.get("include_internal"))
         functions = [
             row
-            for row in introspection.function_summaries(self.engine)
+            for row in introspection.function_summaries(self.core)
             if (include_internal or not _is_internal(row))
             and (not prefix or str(row["function_id"]).startswith(prefix))
             and (not names or row["worker_name"] in names)
@@ -219,10 +219,10 @@ class Builtins:
         if function_id is not None and function_ids is not None:
             raise BuiltinFailure(INVALID_ARGUMENTS, "pass either `function_id` or `function_ids`, not both")
         if function_id is not None:
-            entry = self.engine.functions.get(function_id)
+            entry = self.core.functions.get(function_id)
             if entry is None:
                 raise BuiltinFailure(NOT_FOUND, f"Function '{function_id}' is not registered.")
-            return introspection.function_detail(self.engine, entry)
+            return introspection.function_detail(self.core, entry)
         if function_ids is None:
             raise BuiltinFailure(INVALID_ARGUMENTS, "missing field `function_id` (or `function_ids` for a batch)")
         unique = list(dict.fromkeys(function_ids))
@@ -232,11 +232,11 @@ class Builtins:
             raise BuiltinFailure(INVALID_ARGUMENTS, f"too many function_ids (max {FUNCTION_INFO_BATCH_MAX})")
         details = []
         for each in unique:
-            entry = self.engine.functions.get(each)
+            entry = self.core.functions.get(each)
             if entry is None:
                 details.append({"function_id": each, "error": "not_found"})
             else:
-                details.append(introspection.function_detail(self.engine, entry))
+                details.append(introspection.function_detail(self.core, entry))
         return {"functions": details}
 
     # --- trigger types and registered triggers ---------------------------------------------------------
@@ -254,15 +254,15 @@ class Builtins:
         include_internal = bool(fields.get("include_internal"))
         triggers = [
             row
-            for row in introspection.trigger_type_summaries(self.engine)
+            for row in introspection.trigger_type_summaries(self.core)
             if (include_internal or not str(row["id"]).startswith("engine::"))
             and (not prefix or str(row["id"]).startswith(prefix))
             and (worker is None or row["worker_name"] == worker)
             and _matches(search, row["id"], row["description"])
         ]
         waiting: dict[str, list[str]] = {}
-        for binding in self.engine.triggers.bindings():
-            if not self.engine.triggers.is_provided(binding.trigger_type):
+        for binding in self.core.triggers.bindings():
+            if not self.core.triggers.is_provided(binding.trigger_type):
                 waiting.setdefault(binding.trigger_type, []).append(binding.binding_id)
         return {
             "triggers": triggers,
@@ -282,7 +282,7 @@ class Builtins:
         fields = _as_object(data, "engine::triggers::info")
         type_id = _required_str(fields, "id", "engine::triggers::info")
         _check_namespace(fields)
-        detail = introspection.trigger_type_detail(self.engine, type_id)
+        detail = introspection.trigger_type_detail(self.core, type_id)
         if detail is None:
             raise BuiltinFailure(NOT_FOUND, f"Trigger type '{type_id}' is not registered in namespace 'default'.")
         return detail
@@ -297,7 +297,7 @@ class Builtins:
         include_internal = bool(fields.get("include_internal"))
         rows = [
             row
-            for row in introspection.registered_trigger_summaries(self.engine)
+            for row in introspection.registered_trigger_summaries(self.core)
             if (include_internal or not str(row["function_id"]).startswith("engine::"))
             and (trigger_type is None or row["trigger_type"] == trigger_type)
             and (function_id is None or row["function_id"] == function_id)
@@ -310,10 +310,10 @@ class Builtins:
         """One binding, with its trigger type's and its function's detail."""
         fields = _as_object(data, "engine::registered-triggers::info")
         binding_id = _required_str(fields, "id", "engine::registered-triggers::info")
-        binding = self.engine.triggers.binding(binding_id)
+        binding = self.core.triggers.binding(binding_id)
         if binding is None:
             raise BuiltinFailure(NOT_FOUND, f"Registered trigger '{binding_id}' was not found.")
-        return introspection.registered_trigger_detail(self.engine, binding)
+        return introspection.registered_trigger_detail(self.core, binding)
 
     # --- channels (ours) -------------------------------------------------------------------------------
 
@@ -323,9 +323,9 @@ class Builtins:
         size = fields.get("buffer_size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
             raise BuiltinInputError(f"'buffer_size' must be an integer or null, got {type(size).__name__}")
-        channels = self.engine.channels
+        channels = self.core.channels
         if caller is not None:
-            limit = self.engine.config.worker_max_channels
+            limit = self.core.config.worker_max_channels
             if channels.owned_by(caller.worker_id) >= limit:
                 raise BuiltinLimitError(
                     f"this worker has {limit} live channels, its limit (--worker-max-channels); "
@@ -359,7 +359,7 @@ class Builtins:
             channel_id, key = ref.get("channel_id"), ref.get("access_key")
             if not isinstance(channel_id, str) or not isinstance(key, str):
                 continue
-            found = self.engine.channels.find(channel_id, key)
+            found = self.core.channels.find(channel_id, key)
             if found is not None and found[0].release(found[1], reason):
                 released += 1
         return {"released": released}
@@ -367,4 +367,4 @@ class Builtins:
     def channels_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """Every live channel: id, state of each end, frames and bytes relayed, age. Never the keys."""
         _as_object(data, "engine::channels::list")
-        return {"channels": self.engine.channels.describe(), "as_of_ms": int(time.time() * 1000)}
+        return {"channels": self.core.channels.describe(), "as_of_ms": int(time.time() * 1000)}

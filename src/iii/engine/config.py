@@ -10,6 +10,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Final
 
 ENV_PREFIX: Final = "III_ENGINE_"
@@ -87,6 +88,32 @@ class EngineConfig:
     shutdown_grace_s: float = field(
         default=5.0, metadata={"help": "time given to sockets to flush and close on shutdown"}
     )
+    data_dir: str = field(
+        default="",
+        metadata={
+            "help": "directory where the modules keep their files (state's SQLite database, ...); "
+            "empty: $XDG_DATA_HOME/iii, else ~/.local/share/iii"
+        },
+    )
+    redis_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "redis:// URL; when set, the modules keep their data in Redis (shared by engines) unless a "
+            "module's own backend setting says otherwise",
+            "secret": True,
+        },
+    )
+    modules: str = field(
+        default="",
+        metadata={"help": "the modules to run, comma-separated (empty: none): state, pubsub, cron"},
+    )
+    module_settings: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron])",
+            "file_only": True,
+        },
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(default="kv", metadata={"help": "kv (key=value text) or json (one object per line)"})
 
@@ -127,8 +154,29 @@ class EngineConfig:
             problems.append(f"memory_trim_interval_s must be >= 0, got {self.memory_trim_interval_s}")
         if self.worker_ping_interval_s < 0:
             problems.append(f"worker_ping_interval_s must be >= 0, got {self.worker_ping_interval_s}")
+        from iii.engine.modules import CATALOG  # the catalog imports no module code
+
+        for name in self.module_names:
+            if name not in CATALOG:
+                problems.append(f"modules: unknown module {name!r} (known: {', '.join(CATALOG)})")
+        for name in self.module_settings:
+            if name not in CATALOG:
+                problems.append(f"unknown module settings table [{name}] (known: {', '.join(CATALOG)})")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def module_names(self) -> list[str]:
+        """The modules to run, in order."""
+        return [name.strip() for name in self.modules.split(",") if name.strip()]
+
+    @property
+    def data_path(self) -> Path:
+        """Where the modules keep their files (the setting, or the per-user default)."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        return Path(base) / "iii"
 
     @classmethod
     def from_sources(
@@ -145,6 +193,8 @@ class EngineConfig:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = dict(file_values or {})
         for spec in fields(cls):
+            if spec.metadata.get("file_only"):
+                continue
             env_name = ENV_PREFIX + spec.name.upper()
             if env_name in environ:
                 try:
@@ -161,7 +211,8 @@ class EngineConfig:
         pairs = []
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if value != spec.default:
+            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+            if value != default:
                 pairs.append(f"{spec.name}={'<set>' if spec.metadata.get('secret') else value}")
         return " ".join(pairs) or "all defaults"
 
@@ -200,10 +251,14 @@ def load_toml(path: str) -> dict[str, Any]:
             raw = tomllib.load(file)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    specs = {spec.name: spec for spec in fields(EngineConfig)}
+    specs = {spec.name: spec for spec in fields(EngineConfig) if not spec.metadata.get("file_only")}
     values: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
+        if isinstance(value, dict):  # a module's table: [state], [pubsub], ...
+            tables[name] = {inner.replace("-", "_"): setting for inner, setting in value.items()}
+            continue
         spec = specs.get(name)
         if spec is None:
             raise ValueError(f"{path}: unknown setting {key!r} (see iii engine --help)")
@@ -213,4 +268,6 @@ def load_toml(path: str) -> dict[str, Any]:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"{path}: {key} must be a {kind.__name__}, got {type(value).__name__}")
         values[name] = value
+    if tables:
+        values["module_settings"] = tables
     return values

@@ -16,7 +16,7 @@ from iii.engine.metrics import OK
 
 if TYPE_CHECKING:
     from iii.engine.builtins import Builtins
-    from iii.engine.server import Engine
+    from iii.engine.core import Core
 
 PAGE_PATHS = frozenset(("/console", "/console/"))
 STATE_PATH = "/console/state"
@@ -28,20 +28,22 @@ def page() -> bytes:
     return importlib.resources.files("iii.engine").joinpath("console.html").read_bytes()
 
 
-def state(engine: Engine, builtins: Builtins) -> dict[str, Any]:
-    """Everything the page shows, read from the engine's tables now. Never keys or tokens."""
-    metrics = engine.metrics
-    relayed_bytes, _ = engine.channels.relayed()
+def state(core: Core, builtins: Builtins, modules: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the page shows, read from the engine's tables now (and the modules' summaries). Never keys
+    or tokens."""
+    metrics = core.metrics
+    relayed_bytes, _ = core.channels.relayed()
     calls_ok = metrics.invocations.get(OK, 0)
     return {
         "time_ms": int(time.time() * 1000),
         "workers": builtins.workers_list(None, {})["workers"],
         "functions": builtins.functions_list(None, {})["functions"],
-        "channels": engine.channels.describe(),
+        "channels": core.channels.describe(),
+        "modules": modules or {},
         "totals": {
             "calls_ok": calls_ok,
             "calls_failed": sum(metrics.invocations.values()) - calls_ok,
-            "calls_pending": len(engine.router),
+            "calls_pending": len(core.router),
             "bytes_relayed": relayed_bytes,
         },
     }

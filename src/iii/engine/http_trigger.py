@@ -68,7 +68,7 @@ from iii.protocol import close_codes, errors
 from iii.protocol.messages import is_null
 
 if TYPE_CHECKING:
-    from iii.engine.server import Engine
+    from iii.engine.core import Core
 
 log = logging.getLogger("iii.engine.http")
 
@@ -117,9 +117,9 @@ _CLIENT_ERROR_FILTER: Final = _ClientErrorsInOneLine()
 class HttpTriggers:
     """The ``http`` trigger type: its routes (the bindings) and the server that serves them."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.config = engine.config
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.config = core.config
         self.routes = RouteTable()
         self.exchanges: set[HttpExchange] = set()
         self._server: web.Server | None = None
@@ -207,7 +207,7 @@ class HttpTriggers:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         response = await self._answer(request)
-        self.engine.metrics.http_responses[response.status] += 1
+        self.core.metrics.http_responses[response.status] += 1
         return response
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -236,7 +236,8 @@ class HttpExchange:
 
     def __init__(self, triggers: HttpTriggers, request: web.BaseRequest, match: Match) -> None:
         self.triggers = triggers
-        self.engine = triggers.engine
+        self.core = triggers.core
+        self.write_paused = False  # a Caller: its answers go to an HTTP response, never held back
         self.request = request
         self.route = match.route
         self.path_params = match.path_params
@@ -287,13 +288,13 @@ class HttpExchange:
             self._pump.add_done_callback(self._on_pump_done)
         else:
             self.feeder.feed_all(b"")
-        problem = self.engine.call_from_engine(
+        problem = self.core.start_call(
             self.route.function_id,
-            self._payload(json_body),
-            self,
-            _FUNCTION_CALL,
-            _CALL_DEADLINE_S,
-            msgspec.Raw(self.route.metadata),
+            msgspec.Raw(self._payload(json_body)),
+            caller=self,
+            caller_invocation_id=_FUNCTION_CALL,
+            timeout_s=_CALL_DEADLINE_S,
+            metadata=msgspec.Raw(self.route.metadata),
         )
         if problem is not None:
             self._error = problem
@@ -321,7 +322,7 @@ class HttpExchange:
 
     def finish(self) -> None:
         """Release what the exchange holds: the call, the body pump, both channels."""
-        self.engine.router.drop_caller(self)
+        self.core.router.drop_caller(self)
         if self._pump is not None and not self._pump.done():
             self._pump.cancel()
         if self.response_channel is not None:
@@ -348,7 +349,13 @@ class HttpExchange:
         for index, function_id in enumerate(self.route.middleware):
             self._middleware_call = f"middleware-{index}"
             self._middleware_outcome = outcome = loop.create_future()
-            problem = self.engine.call_from_engine(function_id, payload, self, self._middleware_call, timeout_s)
+            problem = self.core.start_call(
+                function_id,
+                msgspec.Raw(payload),
+                caller=self,
+                caller_invocation_id=self._middleware_call,
+                timeout_s=timeout_s,
+            )
             if problem is not None:
                 code, message = problem
                 return await self._error_answer(_STATUS_BY_ERROR.get(code, 500), code, message, function_id)
@@ -497,7 +504,7 @@ class HttpExchange:
     # --- helpers ---------------------------------------------------------------------------------------
 
     def _open_channels(self) -> None:
-        manager = self.engine.channels
+        manager = self.core.channels
         self.body_channel = manager.create(_CHANNEL_FRAMES, None)
         manager.take(self.body_channel, Role.WRITER)
         self.feeder = RequestBodyFeeder(self.body_channel)

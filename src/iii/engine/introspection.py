@@ -17,8 +17,8 @@ from iii.protocol.codec import decode_value, encode_value
 from iii.protocol.messages import is_null
 
 if TYPE_CHECKING:
+    from iii.engine.core import Core
     from iii.engine.registry import FunctionEntry
-    from iii.engine.server import Engine
     from iii.engine.triggers import Binding
     from iii.engine.worker_socket import WorkerConnection
 
@@ -45,7 +45,7 @@ def function_summary(entry: FunctionEntry) -> dict[str, Any]:
     row: dict[str, Any] = {
         "function_id": entry.function_id,
         "namespace": NAMESPACE,
-        "worker_name": owner.name if owner is not None else ENGINE_WORKER_NAME,
+        "worker_name": owner.name if owner is not None else (entry.module or ENGINE_WORKER_NAME),
         "worker_id": owner.worker_id if owner is not None else None,
     }
     _put(row, "description", entry.description)
@@ -53,19 +53,19 @@ def function_summary(entry: FunctionEntry) -> dict[str, Any]:
     return row
 
 
-def function_summaries(engine: Engine) -> list[dict[str, Any]]:
+def function_summaries(core: Core) -> list[dict[str, Any]]:
     """Every registered function (the engine's own included), by id."""
-    return sorted((function_summary(e) for e in engine.functions.entries()), key=lambda r: str(r["function_id"]))
+    return sorted((function_summary(e) for e in core.functions.entries()), key=lambda r: str(r["function_id"]))
 
 
-def function_detail(engine: Engine, entry: FunctionEntry) -> dict[str, Any]:
+def function_detail(core: Core, entry: FunctionEntry) -> dict[str, Any]:
     """A function's summary fields, its request and response schemas and the triggers bound to it."""
     row = function_summary(entry)
     _put(row, "request_schema", _value(entry.request_format))
     _put(row, "response_schema", _value(entry.response_format))
     row["registered_triggers"] = [
         {"id": b.binding_id, "trigger_type": b.trigger_type, "config": _value(b.config), "status": b.status()}
-        for b in sorted(engine.triggers.bindings(), key=lambda b: b.binding_id)
+        for b in sorted(core.triggers.bindings(), key=lambda b: b.binding_id)
         if b.function_id == entry.function_id
     ]
     return row
@@ -75,35 +75,37 @@ def _type_summary(type_id: str, worker_name: str, description: str) -> dict[str,
     return {"id": type_id, "namespace": NAMESPACE, "worker_name": worker_name, "description": description}
 
 
-def trigger_type_summaries(engine: Engine) -> list[dict[str, Any]]:
+def trigger_type_summaries(core: Core) -> list[dict[str, Any]]:
     """Every trigger type provided now, by the engine or a worker: ``{id, namespace, worker_name, description}``."""
-    rows = [_type_summary(t.type_id, ENGINE_WORKER_NAME, t.description) for t in engine.triggers.builtin_types()]
-    rows.extend(_type_summary(t.type_id, t.provider.name, t.description) for t in engine.triggers.types())
+    rows = [
+        _type_summary(t.type_id, t.module or ENGINE_WORKER_NAME, t.description) for t in core.triggers.builtin_types()
+    ]
+    rows.extend(_type_summary(t.type_id, t.provider.name, t.description) for t in core.triggers.types())
     return sorted(rows, key=lambda r: str(r["id"]))
 
 
-def trigger_type_detail(engine: Engine, type_id: str) -> dict[str, Any] | None:
+def trigger_type_detail(core: Core, type_id: str) -> dict[str, Any] | None:
     """A provided type's summary fields, its schemas and how many bindings it serves; None if not provided."""
-    provided = engine.triggers.provided_type(type_id)
+    provided = core.triggers.provided_type(type_id)
     if provided is not None:
         row = _type_summary(type_id, provided.provider.name, provided.description)
         _put(row, "configuration_schema", _value(provided.trigger_request_format))
         _put(row, "request_schema", _value(provided.call_request_format))
     else:
-        builtin = engine.triggers.builtin_type(type_id)
+        builtin = core.triggers.builtin_type(type_id)
         if builtin is None:
             return None
-        row = _type_summary(type_id, ENGINE_WORKER_NAME, builtin.description)
-    row["instance_count"] = sum(1 for b in engine.triggers.bindings() if b.trigger_type == type_id and b.active)
+        row = _type_summary(type_id, builtin.module or ENGINE_WORKER_NAME, builtin.description)
+    row["instance_count"] = sum(1 for b in core.triggers.bindings() if b.trigger_type == type_id and b.active)
     return row
 
 
-def _worker_name_of_function(engine: Engine, binding: Binding) -> str:
+def _worker_name_of_function(core: Core, binding: Binding) -> str:
     """The name of the worker serving the bound function; its binder's name while no one serves it."""
-    entry = engine.functions.get(binding.function_id)
+    entry = core.functions.get(binding.function_id)
     if entry is None:
         return binding.owner.name
-    return entry.owner.name if entry.owner is not None else ENGINE_WORKER_NAME
+    return entry.owner.name if entry.owner is not None else (entry.module or ENGINE_WORKER_NAME)
 
 
 def config_summary(config: Any) -> str:
@@ -112,7 +114,7 @@ def config_summary(config: Any) -> str:
     return text if len(text) <= CONFIG_SUMMARY_MAX_CHARS else text[:CONFIG_SUMMARY_MAX_CHARS] + "…"
 
 
-def registered_trigger_summary(engine: Engine, binding: Binding) -> dict[str, Any]:
+def registered_trigger_summary(core: Core, binding: Binding) -> dict[str, Any]:
     """``{id, trigger_type, function_id, worker_name, config, config_summary, status, error?}``.
 
     ``status`` is ours: ``active``, ``waiting`` (no one provides the type yet) or ``refused`` (by its
@@ -123,7 +125,7 @@ def registered_trigger_summary(engine: Engine, binding: Binding) -> dict[str, An
         "id": binding.binding_id,
         "trigger_type": binding.trigger_type,
         "function_id": binding.function_id,
-        "worker_name": _worker_name_of_function(engine, binding),
+        "worker_name": _worker_name_of_function(core, binding),
         "config": config,
         "config_summary": config_summary(config),
         "status": binding.status(),
@@ -132,24 +134,24 @@ def registered_trigger_summary(engine: Engine, binding: Binding) -> dict[str, An
     return row
 
 
-def registered_trigger_summaries(engine: Engine) -> list[dict[str, Any]]:
+def registered_trigger_summaries(core: Core) -> list[dict[str, Any]]:
     """Every binding, by id."""
-    bindings = sorted(engine.triggers.bindings(), key=lambda b: b.binding_id)
-    return [registered_trigger_summary(engine, b) for b in bindings]
+    bindings = sorted(core.triggers.bindings(), key=lambda b: b.binding_id)
+    return [registered_trigger_summary(core, b) for b in bindings]
 
 
-def registered_trigger_detail(engine: Engine, binding: Binding) -> dict[str, Any]:
+def registered_trigger_detail(core: Core, binding: Binding) -> dict[str, Any]:
     """A binding with its metadata, its type's detail and its function's detail (each None if absent)."""
-    row = registered_trigger_summary(engine, binding)
+    row = registered_trigger_summary(core, binding)
     del row["config_summary"]
     _put(row, "metadata", _value(binding.metadata))
-    row["trigger"] = trigger_type_detail(engine, binding.trigger_type)
-    entry = engine.functions.get(binding.function_id)
-    row["function"] = function_detail(engine, entry) if entry is not None else None
+    row["trigger"] = trigger_type_detail(core, binding.trigger_type)
+    entry = core.functions.get(binding.function_id)
+    row["function"] = function_detail(core, entry) if entry is not None else None
     return row
 
 
-def worker_summary(engine: Engine, worker: WorkerConnection) -> dict[str, Any]:
+def worker_summary(core: Core, worker: WorkerConnection) -> dict[str, Any]:
     """A connected worker: its self-reported metadata, function count, calls in flight, address."""
     meta = worker.metadata
     return {
@@ -163,23 +165,23 @@ def worker_summary(engine: Engine, worker: WorkerConnection) -> dict[str, Any]:
         "isolation": meta.get("isolation"),
         "namespace": meta.get("namespace") or NAMESPACE,
         "status": "connected",
-        "function_count": len(engine.functions.owned_by(worker)),
-        "active_invocations": engine.router.pending_for_target(worker),
+        "function_count": len(core.functions.owned_by(worker)),
+        "active_invocations": core.router.pending_for_target(worker),
         "connected_at_ms": int(worker.connected_at * 1000),
         "ip_address": worker.peer_address,
     }
 
 
-def worker_detail(engine: Engine, worker: WorkerConnection) -> dict[str, Any]:
+def worker_detail(core: Core, worker: WorkerConnection) -> dict[str, Any]:
     """``{worker, functions, trigger_types, registered_triggers}``: what one worker serves and provides."""
-    envelope = worker_summary(engine, worker)
+    envelope = worker_summary(core, worker)
     envelope["internal"] = False
-    function_ids = engine.functions.owned_by(worker)
-    functions = [function_summary(e) for e in engine.functions.entries() if e.function_id in function_ids]
+    function_ids = core.functions.owned_by(worker)
+    functions = [function_summary(e) for e in core.functions.entries() if e.function_id in function_ids]
     trigger_types = [
-        _type_summary(t.type_id, worker.name, t.description) for t in engine.triggers.types() if t.provider is worker
+        _type_summary(t.type_id, worker.name, t.description) for t in core.triggers.types() if t.provider is worker
     ]
-    registered = [r for r in registered_trigger_summaries(engine) if r["function_id"] in function_ids]
+    registered = [r for r in registered_trigger_summaries(core) if r["function_id"] in function_ids]
     return {
         "worker": envelope,
         "functions": sorted(functions, key=lambda r: str(r["function_id"])),

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from iii.modules.api import MetricSample
+
 if TYPE_CHECKING:
-    from iii.engine.server import Engine
+    from iii.engine.core import Core
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -25,15 +27,19 @@ OK: Final = "ok"
 
 
 class EngineMetrics(Collector):
-    """Counters the engine bumps, and the collector that reports them with the engine's live state."""
+    """Counters the core bumps, and the collector that reports them with the core's live tables."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, core: Core) -> None:
+        self.core = core
         self.invocations: Counter[str] = Counter()
         """Finished calls by outcome: ``ok`` or the error code."""
         self.errors: Counter[str] = Counter()
         """Errors the engine answered, by code (malformed messages, refusals, limits)."""
         self.http_responses: Counter[int] = Counter()
+        self.module_samples: Callable[[], Iterable[tuple[str, MetricSample]]] | None = None
+        """The running modules' samples, with each module's name (set by the engine)."""
+        self.http_in_progress: Callable[[], int] | None = None
+        """How many HTTP requests are being served (set when the engine serves HTTP triggers)."""
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
         self._registry = CollectorRegistry(auto_describe=False)
@@ -49,12 +55,12 @@ class EngineMetrics(Collector):
         return generate_latest(self._registry)
 
     def collect(self) -> Iterator[Metric]:
-        engine = self.engine
-        yield _gauge("iii_workers", "Connected workers", len(engine.workers))
+        core = self.core
+        yield _gauge("iii_workers", "Connected workers", len(core.workers))
         yield _gauge(
-            "iii_functions", "Functions registered by workers", sum(1 for e in engine.functions.entries() if e.owner)
+            "iii_functions", "Functions registered by workers", sum(1 for e in core.functions.entries() if e.owner)
         )
-        yield _gauge("iii_invocations_pending", "Calls waiting for their result", len(engine.router))
+        yield _gauge("iii_invocations_pending", "Calls waiting for their result", len(core.router))
         invocations = CounterMetricFamily("iii_invocations", "Finished calls by outcome", labels=["outcome"])
         for outcome, count in sorted(self.invocations.items()):
             invocations.add_metric([outcome], count)
@@ -69,7 +75,7 @@ class EngineMetrics(Collector):
             buckets=buckets,
             sum_value=self._latency_sum,
         )
-        channels = engine.channels
+        channels = core.channels
         relayed_bytes, relayed_frames = channels.relayed()
         yield _gauge("iii_channels_open", "Live channels", len(channels))
         yield _counter("iii_channels_created", "Channels created", channels.created)
@@ -82,12 +88,30 @@ class EngineMetrics(Collector):
         for code, count in sorted(self.errors.items()):
             errors.add_metric([code], count)
         yield errors
-        if engine.http is not None:
+        if self.http_in_progress is not None:
             responses = CounterMetricFamily("iii_http_responses", "HTTP trigger responses by status", labels=["status"])
             for status, count in sorted(self.http_responses.items()):
                 responses.add_metric([str(status)], count)
             yield responses
-            yield _gauge("iii_http_requests_in_progress", "HTTP requests being served", len(engine.http.exchanges))
+            yield _gauge("iii_http_requests_in_progress", "HTTP requests being served", self.http_in_progress())
+        if self.module_samples is not None:
+            yield from _module_families(self.module_samples())
+
+
+def _module_families(samples: Iterable[tuple[str, MetricSample]]) -> Iterator[Metric]:
+    """The modules' samples as metric families: ``iii_<name>``, with a ``module`` label and the samples' own."""
+    grouped: dict[str, list[tuple[str, MetricSample]]] = {}
+    for module, sample in samples:
+        grouped.setdefault(sample.name, []).append((module, sample))
+    for name, members in sorted(grouped.items()):
+        first = members[0][1]
+        label_names = ["module", *sorted({label for _, sample in members for label in sample.labels})]
+        family_type = CounterMetricFamily if first.kind == "counter" else GaugeMetricFamily
+        family = family_type(f"iii_{name}", first.help or name, labels=label_names)
+        for module, sample in members:
+            values = [module, *(str(sample.labels.get(label, "")) for label in label_names[1:])]
+            family.add_metric(values, sample.value)
+        yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -15,6 +15,9 @@ import msgspec
 class Caller(Protocol):
     """Whoever waits for the result of an invocation."""
 
+    write_paused: bool
+    """Its outgoing buffer is full (only a worker's socket ever is): whoever sends it more is held back."""
+
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
         """Receive the outcome of the call known to this caller as ``invocation_id``.
 
@@ -27,6 +30,7 @@ class Host(Protocol):
 
     worker_id: str
     name: str
+    write_paused: bool
 
     def send_message(self, payload: bytes) -> None:
         """Queue one encoded protocol message for the worker. Must not raise."""

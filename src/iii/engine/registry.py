@@ -48,6 +48,8 @@ class FunctionEntry(msgspec.Struct):
     metadata: msgspec.Raw = JSON_NULL
     request_format: msgspec.Raw = JSON_NULL
     response_format: msgspec.Raw = JSON_NULL
+    module: str | None = None
+    """The engine module that serves it (None for a worker's function or an ``engine::*`` builtin)."""
 
     @property
     def is_builtin(self) -> bool:
@@ -80,8 +82,25 @@ class FunctionRegistry:
         """The entries waiting to serve ``function_id``, in the order they would take over."""
         return list(self._standbys.get(function_id, ()))
 
-    def add_builtin(self, function_id: str, handler: BuiltinHandler, description: str) -> None:
-        self._entries[function_id] = FunctionEntry(function_id, handler=handler, description=description)
+    def add_builtin(
+        self,
+        function_id: str,
+        handler: BuiltinHandler,
+        description: str,
+        *,
+        module: str | None = None,
+        request_format: msgspec.Raw = JSON_NULL,
+        response_format: msgspec.Raw = JSON_NULL,
+    ) -> None:
+        """Serve ``function_id`` inside the engine (by the core, or by ``module``); workers cannot take it."""
+        self._entries[function_id] = FunctionEntry(
+            function_id,
+            handler=handler,
+            description=description,
+            module=module,
+            request_format=request_format,
+            response_format=response_format,
+        )
 
     def register(self, entry: FunctionEntry) -> FunctionEntry | None:
         """Add or update ``entry`` for its owner.

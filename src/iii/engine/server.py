@@ -22,11 +22,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import msgspec
 from picows import (
     WSListener,
     WSTransport,
@@ -37,52 +35,18 @@ from picows import (
 )
 
 from iii.engine import console
-from iii.engine.availability import Availability
-from iii.engine.builtins import Builtins
-from iii.engine.channels import ChannelManager, KeyCheck, Role
+from iii.engine.channels import KeyCheck, Role
 from iii.engine.config import EngineConfig
+from iii.engine.core import Core
 from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
 from iii.engine.http_trigger import HttpTriggers
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from iii.engine.metrics import OK, EngineMetrics
-from iii.engine.peers import Caller, Host
-from iii.engine.registry import (
-    BuiltinFailure,
-    BuiltinInputError,
-    BuiltinLimitError,
-    FunctionEntry,
-    FunctionRegistry,
-)
-from iii.engine.router import InvocationRouter, PendingCall
+from iii.engine.modules import RunningModules
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
-from iii.engine.triggers import TriggerRegistry
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
-from iii.protocol import close_codes, errors
-from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
-from iii.protocol.messages import (
-    FUNCTION_STATUS_FEATURE,
-    JSON_NULL,
-    Delivery,
-    FunctionActivated,
-    InboundMessage,
-    InvocationResult,
-    InvokeFunction,
-    Message,
-    Ping,
-    Pong,
-    Reattach,
-    RegisterFunction,
-    RegisterTrigger,
-    RegisterTriggerType,
-    RegistrationRejected,
-    TriggerRegistrationResult,
-    UnregisterFunction,
-    UnregisterTrigger,
-    UnregisterTriggerType,
-    WorkerRegistered,
-    is_null,
-)
+from iii.protocol import close_codes
+from iii.protocol.codec import encode_value
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
 
 log = logging.getLogger("iii.engine")
@@ -91,21 +55,6 @@ _HOUSEKEEPING_TICK_S: Final = 0.05
 _READ_BUFFER_INIT_BYTES: Final = 4096
 _HANG_UP_CHECK_S: Final = 0.5
 """How often held-back channel writers are checked for a hang-up (one getsockopt each)."""
-
-
-def error_raw(code: str, message: str) -> msgspec.Raw:
-    """An ``invocationresult.error`` value."""
-    return msgspec.Raw(encode_value({"code": code, "message": message}))
-
-
-def _error_code(error: msgspec.Raw) -> str:
-    """The ``code`` of an ``invocationresult.error`` (for metrics; ``invocation_failed`` if it has none)."""
-    try:
-        value = decode_value(error)
-    except (msgspec.DecodeError, RecursionError):
-        value = None
-    code = value.get("code") if isinstance(value, dict) else None
-    return code if isinstance(code, str) and code else errors.INVOCATION_FAILED
 
 
 def _http_error(status: int, text: str) -> WSUpgradeResponseWithListener:
@@ -117,46 +66,34 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self.functions = FunctionRegistry()
-        self.router = InvocationRouter()
-        self.channels = ChannelManager(
-            default_buffer_frames=self.config.channel_default_buffer_frames,
-            max_buffer_frames=self.config.channel_max_buffer_frames,
-            buffer_bytes=self.config.channel_buffer_bytes,
-            ttl_s=self.config.channel_ttl_s,
-        )
-        self.workers: dict[str, WorkerConnection] = {}
-        self.triggers = TriggerRegistry()
+        self.core = Core(self.config)
+        # The core's tables, for inspection (tests, the CLI's in-process engine).
+        self.functions = self.core.functions
+        self.router = self.core.router
+        self.channels = self.core.channels
+        self.workers = self.core.workers
+        self.triggers = self.core.triggers
+        self.metrics = self.core.metrics
+        self.builtins = self.core.builtins
+        self.availability = self.core.availability
         self.outbox = Outbox()
-        self.metrics = EngineMetrics(self)
-        self.http = HttpTriggers(self) if self.config.http_port >= 0 else None
+        self.modules = RunningModules(self.core, self.config)
+        self.metrics.module_samples = self.modules.metrics
+        self.http = HttpTriggers(self.core) if self.config.http_port >= 0 else None
         if self.http is not None:
             self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http, "HTTP requests to a route (api_path, http_method)")
-        self.builtins = Builtins(self)
-        self.builtins.install()
-        self.availability = Availability(self)
+            http = self.http
+            self.metrics.http_in_progress = lambda: len(http.exchanges)
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._sockets: set[WSTransport] = set()
         self._stopping = False
-        self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
-            InvokeFunction: self._on_invoke,
-            InvocationResult: self._on_result,
-            RegisterFunction: self._on_register_function,
-            UnregisterFunction: self._on_unregister_function,
-            Reattach: self._on_reattach,
-            Ping: self._on_ping,
-            RegisterTriggerType: self._on_register_trigger_type,
-            UnregisterTriggerType: self._on_unregister_trigger_type,
-            RegisterTrigger: self._on_register_trigger,
-            UnregisterTrigger: self._on_unregister_trigger,
-            TriggerRegistrationResult: self._on_trigger_registration_result,
-        }
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind and start serving; returns once the port is open."""
+        """Start the modules, bind and start serving; returns once the port is open."""
+        await self.modules.start()
         try:
             self._server = await ws_create_server(
                 self._route,
@@ -169,6 +106,7 @@ class Engine:
                 logger_name="iii.engine.ws",
             )
         except OSError as exc:
+            await self.modules.stop()
             where = f"{self.config.host}:{self.config.port}"
             raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
         if self.http is not None:
@@ -176,6 +114,7 @@ class Engine:
                 await self.http.start()
             except OSError as exc:
                 self._server.close()
+                await self.modules.stop()
                 where = f"{self.config.http_host}:{self.config.http_port}"
                 raise OSError(
                     exc.errno,
@@ -213,8 +152,8 @@ class Engine:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
-        stopped = self.router.take_all()
-        self._fail_calls(stopped, errors.INVOCATION_STOPPED, "Invocation stopped: the engine is shutting down")
+        stopped = self.core.stop_all_calls("Invocation stopped: the engine is shutting down")
+        await self.modules.stop()
         self.channels.abort_all(close_codes.SERVICE_RESTART, "the engine is shutting down")
         for worker in list(self.workers.values()):
             worker.close(1001, "the engine is shutting down")
@@ -225,7 +164,7 @@ class Engine:
                 future.cancel()
             for transport in list(self._sockets):
                 transport.disconnect(graceful=False)
-        log.info("iii engine stopped (%d calls stopped)", len(stopped))
+        log.info("iii engine stopped (%d calls stopped)", stopped)
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -251,9 +190,7 @@ class Engine:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_TICK_S)
             try:
-                expired = self.router.take_expired()
-                if expired:
-                    self._fail_calls(expired, errors.TIMEOUT, "invocation timed out in the engine")
+                self.core.expire_calls()
                 self.channels.expire_due()
                 now = time.monotonic()
                 if interval > 0 and now >= next_check:
@@ -298,7 +235,7 @@ class Engine:
                 return RefusingSocket(
                     close_codes.POLICY_VIOLATION, "unauthorized: missing or wrong bearer token", self.track
                 )
-            return WorkerConnection(self, self.config.max_message_bytes)
+            return WorkerConnection(self.core, self.track, self.outbox, self.config.max_message_bytes)
         if path == "/otel":
             # The official Node SDK's telemetry socket carries neither a header nor a query: refused, it would
             # reconnect forever. Telemetry is read and dropped, so accepting it gives nothing away.
@@ -317,7 +254,7 @@ class Engine:
         if not authorized:
             return _http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
         if path == console.STATE_PATH:
-            body = encode_value(console.state(self, self.builtins))
+            body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots()))
             headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
         else:
             body = console.page()
@@ -358,355 +295,3 @@ class Engine:
             return RefusingSocket(close_codes.POLICY_VIOLATION, reason, self.track)
         self.channels.take(channel, role)
         return ChannelSocket(channel, role, self.config.max_message_bytes, self.track)
-
-    # --- worker sockets --------------------------------------------------------------------------------
-
-    def on_worker_connected(self, worker: WorkerConnection) -> None:
-        self.workers[worker.worker_id] = worker
-        worker.send_message(
-            encode(
-                WorkerRegistered(
-                    worker_id=worker.worker_id,
-                    reattach_token=worker.reattach_token,
-                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE],
-                    max_message_bytes=self.config.max_message_bytes,
-                )
-            )
-        )
-        log.info("worker=%s connected from %s", worker.worker_id, worker.peer_address)
-        self.availability.worker_changed("worker_connected", worker.worker_id)
-
-    def on_worker_disconnected(self, worker: WorkerConnection) -> None:
-        """Clean up after a worker: its functions, the calls it hosts (failed now) and makes, its channels."""
-        self.workers.pop(worker.worker_id, None)
-        removed, promoted = self.functions.remove_owner(worker)
-        for successor in promoted:
-            self._activate(successor, f"worker {worker.worker_id} left")
-        stopped = self.router.take_target(worker)
-        who = worker.name or worker.worker_id
-        self._fail_calls(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
-        abandoned = self.router.drop_caller(worker)
-        orphans = self.channels.forget_unconnected_of(worker.worker_id)
-        self._send_all(self.triggers.remove_worker(worker))
-        log.info(
-            "worker=%s name=%s disconnected functions=%d stopped_calls=%d abandoned_calls=%d orphan_channels=%d",
-            worker.worker_id,
-            worker.name,
-            len(removed),
-            len(stopped),
-            abandoned,
-            orphans,
-        )
-        self.availability.worker_changed("worker_disconnected", worker.worker_id)
-
-    def on_worker_message(self, worker: WorkerConnection, message: InboundMessage) -> None:
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            log.debug("worker=%s %s not handled by this engine", worker.worker_id, type(message).__name__)
-            return
-        handler(worker, message)
-
-    def on_malformed_message(self, worker: WorkerConnection, problem: MalformedMessage) -> None:
-        """Answer a message that could not be used; the caller of a broken call gets an error result."""
-        log.warning("worker=%s sent a malformed message: %s", worker.worker_id, problem.reason)
-        if problem.invocation_id is not None:
-            self._refuse_call(worker, problem.invocation_id, "", errors.INVALID_MESSAGE, problem.reason)
-        else:
-            self.send_error_notice(worker, errors.INVALID_MESSAGE, problem.reason)
-
-    def on_oversized_message(
-        self, worker: WorkerConnection, address: tuple[str | None, str | None, str | None], size: int
-    ) -> None:
-        """A message over ``--max-message-bytes`` was read and will not be acted on: say so to whom it concerns.
-
-        An oversized call is refused to its caller; an oversized result fails the call it answers (its caller
-        gets the error, its target a notice). Anything else gets a notice. Nobody is disconnected.
-        """
-        message_type, invocation_id, function_id = address
-        limit = f"the engine's limit of {self.config.max_message_bytes} bytes (--max-message-bytes)"
-        what = f"'{message_type}' message" if message_type else "message"
-        log.warning("worker=%s sent a %s of %d bytes, over %s: not acted on", worker.worker_id, what, size, limit)
-        if message_type == "invokefunction" and invocation_id is not None:
-            text = f"the call of {function_id} is {size} bytes, over {limit}: not made"
-            self._refuse_call(worker, invocation_id, function_id or "", errors.MESSAGE_TOO_BIG, text)
-            return
-        if message_type == "invocationresult" and invocation_id is not None:
-            call = self.router.complete(invocation_id, worker)
-            if call is not None:
-                text = f"the result of {call.function_id} is {size} bytes, over {limit}"
-                self._fail_calls([call], errors.MESSAGE_TOO_BIG, text)
-                self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"{text}: its caller got this error instead")
-                return
-        self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"a {what} of {size} bytes is over {limit}: ignored")
-
-    def send_error_notice(self, worker: WorkerConnection, code: str, message: str) -> None:
-        """Tell a worker that one of its messages was refused, and why (counted by code)."""
-        self.metrics.errors[code] += 1
-        worker.send_error_notice(code, message)
-
-    def _refuse_call(
-        self, worker: WorkerConnection, caller_id: str | None, function_id: str, code: str, message: str
-    ) -> None:
-        """Answer a call the engine will not route (counted by code; void calls get nothing back)."""
-        self.metrics.errors[code] += 1
-        if caller_id is not None:
-            worker.deliver_result(caller_id, function_id, JSON_NULL, error_raw(code, message))
-
-    # --- message handlers ------------------------------------------------------------------------------
-
-    def _on_invoke(self, worker: WorkerConnection, message: InvokeFunction) -> None:
-        caller_id = message.invocation_id
-        function_id = message.function_id
-        action = message.action
-        if action is not None:
-            if action.type == "void":
-                caller_id = None
-            elif action.type == "enqueue":
-                message_text = "this engine has no queue provider for 'enqueue'"
-                self._refuse_call(worker, caller_id, function_id, errors.ENQUEUE_ERROR, message_text)
-                return
-            else:
-                message_text = f"unknown action type {action.type!r}"
-                self._refuse_call(worker, caller_id, function_id, errors.INVALID_MESSAGE, message_text)
-                return
-        entry = self.functions.get(function_id)
-        if entry is None:
-            self._refuse_call(
-                worker, caller_id, function_id, errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
-            )
-            return
-        if entry.handler is not None:
-            self._call_builtin(entry, worker, caller_id, message.data)
-            return
-        owner = entry.owner
-        assert owner is not None
-        if caller_id is not None and self.router.pending_for_caller(worker) >= self.config.worker_max_pending_calls:
-            limit = self.config.worker_max_pending_calls
-            message_text = f"this worker has {limit} calls waiting for results, its limit (--worker-max-pending-calls)"
-            self._refuse_call(worker, caller_id, function_id, errors.LIMIT_EXCEEDED, message_text)
-            return
-        timeout_s = self.config.invocation_timeout_s
-        if message.timeout_ms is not None and message.timeout_ms > 0:
-            timeout_s = min(timeout_s, message.timeout_ms / 1000)
-        call = self.router.start(
-            entry.function_id, owner, worker if caller_id is not None else None, caller_id, timeout_s
-        )
-        self._send_on_behalf(
-            worker,
-            owner,
-            encode(
-                Delivery(
-                    invocation_id=call.dispatch_id,
-                    function_id=entry.function_id,
-                    data=with_caller_worker_id(message.data, worker.worker_id),
-                    metadata=message.metadata,
-                    traceparent=message.traceparent,
-                    baggage=message.baggage,
-                )
-            ),
-        )
-
-    def _call_builtin(
-        self, entry: FunctionEntry, worker: WorkerConnection, caller_id: str | None, data: msgspec.Raw
-    ) -> None:
-        result, error = self._run_builtin(entry, worker, data)
-        if caller_id is not None:
-            worker.deliver_result(caller_id, entry.function_id, result, error)
-            if worker.write_paused:
-                worker.hold_reading_for(worker)  # it asks faster than it reads its answers
-
-    @staticmethod
-    def _run_builtin(
-        entry: FunctionEntry, worker: WorkerConnection | None, data: msgspec.Raw
-    ) -> tuple[msgspec.Raw, msgspec.Raw]:
-        """Run an ``engine::*`` function; returns (result, error), one of them ``JSON_NULL``."""
-        assert entry.handler is not None
-        result = error = JSON_NULL
-        try:
-            result = msgspec.Raw(encode_value(entry.handler(worker, decode_value(data))))
-        except BuiltinInputError as exc:
-            error = error_raw(errors.DESERIALIZATION_ERROR, str(exc))
-        except msgspec.DecodeError as exc:
-            error = error_raw(errors.DESERIALIZATION_ERROR, f"the payload cannot be decoded: {exc}")
-        except BuiltinLimitError as exc:
-            error = error_raw(errors.LIMIT_EXCEEDED, str(exc))
-        except BuiltinFailure as exc:
-            error = error_raw(exc.code, exc.message)
-        except Exception as exc:
-            log.exception("builtin %s failed", entry.function_id)
-            error = error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
-        return result, error
-
-    def call_from_engine(
-        self,
-        function_id: str,
-        data: bytes,
-        caller: Caller | None,
-        caller_invocation_id: str | None,
-        timeout_s: float,
-        metadata: msgspec.Raw = JSON_NULL,
-    ) -> tuple[str, str] | None:
-        """Call a function on behalf of a part of the engine (an HTTP trigger, say).
-
-        The outcome goes to ``caller.deliver_result`` (at once for a builtin); with no caller it is dropped
-        (a fired event). Returns (code, message) instead if the call cannot start.
-        """
-        entry = self.functions.get(function_id)
-        if entry is None:
-            return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
-        if entry.handler is not None:
-            result, error = self._run_builtin(entry, None, msgspec.Raw(data))
-            if caller is not None and caller_invocation_id is not None:
-                caller.deliver_result(caller_invocation_id, function_id, result, error)
-            return None
-        owner = entry.owner
-        assert owner is not None
-        call = self.router.start(function_id, owner, caller, caller_invocation_id, timeout_s)
-        owner.send_message(
-            encode(
-                Delivery(
-                    invocation_id=call.dispatch_id, function_id=function_id, data=msgspec.Raw(data), metadata=metadata
-                )
-            )
-        )
-        return None
-
-    def _on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
-        call = self.router.complete(message.invocation_id, worker)
-        if call is None:
-            log.debug("worker=%s result for unknown or foreign invocation dropped", worker.worker_id)
-            return
-        outcome = OK if is_null(message.error) else _error_code(message.error)
-        self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
-        if call.caller is not None and call.caller_invocation_id is not None:
-            call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
-            if isinstance(call.caller, WorkerConnection) and call.caller.write_paused:
-                worker.hold_reading_for(call.caller)
-
-    def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
-        function_id = message.id
-        if not function_id:
-            self.send_error_notice(worker, errors.INVALID_MESSAGE, "registerfunction needs a non-empty 'id'")
-            return
-        conflict = self.functions.register(
-            FunctionEntry(
-                function_id,
-                owner=worker,
-                description=message.description,
-                # The message points into the socket's receive buffer; what is kept must be copied.
-                metadata=detached(message.metadata),
-                request_format=detached(message.request_format),
-                response_format=detached(message.response_format),
-            )
-        )
-        if conflict is not None:
-            owner_id = conflict.owner.worker_id if conflict.owner is not None else ""
-            if owner_id:
-                log.info("worker=%s stands by for %s, served by worker %s", worker.worker_id, function_id, owner_id)
-            else:
-                log.warning("worker=%s refused function %s: it is built into the engine", worker.worker_id, function_id)
-            worker.send_message(
-                encode(
-                    RegistrationRejected(
-                        code=errors.FUNCTION_NAMESPACE_CONFLICT,
-                        namespace="default",
-                        function_id=function_id,
-                        owner_worker_id=owner_id,
-                    )
-                )
-            )
-            return
-        log.debug("worker=%s registered %s", worker.worker_id, function_id)
-        worker.send_message(encode(FunctionActivated(function_id=function_id)))
-
-    def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
-        successor = self.functions.unregister(message.id, worker)
-        if successor is not None:
-            self._activate(successor, f"worker {worker.worker_id} withdrew it")
-
-    def _activate(self, successor: FunctionEntry, why: str) -> None:
-        """A standby now serves its function: tell it (our SDK shows the function as active again)."""
-        owner = successor.owner
-        assert owner is not None
-        log.info("worker=%s now serves %s: %s", owner.worker_id, successor.function_id, why)
-        owner.send_message(encode(FunctionActivated(function_id=successor.function_id)))
-
-    def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
-        """Retire the worker's previous connection and give its functions and pending calls to this one."""
-        old = self.workers.get(message.previous_worker_id)
-        if old is None or old is worker:
-            return
-        presented = message.reattach_token or ""
-        if not secrets.compare_digest(presented.encode(), old.reattach_token.encode()):
-            log.warning("worker=%s reattach to %s refused: wrong token", worker.worker_id, old.worker_id)
-            return
-        moved = self.functions.transfer(old, worker)
-        self.router.retarget(old, worker)
-        self.router.recall(old, worker)
-        self.channels.transfer_owner(old.worker_id, worker.worker_id)
-        self.triggers.transfer(old, worker)
-        worker.name = worker.name or old.name
-        worker.metadata = worker.metadata or old.metadata
-        # Retire the old socket without the disconnect cleanup: everything it had now belongs to `worker`.
-        old.alive = False
-        self.workers.pop(old.worker_id, None)
-        old.close(1001, "replaced by a reattaching connection")
-        self.availability.worker_changed("worker_disconnected", old.worker_id)
-        log.info("worker=%s reattached from %s functions=%d", worker.worker_id, old.worker_id, len(moved))
-
-    def _on_ping(self, worker: WorkerConnection, message: Ping) -> None:
-        worker.send_message(encode(Pong()))
-
-    def _on_register_trigger_type(self, worker: WorkerConnection, message: RegisterTriggerType) -> None:
-        if not message.id:
-            self.send_error_notice(worker, errors.INVALID_MESSAGE, "registertriggertype needs a non-empty 'id'")
-            return
-        if self.triggers.is_builtin(message.id):
-            problem = f"trigger type {message.id!r} is built into the engine and cannot be provided"
-            self.send_error_notice(worker, errors.INVALID_MESSAGE, problem)
-            return
-        log.info("worker=%s provides trigger type %s", worker.worker_id, message.id)
-        self._send_all(self.triggers.register_type(worker, message))
-
-    def _on_unregister_trigger_type(self, worker: WorkerConnection, message: UnregisterTriggerType) -> None:
-        self.triggers.unregister_type(worker, message.id)
-
-    def _on_register_trigger(self, worker: WorkerConnection, message: RegisterTrigger) -> None:
-        if not message.id or not message.trigger_type or not message.function_id:
-            self.send_error_notice(
-                worker, errors.INVALID_MESSAGE, "registertrigger needs non-empty 'id', 'trigger_type' and 'function_id'"
-            )
-            return
-        self._send_all(self.triggers.bind(worker, message))
-
-    def _on_unregister_trigger(self, worker: WorkerConnection, message: UnregisterTrigger) -> None:
-        self._send_all(self.triggers.unbind(worker, message.id))
-
-    def _on_trigger_registration_result(self, worker: WorkerConnection, message: TriggerRegistrationResult) -> None:
-        self._send_all(self.triggers.on_provider_result(worker, message))
-
-    @staticmethod
-    def _send_all(outgoing: list[tuple[Host, Message]]) -> None:
-        for host, message in outgoing:
-            host.send_message(encode(message))
-
-    # --- helpers ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _send_on_behalf(source: WorkerConnection, target: Host, payload: bytes) -> None:
-        """Send to ``target``; if its outgoing buffer is full, stop reading ``source`` until it drains.
-
-        This keeps every worker's outgoing buffer bounded (by its high-water mark plus what one read of the
-        senders can bring) without dropping anything: TCP pushes back on whoever produces the traffic.
-        """
-        target.send_message(payload)
-        if isinstance(target, WorkerConnection) and target.write_paused:
-            source.hold_reading_for(target)
-
-    def _fail_calls(self, calls: list[PendingCall], code: str, message: str) -> None:
-        error = error_raw(code, message)
-        now = time.monotonic()
-        for call in calls:
-            self.metrics.call_finished(code, now - call.started_at)
-            if call.caller is not None and call.caller_invocation_id is not None:
-                call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)

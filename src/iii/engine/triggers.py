@@ -105,6 +105,8 @@ class BuiltinType(msgspec.Struct, eq=False):
     type_id: str
     provider: BuiltinProvider
     description: str = ""
+    module: str | None = None
+    """The engine module that provides it (None for the core's own types)."""
 
 
 class TriggerRegistry:
@@ -115,9 +117,11 @@ class TriggerRegistry:
         self._builtin: dict[str, BuiltinType] = {}
         self._bindings: dict[str, Binding] = {}
 
-    def add_builtin(self, type_id: str, provider: BuiltinProvider, description: str = "") -> None:
-        """Serve ``type_id`` inside the engine (before any worker connects)."""
-        self._builtin[type_id] = BuiltinType(type_id, provider, description)
+    def add_builtin(
+        self, type_id: str, provider: BuiltinProvider, description: str = "", *, module: str | None = None
+    ) -> None:
+        """Serve ``type_id`` inside the engine (before any worker connects), by the core or by ``module``."""
+        self._builtin[type_id] = BuiltinType(type_id, provider, description, module)
 
     def is_builtin(self, type_id: str) -> bool:
         return type_id in self._builtin

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from picows import WSFrame, WSMsgType, WSTransport
 
-from iii.engine.sockets import TrackedListener, answer_close, close_transport
+from iii.engine.sockets import TrackedListener, Tracker, answer_close, close_transport
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_inbound, encode, peek_address
 from iii.protocol.messages import ErrorBody, ErrorNotice, InvocationResult
 
 if TYPE_CHECKING:
-    from iii.engine.server import Engine
+    from iii.engine.core import Core
+    from iii.engine.peers import Caller, Host
 
 log = logging.getLogger("iii.engine.workers")
 
@@ -88,9 +89,9 @@ class Outbox:
 class WorkerConnection(TrackedListener):
     """One worker's control socket, and what the engine knows about that worker."""
 
-    def __init__(self, engine: Engine, max_message_bytes: int) -> None:
-        super().__init__(engine.track)
-        self.engine = engine
+    def __init__(self, core: Core, track: Tracker, outbox: Outbox, max_message_bytes: int) -> None:
+        super().__init__(track)
+        self.core = core
         self.worker_id = str(uuid.uuid4())
         self.reattach_token = str(uuid.uuid4())
         self.name = ""
@@ -104,7 +105,7 @@ class WorkerConnection(TrackedListener):
         self.alive = False
         self._max_message_bytes = max_message_bytes
         self._max_read_bytes = read_limit(max_message_bytes)
-        self._outbox = engine.outbox
+        self._outbox = outbox
         self.outgoing: list[bytes] = []
         """Frames (header, payload, ...) waiting for the outbox's next flush."""
         self._fragments: bytearray | None = None
@@ -143,9 +144,10 @@ class WorkerConnection(TrackedListener):
     def send_error_notice(self, code: str, message: str) -> None:
         self.send_message(encode(ErrorNotice(error=ErrorBody(code=code, message=message))))
 
-    def hold_reading_for(self, target: WorkerConnection) -> None:
-        """Stop reading this worker's socket until ``target``'s outgoing buffer has drained."""
-        if target in self._held_by or not target.write_paused:
+    def hold_reading_for(self, target: Host | Caller) -> None:
+        """Stop reading this worker's socket until ``target``'s outgoing buffer has drained (only a worker's
+        buffer ever fills: any other target is ignored)."""
+        if not isinstance(target, WorkerConnection) or target in self._held_by or not target.write_paused:
             return
         self._held_by.add(target)
         target._holding.add(self)
@@ -195,7 +197,7 @@ class WorkerConnection(TrackedListener):
         peer = transport.underlying_transport.get_extra_info("peername")
         self.peer_address = str(peer[0]) if peer else ""
         transport.underlying_transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
-        self.engine.on_worker_connected(self)
+        self.core.on_worker_connected(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
@@ -206,7 +208,7 @@ class WorkerConnection(TrackedListener):
             target._holding.discard(self)
         self._held_by.clear()
         if was_alive:  # not retired by a reattach, which hands everything over instead
-            self.engine.on_worker_disconnected(self)
+            self.core.on_worker_disconnected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.pinged_at is not None:
@@ -244,7 +246,7 @@ class WorkerConnection(TrackedListener):
             payload = frame.get_payload_as_memoryview()
             if bytes(payload[:4]) in _TELEMETRY_PREFIXES:
                 return  # telemetry belongs on /otel; accepted and dropped like the reference engine
-            self.engine.send_error_notice(
+            self.core.send_error_notice(
                 self, errors.INVALID_MESSAGE, "binary frames are not accepted on the control socket; send JSON text"
             )
         elif msg_type is WSMsgType.CLOSE:
@@ -268,12 +270,12 @@ class WorkerConnection(TrackedListener):
     def _on_text(self, payload: bytes | bytearray | memoryview) -> None:
         if len(payload) > self._max_message_bytes:
             # Never acted on; the sender (and a waiting caller) is told, and the connection goes on.
-            self.engine.on_oversized_message(self, peek_address(payload), len(payload))
+            self.core.on_oversized_message(self, peek_address(payload), len(payload))
             return
         try:
             message = decode_inbound(payload)
         except MalformedMessage as exc:
-            self.engine.on_malformed_message(self, exc)
+            self.core.on_malformed_message(self, exc)
             return
         if message is not None:
-            self.engine.on_worker_message(self, message)
+            self.core.on_worker_message(self, message)

@@ -1,0 +1,542 @@
+"""The engine's core: its tables and what each worker message does to them. No sockets, no event loop needed.
+
+The tables are the functions (:mod:`iii.engine.registry`), the calls waiting for results
+(:mod:`iii.engine.router`), the channels (:mod:`iii.engine.channels`), the trigger types and bindings
+(:mod:`iii.engine.triggers`) and the connected workers. The server (:mod:`iii.engine.server`) accepts sockets
+and hands each worker's messages here; modules (:mod:`iii.engine.module_host`) reach the core only through
+the interface of :mod:`iii.modules.api`.
+
+Every call starts in one place, :meth:`Core.start_call`, whoever makes it: a worker's ``invokefunction``, an
+HTTP trigger, a module, a fired trigger. Message handling is synchronous: an invocation is decoded, routed and
+written to its host without a task switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from iii.engine.availability import Availability
+from iii.engine.builtins import Builtins
+from iii.engine.channels import ChannelManager
+from iii.engine.config import EngineConfig
+from iii.engine.metrics import OK, EngineMetrics
+from iii.engine.peers import Caller, Host
+from iii.engine.registry import (
+    BuiltinFailure,
+    BuiltinInputError,
+    BuiltinLimitError,
+    FunctionEntry,
+    FunctionRegistry,
+)
+from iii.engine.router import InvocationRouter, PendingCall
+from iii.engine.triggers import TriggerRegistry
+from iii.protocol import close_codes, errors
+from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
+from iii.protocol.messages import (
+    FUNCTION_STATUS_FEATURE,
+    JSON_NULL,
+    Delivery,
+    FunctionActivated,
+    InboundMessage,
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    Ping,
+    Pong,
+    Reattach,
+    RegisterFunction,
+    RegisterTrigger,
+    RegisterTriggerType,
+    RegistrationRejected,
+    TriggerRegistrationResult,
+    UnregisterFunction,
+    UnregisterTrigger,
+    UnregisterTriggerType,
+    WorkerRegistered,
+    is_null,
+)
+
+if TYPE_CHECKING:
+    from iii.engine.worker_socket import WorkerConnection
+
+log = logging.getLogger("iii.engine")
+
+
+def error_raw(code: str, message: str) -> msgspec.Raw:
+    """An ``invocationresult.error`` value."""
+    return msgspec.Raw(encode_value({"code": code, "message": message}))
+
+
+def _error_code(error: msgspec.Raw) -> str:
+    """The ``code`` of an ``invocationresult.error`` (for metrics; ``invocation_failed`` if it has none)."""
+    try:
+        value = decode_value(error)
+    except (msgspec.DecodeError, RecursionError):
+        value = None
+    code = value.get("code") if isinstance(value, dict) else None
+    return code if isinstance(code, str) and code else errors.INVOCATION_FAILED
+
+
+def _builtin_error(entry: FunctionEntry, exc: Exception) -> msgspec.Raw:
+    """The error a function served inside the engine answers for ``exc``."""
+    if isinstance(exc, BuiltinInputError):
+        return error_raw(errors.DESERIALIZATION_ERROR, str(exc))
+    if isinstance(exc, msgspec.DecodeError):
+        return error_raw(errors.DESERIALIZATION_ERROR, f"the payload cannot be decoded: {exc}")
+    if isinstance(exc, BuiltinLimitError):
+        return error_raw(errors.LIMIT_EXCEEDED, str(exc))
+    if isinstance(exc, BuiltinFailure):
+        return error_raw(exc.code, exc.message)
+    log.error("function %s failed", entry.function_id, exc_info=exc)
+    return error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _encoded(entry: FunctionEntry, value: Any) -> tuple[msgspec.Raw, msgspec.Raw]:
+    """(result, error) for a value a function served inside the engine returned."""
+    try:
+        return msgspec.Raw(encode_value(value)), JSON_NULL
+    except Exception as exc:  # not JSON (an object, 1e999, ...)
+        return JSON_NULL, error_raw(
+            errors.INVOCATION_FAILED, f"the result of {entry.function_id} cannot be sent: {exc}"
+        )
+
+
+class Core:
+    """The tables of one engine and the operations on them (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.functions = FunctionRegistry()
+        self.router = InvocationRouter()
+        self.channels = ChannelManager(
+            default_buffer_frames=config.channel_default_buffer_frames,
+            max_buffer_frames=config.channel_max_buffer_frames,
+            buffer_bytes=config.channel_buffer_bytes,
+            ttl_s=config.channel_ttl_s,
+        )
+        self.workers: dict[str, WorkerConnection] = {}
+        self.triggers = TriggerRegistry()
+        self.metrics = EngineMetrics(self)
+        self.builtins = Builtins(self)
+        self.builtins.install()
+        self.availability = Availability(self)
+        self._worker_left: list[Callable[[str], None]] = []
+        self._builtin_tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
+            InvokeFunction: self._on_invoke,
+            InvocationResult: self._on_result,
+            RegisterFunction: self._on_register_function,
+            UnregisterFunction: self._on_unregister_function,
+            Reattach: self._on_reattach,
+            Ping: self._on_ping,
+            RegisterTriggerType: self._on_register_trigger_type,
+            UnregisterTriggerType: self._on_unregister_trigger_type,
+            RegisterTrigger: self._on_register_trigger,
+            UnregisterTrigger: self._on_unregister_trigger,
+            TriggerRegistrationResult: self._on_trigger_registration_result,
+        }
+
+    def on_worker_left(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(worker_id)`` after a worker's disconnect has been cleaned up."""
+        self._worker_left.append(callback)
+
+    def expire_calls(self) -> None:
+        """Fail the calls whose deadline has passed (``TIMEOUT``); the server calls this on its ticks."""
+        expired = self.router.take_expired()
+        if expired:
+            self._fail_calls(expired, errors.TIMEOUT, "invocation timed out in the engine")
+
+    def stop_all_calls(self, message: str) -> int:
+        """Fail every pending call with ``invocation_stopped`` (the engine is stopping); returns how many."""
+        stopped = self.router.take_all()
+        self._fail_calls(stopped, errors.INVOCATION_STOPPED, message)
+        for task in list(self._builtin_tasks):
+            task.cancel()
+        return len(stopped)
+
+    # --- workers --------------------------------------------------------------------------------
+
+    def on_worker_connected(self, worker: WorkerConnection) -> None:
+        self.workers[worker.worker_id] = worker
+        worker.send_message(
+            encode(
+                WorkerRegistered(
+                    worker_id=worker.worker_id,
+                    reattach_token=worker.reattach_token,
+                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE],
+                    max_message_bytes=self.config.max_message_bytes,
+                )
+            )
+        )
+        log.info("worker=%s connected from %s", worker.worker_id, worker.peer_address)
+        self.availability.worker_changed("worker_connected", worker.worker_id)
+
+    def on_worker_disconnected(self, worker: WorkerConnection) -> None:
+        """Clean up after a worker: its functions, the calls it hosts (failed now) and makes, its channels."""
+        self.workers.pop(worker.worker_id, None)
+        removed, promoted = self.functions.remove_owner(worker)
+        for successor in promoted:
+            self._activate(successor, f"worker {worker.worker_id} left")
+        stopped = self.router.take_target(worker)
+        who = worker.name or worker.worker_id
+        self._fail_calls(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
+        abandoned = self.router.drop_caller(worker)
+        orphans = self.channels.forget_unconnected_of(worker.worker_id)
+        self._send_all(self.triggers.remove_worker(worker))
+        log.info(
+            "worker=%s name=%s disconnected functions=%d stopped_calls=%d abandoned_calls=%d orphan_channels=%d",
+            worker.worker_id,
+            worker.name,
+            len(removed),
+            len(stopped),
+            abandoned,
+            orphans,
+        )
+        self.availability.worker_changed("worker_disconnected", worker.worker_id)
+        for callback in list(self._worker_left):
+            try:
+                callback(worker.worker_id)
+            except Exception:
+                log.exception("a worker-left callback failed")
+
+    def on_worker_message(self, worker: WorkerConnection, message: InboundMessage) -> None:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            log.debug("worker=%s %s not handled by this engine", worker.worker_id, type(message).__name__)
+            return
+        handler(worker, message)
+
+    def on_malformed_message(self, worker: WorkerConnection, problem: MalformedMessage) -> None:
+        """Answer a message that could not be used; the caller of a broken call gets an error result."""
+        log.warning("worker=%s sent a malformed message: %s", worker.worker_id, problem.reason)
+        if problem.invocation_id is not None:
+            self._refuse_call(worker, problem.invocation_id, "", errors.INVALID_MESSAGE, problem.reason)
+        else:
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, problem.reason)
+
+    def on_oversized_message(
+        self, worker: WorkerConnection, address: tuple[str | None, str | None, str | None], size: int
+    ) -> None:
+        """A message over ``--max-message-bytes`` was read and will not be acted on: say so to whom it concerns.
+
+        An oversized call is refused to its caller; an oversized result fails the call it answers (its caller
+        gets the error, its target a notice). Anything else gets a notice. Nobody is disconnected.
+        """
+        message_type, invocation_id, function_id = address
+        limit = f"the engine's limit of {self.config.max_message_bytes} bytes (--max-message-bytes)"
+        what = f"'{message_type}' message" if message_type else "message"
+        log.warning("worker=%s sent a %s of %d bytes, over %s: not acted on", worker.worker_id, what, size, limit)
+        if message_type == "invokefunction" and invocation_id is not None:
+            text = f"the call of {function_id} is {size} bytes, over {limit}: not made"
+            self._refuse_call(worker, invocation_id, function_id or "", errors.MESSAGE_TOO_BIG, text)
+            return
+        if message_type == "invocationresult" and invocation_id is not None:
+            call = self.router.complete(invocation_id, worker)
+            if call is not None:
+                text = f"the result of {call.function_id} is {size} bytes, over {limit}"
+                self._fail_calls([call], errors.MESSAGE_TOO_BIG, text)
+                self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"{text}: its caller got this error instead")
+                return
+        self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"a {what} of {size} bytes is over {limit}: ignored")
+
+    def send_error_notice(self, worker: WorkerConnection, code: str, message: str) -> None:
+        """Tell a worker that one of its messages was refused, and why (counted by code)."""
+        self.metrics.errors[code] += 1
+        worker.send_error_notice(code, message)
+
+    def _refuse_call(
+        self, worker: WorkerConnection, caller_id: str | None, function_id: str, code: str, message: str
+    ) -> None:
+        """Answer a call the engine will not route (counted by code; void calls get nothing back)."""
+        self.metrics.errors[code] += 1
+        if caller_id is not None:
+            worker.deliver_result(caller_id, function_id, JSON_NULL, error_raw(code, message))
+
+    # --- message handlers ------------------------------------------------------------------------------
+
+    # --- calls ---------------------------------------------------------------------------------------
+
+    def start_call(
+        self,
+        function_id: str,
+        data: msgspec.Raw,
+        *,
+        caller: Caller | None,
+        caller_invocation_id: str | None = None,
+        timeout_s: float | None = None,
+        source: WorkerConnection | None = None,
+        metadata: msgspec.Raw = JSON_NULL,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> tuple[str, str] | None:
+        """Start a call of ``function_id``: the one place every call starts.
+
+        The outcome goes to ``caller.deliver_result(caller_invocation_id, ...)``; without a caller the call is
+        void and its outcome dropped. ``source`` is the worker that asked, if one did: its id reaches the callee
+        in the payload (as the reference engine does), its limit of pending calls applies, and its reading is
+        held while the callee's outgoing buffer is full. ``timeout_s`` defaults to the engine's invocation
+        timeout. Returns ``(code, message)`` instead when the call cannot start (nothing is delivered then).
+        """
+        entry = self.functions.get(function_id)
+        if entry is None:
+            return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
+        if entry.handler is not None:
+            self._run_builtin(entry, data, caller, caller_invocation_id, source)
+            return None
+        owner = entry.owner
+        assert owner is not None
+        if (
+            source is not None
+            and caller is not None
+            and self.router.pending_for_caller(source) >= self.config.worker_max_pending_calls
+        ):
+            limit = self.config.worker_max_pending_calls
+            return (
+                errors.LIMIT_EXCEEDED,
+                f"this worker has {limit} calls waiting for results, its limit (--worker-max-pending-calls)",
+            )
+        call = self.router.start(
+            function_id,
+            owner,
+            caller,
+            caller_invocation_id,
+            self.config.invocation_timeout_s if timeout_s is None else timeout_s,
+        )
+        delivery = Delivery(
+            invocation_id=call.dispatch_id,
+            function_id=function_id,
+            data=with_caller_worker_id(data, source.worker_id) if source is not None else data,
+            metadata=metadata,
+            traceparent=traceparent,
+            baggage=baggage,
+        )
+        owner.send_message(encode(delivery))
+        if source is not None and owner.write_paused:
+            source.hold_reading_for(owner)
+        return None
+
+    def _on_invoke(self, worker: WorkerConnection, message: InvokeFunction) -> None:
+        caller_id = message.invocation_id
+        function_id = message.function_id
+        action = message.action
+        if action is not None:
+            if action.type == "void":
+                caller_id = None
+            elif action.type == "enqueue":
+                message_text = "this engine has no queue provider for 'enqueue'"
+                self._refuse_call(worker, caller_id, function_id, errors.ENQUEUE_ERROR, message_text)
+                return
+            else:
+                message_text = f"unknown action type {action.type!r}"
+                self._refuse_call(worker, caller_id, function_id, errors.INVALID_MESSAGE, message_text)
+                return
+        timeout_s = self.config.invocation_timeout_s
+        if message.timeout_ms is not None and message.timeout_ms > 0:
+            timeout_s = min(timeout_s, message.timeout_ms / 1000)
+        problem = self.start_call(
+            function_id,
+            message.data,
+            caller=worker if caller_id is not None else None,
+            caller_invocation_id=caller_id,
+            timeout_s=timeout_s,
+            source=worker,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+        )
+        if problem is not None:
+            self._refuse_call(worker, caller_id, function_id, *problem)
+
+    def _run_builtin(
+        self,
+        entry: FunctionEntry,
+        data: msgspec.Raw,
+        caller: Caller | None,
+        caller_invocation_id: str | None,
+        source: WorkerConnection | None,
+    ) -> None:
+        """Run a function served inside the engine (``engine::*``, a module's); answer at once, or when the
+        awaitable it returned completes."""
+        assert entry.handler is not None
+        try:
+            value = entry.handler(source, decode_value(data))
+        except Exception as exc:
+            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
+            return
+        if inspect.isawaitable(value):
+            task = asyncio.ensure_future(self._finish_builtin(entry, value, caller, caller_invocation_id, source))
+            self._builtin_tasks.add(task)
+            task.add_done_callback(self._builtin_tasks.discard)
+            return
+        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value))
+
+    async def _finish_builtin(
+        self,
+        entry: FunctionEntry,
+        pending: Awaitable[Any],
+        caller: Caller | None,
+        caller_invocation_id: str | None,
+        source: WorkerConnection | None,
+    ) -> None:
+        try:
+            value = await pending
+        except asyncio.CancelledError:  # the engine is stopping
+            error = error_raw(errors.INVOCATION_STOPPED, "Invocation stopped: the engine is shutting down")
+            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error)
+            raise
+        except Exception as exc:
+            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
+            return
+        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value))
+
+    @staticmethod
+    def _answer_builtin(
+        entry: FunctionEntry,
+        caller: Caller | None,
+        caller_invocation_id: str | None,
+        source: WorkerConnection | None,
+        result: msgspec.Raw,
+        error: msgspec.Raw,
+    ) -> None:
+        if caller is None or caller_invocation_id is None:
+            return
+        caller.deliver_result(caller_invocation_id, entry.function_id, result, error)
+        if source is not None and source is caller and source.write_paused:
+            source.hold_reading_for(source)  # it asks faster than it reads its answers
+
+    def _on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
+        call = self.router.complete(message.invocation_id, worker)
+        if call is None:
+            log.debug("worker=%s result for unknown or foreign invocation dropped", worker.worker_id)
+            return
+        outcome = OK if is_null(message.error) else _error_code(message.error)
+        self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
+        if call.caller is not None and call.caller_invocation_id is not None:
+            call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
+            if call.caller.write_paused:
+                worker.hold_reading_for(call.caller)
+
+    def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
+        function_id = message.id
+        if not function_id:
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, "registerfunction needs a non-empty 'id'")
+            return
+        conflict = self.functions.register(
+            FunctionEntry(
+                function_id,
+                owner=worker,
+                description=message.description,
+                # The message points into the socket's receive buffer; what is kept must be copied.
+                metadata=detached(message.metadata),
+                request_format=detached(message.request_format),
+                response_format=detached(message.response_format),
+            )
+        )
+        if conflict is not None:
+            owner_id = conflict.owner.worker_id if conflict.owner is not None else ""
+            if owner_id:
+                log.info("worker=%s stands by for %s, served by worker %s", worker.worker_id, function_id, owner_id)
+            else:
+                log.warning("worker=%s refused function %s: it is built into the engine", worker.worker_id, function_id)
+            worker.send_message(
+                encode(
+                    RegistrationRejected(
+                        code=errors.FUNCTION_NAMESPACE_CONFLICT,
+                        namespace="default",
+                        function_id=function_id,
+                        owner_worker_id=owner_id,
+                    )
+                )
+            )
+            return
+        log.debug("worker=%s registered %s", worker.worker_id, function_id)
+        worker.send_message(encode(FunctionActivated(function_id=function_id)))
+
+    def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
+        successor = self.functions.unregister(message.id, worker)
+        if successor is not None:
+            self._activate(successor, f"worker {worker.worker_id} withdrew it")
+
+    def _activate(self, successor: FunctionEntry, why: str) -> None:
+        """A standby now serves its function: tell it (our SDK shows the function as active again)."""
+        owner = successor.owner
+        assert owner is not None
+        log.info("worker=%s now serves %s: %s", owner.worker_id, successor.function_id, why)
+        owner.send_message(encode(FunctionActivated(function_id=successor.function_id)))
+
+    def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
+        """Retire the worker's previous connection and give its functions and pending calls to this one."""
+        old = self.workers.get(message.previous_worker_id)
+        if old is None or old is worker:
+            return
+        presented = message.reattach_token or ""
+        if not secrets.compare_digest(presented.encode(), old.reattach_token.encode()):
+            log.warning("worker=%s reattach to %s refused: wrong token", worker.worker_id, old.worker_id)
+            return
+        moved = self.functions.transfer(old, worker)
+        self.router.retarget(old, worker)
+        self.router.recall(old, worker)
+        self.channels.transfer_owner(old.worker_id, worker.worker_id)
+        self.triggers.transfer(old, worker)
+        worker.name = worker.name or old.name
+        worker.metadata = worker.metadata or old.metadata
+        # Retire the old socket without the disconnect cleanup: everything it had now belongs to `worker`.
+        old.alive = False
+        self.workers.pop(old.worker_id, None)
+        old.close(1001, "replaced by a reattaching connection")
+        self.availability.worker_changed("worker_disconnected", old.worker_id)
+        log.info("worker=%s reattached from %s functions=%d", worker.worker_id, old.worker_id, len(moved))
+
+    def _on_ping(self, worker: WorkerConnection, message: Ping) -> None:
+        worker.send_message(encode(Pong()))
+
+    def _on_register_trigger_type(self, worker: WorkerConnection, message: RegisterTriggerType) -> None:
+        if not message.id:
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, "registertriggertype needs a non-empty 'id'")
+            return
+        if self.triggers.is_builtin(message.id):
+            problem = f"trigger type {message.id!r} is built into the engine and cannot be provided"
+            self.send_error_notice(worker, errors.INVALID_MESSAGE, problem)
+            return
+        log.info("worker=%s provides trigger type %s", worker.worker_id, message.id)
+        self._send_all(self.triggers.register_type(worker, message))
+
+    def _on_unregister_trigger_type(self, worker: WorkerConnection, message: UnregisterTriggerType) -> None:
+        self.triggers.unregister_type(worker, message.id)
+
+    def _on_register_trigger(self, worker: WorkerConnection, message: RegisterTrigger) -> None:
+        if not message.id or not message.trigger_type or not message.function_id:
+            self.send_error_notice(
+                worker, errors.INVALID_MESSAGE, "registertrigger needs non-empty 'id', 'trigger_type' and 'function_id'"
+            )
+            return
+        self._send_all(self.triggers.bind(worker, message))
+
+    def _on_unregister_trigger(self, worker: WorkerConnection, message: UnregisterTrigger) -> None:
+        self._send_all(self.triggers.unbind(worker, message.id))
+
+    def _on_trigger_registration_result(self, worker: WorkerConnection, message: TriggerRegistrationResult) -> None:
+        self._send_all(self.triggers.on_provider_result(worker, message))
+
+    @staticmethod
+    def _send_all(outgoing: list[tuple[Host, Message]]) -> None:
+        for host, message in outgoing:
+            host.send_message(encode(message))
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _fail_calls(self, calls: list[PendingCall], code: str, message: str) -> None:
+        error = error_raw(code, message)
+        now = time.monotonic()
+        for call in calls:
+            self.metrics.call_finished(code, now - call.started_at)
+            if call.caller is not None and call.caller_invocation_id is not None:
+                call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)

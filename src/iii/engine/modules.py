@@ -1,0 +1,124 @@
+"""The modules an engine runs: which exist, how each is built from the engine's config, started and stopped.
+
+A module is built from its settings dataclass: the two settings every module shares (``data_dir``: where its
+embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
+config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``). Each module gets its own
+:class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from iii.modules.api import MetricSample, Module
+
+if TYPE_CHECKING:
+    from iii.engine.config import EngineConfig
+    from iii.engine.core import Core
+
+log = logging.getLogger("iii.engine.modules")
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleSpec:
+    """Where a module's class and its settings class live (imported only when the module runs)."""
+
+    package: str
+    module_class: str
+    settings_class: str
+    description: str
+
+
+CATALOG: Final[Mapping[str, ModuleSpec]] = {
+    "state": ModuleSpec(
+        "iii.modules.state", "StateModule", "StateSettings", "key-value state by scope (state::*, state triggers)"
+    ),
+    "pubsub": ModuleSpec(
+        "iii.modules.pubsub", "PubSubModule", "PubSubSettings", "topics (publish, subscribe triggers)"
+    ),
+    "cron": ModuleSpec("iii.modules.cron", "CronModule", "CronSettings", "scheduled calls (cron triggers)"),
+}
+"""Every module the engine can run, by name."""
+
+
+def build(name: str, config: EngineConfig) -> Module:
+    """The module ``name`` with its settings from ``config``; ``ValueError`` for a setting it does not have."""
+    spec = CATALOG[name]
+    package = importlib.import_module(spec.package)
+    settings_class = getattr(package, spec.settings_class)
+    known = {field.name for field in dataclasses.fields(settings_class)}
+    own = dict(config.module_settings.get(name, {}))
+    unknown = sorted(set(own) - known)
+    if unknown:
+        raise ValueError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    shared: dict[str, Any] = {"data_dir": config.data_path, "redis_url": config.redis_url}
+    settings = settings_class(**{**{k: v for k, v in shared.items() if k in known}, **own})
+    module: Module = getattr(package, spec.module_class)(settings)
+    return module
+
+
+class RunningModules:
+    """The engine's modules: started in order before the engine listens, stopped in reverse after it stops."""
+
+    def __init__(self, core: Core, config: EngineConfig) -> None:
+        self._core = core
+        self.modules: list[Module] = [build(name, config) for name in config.module_names]
+        self._started: list[Module] = []
+
+    async def start(self) -> None:
+        """Start every module (each registers its functions and trigger types); stops the started ones and
+        raises if one cannot start (a Redis that does not answer, a data directory that cannot be written)."""
+        from iii.engine.module_host import InProcessHost
+
+        for module in self.modules:
+            try:
+                await module.start(InProcessHost(self._core, module.name))
+            except Exception as exc:
+                await self.stop()
+                raise RuntimeError(f"module {module.name} could not start: {exc}") from exc
+            self._started.append(module)
+            log.info("module=%s started %s", module.name, _describe(module))
+
+    async def stop(self) -> None:
+        """Stop the started modules, last first (each finishes its pending durable writes)."""
+        while self._started:
+            module = self._started.pop()
+            try:
+                await module.stop()
+            except Exception:
+                log.exception("module=%s did not stop cleanly", module.name)
+
+    def metrics(self) -> Iterable[tuple[str, MetricSample]]:
+        """Every sample of every running module, with the module's name."""
+        for module in self._started:
+            try:
+                samples = list(module.metrics())
+            except Exception:
+                log.exception("module=%s metrics failed", module.name)
+                continue
+            for sample in samples:
+                yield module.name, sample
+
+    def snapshots(self) -> dict[str, Any]:
+        """Each running module's summary for the console, by name."""
+        found: dict[str, Any] = {}
+        for module in self._started:
+            try:
+                found[module.name] = dict(module.snapshot())
+            except Exception:
+                log.exception("module=%s snapshot failed", module.name)
+        return found
+
+
+def _describe(module: Module) -> str:
+    """What the module's snapshot says of its backend, for the start-up log line."""
+    try:
+        backend = module.snapshot().get("backend")
+    except Exception:
+        return ""
+    return f"backend={backend}" if backend else ""
