@@ -6,6 +6,7 @@
     ├── UsageError                 you called something the wrong way (write after close, read twice, a call
     │                              after shutdown, a malformed engine URL, ...)
     ├── InvocationError            a call failed: the engine or the remote handler said so (code, message, stacktrace)
+    ├── FunctionError              raised by a handler to answer its call with an error code of its own
     ├── ChannelError
     │   ├── ChannelBrokenError     the stream was cut off: the data you have may be incomplete
     │   └── ChannelRefusedError    the engine would not open this end (taken already, wrong key, gone): no data
@@ -46,6 +47,20 @@ class InvocationError(IIIError):
         self.function_id = function_id
         self.stacktrace = stacktrace
         self.invocation_id = invocation_id
+
+
+class FunctionError(IIIError):
+    """Raise it in a handler to answer the call with ``{"code": code, "message": message}``.
+
+    Any other exception a handler raises is answered as ``invocation_failed`` (with its text and traceback);
+    this one lets a function state what went wrong in a code its callers can act on (``NOT_FOUND``,
+    ``version_conflict``, ...). The caller gets an :class:`InvocationError` with that code.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class ChannelError(IIIError):

@@ -22,6 +22,7 @@ from iii import (
     ChannelError,
     ChannelRefusedError,
     EngineUnavailableError,
+    FunctionError,
     InitOptions,
     InvocationError,
     ReconnectionConfig,
@@ -325,3 +326,27 @@ def test_a_client_used_in_a_forked_child_says_so(engine: EngineProcess) -> None:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert b"not to a fork" in outcome, outcome
         assert client.trigger({"function_id": "fork.echo", "payload": 2}) == 2  # the parent is unaffected
+
+
+@pytest.mark.parametrize("style", ["def", "async def"])
+def test_a_handler_answers_with_its_own_error_code(engine: EngineProcess, style: str) -> None:
+    """``raise FunctionError(code, message)`` in a handler: the caller's InvocationError carries that code;
+    any other exception stays ``invocation_failed``."""
+
+    def plain(data: Any) -> None:
+        if data["which"] == "coded":
+            raise FunctionError("version_conflict", "expected version 3, found 4")
+        raise KeyError("oops")
+
+    async def coroutine(data: Any) -> None:
+        plain(data)
+
+    with register_worker(engine.url, InitOptions(worker_name="coded")) as client:
+        handler = plain if style == "def" else coroutine
+        assert client.register_function("coded.fail", handler).wait_active(10)
+        with pytest.raises(InvocationError) as coded:
+            client.trigger({"function_id": "coded.fail", "payload": {"which": "coded"}})
+        assert (coded.value.code, coded.value.message) == ("version_conflict", "expected version 3, found 4")
+        with pytest.raises(InvocationError) as other:
+            client.trigger({"function_id": "coded.fail", "payload": {"which": "other"}})
+        assert other.value.code == "invocation_failed"

@@ -10,9 +10,10 @@ Values crossing this interface are plain decoded JSON (``dict``, ``list``, ``str
 Contracts:
 
 * A function handler is ``handler(data, call) -> result`` or ``async def``: ``data`` is the decoded payload,
-  ``call`` says who called (:class:`CallInfo`). It raises :class:`FunctionError` to answer an error with a
-  code of its own; any other exception is answered as ``invocation_failed`` and logged. An ``async`` handler
-  (or one returning an awaitable) is answered when the awaitable completes, so a handler may wait for I/O.
+  ``call`` says who called (:class:`CallInfo`). It raises :class:`FunctionError` (``iii.errors.FunctionError``,
+  which the SDK's handlers may raise too) to answer an error with a code of its own; any other exception is
+  answered as ``invocation_failed`` and logged. An ``async`` handler (or one returning an awaitable) is
+  answered when the awaitable completes, so a handler may wait for I/O.
 * A trigger provider is told of each binding of its type with :meth:`TriggerProvider.activate` (return None to
   accept, or the reason it is refused) and of its end with :meth:`TriggerProvider.deactivate`. Firing is the
   provider's business: it invokes the bound function through the host.
@@ -25,14 +26,19 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from iii.errors import FunctionError
 
-class FunctionError(Exception):
-    """Raised by a module's handler: the call is answered with ``{"code": code, "message": message}``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = [
+    "BindingInfo",
+    "CallInfo",
+    "FunctionError",
+    "Handler",
+    "InvocationError",
+    "MetricSample",
+    "Module",
+    "ModuleHost",
+    "TriggerProvider",
+]
 
 
 class InvocationError(Exception):

@@ -11,7 +11,7 @@ from typing import Any, Final
 import msgspec
 from pydantic import BaseModel
 
-from iii.errors import InvocationError
+from iii.errors import FunctionError, InvocationError
 from iii.protocol import errors
 from iii.protocol.codec import decode_value
 from iii.sdk.channels import ChannelReader, ChannelWriter
@@ -38,7 +38,13 @@ def encode_payload(value: Any) -> msgspec.Raw:
 
 
 def failure(exc: BaseException) -> dict[str, Any]:
-    """The error result of a handler that raised ``exc``; never raises, even if ``exc`` cannot be shown."""
+    """The error result of a handler that raised ``exc``; never raises, even if ``exc`` cannot be shown.
+
+    A :class:`~iii.errors.FunctionError` answers with its own code and message (and no traceback: the handler
+    chose to answer so); anything else is ``invocation_failed``.
+    """
+    if isinstance(exc, FunctionError):
+        return {"code": str(exc.code), "message": str(exc.message)}
     try:
         message = str(exc) or type(exc).__name__
     except BaseException:  # an exception whose __str__ fails still gets answered
