@@ -2,7 +2,8 @@
 
 * ``iii engine``: run an engine (flags, ``III_ENGINE_*`` variables, a TOML file);
 * ``iii call``, ``iii functions``, ``iii workers``, ``iii channels``: use and inspect a running engine;
-* ``iii send``, ``iii pipe``: stream files and pipes through channels to functions.
+* ``iii send``, ``iii pipe``: stream files and pipes through channels to functions;
+* ``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron) as its own worker process.
 
 click parses the command line; rich draws tables and progress bars (see docs/DESIGN.md).
 """
@@ -15,6 +16,7 @@ from iii._version import __version__
 from iii.cli.client_commands import call, channels, functions, workers
 from iii.cli.engine_command import engine
 from iii.cli.stream_commands import pipe, send
+from iii.cli.worker_command import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,7 +25,7 @@ def main() -> None:
     """iii: functions that call each other across processes, and data channels between them."""
 
 
-for command in (engine, call, functions, workers, channels, send, pipe):
+for command in (engine, call, functions, workers, channels, send, pipe, worker):
     main.add_command(command)
 
 __all__ = ["main"]
