@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from iii.modules.state.store import Change, Entry, StateStore, StoreError
+from iii.modules.state.store import Change, Entry, StateStore, StoreError, VersionConflict
 
 
 def put(value: bytes) -> Change[Entry | None]:
@@ -40,6 +40,31 @@ async def test_writes_count_versions_from_one_and_deletes_remove(store: StateSto
     assert await store.get("s", "k") is None
     again = await store.mutate("s", "k", put(b"3"))
     assert again.version == 1  # a deleted key starts again
+
+
+async def test_put_stores_whatever_is_there_and_returns_what_it_replaced(store: StateStore) -> None:
+    created = await store.put("s", "k", b"1")
+    assert (created.old, created.version) == (None, 1)
+    await store.mutate("s", "k", put(b"2"))
+    replaced = await store.put("s", "k", b"3")
+    assert (replaced.old, replaced.version) == (Entry(b"2", 2), 3)
+    assert await store.get("s", "k") == Entry(b"3", 3)
+    assert await store.scopes() == ["s"]
+
+
+async def test_put_with_an_expected_version_writes_only_at_that_version(store: StateStore) -> None:
+    assert (await store.put("s", "k", b"1", expected_version=0)).version == 1  # 0: only if absent
+    with pytest.raises(VersionConflict) as conflict:
+        await store.put("s", "k", b"2", expected_version=0)
+    assert conflict.value.actual == 1
+    with pytest.raises(VersionConflict):
+        await store.put("s", "k", b"2", expected_version=2)
+    assert await store.get("s", "k") == Entry(b"1", 1)
+    assert (await store.put("s", "k", b"2", expected_version=1)).version == 2
+    with pytest.raises(VersionConflict) as absent:
+        await store.put("s", "other", b"1", expected_version=1)
+    assert absent.value.actual == 0
+    assert await store.get("s", "other") is None
 
 
 async def test_deleting_an_absent_key_changes_nothing(store: StateStore) -> None:
@@ -89,6 +114,11 @@ async def test_concurrent_changes_of_one_key_each_see_the_last(store: StateStore
 
     await asyncio.gather(*(store.mutate("s", "counter", add_one) for _ in range(200)))
     assert await store.get("s", "counter") == Entry(b"200", 200)
+    puts = [store.put("s", "counter", b"0") for _ in range(10)]  # puts between the changes: none is lost
+    await asyncio.gather(*(store.mutate("s", "counter", add_one) for _ in range(100)), *puts)
+    entry = await store.get("s", "counter")
+    assert entry is not None
+    assert entry.version == 310
 
 
 async def test_close_finishes_the_writes_already_submitted(store: StateStore) -> None:

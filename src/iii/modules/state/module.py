@@ -39,7 +39,7 @@ from iii.modules.state.redis_store import RedisStore
 from iii.modules.state.requests import Address, Parser
 from iii.modules.state.settings import StateSettings
 from iii.modules.state.sqlite_store import SqliteStore
-from iii.modules.state.store import Applied, Entry, StateStore, StoreError, decode, encode
+from iii.modules.state.store import Applied, Entry, StateStore, StoreError, VersionConflict, decode, encode
 from iii.modules.state.triggers import CREATED, DELETED, TRIGGER_TYPE, UPDATED, StateTriggers
 
 log = logging.getLogger("iii.modules.state")
@@ -69,14 +69,16 @@ async def open_store(settings: StateSettings) -> StateStore:
 
 
 def _check_version(address: Address, expected: int | None, current: Entry | None) -> None:
-    if expected is None:
-        return
     actual = current.version if current is not None else 0
-    if actual != expected:
-        raise FunctionError(
-            VERSION_MISMATCH,
-            f"{address.scope}/{address.key} is at version {actual} (0: absent), not the expected {expected}",
-        )
+    if expected is not None and actual != expected:
+        raise _mismatch(address, expected, actual)
+
+
+def _mismatch(address: Address, expected: int | None, actual: int) -> FunctionError:
+    return FunctionError(
+        VERSION_MISMATCH,
+        f"{address.scope}/{address.key} is at version {actual} (0: absent), not the expected {expected}",
+    )
 
 
 class StateModule:
@@ -244,12 +246,10 @@ class StateModule:
         request = self._parser.set(data)
         encoded = self._encode(request.value, "state::set")
         address = request.address
-
-        def change(current: Entry | None) -> tuple[bytes, None]:
-            _check_version(address, request.expected_version, current)
-            return encoded, None
-
-        applied = await self._open_store().mutate(address.scope, address.key, change)
+        try:
+            applied = await self._open_store().put(address.scope, address.key, encoded, request.expected_version)
+        except VersionConflict as conflict:
+            raise _mismatch(address, request.expected_version, conflict.actual) from None
         old_value = decode(applied.old.value) if applied.old is not None else None
         self._wrote(address, applied)
         self._fire(UPDATED if applied.old is not None else CREATED, address, old_value, request.value)

@@ -4,7 +4,8 @@ Layout, under the ``redis_key_prefix`` (``iii:state:``): ``values:{scope}`` maps
 JSON, ``versions:{scope}`` maps it to its version, and ``scopes`` is the set of non-empty scopes. Several
 engines on one Redis share the data.
 
-**Atomic writes, ops applied in Python.** A write reads the entry (value and version, one script), runs the
+**Atomic writes, ops applied in Python.** A plain ``put`` (``state::set``) is one script that writes and
+returns what it replaced. Any other write reads the entry (value and version, one script), runs the
 change in Python, and stores the result with a compare-and-set script that writes only if the version is
 still the one read; otherwise it reads again and retries (another writer got there first). Applying update
 ops in a Lua script instead would re-encode the whole value with Redis' cjson, which rounds numbers to 14
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from iii.modules.state.store import Applied, Change, Entry, R, StoreError
+from iii.modules.state.store import Applied, Change, Entry, R, StoreError, VersionConflict
 
 MAX_ATTEMPTS: Final = 100
 """A write that lost this many races in a row fails (StoreError) instead of trying forever."""
@@ -55,6 +56,18 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], current + 1)
 redis.call('SADD', KEYS[3], ARGV[3])
 return current + 1
+"""
+
+# KEYS: values, versions, scopes. ARGV: key, scope, value, expected version ('': any).
+# Returns {version after the write, the replaced value or false}, or {-1, the current version} on a mismatch.
+_PUT: Final = """
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if ARGV[4] ~= '' and current ~= tonumber(ARGV[4]) then return {-1, current} end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], current + 1)
+redis.call('SADD', KEYS[3], ARGV[2])
+return {current + 1, old}
 """
 
 
@@ -92,6 +105,7 @@ class RedisStore:
         self._prefix = prefix
         self._read_script = client.register_script(_READ)
         self._write_script = client.register_script(_WRITE)
+        self._put_script = client.register_script(_PUT)
         self._locks = _KeyLocks()
         self._closed = False
         self._writing = 0
@@ -129,16 +143,35 @@ class RedisStore:
         value, version = found
         return Entry(value, int(version))
 
-    async def mutate(self, scope: str, key: str, change: Change[R]) -> Applied[R]:
+    @contextmanager
+    def _write_under_way(self) -> Iterator[None]:
+        """Count a write until it ends, so that close() can wait for it; refuse it once closed."""
         self._check_open()
         self._writing += 1
         self._idle.clear()
         try:
-            return await self._mutate(scope, key, change)
+            yield
         finally:
             self._writing -= 1
             if self._writing == 0:
                 self._idle.set()
+
+    async def mutate(self, scope: str, key: str, change: Change[R]) -> Applied[R]:
+        with self._write_under_way():
+            return await self._mutate(scope, key, change)
+
+    async def put(self, scope: str, key: str, value: bytes, expected_version: int | None = None) -> Applied[None]:
+        args = [key, scope, value, "" if expected_version is None else expected_version]
+        with self._write_under_way():
+            try:
+                version, old = await self._put_script(keys=self._keys(scope), args=args)
+            except RedisError as error:
+                raise StoreError(f"Redis failed: {error}") from error
+        if version < 0:
+            raise VersionConflict(int(old))
+        self.writes += 1
+        # The replaced entry's version is the one before this write's.
+        return Applied(Entry(old, version - 1) if old is not None else None, version, None)
 
     async def _mutate(self, scope: str, key: str, change: Change[R]) -> Applied[R]:
         async with self._locks.hold(scope, key):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from iii.modules.state.store import Applied, Change, Entry, R, StoreError
+from iii.modules.state.store import Applied, Change, Entry, R, StoreError, VersionConflict
 
 FILE_NAME: Final = "state.sqlite3"
 _BUSY_TIMEOUT_MS: Final = 10_000
@@ -120,6 +120,15 @@ class SqliteStore:
         self._queue.put(_Write(scope, key, change, future))
         # A caller cancelled while waiting does not cancel the write: it is carried out and committed.
         return await future
+
+    async def put(self, scope: str, key: str, value: bytes, expected_version: int | None = None) -> Applied[None]:
+        def change(current: Entry | None) -> tuple[bytes, None]:
+            actual = current.version if current is not None else 0
+            if expected_version is not None and actual != expected_version:
+                raise VersionConflict(actual)
+            return value, None
+
+        return await self.mutate(scope, key, change)
 
     def _writer(self, ready: asyncio.Future[None]) -> None:
         """The writer thread: open, then commit the waiting writes group by group until told to stop."""

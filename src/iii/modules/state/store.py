@@ -1,8 +1,9 @@
 """The one interface of the state backends (SQLite, Redis), and the JSON codec they store values with.
 
 A backend keeps, per ``(scope, key)``, the value's JSON bytes and a version (1 on creation, +1 on each
-write). It knows nothing of update ops or limits: every write is a :data:`Change`, a pure function from the
-current :class:`Entry` (None: absent) to the bytes to store (None: delete) and an outcome of the caller's.
+write). It knows nothing of update ops or limits: a write is either a :meth:`StateStore.put` of new bytes, or
+a :data:`Change`, a pure function from the current :class:`Entry` (None: absent) to the bytes to store
+(None: delete) and an outcome of the caller's.
 :meth:`StateStore.mutate` runs the change against the current entry atomically: no other write to the
 key comes between the read it is given and the write it returns. A change may be run more than once (the
 Redis backend retries it when another writer got there first), so it must not have side effects; an
@@ -45,6 +46,15 @@ class Applied(Generic[R]):
     outcome: R
 
 
+class VersionConflict(Exception):
+    """:meth:`StateStore.put` found the key at another version than expected; nothing was written."""
+
+    def __init__(self, actual: int) -> None:
+        super().__init__(f"the key is at version {actual}")
+        self.actual = actual
+        """The key's version (0: absent)."""
+
+
 class StoreError(Exception):
     """The backend failed (I/O error, Redis unreachable, closed); the write may not have happened."""
 
@@ -60,6 +70,12 @@ class StateStore(Protocol):
 
     async def mutate(self, scope: str, key: str, change: Change[R]) -> Applied[R]:
         """Run ``change`` atomically against the current entry and store its result durably."""
+
+    async def put(self, scope: str, key: str, value: bytes, expected_version: int | None = None) -> Applied[None]:
+        """Store ``value`` whatever is there (a write that needs no read first: one round trip to Redis).
+
+        With ``expected_version`` (0: absent) the key must be at that version, else :class:`VersionConflict`.
+        """
 
     async def values(self, scope: str) -> list[bytes]:
         """The values of ``scope`` in key order."""
