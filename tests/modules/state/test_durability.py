@@ -10,7 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from iii.modules.state import StateModule, StateSettings
+from iii.modules.state.store import StoreError
 from tests.modules.local_host import LocalHost
 from tests.modules.state.conftest import StartModule
 from tests.redis_server import RedisServer
@@ -157,3 +160,9 @@ async def test_an_answered_sqlite_write_survives_kill_9(tmp_path: Path) -> None:
         assert await host.call("state::list", {"scope": "s"}) == sorted(range(200), key=lambda i: f"k{i}")
     finally:
         await module.stop()
+
+
+async def test_a_file_sqlite_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "state.sqlite3").mkdir()  # a directory where the database file should be
+    with pytest.raises(StoreError, match=r"cannot open .*state\.sqlite3"):
+        await StateModule(StateSettings(data_dir=tmp_path)).start(LocalHost())

@@ -107,9 +107,13 @@ class SqliteStore:
         ready: asyncio.Future[None] = self._loop.create_future()
         thread = threading.Thread(target=self._writer, args=(ready,), name="iii-state-writer", daemon=True)
         thread.start()
-        await ready  # the schema exists (or the error that prevented it is raised here)
-        self._get_connection = _connect(self.path, self._synchronous)
-        self._reader_connection = _connect(self.path, self._synchronous)
+        try:
+            await ready  # the schema exists (or the error that prevented it is raised here)
+            self._get_connection = _connect(self.path, self._synchronous)
+            self._reader_connection = _connect(self.path, self._synchronous)
+        except sqlite3.Error as error:
+            await self.close()
+            raise StoreError(f"cannot open {self.path}: {error}") from error
 
     # --- writes ------------------------------------------------------------------------------------
 
