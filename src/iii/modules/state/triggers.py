@@ -1,0 +1,140 @@
+"""The ``state`` trigger type: functions called on every change of a key.
+
+A binding's config (the reference's names, each optional): ``scope`` and ``key`` restrict it to changes in
+that scope / of that key; ``condition_function_id`` names a function called first with the event, and a
+result of ``false`` skips the binding (any other result, or none, lets it run; a failing condition skips it
+and is logged). A config that is not an object, or whose fields are not strings, is refused.
+
+The event (the reference's payload): ``{"type": "state", "event_type": "state:created" | "state:updated" |
+"state:deleted", "scope", "key", "old_value", "new_value"}``; ``old_value`` is null for a created key and
+``new_value`` null for a deleted one. As in the reference, each change is delivered by a task of its own
+that calls the matching bindings one after the other and waits for each (errors are logged, not retried),
+so the write's caller never waits for the handlers. Unlike the reference, deleting an absent key is not
+an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+
+log = logging.getLogger("iii.modules.state")
+
+TRIGGER_TYPE: Final = "state"
+CREATED: Final = "state:created"
+UPDATED: Final = "state:updated"
+DELETED: Final = "state:deleted"
+_CONFIG_FIELDS: Final = ("scope", "key", "condition_function_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    binding: BindingInfo
+    scope: str | None
+    key: str | None
+    condition_function_id: str | None
+
+    def matches(self, scope: str, key: str) -> bool:
+        return (self.scope is None or self.scope == scope) and (self.key is None or self.key == key)
+
+
+class StateTriggers:
+    """The provider of the ``state`` trigger type (:class:`~iii.modules.api.TriggerProvider`)."""
+
+    def __init__(self, host: ModuleHost, *, enabled: bool = True) -> None:
+        self._host = host
+        self._enabled = enabled
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.delivered = 0
+        """Handler calls that answered."""
+        self.failed = 0
+        """Handler or condition calls that failed."""
+
+    def activate(self, binding: BindingInfo) -> str | None:
+        config = binding.config if binding.config is not None else {}
+        if not isinstance(config, dict):
+            return "Failed to parse trigger config: a state trigger's config must be an object"
+        fields: dict[str, str | None] = {}
+        for name in _CONFIG_FIELDS:
+            value = config.get(name)
+            if value is not None and not isinstance(value, str):
+                return f"Failed to parse trigger config: `{name}` must be a string"
+            fields[name] = value
+        self._subscriptions[binding.binding_id] = _Subscription(
+            binding, fields["scope"], fields["key"], fields["condition_function_id"]
+        )
+        return None
+
+    def deactivate(self, binding: BindingInfo) -> None:
+        self._subscriptions.pop(binding.binding_id, None)
+
+    def fire(self, event_type: str, scope: str, key: str, old_value: Any, new_value: Any) -> None:
+        """Deliver one change to the matching bindings, in a task of its own."""
+        if not self._enabled or self._closed:
+            return
+        matching = [sub for sub in self._subscriptions.values() if sub.matches(scope, key)]
+        if not matching:
+            return
+        event = {
+            "type": "state",
+            "event_type": event_type,
+            "scope": scope,
+            "key": key,
+            "old_value": old_value,
+            "new_value": new_value,
+        }
+        task = asyncio.get_running_loop().create_task(self._deliver(matching, event))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, matching: list[_Subscription], event: dict[str, Any]) -> None:
+        for sub in matching:
+            function_id = sub.binding.function_id
+            if sub.condition_function_id is not None:
+                try:
+                    verdict = await self._host.invoke(sub.condition_function_id, event)
+                except InvocationError as error:
+                    self.failed += 1
+                    log.warning(
+                        "state trigger for %s skipped: its condition %s failed: %s",
+                        function_id,
+                        sub.condition_function_id,
+                        error,
+                    )
+                    continue
+                if verdict is False:
+                    continue
+            try:
+                await self._host.invoke(function_id, event)
+            except InvocationError as error:
+                self.failed += 1
+                log.warning("state trigger: %s failed on %s %s/%s: %s", function_id, *_what(event), error)
+            else:
+                self.delivered += 1
+
+    async def settle(self) -> None:
+        """Wait until the deliveries under way, and those they lead to, are done."""
+        while self._deliveries:
+            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop the deliveries under way (the writes they tell of are stored; their events are dropped)."""
+        self._closed = True
+        tasks = list(self._deliveries)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def binding_count(self) -> int:
+        return len(self._subscriptions)
+
+
+def _what(event: dict[str, Any]) -> tuple[str, str, str]:
+    return event["event_type"], event["scope"], event["key"]
