@@ -95,6 +95,34 @@ def workers(as_json: bool, url: str | None, token: str | None) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print the engine's answer as JSON")
+@click.option("--all", "include_internal", is_flag=True, help="include bindings of the engine's own functions")
+@engine_options
+def triggers(as_json: bool, include_internal: bool, url: str | None, token: str | None) -> None:
+    """List the triggers: every function bound to a trigger type, its status, and when a cron job runs next."""
+    listing = _listing(url, token, "engine::registered-triggers::list", {"include_internal": include_internal})
+    if as_json:
+        print_json(listing)
+        return
+    table = _table("TYPE", "FUNCTION", "WORKER", "STATUS", "CONFIG", "NEXT RUN")
+    rows = sorted(listing["registered_triggers"], key=lambda r: (r["trigger_type"], r["function_id"], r["id"]))
+    for row in rows:
+        details = row.get("details") or {}
+        status = row.get("status", "")
+        if row.get("error"):
+            status = f"{status}: {row['error']}"
+        table.add_row(
+            row["trigger_type"],
+            row["function_id"],
+            row.get("worker_name") or "",
+            status,
+            row.get("config_summary") or "",
+            str(details.get("next_run") or ""),
+        )
+    _print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the engine's answer as JSON")
 @engine_options
 def channels(as_json: bool, url: str | None, token: str | None) -> None:
     """List the live channels (never their keys)."""

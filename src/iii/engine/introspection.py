@@ -115,10 +115,11 @@ def config_summary(config: Any) -> str:
 
 
 def registered_trigger_summary(core: Core, binding: Binding) -> dict[str, Any]:
-    """``{id, trigger_type, function_id, worker_name, config, config_summary, status, error?}``.
+    """``{id, trigger_type, function_id, worker_name, config, config_summary, status, error?, details?}``.
 
     ``status`` is ours: ``active``, ``waiting`` (no one provides the type yet) or ``refused`` (by its
-    provider; ``error`` says why).
+    provider; ``error`` says why). ``details`` too: what a provider inside the engine says about an active
+    binding (a cron job's ``next_run``, say).
     """
     config = _value(binding.config)
     row: dict[str, Any] = {
@@ -131,6 +132,9 @@ def registered_trigger_summary(core: Core, binding: Binding) -> dict[str, Any]:
         "status": binding.status(),
     }
     _put(row, "error", binding.refusal)
+    details = core.triggers.details(binding)
+    if details:
+        row["details"] = dict(details)
     return row
 
 

@@ -12,13 +12,21 @@ import asyncio
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from iii.engine.registry import BuiltinFailure
-from iii.modules.api import BindingInfo, CallInfo, FunctionError, Handler, InvocationError, TriggerProvider
+from iii.modules.api import (
+    BindingInfo,
+    CallInfo,
+    DescribingProvider,
+    FunctionError,
+    Handler,
+    InvocationError,
+    TriggerProvider,
+)
 from iii.protocol import errors
 from iii.protocol.codec import decode_value, encode_value
 from iii.protocol.messages import JSON_NULL, is_null
@@ -75,6 +83,11 @@ class _Provider:
         if not isinstance(config, dict):
             return f"a {binding.trigger_type} binding's config must be a JSON object, got {type(config).__name__}"
         return self._provider.activate(_binding_info(binding, config))
+
+    def describe(self, binding: Binding) -> Mapping[str, Any]:
+        if isinstance(self._provider, DescribingProvider):
+            return self._provider.describe(binding.binding_id)
+        return {}
 
     def deactivate(self, binding: Binding) -> None:
         try:

@@ -21,7 +21,8 @@ pairs, so the module is tested without sockets.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -82,6 +83,8 @@ class BuiltinProvider(Protocol):
     def deactivate(self, binding: Binding) -> None:
         """Stop serving ``binding`` (only called for an activated one)."""
 
+    # A provider may also have ``describe(binding) -> Mapping``: fields the listings show with the binding.
+
 
 BUILTIN_REFUSED = "trigger_registration_failed"
 """The error code of a binding a builtin provider refused (the reference engine's code)."""
@@ -141,6 +144,19 @@ class TriggerRegistry:
 
     def builtin_type(self, type_id: str) -> BuiltinType | None:
         return self._builtin.get(type_id)
+
+    def details(self, binding: Binding) -> Mapping[str, Any]:
+        """What the provider inside the engine says about an active binding (a cron job's next run, say)."""
+        builtin = self._builtin.get(binding.trigger_type)
+        describe = getattr(builtin.provider, "describe", None) if builtin is not None else None
+        if describe is None or not binding.active:
+            return {}
+        try:
+            found: Mapping[str, Any] = describe(binding)
+        except Exception:
+            log.exception("describing binding %s failed", binding.binding_id)
+            return {}
+        return found
 
     def binding(self, binding_id: str) -> Binding | None:
         return self._bindings.get(binding_id)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from iii.errors import FunctionError
 
 __all__ = [
     "BindingInfo",
     "CallInfo",
+    "DescribingProvider",
     "FunctionError",
     "Handler",
     "InvocationError",
@@ -82,6 +83,15 @@ class TriggerProvider(Protocol):
 
     def deactivate(self, binding: BindingInfo) -> None:
         """Stop serving ``binding`` (only called for an accepted one)."""
+
+
+@runtime_checkable
+class DescribingProvider(TriggerProvider, Protocol):
+    """A provider that also says something about each binding it serves (a cron job's next run, say): the
+    listings (``engine::registered-triggers::list``, ``iii triggers``, the console) show it with the binding."""
+
+    def describe(self, binding_id: str) -> Mapping[str, Any]:
+        """JSON-ready fields about the accepted binding ``binding_id`` (empty if there is nothing to say)."""
 
 
 @dataclass(frozen=True, slots=True)
