@@ -268,35 +268,44 @@ class CronModule:
         job.running = asyncio.get_running_loop().create_task(self._fire(job, tick, self.clock.now()))
 
     async def _fire(self, job: Job, tick: datetime, actual: datetime) -> None:
-        assert self._host is not None
-        payload = {
+        payload: dict[str, Any] = {
             "trigger": "cron",
             "job_id": job.binding.binding_id,
             "scheduled_time": _iso(tick),
             "actual_time": _iso(actual),
         }
-        timeout_s = self.settings.invoke_timeout_s
         job.counts.fires += 1
         try:
-            if job.condition_function_id is not None:
-                try:
-                    verdict = await self._host.invoke(job.condition_function_id, payload, timeout_s=timeout_s)
-                except InvocationError as error:
-                    self._failed(job, "condition_failed", error)
-                    return
-                if verdict is False:
-                    job.last_outcome, job.last_error = "condition_false", None
-                    return
-            try:
-                await self._host.invoke(job.binding.function_id, payload, timeout_s=timeout_s)
-            except InvocationError as error:
-                self._failed(job, "failed", error)
-                return
-            job.last_outcome, job.last_error = "ok", None
+            await self._run_fire(job, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug, not the function's failure: say so and keep the scheduler going
+            log.exception("cron: firing %s failed", job.binding.function_id)
+            self._failed(job, "failed", error)
         finally:
             job.running = None
 
-    def _failed(self, job: Job, outcome: str, error: InvocationError) -> None:
+    async def _run_fire(self, job: Job, payload: dict[str, Any]) -> None:
+        """The condition function (if any), then the function; the outcome goes to ``job``."""
+        assert self._host is not None
+        timeout_s = self.settings.invoke_timeout_s
+        if job.condition_function_id is not None:
+            try:
+                verdict = await self._host.invoke(job.condition_function_id, payload, timeout_s=timeout_s)
+            except InvocationError as error:
+                self._failed(job, "condition_failed", error)
+                return
+            if verdict is False:
+                job.last_outcome, job.last_error = "condition_false", None
+                return
+        try:
+            await self._host.invoke(job.binding.function_id, payload, timeout_s=timeout_s)
+        except InvocationError as error:
+            self._failed(job, "failed", error)
+            return
+        job.last_outcome, job.last_error = "ok", None
+
+    def _failed(self, job: Job, outcome: str, error: Exception) -> None:
         job.last_outcome, job.last_error = outcome, str(error)
         job.counts.failures += 1
         log.warning("cron: %s (%s) failed: %s", job.binding.function_id, job.schedule.expression, error)

@@ -194,12 +194,13 @@ class RedisBus:
             try:
                 await self._session(pubsub)
                 continue  # nothing watched any more
-            except (RedisError, OSError) as error:
+            except Exception as error:
                 # Back off only while Redis does not answer at all; a session that worked starts over quickly.
                 delay = RECONNECT_INITIAL_S if self._heard_back else min(delay * 2, RECONNECT_MAX_S)
-                log.warning(
-                    "pubsub: lost the Redis subscription connection (%s); subscribing again in %.2f s", error, delay
-                )
+                if isinstance(error, RedisError | OSError):
+                    log.warning("pubsub: lost the Redis subscription connection (%s); again in %.2f s", error, delay)
+                else:
+                    log.exception("pubsub: the Redis subscription failed; again in %.2f s", delay)
             finally:
                 await self._set_confirmed(None)
                 with contextlib.suppress(RedisError, OSError):

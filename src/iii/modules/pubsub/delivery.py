@@ -68,7 +68,7 @@ class Subscriber:
         self._idle.set()
         self._closed = False
         self._drops_unlogged = 0
-        self._last_drop_log = -DROP_LOG_INTERVAL_S
+        self._last_drop_log: float | None = None
 
     @property
     def queued(self) -> int:
@@ -143,7 +143,7 @@ class Subscriber:
     def _log_drop(self) -> None:
         self._drops_unlogged += 1
         now = time.monotonic()
-        if now - self._last_drop_log < DROP_LOG_INTERVAL_S:
+        if self._last_drop_log is not None and now - self._last_drop_log < DROP_LOG_INTERVAL_S:
             return
         log.warning(
             "pubsub: dropped %d message(s) for %s on topic %r: %d invocations in flight and %d waiting (the limits)",
