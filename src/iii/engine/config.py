@@ -104,7 +104,7 @@ class EngineConfig:
         },
     )
     modules: str = field(
-        default="state",
+        default="state,pubsub,cron",
         metadata={"help": "the modules to run, comma-separated (empty: none): state, pubsub, cron"},
     )
     module_settings: Mapping[str, Mapping[str, Any]] = field(

@@ -170,6 +170,14 @@ class CronModule:
             return None
         return job.next_run or job.schedule.next_after(max(job.bound_at, self.clock.now()))
 
+    def describe(self, binding_id: str) -> Mapping[str, Any]:
+        """What the listings show with a cron binding (:class:`~iii.modules.api.DescribingProvider`): its
+        next and last run on this engine."""
+        job = self._jobs.get(binding_id)
+        if job is None:
+            return {}
+        return {"next_run": _iso(self.next_fire(binding_id)), "last_run": _iso(job.last_run)}
+
     async def wait_idle(self) -> None:
         """Return when no fire is running."""
         while running := [job.running for job in self._jobs.values() if job.running is not None]:

@@ -51,6 +51,9 @@ class Bus(Protocol):
     async def wait_subscribed(self, topic: str, session: int = 1) -> None:
         """Return once messages on ``topic`` reach this engine (in subscription session ``session`` or later)."""
 
+    def is_subscribed(self, topic: str) -> bool:
+        """Whether messages published on ``topic`` now reach this bus (its subscription is confirmed)."""
+
     def describe(self) -> dict[str, Any]:
         """The bus's state for the console."""
 
@@ -77,6 +80,9 @@ class LocalBus:
 
     async def wait_subscribed(self, topic: str, session: int = 1) -> None:
         pass
+
+    def is_subscribed(self, topic: str) -> bool:
+        return True  # in process, a watched topic is heard from the moment it is watched
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local"}
@@ -157,6 +163,9 @@ class RedisBus:
     async def wait_subscribed(self, topic: str, session: int = 1) -> None:
         async with self._state:
             await self._state.wait_for(lambda: self.sessions >= session and topic in self._confirmed)
+
+    def is_subscribed(self, topic: str) -> bool:
+        return topic in self._confirmed
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -152,6 +152,14 @@ class PubSubModule:
 
     # --- TriggerProvider ------------------------------------------------------------------------------
 
+    def describe(self, binding_id: str) -> Mapping[str, Any]:
+        """What the listings show with a subscribe binding (:class:`~iii.modules.api.DescribingProvider`):
+        whether its topic's messages reach this engine yet (on Redis, once the subscription is confirmed)."""
+        for topic, subscribers in self._topics.items():
+            if binding_id in subscribers:
+                return {"subscribed": self._bus is not None and self._bus.is_subscribed(topic)}
+        return {}
+
     def activate(self, binding: BindingInfo) -> str | None:
         topic = binding.config.get("topic")
         if not isinstance(topic, str) or not topic:
