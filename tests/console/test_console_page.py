@@ -103,3 +103,30 @@ def test_the_console_shows_workers_functions_and_live_channels(browser: webdrive
             stream.close()
         wait.until(lambda d: not any(row[0] == channel_id for row in _cells(d, "channels")))
     assert Path(BUILD / "console.png").stat().st_size > 10_000
+
+
+def test_the_console_shows_state_topics_and_cron_jobs(browser: webdriver.Chrome) -> None:
+    """The modules' views: state scopes with their keys, subscribed topics with deliveries, cron jobs with their
+    next run, each with the backend it runs on."""
+    with EngineProcess() as engine, register_worker(engine.url, InitOptions(worker_name="modules-demo")) as worker:
+        worker.trigger({"function_id": "state::set", "payload": {"scope": "carts", "key": "alice", "value": [1, 2]}})
+        worker.register_function("demo.on_news", lambda data: None)
+        worker.register_function("demo.nightly", lambda data: None)
+        worker.register_trigger({"type": "subscribe", "function_id": "demo.on_news", "config": {"topic": "news"}})
+        worker.register_trigger(
+            {"type": "cron", "function_id": "demo.nightly", "config": {"expression": "0 0 3 * * *"}}
+        )
+        browser.get(engine.url.replace("ws://", "http://") + "/console")
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda d: ["carts", "1", "alice"] in _cells(d, "state"))
+        wait.until(lambda d: any(row[:2] == ["news", "demo.on_news"] for row in _cells(d, "topics")))
+        worker.trigger({"function_id": "publish", "payload": {"topic": "news", "data": {"n": 1}}})
+        wait.until(lambda d: any(row[0] == "news" and row[2] == "1" for row in _cells(d, "topics")))
+        wait.until(
+            lambda d: any(
+                row[:2] == ["demo.nightly", "0 0 3 * * *"] and row[2].endswith("T03:00:00+00:00")
+                for row in _cells(d, "cron")
+            )
+        )
+        assert "sqlite" in browser.find_element(By.ID, "state-backend").text
+        assert "local" in browser.find_element(By.ID, "pubsub-backend").text

@@ -93,7 +93,7 @@ class PubSubModule:
         host.register_function(
             "publish",
             self._publish,
-            description="Publish an event: every function subscribed to the topic is called with data",
+            description="Publish data to every function subscribed to a topic",
             request_format=PUBLISH_REQUEST_FORMAT,
         )
         host.register_trigger_type("subscribe", self, description="Subscribe to a topic")
