@@ -84,3 +84,14 @@ async def test_metrics_need_the_token_when_one_is_set(start_engine: StartEngine)
     # The same port still upgrades WebSockets.
     worker = await RawWorker.connect(engine.url, additional_headers={"Authorization": "Bearer metrics-token"})
     await worker.ping()
+
+
+async def test_metrics_show_each_modules_samples(live_engine: Engine) -> None:
+    caller = await RawWorker.connect(live_engine.url)
+    for key in ("a", "b"):
+        await caller.call("state::set", {"scope": "metrics-scope", "key": key, "value": 1})
+    await caller.call("publish", {"topic": "t", "data": 1})
+    _, samples = await scrape(live_engine)
+    assert samples[("iii_state_sqlite_writes_total", "module=state")] >= 2
+    assert samples[("iii_pubsub_published_total", "module=pubsub,topic=t")] == 1
+    assert ("iii_cron_jobs", "module=cron") in samples
