@@ -1,0 +1,64 @@
+"""A module as its own worker process (``iii worker state``) next to an engine that runs no modules: the same
+functions and trigger type, served over the worker protocol."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from iii import InitOptions, register_worker
+from iii.testing import EngineProcess
+
+
+def wait_for_function(client: Any, function_id: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listing = client.trigger({"function_id": "engine::functions::list", "payload": {}})
+        if any(entry["function_id"] == function_id for entry in listing["functions"]):
+            return
+    raise AssertionError(f"{function_id} was not registered within {timeout_s} s")
+
+
+def test_the_state_module_serves_as_its_own_worker() -> None:
+    with (
+        EngineProcess(["--modules", ""]) as engine,
+        tempfile.TemporaryDirectory(prefix="iii-state-worker-") as data_dir,
+    ):
+        module = subprocess.Popen(
+            [sys.executable, "-m", "iii", "worker", "state", "--url", engine.url, "--data-dir", data_dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with register_worker(engine.url, InitOptions(worker_name="user")) as client:
+                wait_for_function(client, "state::set")
+                events: queue.Queue[Any] = queue.Queue()
+                client.register_function("user.on_change", events.put)
+                client.register_trigger({"type": "state", "function_id": "user.on_change", "config": {"scope": "s"}})
+                wait_for_binding(client, "user.on_change")
+                set_result = client.trigger(
+                    {"function_id": "state::set", "payload": {"scope": "s", "key": "k", "value": {"n": 1}}}
+                )
+                assert set_result == {"old_value": None, "new_value": {"n": 1}}
+                assert client.trigger({"function_id": "state::get", "payload": {"scope": "s", "key": "k"}}) == {"n": 1}
+                event = events.get(timeout=10)
+                assert (event["event_type"], event["key"], event["new_value"]) == ("state:created", "k", {"n": 1})
+        finally:
+            module.send_signal(signal.SIGTERM)
+            _, errors = module.communicate(timeout=15)
+        assert module.returncode == 0, errors
+
+
+def wait_for_binding(client: Any, function_id: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listing = client.trigger({"function_id": "engine::registered-triggers::list", "payload": {}})
+        if any(r["function_id"] == function_id and r["status"] == "active" for r in listing["registered_triggers"]):
+            return
+    raise AssertionError(f"the binding of {function_id} was not active within {timeout_s} s")
