@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from iii.modules.cron import Clock, CronModule, CronSettings
+from tests.modules.conftest import RunModule
 from tests.modules.cron.fake_clock import FakeClock
 from tests.modules.local_host import LocalHost
 
@@ -24,17 +25,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def start_cron(clock: FakeClock) -> AsyncIterator[StartCron]:
+def start_cron(clock: FakeClock, run_module: RunModule) -> StartCron:
     """``module, host = await start_cron(redis_url=...)``: a started module on its own host, on ``clock``."""
-    started: list[CronModule] = []
 
     async def start(*, module_clock: Clock | None = None, **settings: Any) -> tuple[CronModule, LocalHost]:
         module = CronModule(CronSettings(**settings), clock=module_clock or clock)
-        host = LocalHost()
-        await module.start(host)
-        started.append(module)
-        return module, host
+        return module, await run_module(module)
 
-    yield start
-    for module in started:
-        await module.stop()
+    return start

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from iii.modules.pubsub import PubSubModule, PubSubSettings
+from tests.modules.conftest import RunModule
 from tests.modules.local_host import LocalHost
 
 StartPubSub = Callable[..., Awaitable[tuple[PubSubModule, LocalHost]]]
 
 
 @pytest.fixture
-async def start_pubsub() -> AsyncIterator[StartPubSub]:
+def start_pubsub(run_module: RunModule) -> StartPubSub:
     """``module, host = await start_pubsub(redis_url=..., queue_size=...)``: a started module on its own host."""
-    started: list[PubSubModule] = []
 
     async def start(**settings: Any) -> tuple[PubSubModule, LocalHost]:
         module = PubSubModule(PubSubSettings(**settings))
-        host = LocalHost()
-        await module.start(host)
-        started.append(module)
-        return module, host
+        return module, await run_module(module)
 
-    yield start
-    for module in started:
-        await module.stop()
+    return start

@@ -11,6 +11,7 @@ import pytest
 from iii.modules.state import StateModule, StateSettings
 from iii.modules.state.module import open_store
 from iii.modules.state.store import StateStore
+from tests.modules.conftest import RunModule
 from tests.modules.local_host import LocalHost
 
 StartModule = Callable[..., Awaitable[tuple[StateModule, LocalHost]]]
@@ -43,20 +44,14 @@ async def store(settings_for: Callable[..., StateSettings]) -> AsyncIterator[Sta
 
 
 @pytest.fixture
-async def start_module(settings_for: Callable[..., StateSettings]) -> AsyncIterator[StartModule]:
+def start_module(settings_for: Callable[..., StateSettings], run_module: RunModule) -> StartModule:
     """``module, host = await start_module(**setting_overrides)``: a started StateModule on a LocalHost."""
-    started: list[StateModule] = []
 
     async def start(**overrides: Any) -> tuple[StateModule, LocalHost]:
         module = StateModule(settings_for(**overrides))
-        host = LocalHost()
-        await module.start(host)
-        started.append(module)
-        return module, host
+        return module, await run_module(module)
 
-    yield start
-    for module in started:
-        await module.stop()
+    return start
 
 
 @pytest.fixture

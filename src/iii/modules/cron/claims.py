@@ -14,10 +14,11 @@ import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from iii.modules.redis_urls import redacted
 
 CONNECT_TIMEOUT_S = 5.0
 LAST_FIRE_TTL_MS = 7 * 24 * 3600 * 1000
@@ -108,7 +109,7 @@ class RedisClaims:
             await self._client.ping()
         except (RedisError, OSError) as error:
             await self.close()
-            raise ClaimError(f"cron: cannot reach Redis at {_redacted(self._url)}: {error}") from error
+            raise ClaimError(f"cron: cannot reach Redis at {redacted(self._url)}: {error}") from error
 
     async def claim(self, job: str, tick: datetime) -> bool:
         assert self._client is not None, "claim before start"
@@ -118,7 +119,7 @@ class RedisClaims:
         try:
             won = await self._client.eval(_CLAIM_SCRIPT, len(keys), *keys, *arguments)
         except (RedisError, OSError) as error:
-            raise ClaimError(f"Redis at {_redacted(self._url)} did not answer: {error}") from error
+            raise ClaimError(f"Redis at {redacted(self._url)} did not answer: {error}") from error
         return bool(won)
 
     async def last_fire(self, job: str) -> datetime | None:
@@ -126,13 +127,13 @@ class RedisClaims:
         try:
             value = await self._client.get(f"{self._prefix}last:{job}")
         except (RedisError, OSError) as error:
-            raise ClaimError(f"Redis at {_redacted(self._url)} did not answer: {error}") from error
+            raise ClaimError(f"Redis at {redacted(self._url)} did not answer: {error}") from error
         if value is None:
             return None
         return datetime.fromtimestamp(int(value) / 1000, UTC)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "redis", "redis_url": _redacted(self._url)}
+        return {"backend": "redis", "redis_url": redacted(self._url)}
 
     async def close(self) -> None:
         if self._client is not None:
@@ -143,14 +144,3 @@ class RedisClaims:
 
 def _ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}", parts.path, parts.query, parts.fragment))

@@ -14,13 +14,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from iii.modules.redis_urls import redacted
 
 log = logging.getLogger("iii.modules.pubsub")
 
@@ -89,18 +90,6 @@ class LocalBus:
 
     async def close(self) -> None:
         pass
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class RedisBus:
