@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,9 @@ from iii.engine.channel_states import (
     EndStateError,
     end_after,
 )
+from iii.engine.channels import ChannelManager, Role
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "iii"
 
 S, E = EndState, EndEvent
 LEGAL = [
@@ -89,3 +94,40 @@ def test_the_states_read_as_the_channel_listing_shows_them() -> None:
     # `iii channels` and `engine::channels::list` show these words; the CLI waits on "waiting".
     assert [state.value for state in EndState] == ["waiting", "reserved", "open", "done"]
     assert f"{EndState.OPEN}" == "open"
+
+
+def state_assigners(path: Path) -> set[str]:
+    """The functions in ``path`` that assign anything's ``writer_state`` or ``reader_state``."""
+    found: set[str] = set()
+    for function in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            else:
+                continue
+            leaves = [leaf for target in targets for leaf in ast.walk(target)]
+            if any(
+                isinstance(leaf, ast.Attribute) and leaf.attr in ("writer_state", "reader_state") for leaf in leaves
+            ):
+                found.add(f"{path.relative_to(SRC)}:{function.name}")
+    return found
+
+
+def test_only_the_table_moves_an_end() -> None:
+    """No code assigns an end's state but ``Channel.__init__`` (the start) and ``Channel._move`` (the table)."""
+    assigners = set().union(*(state_assigners(path) for path in sorted(SRC.rglob("*.py"))))
+    assert sorted(assigners) == ["engine/channels.py:__init__", "engine/channels.py:_move"]
+
+
+def test_a_channel_refuses_a_move_its_table_lacks_and_names_the_end() -> None:
+    manager = ChannelManager(default_buffer_frames=4, max_buffer_frames=16, buffer_bytes=1000, ttl_s=60.0)
+    channel = manager.create(None, None)
+    manager.take(channel, Role.READER)
+    with pytest.raises(EndStateError, match="a channel end that is reserved cannot take") as caught:
+        manager.take(channel, Role.READER)
+    assert caught.value.__notes__ == [f"the reader end of channel {channel.channel_id}"]
+    assert channel.reader_state is EndState.RESERVED  # unchanged
