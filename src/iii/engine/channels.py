@@ -6,7 +6,10 @@ while the reader's socket can take them, and into the queue otherwise; when the 
 pushes back on the writer. Nothing here is unbounded.
 
 Ends are reached through :class:`ChannelEnd`, implemented by the socket layer, so this module holds the
-whole state machine and can be tested without sockets. The promises:
+whole relay and can be tested without sockets. Each end is ``waiting``, ``reserved`` (a socket presented its
+key), ``open`` or ``done``; those states and every legal move between them are one table in
+:mod:`iii.engine.channel_states`, and an end's state changes only through it (:meth:`Channel._move`), so a
+move the table lacks raises instead of passing unnoticed. The promises:
 
 * the reader sees close code 1000 only when the writer ended the stream deliberately; a writer that
   vanished, aborted, or was cut off by shutdown or expiry gives the reader another code and a reason,
@@ -30,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
 
+from iii.engine.channel_states import CONNECTED, FINISHED, TAKEABLE, EndEvent, EndState, EndStateError, end_after
 from iii.protocol import close_codes
 
 READER_FRAME_BYTES: Final = 64 * 1024
@@ -67,17 +71,6 @@ class ChannelEnd(Protocol):
     def hung_up(self) -> bool:
         """True when the peer has stopped sending for good (its connection closed or reset), though the
         socket is not being read; what it sent before is still unread. False when unknown."""
-
-
-class EndState(enum.Enum):
-    WAITING = "waiting"
-    """Not connected yet."""
-    RESERVED = "reserved"
-    """A socket presented the key and is completing its handshake."""
-    OPEN = "open"
-    """Connected."""
-    DONE = "done"
-    """Finished (closed, lost or expired)."""
 
 
 class Role(enum.Enum):
@@ -165,7 +158,7 @@ class Channel:
 
     def on_writer_frame(self, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
         """Relay or queue one frame from the writer. ``payload`` is only valid during this call."""
-        if self.writer_state is not EndState.OPEN:
+        if self.writer_state not in CONNECTED:
             return
         if kind is not FrameKind.TEXT and (kind is FrameKind.BINARY or self.writer_in_binary):
             # Data: every piece goes out as a whole binary frame (a fragment's boundaries mean nothing).
@@ -208,16 +201,21 @@ class Channel:
 
     def on_writer_end(self, code: int, reason: str) -> None:
         """The writer finished: ``NORMAL`` for a deliberate end, another code if it was lost or aborted."""
-        if self.writer_state is EndState.DONE:
+        self._end_writer(EndEvent.END, code, reason)
+
+    def _end_writer(self, event: EndEvent, code: int, reason: str) -> None:
+        """The stream ended (``END``) or its writer was given up (``RELEASE``): the reader gets the end after
+        what is queued."""
+        if self.writer_state in FINISHED:
             return
-        self.writer_state = EndState.DONE
+        self._move(Role.WRITER, event)
         self.writer = None
         self.manager.held_back.discard(self)
         self.end_code = code
         self.end_reason = reason
-        if self.reader_state is EndState.OPEN:
+        if self.reader_state in CONNECTED:
             self._drain()
-        elif self.reader_state is EndState.DONE:
+        elif self.reader_state in FINISHED:
             self.manager.forget(self)
         # A reader that has not connected yet gets the buffered data and the end when it does.
 
@@ -225,25 +223,29 @@ class Channel:
 
     def on_reader_writable(self) -> None:
         """The reader's socket can take more: send what is queued."""
-        if self.reader_state is EndState.OPEN:
+        if self.reader_state in CONNECTED:
             self._drain()
 
     def on_reader_gone(self, reason: str) -> None:
         """The reader closed or disconnected before the stream ended: fail the writer, drop the data."""
-        if self.reader_state is EndState.DONE:
+        if self.reader_state in FINISHED:
             return
-        self.reader_state = EndState.DONE
+        self._move(Role.READER, EndEvent.END)
         self.reader = None
         self.queue = None
         self.queued_bytes = 0
-        if self.writer_state is EndState.OPEN:
+        if self.writer_state in CONNECTED:
             assert self.writer is not None
             self.writer.close(close_codes.READER_LOST, f"reader went away: {reason}")
-        self.writer_state = EndState.DONE
+        self._move(Role.WRITER, EndEvent.CUT)
         self.writer = None
         self.manager.forget(self)
 
     # --- connection, expiry, shutdown ------------------------------------------------------------------
+
+    def take(self, role: Role) -> None:
+        """Reserve the ``role`` end for a socket that presented its key; see :meth:`ChannelManager.take`."""
+        self._move(role, EndEvent.TAKE)
 
     def attach(self, role: Role, end: ChannelEnd) -> None:
         """Bind a connected socket to an end that :meth:`ChannelManager.take` reserved.
@@ -254,20 +256,19 @@ class Channel:
         if state is not EndState.RESERVED:
             end.close(close_codes.PEER_NEVER_CONNECTED, "the channel expired before this end connected")
             return
-        if role is Role.WRITER and self.reader_state is EndState.DONE:
+        if role is Role.WRITER and self.reader_state in FINISHED:
             end.close(close_codes.READER_LOST, "the reader was released before this writer connected")
-            self.writer_state = EndState.DONE
+            self._move(Role.WRITER, EndEvent.CUT)
             self.manager.forget(self)
             return
+        self._move(role, EndEvent.CONNECT)
         if role is Role.WRITER:
-            self.writer_state = EndState.OPEN
             self.writer = end
             if self.writer_paused:
                 end.pause_reading()
         else:
-            self.reader_state = EndState.OPEN
             self.reader = end
-        if self.writer_state is not EndState.WAITING and self.reader_state is not EndState.WAITING:
+        if self.writer_state not in TAKEABLE and self.reader_state not in TAKEABLE:
             self.manager.connected(self)
         if role is Role.READER:
             self._drain()
@@ -280,35 +281,31 @@ class Channel:
         that end has connected (its socket says how it ends) or has already finished.
         """
         if role is Role.READER:
-            if self.reader_state is not EndState.WAITING:
+            if self.reader_state not in TAKEABLE:
                 return False
-            self.reader_state = EndState.DONE
+            self._move(Role.READER, EndEvent.RELEASE)
             self.queue = None
             self.queued_bytes = 0
-            if self.writer_state is EndState.OPEN:
+            if self.writer_state in CONNECTED:
                 assert self.writer is not None
                 self.writer.close(close_codes.READER_LOST, f"the reader was released: {reason}")
-                self.writer_state = EndState.DONE
+                self._move(Role.WRITER, EndEvent.CUT)
                 self.writer = None
-            if self.writer_state is EndState.DONE:
+            if self.writer_state in FINISHED:
                 self.manager.forget(self)
             return True  # a writer still to come is told when it attaches
-        if self.writer_state is not EndState.WAITING:
+        if self.writer_state not in TAKEABLE:
             return False
-        self.on_writer_end(close_codes.WRITER_RELEASED, f"the writer was released unused: {reason}")
+        self._end_writer(EndEvent.RELEASE, close_codes.WRITER_RELEASED, f"the writer was released unused: {reason}")
         return True
 
     def expire(self) -> None:
         """The TTL ran out with an end never connected: tell the other end, then forget the channel."""
         if self.reader is not None:
-            self._close_reader(close_codes.PEER_NEVER_CONNECTED, "the writer never connected")
+            self.reader.close(close_codes.PEER_NEVER_CONNECTED, "the writer never connected")
         elif self.writer is not None:
             self.writer.close(close_codes.PEER_NEVER_CONNECTED, "the reader never connected")
-        self.writer_state = self.reader_state = EndState.DONE
-        self.writer = self.reader = None
-        self.queue = None
-        self.queued_bytes = 0
-        self.manager.forget(self)
+        self._cut_off()
 
     def abort(self, code: int, reason: str) -> None:
         """Cut both ends off (engine shutdown); neither sees a clean end."""
@@ -316,11 +313,7 @@ class Channel:
             self.writer.close(code, reason)
         if self.reader is not None:
             self.reader.close(code, reason)
-        self.writer_state = self.reader_state = EndState.DONE
-        self.writer = self.reader = None
-        self.queue = None
-        self.queued_bytes = 0
-        self.manager.forget(self)
+        self._cut_off()
 
     def describe(self, now: float) -> dict[str, Any]:
         """A listing entry: never the keys."""
@@ -340,6 +333,28 @@ class Channel:
 
     # --- internals -------------------------------------------------------------------------------------
 
+    def _move(self, role: Role, event: EndEvent) -> None:
+        """Apply ``event`` to the ``role`` end: the only way an end's state changes (the table is in
+        :mod:`iii.engine.channel_states`; an event its state does not allow raises :class:`EndStateError`)."""
+        try:
+            if role is Role.WRITER:
+                self.writer_state = end_after(self.writer_state, event)
+            else:
+                self.reader_state = end_after(self.reader_state, event)
+        except EndStateError as exc:
+            exc.add_note(f"the {role.name.lower()} end of channel {self.channel_id}")
+            raise
+
+    def _cut_off(self) -> None:
+        """Finish both ends on the engine's word (expiry, shutdown), drop the queue and forget the channel;
+        their sockets, if any, have been closed."""
+        self._move(Role.WRITER, EndEvent.CUT)
+        self._move(Role.READER, EndEvent.CUT)
+        self.writer = self.reader = None
+        self.queue = None
+        self.queued_bytes = 0
+        self.manager.forget(self)
+
     def _buffer_full(self) -> bool:
         queue = self.queue
         return queue is not None and (len(queue) >= self.buffer_frames or self.queued_bytes >= self.buffer_bytes)
@@ -356,8 +371,10 @@ class Channel:
         if self.writer_paused and not queue and not reader.write_paused:
             # Everything queued went out and the reader's socket has room: let the writer go on.
             self._resume_writer()
-        if not queue and self.writer_state is EndState.DONE and self.end_code is not None:
-            self._close_reader(self.end_code, self.end_reason)
+        if not queue and self.writer_state in FINISHED and self.end_code is not None:
+            reader.close(self.end_code, self.end_reason)
+            self.reader = None
+            self._move(Role.READER, EndEvent.END)
             self.manager.forget(self)
 
     def _send(self, reader: ChannelEnd, kind: FrameKind, payload: bytes | memoryview, fin: bool) -> None:
@@ -372,12 +389,6 @@ class Channel:
         for start in range(0, size, READER_FRAME_BYTES):
             reader.send_frame(FrameKind.BINARY, view[start : start + READER_FRAME_BYTES], True)
             self.frames_relayed += 1
-
-    def _close_reader(self, code: int, reason: str) -> None:
-        if self.reader is not None:
-            self.reader.close(code, reason)
-        self.reader = None
-        self.reader_state = EndState.DONE
 
 
 class ChannelManager:
@@ -467,7 +478,7 @@ class ChannelManager:
                 return KeyCheck.WRONG_DIRECTION, channel
             return KeyCheck.NOT_FOUND, None
         state = channel.writer_state if role is Role.WRITER else channel.reader_state
-        if state is not EndState.WAITING:
+        if state not in TAKEABLE:
             return KeyCheck.TAKEN, channel
         return KeyCheck.OK, channel
 
@@ -476,10 +487,7 @@ class ChannelManager:
 
         A reserved end still counts as unconnected for the TTL until its socket attaches.
         """
-        if role is Role.WRITER:
-            channel.writer_state = EndState.RESERVED
-        else:
-            channel.reader_state = EndState.RESERVED
+        channel.take(role)
 
     def connected(self, channel: Channel) -> None:
         """Both ends have connected (or finished): the channel no longer expires."""
@@ -535,7 +543,7 @@ class ChannelManager:
         Its other channels live on (someone is using them) but no longer count as its own.
         """
         owned = [self._channels[channel_id] for channel_id in self._by_owner.pop(owner_id, ())]
-        orphans = [c for c in owned if c.writer_state is EndState.WAITING and c.reader_state is EndState.WAITING]
+        orphans = [c for c in owned if c.writer_state in TAKEABLE and c.reader_state in TAKEABLE]
         for channel in owned:
             channel.owner_id = None
         for channel in orphans:
