@@ -69,3 +69,9 @@ def redis_server() -> Iterator[RedisServer]:
     """A real, empty Redis on a free loopback port for one test (``redis_server.url``)."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+async def core_engine(start_engine: Callable[..., Awaitable[Engine]]) -> Engine:
+    """An in-process engine that runs no modules: the core alone (listings hold only what a test registers)."""
+    return await start_engine(modules="")

@@ -70,8 +70,8 @@ async def provider_and_consumer(engine: Engine) -> tuple[RawWorker, RawWorker]:
 # --- engine::triggers::list / ::info -------------------------------------------------------------------------
 
 
-async def test_triggers_list_holds_trigger_types_not_bindings(live_engine: Engine) -> None:
-    _, consumer = await provider_and_consumer(live_engine)
+async def test_triggers_list_holds_trigger_types_not_bindings(core_engine: Engine) -> None:
+    _, consumer = await provider_and_consumer(core_engine)
     listing = await consumer.result_of("engine::triggers::list", {})
     assert listing["triggers"] == [
         {
@@ -105,8 +105,8 @@ async def test_triggers_list_filters(live_engine: Engine) -> None:
     assert await ids(search="nothing like it") == []
 
 
-async def test_triggers_info_gives_schemas_and_live_instance_count(live_engine: Engine) -> None:
-    _, consumer = await provider_and_consumer(live_engine)
+async def test_triggers_info_gives_schemas_and_live_instance_count(core_engine: Engine) -> None:
+    _, consumer = await provider_and_consumer(core_engine)
     info = await consumer.result_of("engine::triggers::info", {"id": TYPE})
     assert info == {
         "id": TYPE,
@@ -239,8 +239,8 @@ async def test_functions_info_refuses_unknown_ids_and_bad_arguments(live_engine:
     assert (builtin["worker_name"], builtin["registered_triggers"]) == ("engine", [])
 
 
-async def test_functions_list_filters_like_the_reference(live_engine: Engine) -> None:
-    billing = await named(live_engine, "billing")
+async def test_functions_list_filters_like_the_reference(core_engine: Engine) -> None:
+    billing = await named(core_engine, "billing")
     for function_id, description, metadata in [
         ("billing::charge", "Charge a card", None),
         ("billing::refund", "Give the money back", None),
@@ -249,7 +249,7 @@ async def test_functions_list_filters_like_the_reference(live_engine: Engine) ->
         await billing.send(
             {"type": "registerfunction", "id": function_id, "description": description, "metadata": metadata}
         )
-    ops = await named(live_engine, "ops")
+    ops = await named(core_engine, "ops")
     await ops.send({"type": "registerfunction", "id": "ops::state", "description": "mentions billing"})
     await ops.ping()
 

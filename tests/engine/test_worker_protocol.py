@@ -407,8 +407,8 @@ async def test_64_mib_messages_are_accepted(live_engine: Engine) -> None:
 # --- builtins ---------------------------------------------------------------------------------------------
 
 
-async def test_functions_list_shows_registered_functions_and_hides_builtins(live_engine: Engine) -> None:
-    worker = await RawWorker.connect(live_engine.url)
+async def test_functions_list_shows_registered_functions_and_hides_builtins(core_engine: Engine) -> None:
+    worker = await RawWorker.connect(core_engine.url)
     await worker.send({"type": "registerfunction", "id": "shop::order", "description": "Order", "metadata": {"v": 2}})
     await worker.ping()
     listing = await worker.result_of("engine::functions::list", {})

@@ -304,7 +304,8 @@ async def test_a_failing_function_s_message_and_error_id_reach_the_client_and_th
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http, http.get(f"{served.url}/fail") as response:
         error = (await response.json())["error"]
     assert error["message"] == "the widget is broken"
-    assert any(error["error_id"] in line for line in served.engine.log_lines())
+    # The engine's log is read from its stderr by a thread: wait for the line, it may follow the response.
+    assert error["error_id"] in await asyncio.to_thread(served.engine.wait_for_log, error["error_id"], 10)
 
 
 async def test_malformed_json_is_a_400(served: Served) -> None:
