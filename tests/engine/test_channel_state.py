@@ -279,3 +279,19 @@ def test_released_ends_tell_their_peers() -> None:
     found = manager.find(fourth.channel_id, fourth.writer_key)
     assert found is not None and found[1] is Role.WRITER
     assert manager.find(fourth.channel_id, "wrong") is None
+
+
+def test_an_end_whose_handshake_never_completes_still_expires() -> None:
+    """A reader whose key was presented (its end reserved) but whose socket never attached: the channel stays
+    under the TTL, so the writer is told and the channel is forgotten, instead of being held for ever."""
+    now = [0.0]
+    manager = make_manager(now, ttl_s=10.0)
+    channel = manager.create(None, None)
+    outcome, found = manager.check(channel.channel_id, channel.reader_key, Role.READER)
+    assert outcome is KeyCheck.OK and found is channel
+    manager.take(channel, Role.READER)  # the upgrade was routed; its handshake never finishes
+    writer = connect(manager, Role.WRITER, channel.channel_id, channel.writer_key)
+    now[0] = 10.5
+    assert manager.expire_due() == 1
+    assert writer.closed is not None and writer.closed[0] == close_codes.PEER_NEVER_CONNECTED
+    assert len(manager) == 0

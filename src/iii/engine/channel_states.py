@@ -71,6 +71,8 @@ CONNECTED: Final = frozenset({EndState.OPEN})
 """A socket (or one of the engine's own ends) is bound to the end: frames and a close can reach it."""
 FINISHED: Final = frozenset({EndState.DONE})
 """The end is over for good: nothing reaches it and no event but a cut applies."""
+SETTLED: Final = CONNECTED | FINISHED
+"""No socket is awaited for the end any more (a reserved end still awaits its handshake: the TTL applies)."""
 
 
 class EndStateError(RuntimeError):

@@ -33,7 +33,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
 
-from iii.engine.channel_states import CONNECTED, FINISHED, TAKEABLE, EndEvent, EndState, EndStateError, end_after
+from iii.engine.channel_states import (
+    CONNECTED,
+    FINISHED,
+    SETTLED,
+    TAKEABLE,
+    EndEvent,
+    EndState,
+    EndStateError,
+    end_after,
+)
 from iii.protocol import close_codes
 
 READER_FRAME_BYTES: Final = 64 * 1024
@@ -268,7 +277,7 @@ class Channel:
                 end.pause_reading()
         else:
             self.reader = end
-        if self.writer_state not in TAKEABLE and self.reader_state not in TAKEABLE:
+        if self.writer_state in SETTLED and self.reader_state in SETTLED:
             self.manager.connected(self)
         if role is Role.READER:
             self._drain()
