@@ -1,4 +1,8 @@
-"""The engine: one listener, the routes behind it, and what each worker message does.
+"""The engine's server: one listener, the routes behind it, the modules' lifetime, and the housekeeping ticks.
+
+What each worker message does is the core's business (:mod:`iii.engine.core`): a worker socket hands its
+decoded messages there. The modules (:mod:`iii.engine.modules`) start before the engine listens and stop
+after it stops accepting.
 
 Routes (all WebSocket upgrades on one port):
 
@@ -10,8 +14,8 @@ Routes (all WebSocket upgrades on one port):
 
 HTTP triggers are served on a port of their own (:mod:`iii.engine.http_trigger`).
 
-Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed
-and written to its host without a task switch. Time-based work (call deadlines, channel expiry, pings of
+Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed by
+the core and written to its host without a task switch. Time-based work (call deadlines, channel expiry, pings of
 silent workers, handing freed memory back) runs in one housekeeping task.
 """
 
