@@ -302,6 +302,34 @@ async def test_unknown_types_and_fields_are_ignored_and_missing_data_is_null(liv
     assert answer.get("result") is None and not answer.get("error")
 
 
+async def test_a_null_answer_from_inside_the_engine_leaves_result_out(live_engine: Engine) -> None:
+    """A function served inside the engine that answers null (``state::get`` of a missing key, ``publish``)
+    sends no ``result``, as the reference engine does: the official Node SDK 0.22 then resolves ``undefined``,
+    which its own state tests expect for a missing key (an explicit ``"result": null`` resolves ``null``).
+    A worker's answer is relayed as it came, an explicit null included."""
+    caller = await RawWorker.connect(live_engine.url)
+    missing = await caller.call("state::get", {"scope": "s", "key": "missing"})
+    assert missing == {
+        "type": "invocationresult",
+        "invocation_id": missing["invocation_id"],
+        "function_id": "state::get",
+    }
+    published = await caller.call("publish", {"topic": "t", "data": 1})
+    assert published == {
+        "type": "invocationresult",
+        "invocation_id": published["invocation_id"],
+        "function_id": "publish",
+    }
+
+    host = await RawWorker.connect(live_engine.url)
+    await host.register("explicit::null")
+    invocation_id = await caller.invoke("explicit::null")
+    await host.serve_one(lambda d: None)  # sends "result": null
+    answer = await caller.recv_type("invocationresult")
+    assert answer["invocation_id"] == invocation_id
+    assert "result" in answer and answer["result"] is None
+
+
 async def test_binary_frames_on_the_control_socket_are_refused_clearly(live_engine: Engine) -> None:
     worker = await RawWorker.connect(live_engine.url)
     await worker.send(b'{"type":"ping"}')

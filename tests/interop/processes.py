@@ -16,7 +16,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -67,6 +67,8 @@ class WorkerProcess:
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
+        self._held: list[str] = []
+        """Lines :meth:`expect` read past without taking them (the earliest first)."""
         self._threads: list[threading.Thread] = []
 
     def start(self) -> WorkerProcess:
@@ -121,6 +123,47 @@ class WorkerProcess:
                 ready: dict[str, Any] = json.loads(line.removeprefix(prefix))
                 return ready
 
+    def expect(
+        self, prefix: str, timeout_s: float, matches: Callable[[dict[str, Any]], bool] = lambda record: True
+    ) -> dict[str, Any]:
+        """The earliest line ``PREFIX {json}`` whose JSON ``matches``, as the JSON; ``AssertionError`` otherwise.
+
+        Unlike :meth:`wait_ready`, the lines it reads past are kept, so that a later ``expect`` can still take
+        them (events that came before a call's result, say). Fails when the worker prints ``FATAL`` or its
+        stdout ends first, and after ``timeout_s`` seconds.
+        """
+        for index, held in enumerate(self._held):
+            record = _record(held, prefix)
+            if record is not None and matches(record):
+                del self._held[index]
+                return record
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no matching {prefix} within {timeout_s:.0f} s\n{self.output()}")
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None or line.startswith("FATAL"):
+                self._lines.put(line)  # every later expect fails at once too
+                raise AssertionError(f"{self.name}: failed while waiting for {prefix}\n{self.output()}")
+            record = _record(line, prefix)
+            if record is not None and matches(record):
+                return record
+            self._held.append(line)
+
+    def held(self, prefix: str) -> list[dict[str, Any]]:
+        """The ``PREFIX {json}`` lines read so far and not taken by :meth:`expect` (without taking them)."""
+        return [record for line in self._held if (record := _record(line, prefix)) is not None]
+
+    def send(self, record: Any) -> None:
+        """Write ``record`` as one JSON line to the worker's stdin."""
+        assert self.process is not None and self.process.stdin is not None, "send before start"
+        self.process.stdin.write(json.dumps(record) + "\n")
+        self.process.stdin.flush()
+
     def _wait_exit(self, timeout_s: float) -> None:
         if self.process is None:
             return
@@ -157,6 +200,14 @@ class WorkerProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _record(line: str, prefix: str) -> dict[str, Any] | None:
+    """The JSON of ``PREFIX {json}``, or None for a line with another prefix."""
+    if not line.startswith(prefix + " "):
+        return None
+    record: dict[str, Any] = json.loads(line.removeprefix(prefix + " "))
+    return record
 
 
 def run_once(

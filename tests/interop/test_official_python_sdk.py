@@ -2,8 +2,10 @@
 
 The sdist ships the SDK's test suite; its live-engine tests read the engine address from ``III_URL`` and the
 HTTP trigger address from ``III_HTTP_URL``. We run the modules that exercise what this engine offers
-(functions, invocation, channels, trigger types, HTTP middleware) with the official venv's interpreter,
-unchanged, in the extracted sdist directory.
+(functions, invocation, channels, trigger types, HTTP middleware, and the state and pub/sub modules) with
+the official venv's interpreter, unchanged, in the extracted sdist directory. The sdist has no cron test
+against a live engine (its two cron mentions are registrations sent to a fake socket);
+``test_official_modules.py`` drives cron with the official SDKs.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ OFFICIAL_MODULES = (
     "tests/test_bridge.py",
     "tests/test_trigger_type_lifecycle.py",
     "tests/test_middleware.py",
+    "tests/test_state.py",
+    "tests/test_pubsub.py",
 )
-EXPECTED_PASSED = 16
+EXPECTED_PASSED = 29
 """2 channel tests (one-way and bidirectional streaming) + 6 bridge tests (connect, register and invoke,
 a 30 MiB non-ASCII payload round trip, fire-and-forget, function listing, unknown function) + 3 trigger type
-lifecycle tests + 5 HTTP middleware tests (continue, respond, order, input, none)."""
+lifecycle tests + 5 HTTP middleware tests (continue, respond, order, input, none) + 11 state tests (set new
+and overwrite, get present and missing, delete present and missing, list, list_groups, update with set ops
+and with append ops, a ``state`` trigger firing on an update) + 2 pub/sub tests (a subscriber receives a
+published message; topics are isolated)."""
 
 RUN_TIMEOUT_S = 300.0
 ENVIRONMENT_TIMEOUT = pytest.mark.timeout(1200)
@@ -61,7 +68,7 @@ def test_summary_counts_parses_pytest_summaries() -> None:
 
 
 @ENVIRONMENT_TIMEOUT
-def test_official_python_sdk_channel_bridge_trigger_type_and_middleware_tests_pass(
+def test_official_python_sdk_channel_bridge_trigger_type_middleware_state_and_pubsub_tests_pass(
     engine: EngineProcess, official_python: PythonEnv, official_sdist: Sdist
 ) -> None:
     """Proves the unchanged official Python SDK works against our engine, judged by its own tests.
@@ -73,8 +80,9 @@ def test_official_python_sdk_channel_bridge_trigger_type_and_middleware_tests_pa
     payload, lists functions and gets ``function_not_found`` for an unknown one; ``test_middleware.py`` binds
     HTTP routes with ``middleware_function_ids`` and checks over HTTP that middleware runs in order with the
     request's method and parameters, lets the request through (``continue``) or answers it (``respond`` 403,
-    the handler never called). All 16 must pass, none may fail, error or be skipped, and the engine must log
-    no warning or error meanwhile.
+    the handler never called); ``test_state.py`` calls every ``state::*`` function and binds a ``state``
+    trigger to one key; ``test_pubsub.py`` publishes to topics with ``subscribe`` bindings. All 29 must pass,
+    none may fail, error or be skipped, and the engine must log no warning or error meanwhile.
     """
     argv = [str(official_python.python), "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-v"]
     code, out, err = run_once(

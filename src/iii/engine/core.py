@@ -100,7 +100,14 @@ def _builtin_error(entry: FunctionEntry, exc: Exception) -> msgspec.Raw:
 
 
 def _encoded(entry: FunctionEntry, value: Any) -> tuple[msgspec.Raw, msgspec.Raw]:
-    """(result, error) for a value a function served inside the engine returned."""
+    """(result, error) for a value a function served inside the engine returned.
+
+    None is no result (left out of the caller's ``invocationresult``), as the reference engine sends a
+    function's ``None``: the official Node SDK 0.22 resolves a missing result as ``undefined``, which its own
+    tests expect of ``state::get`` on a missing key, and an explicit ``null`` as ``null``.
+    """
+    if value is None:
+        return JSON_NULL, JSON_NULL
     try:
         return msgspec.Raw(encode_value(value)), JSON_NULL
     except Exception as exc:  # not JSON (an object, 1e999, ...)
