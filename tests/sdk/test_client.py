@@ -25,6 +25,7 @@ from iii import (
     register_worker,
 )
 from iii.testing import EngineProcess
+from tests.engine.wire import RawWorker
 
 FAST_RECONNECT = ReconnectionConfig(initial_delay_ms=50, max_delay_ms=200, jitter_factor=0.0)
 
@@ -330,3 +331,16 @@ def test_a_worker_refused_for_good_does_not_hold_its_process() -> None:
         child.kill()
         child.wait(10)
         first.stop()
+
+
+async def test_a_handler_that_returns_none_answers_with_no_result_field(engine: EngineProcess) -> None:
+    """As the official SDKs do: a Node caller reads a missing ``result`` as ``undefined``, an explicit null as null."""
+    with register_worker(engine.url, InitOptions(worker_name="nothing")) as client:
+        assert client.register_function("nothing.here", lambda data: None).wait_active(10)
+        caller = await RawWorker.connect(engine.url)
+        try:
+            answer = await caller.call("nothing.here", {})
+        finally:
+            await caller.close()
+    assert answer["type"] == "invocationresult"
+    assert "result" not in answer and "error" not in answer

@@ -171,7 +171,9 @@ class Server:
     def reply(self, invocation_id: str, function_id: str, *, result: Any = None, error: Any = None) -> None:
         """Send one answer; a result that cannot be sent (not JSON, too big) becomes an error the caller gets."""
         try:
-            result_raw = encode_payload(result) if error is None else JSON_NULL
+            # None is no result: the field is left out, as the reference SDKs and engine do (a Node caller then
+            # gets undefined, not null).
+            result_raw = encode_payload(result) if error is None and result is not None else JSON_NULL
         except TypeError as exc:
             error = {"code": errors.INVOCATION_FAILED, "message": f"the result could not be sent: {exc}"}
             result_raw = JSON_NULL
