@@ -49,7 +49,7 @@ class LocalHost:
         assert type_id not in self.trigger_types, f"{type_id} registered twice"
         self.trigger_types[type_id] = provider
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None) -> Any:
+    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
         self.invocations.append((function_id, data))
         target = self.served.get(function_id)
         if target is None:
@@ -75,6 +75,9 @@ class LocalHost:
 
     def on_worker_left(self, callback: Callable[[str], None]) -> None:
         self._left_callbacks.append(callback)
+
+    async def create_channel(self, buffer_frames: int = 64) -> Any:
+        raise NotImplementedError("LocalHost has no channels: test a module that uses them on an engine")
 
     # --- the test's side -------------------------------------------------------------------------------
 

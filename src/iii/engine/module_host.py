@@ -1,9 +1,10 @@
 """The in-process :class:`~iii.modules.api.ModuleHost`: how a module inside the engine reaches the core.
 
 A module's functions become entries served inside the engine (no round trip to any worker; workers cannot take
-their ids), its trigger types are provided inside the engine, and its calls start in
-:meth:`~iii.engine.core.Core.start_call` like every other call. Nothing else of the core is reachable from a
-module: it gets this host and nothing more.
+their ids), its trigger types are provided inside the engine, its calls start in
+:meth:`~iii.engine.core.Core.start_call` like every other call, and its channels are the core's, with ends of
+the engine's own for the module (:mod:`iii.engine.module_channels`). Nothing else of the core is reachable from
+a module: it gets this host and nothing more.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from iii.engine.module_channels import InProcessChannel
 from iii.engine.registry import BuiltinFailure
 from iii.modules.api import (
     BindingInfo,
@@ -33,6 +35,7 @@ from iii.protocol.messages import JSON_NULL, is_null
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
+    from iii.engine.router import InvocationRouter
     from iii.engine.triggers import Binding
     from iii.engine.worker_socket import WorkerConnection
 
@@ -55,16 +58,32 @@ def _error_fields(error: msgspec.Raw) -> tuple[str, str]:
 
 
 class _Answer:
-    """The caller of one :meth:`InProcessHost.invoke`: settles a future with (result, error)."""
+    """The caller of one :meth:`InProcessHost.invoke`: settles its future with the decoded result or the error.
+    Cancelling the future drops the pending call."""
 
     write_paused = False
 
-    def __init__(self, future: asyncio.Future[tuple[msgspec.Raw, msgspec.Raw]]) -> None:
+    def __init__(self, future: asyncio.Future[Any], router: InvocationRouter) -> None:
         self._future = future
+        self._router = router
+        future.add_done_callback(self._on_done)
 
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
-        if not self._future.done():  # the module may have stopped waiting
-            self._future.set_result((msgspec.Raw(bytes(result)), msgspec.Raw(bytes(error))))
+        future = self._future
+        if future.done():  # the module stopped waiting
+            return
+        if not is_null(error):
+            future.set_exception(InvocationError(*_error_fields(error)))
+            return
+        try:
+            future.set_result(_decoded(result))
+        except (msgspec.DecodeError, RecursionError) as exc:  # valid JSON no Python value holds (1e999)
+            message = f"the result of {function_id} cannot be decoded: {exc}"
+            future.set_exception(InvocationError(errors.DESERIALIZATION_ERROR, message))
+
+    def _on_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._router.drop_caller(self)  # the module stopped waiting: a late result goes nowhere
 
 
 class _Provider:
@@ -158,21 +177,22 @@ class InProcessHost:
             raise ValueError(f"module {self._module}: trigger type {type_id} is already provided")
         self._core.triggers.add_builtin(type_id, _Provider(provider), description, module=self._module)
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None) -> Any:
-        future: asyncio.Future[tuple[msgspec.Raw, msgspec.Raw]] = asyncio.get_running_loop().create_future()
+    def invoke(
+        self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
+    ) -> asyncio.Future[Any]:
+        """The call starts now; the future gives its result (see :mod:`iii.modules.api`)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         problem = self._core.start_call(
             function_id,
             _as_raw(data),
-            caller=_Answer(future),
+            caller=_Answer(future, self._core.router),
             caller_invocation_id=f"{self._module}-{next(self._call_ids)}",
             timeout_s=timeout_s,
+            metadata=_as_raw(metadata),
         )
         if problem is not None:
-            raise InvocationError(*problem)
-        result, error = await future
-        if not is_null(error):
-            raise InvocationError(*_error_fields(error))
-        return _decoded(result)
+            future.set_exception(InvocationError(*problem))
+        return future
 
     def invoke_void(self, function_id: str, data: Any) -> None:
         problem = self._core.start_call(function_id, _as_raw(data), caller=None)
@@ -181,6 +201,9 @@ class InProcessHost:
 
     def on_worker_left(self, callback: Callable[[str], None]) -> None:
         self._core.on_worker_left(callback)
+
+    async def create_channel(self, buffer_frames: int = 64) -> InProcessChannel:
+        return InProcessChannel(self._core.channels, buffer_frames)
 
 
 async def _translated(pending: Awaitable[Any]) -> Any:

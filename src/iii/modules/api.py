@@ -17,7 +17,19 @@ Contracts:
 * A trigger provider is told of each binding of its type with :meth:`TriggerProvider.activate` (return None to
   accept, or the reason it is refused) and of its end with :meth:`TriggerProvider.deactivate`. Firing is the
   provider's business: it invokes the bound function through the host.
-* :meth:`ModuleHost.invoke` raises :class:`InvocationError` with the callee's error code when the call fails.
+* :meth:`ModuleHost.invoke` returns an awaitable of the result; it raises :class:`InvocationError` with the
+  callee's error code when the call fails (``deserialization_error`` for a result no Python value holds). Inside
+  the engine the call starts at once (the awaitable is a future); a host may also start it only when it is
+  awaited (a coroutine), so await it, or wrap it with ``asyncio.ensure_future``. Cancelling it stops the wait:
+  inside the engine the pending call is dropped (on the loop's next iteration), so a late result goes nowhere;
+  over the worker protocol the engine keeps it until the callee answers or the call times out.
+* Channels (:meth:`ModuleHost.create_channel`) are the workers' data channels: the module keeps one end
+  (:meth:`ModuleChannel.writer` or :meth:`ModuleChannel.reader`) and hands the other end's ref to a function
+  in a call's payload. Both ends are backpressured: a writer is held back (:meth:`ModuleWriter.drain`) while
+  the channel's buffer is full, and a reader that does not read holds its writer back. A reader sees a clean
+  end only when the writer closed the stream (:meth:`ModuleWriter.close`); any other end raises
+  :class:`~iii.errors.ChannelBrokenError` after the data that did arrive. Inside the engine the module's ends
+  are the engine's own (no socket, no copy beyond the relay's); over the worker protocol they are the SDK's.
 """
 
 from __future__ import annotations
@@ -26,18 +38,22 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from iii.errors import FunctionError
+from iii.errors import ChannelBrokenError, FunctionError
 
 __all__ = [
     "BindingInfo",
     "CallInfo",
+    "ChannelBrokenError",
     "DescribingProvider",
     "FunctionError",
     "Handler",
     "InvocationError",
     "MetricSample",
     "Module",
+    "ModuleChannel",
     "ModuleHost",
+    "ModuleReader",
+    "ModuleWriter",
     "TriggerProvider",
 ]
 
@@ -106,6 +122,64 @@ class MetricSample:
     """``gauge`` or ``counter``."""
 
 
+class ModuleWriter(Protocol):
+    """The writing end of a channel, kept by the module (:meth:`ModuleChannel.writer`)."""
+
+    @property
+    def cut(self) -> bool:
+        """The stream can take no more: its reader went away, or the channel was cut off (what is written is
+        then dropped). A host may learn it only at the next :meth:`write`."""
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (in frames of at most 64 KiB) after what was written before. Never waits: await
+        :meth:`drain` between writes to go at the reader's pace."""
+
+    async def drain(self) -> None:
+        """Wait while the writer is held back (the channel's buffer is full and its reader has not caught up);
+        returns at once when there is room, or when the stream is over."""
+
+    def close(self) -> None:
+        """End the stream cleanly after what was written: the reader sees a complete stream."""
+
+    def abort(self, reason: str) -> None:
+        """End the stream as broken: the reader gets what was written, then a cut end (close code 4001 with
+        ``reason``), never a clean one. Nothing happens if the stream is over already."""
+
+
+class ModuleReader(Protocol):
+    """The reading end of a channel, kept by the module (:meth:`ModuleChannel.reader`)."""
+
+    def read(self) -> Awaitable[bytes | str | None]:
+        """The next piece of the stream, in order: ``bytes`` (data), ``str`` (a text message), or None at its
+        clean end (and after it); :class:`~iii.errors.ChannelBrokenError` at any other end, after what did
+        arrive. Unread data holds the writer back. One read at a time; as with :meth:`ModuleHost.invoke`, the
+        awaitable is a future inside the engine and may be a coroutine elsewhere."""
+
+    def close(self, reason: str) -> None:
+        """Stop reading: the writer learns that its reader went away (close code 4002); a :meth:`read`
+        waiting or to come raises :class:`~iii.errors.ChannelBrokenError`. Idempotent."""
+
+
+class ModuleChannel(Protocol):
+    """A channel the module created: it keeps one end and hands the other end's ref to a function."""
+
+    writer_ref: Mapping[str, str]
+    """The writing end's ref (``{channel_id, access_key, direction: "write"}``), for a payload."""
+    reader_ref: Mapping[str, str]
+    """The reading end's ref, for a payload."""
+
+    def writer(self) -> ModuleWriter:
+        """Keep the writing end (its ref then opens nothing); call it once, before handing out ``reader_ref``."""
+
+    def reader(self) -> ModuleReader:
+        """Keep the reading end (its ref then opens nothing); call it once, before handing out ``writer_ref``."""
+
+    def release(self, reason: str) -> None:
+        """Finish the ends that no one has connected: their refs open nothing any more. A released reader fails
+        the writer (4002); a released writer ends the reader's stream (4004). Call it when whoever was given a
+        ref is done with it (its call returned), so that nothing waits for the channel's expiry."""
+
+
 class ModuleHost(Protocol):
     """What a module may do: the capabilities of any worker (see the module docstring)."""
 
@@ -123,14 +197,21 @@ class ModuleHost(Protocol):
     def register_trigger_type(self, type_id: str, provider: TriggerProvider, *, description: str = "") -> None:
         """Provide trigger type ``type_id``: bindings to it go to ``provider``."""
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None) -> Any:
-        """Call ``function_id`` and return its result; raises :class:`InvocationError`."""
+    def invoke(
+        self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
+    ) -> Awaitable[Any]:
+        """Call ``function_id``; the awaitable gives its result or raises :class:`InvocationError` (see the module
+        docstring). ``metadata`` goes with the call (the callee's invocation metadata), as a worker's
+        ``invokefunction`` carries it."""
 
     def invoke_void(self, function_id: str, data: Any) -> None:
         """Call ``function_id`` without waiting for (or getting) its result."""
 
     def on_worker_left(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(worker_id)`` whenever a worker disconnects for good."""
+
+    async def create_channel(self, buffer_frames: int = 64) -> ModuleChannel:
+        """A new data channel whose buffer holds ``buffer_frames`` frames before its writer is held back."""
 
 
 class Module(Protocol):
