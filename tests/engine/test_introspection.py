@@ -77,7 +77,7 @@ async def test_triggers_list_holds_trigger_types_not_bindings(core_engine: Engin
         {
             "id": "http",
             "namespace": "default",
-            "worker_name": "engine",
+            "worker_name": "http",  # the module that provides it
             "description": listing["triggers"][0]["description"],
         },
         {"id": TYPE, "namespace": "default", "worker_name": "hooks-provider", "description": "Webhooks"},
@@ -118,7 +118,7 @@ async def test_triggers_info_gives_schemas_and_live_instance_count(core_engine: 
         "instance_count": 1,
     }
     http = await consumer.result_of("engine::triggers::info", {"id": "http"})
-    assert (http["worker_name"], http["instance_count"]) == ("engine", 0)
+    assert (http["worker_name"], http["instance_count"]) == ("http", 0)  # the module that provides it
     missing = await consumer.call("engine::triggers::info", {"id": "cron"})
     assert missing["error"]["code"] == "NOT_FOUND" and "'cron'" in missing["error"]["message"]
     no_id = await consumer.call("engine::triggers::info", {})

@@ -68,7 +68,8 @@ async def test_metrics_count_calls_channels_errors_and_http(live_engine: Engine)
     assert samples[("iii_errors_total", "code=invalid_message")] == 1
     assert samples[("iii_channels_created_total", "")] == 1
     assert samples[("iii_channel_bytes_relayed_total", "")] == 100_000
-    assert samples[("iii_http_responses_total", "status=404")] == 1
+    assert samples[("iii_http_responses_total", "module=http,status=404")] == 1  # the http module's, labelled so
+    assert samples[("iii_http_requests_in_progress", "module=http")] == 0
     assert ("iii_channel_backpressure_stalls_total", "") in samples
 
 

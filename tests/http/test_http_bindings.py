@@ -71,7 +71,7 @@ async def test_a_worker_cannot_provide_the_builtin_type(live_engine: Engine) -> 
     assert "built into the engine" in notice["error"]["message"]
     listing = await worker.result_of("engine::triggers::list", {})
     (http,) = [t for t in listing["triggers"] if t["id"] == "http"]
-    assert http["worker_name"] == "engine" and http["description"]
+    assert http["worker_name"] == "http" and http["description"]  # the module that provides it
 
 
 async def test_bad_configs_and_conflicting_routes_are_refused_with_a_reason(live_engine: Engine) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from iii.engine.http_responses import (
+from iii.modules.http.responses import (
     BadResponse,
     error_response,
     is_json,

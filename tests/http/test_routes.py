@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iii.engine.http_routes import Match, Route, RouteError, RouteTable, WrongMethod, parse_method, parse_pattern
+from iii.modules.http.routes import Match, Route, RouteError, RouteTable, WrongMethod, parse_method, parse_pattern
 
 
 def route(binding_id: str, method: str, api_path: str, function_id: str = "f") -> Route:

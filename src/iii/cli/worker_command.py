@@ -1,8 +1,9 @@
-"""``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron) as its own worker process.
+"""``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron, http) as its own worker process.
 
 The module is the same code the engine runs inside itself; here it serves its functions and trigger types
 through a worker connection, next to any engine (ours or the reference). Its settings come from the same
-sources as the engine's: ``--data-dir``, ``--redis-url``, and the module's table in a TOML file (``--config``).
+sources as the engine's: ``--data-dir``, ``--redis-url``, and a TOML file (``--config``): the module's table,
+or for http the engine's ``http_*`` settings (``http_port = 8080``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ log = logging.getLogger("iii.cli")
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="a TOML file with the module's table ([state], [pubsub], [cron])",
+    help="a TOML file with the module's table ([state], [pubsub], [cron]; http_* settings for http)",
 )
 @engine_options
 def worker(
@@ -48,10 +49,10 @@ def worker(
     url: str | None,
     token: str | None,
 ) -> None:
-    """Run MODULE (state, pubsub or cron) as a worker of the engine at --url, until SIGINT or SIGTERM."""
+    """Run MODULE (state, pubsub, cron or http) as a worker of the engine at --url, until SIGINT or SIGTERM."""
     try:
         from_file = load_toml(config_file) if config_file else {}
-        overrides: dict[str, Any] = {"data_dir": data_dir, "redis_url": redis_url, "modules": module}
+        overrides: dict[str, Any] = {"data_dir": data_dir, "redis_url": redis_url}
         config = EngineConfig.from_sources(overrides, file_values=from_file)
         instance = build(module, config)
         address = resolve_url(url)

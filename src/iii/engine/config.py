@@ -154,14 +154,19 @@ class EngineConfig:
             problems.append(f"memory_trim_interval_s must be >= 0, got {self.memory_trim_interval_s}")
         if self.worker_ping_interval_s < 0:
             problems.append(f"worker_ping_interval_s must be >= 0, got {self.worker_ping_interval_s}")
-        from iii.engine.modules import CATALOG  # the catalog imports no module code
+        from iii.engine.modules import CATALOG, HTTP  # the catalog imports no module code
 
+        listable = [name for name in CATALOG if name != HTTP]
         for name in self.module_names:
-            if name not in CATALOG:
-                problems.append(f"modules: unknown module {name!r} (known: {', '.join(CATALOG)})")
+            if name == HTTP:
+                problems.append("modules: http is not listed here: it runs unless http_port is -1")
+            elif name not in CATALOG:
+                problems.append(f"modules: unknown module {name!r} (known: {', '.join(listable)})")
         for name in self.module_settings:
             if name not in CATALOG:
-                problems.append(f"unknown module settings table [{name}] (known: {', '.join(CATALOG)})")
+                problems.append(f"unknown module settings table [{name}] (known: {', '.join(listable)})")
+            elif CATALOG[name].from_engine is not None:
+                problems.append(f"[{name}]: its settings are the engine's own ({name}_* settings, --{name}-* flags)")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -6,9 +6,9 @@ The tables are the functions (:mod:`iii.engine.registry`), the calls waiting for
 and hands each worker's messages here; modules (:mod:`iii.engine.module_host`) reach the core only through
 the interface of :mod:`iii.modules.api`.
 
-Every call starts in one place, :meth:`Core.start_call`, whoever makes it: a worker's ``invokefunction``, an
-HTTP trigger, a module, a fired trigger. Message handling is synchronous: an invocation is decoded, routed and
-written to its host without a task switch.
+Every call starts in one place, :meth:`Core.start_call`, whoever makes it: a worker's ``invokefunction``, a
+module (the http module for an HTTP request), a fired trigger. Message handling is synchronous: an invocation is
+decoded, routed and written to its host without a task switch.
 """
 
 from __future__ import annotations

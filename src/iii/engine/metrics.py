@@ -35,11 +35,8 @@ class EngineMetrics(Collector):
         """Finished calls by outcome: ``ok`` or the error code."""
         self.errors: Counter[str] = Counter()
         """Errors the engine answered, by code (malformed messages, refusals, limits)."""
-        self.http_responses: Counter[int] = Counter()
         self.module_samples: Callable[[], Iterable[tuple[str, MetricSample]]] | None = None
         """The running modules' samples, with each module's name (set by the engine)."""
-        self.http_in_progress: Callable[[], int] | None = None
-        """How many HTTP requests are being served (set when the engine serves HTTP triggers)."""
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
         self._registry = CollectorRegistry(auto_describe=False)
@@ -88,12 +85,6 @@ class EngineMetrics(Collector):
         for code, count in sorted(self.errors.items()):
             errors.add_metric([code], count)
         yield errors
-        if self.http_in_progress is not None:
-            responses = CounterMetricFamily("iii_http_responses", "HTTP trigger responses by status", labels=["status"])
-            for status, count in sorted(self.http_responses.items()):
-                responses.add_metric([str(status)], count)
-            yield responses
-            yield _gauge("iii_http_requests_in_progress", "HTTP requests being served", self.http_in_progress())
         if self.module_samples is not None:
             yield from _module_families(self.module_samples())
 

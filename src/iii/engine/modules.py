@@ -4,6 +4,10 @@ A module is built from its settings dataclass: the two settings every module sha
 embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
 config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``). Each module gets its own
 :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
+
+The http module is the engine's other front door: it runs unless ``--http-port`` is -1 (it is not listed in
+``--modules``), its settings are the engine's ``--http-*`` flags (:func:`http_settings`), and it stops first
+when the engine stops, so that requests in progress are answered before the calls are stopped.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,7 +36,31 @@ class ModuleSpec:
     module_class: str
     settings_class: str
     description: str
+    from_engine: Callable[[EngineConfig], dict[str, Any]] | None = None
+    """The module's settings that come from the engine's own settings, by the module's names (its table in the
+    config file is then refused: one setting, one place)."""
 
+
+HTTP: Final = "http"
+
+
+def http_settings(config: EngineConfig) -> dict[str, Any]:
+    """The http module's settings, from the engine's ``--http-*`` flags (and the message limit: a JSON body goes
+    into the call's payload, so it is kept under half of ``--max-message-bytes``)."""
+    return {
+        "host": config.http_host,
+        "port": config.http_port,
+        "timeout_s": config.http_timeout_s,
+        "max_body_bytes": config.http_max_body_bytes,
+        "max_json_bytes": config.max_message_bytes // 2,
+        "max_header_bytes": config.http_max_header_bytes,
+        "max_concurrent_requests": config.http_max_concurrent_requests,
+        "shutdown_grace_s": config.shutdown_grace_s,
+    }
+
+
+_START_HINTS: Final = {HTTP: " (set --http-port, -1 for none)"}
+"""Appended to the error of a module that cannot bind its address."""
 
 CATALOG: Final[Mapping[str, ModuleSpec]] = {
     "state": ModuleSpec(
@@ -42,6 +70,13 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "iii.modules.pubsub", "PubSubModule", "PubSubSettings", "topics (publish, subscribe triggers)"
     ),
     "cron": ModuleSpec("iii.modules.cron", "CronModule", "CronSettings", "scheduled calls (cron triggers)"),
+    HTTP: ModuleSpec(
+        "iii.modules.http",
+        "HttpModule",
+        "HttpSettings",
+        "HTTP requests call functions (http triggers)",
+        from_engine=http_settings,
+    ),
 }
 """Every module the engine can run, by name."""
 
@@ -57,6 +92,8 @@ def build(name: str, config: EngineConfig) -> Module:
     if unknown:
         raise ValueError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     shared: dict[str, Any] = {"data_dir": config.data_path, "redis_url": config.redis_url}
+    if spec.from_engine is not None:
+        shared.update(spec.from_engine(config))
     settings = settings_class(**{**{k: v for k, v in shared.items() if k in known}, **own})
     module: Module = getattr(package, spec.module_class)(settings)
     return module
@@ -68,21 +105,39 @@ class RunningModules:
     def __init__(self, core: Core, config: EngineConfig) -> None:
         self._core = core
         self.modules: list[Module] = [build(name, config) for name in config.module_names]
+        self.http: Module | None = build(HTTP, config) if config.http_port >= 0 else None
+        """The http module, unless ``--http-port`` is -1 (it is also the last of :attr:`modules`)."""
+        if self.http is not None:
+            self.modules.append(self.http)
         self._started: list[Module] = []
 
     async def start(self) -> None:
         """Start every module (each registers its functions and trigger types); stops the started ones and
-        raises if one cannot start (a Redis that does not answer, a data directory that cannot be written)."""
+        raises if one cannot start (a Redis that does not answer, a data directory that cannot be written):
+        ``OSError`` for an address that cannot be bound, ``RuntimeError`` otherwise."""
         from iii.engine.module_host import InProcessHost
 
         for module in self.modules:
             try:
                 await module.start(InProcessHost(self._core, module.name))
+            except OSError as exc:
+                await self.stop()
+                hint = _START_HINTS.get(module.name, "")
+                raise OSError(exc.errno, f"{exc.strerror or exc}{hint}") from None
             except Exception as exc:
                 await self.stop()
                 raise RuntimeError(f"module {module.name} could not start: {exc}") from exc
             self._started.append(module)
             log.info("module=%s started %s", module.name, _describe(module))
+
+    async def stop_http(self) -> None:
+        """Stop the http module ahead of the others (its requests in progress are answered, new ones refused)."""
+        if self.http is not None and self.http in self._started:
+            self._started.remove(self.http)
+            try:
+                await self.http.stop()
+            except Exception:
+                log.exception("module=%s did not stop cleanly", self.http.name)
 
     async def stop(self) -> None:
         """Stop the started modules, last first (each finishes its pending durable writes)."""

@@ -1,7 +1,7 @@
 """What the engine's registries know of the things on the other side of a socket.
 
 The registries, the router and the builtins see workers only through these protocols, so that they can
-be tested without sockets and so that a caller inside the engine (an HTTP trigger, say) can wait for a
+be tested without sockets and so that a caller inside the engine (a module, say) can wait for a
 result the same way a worker does.
 """
 

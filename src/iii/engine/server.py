@@ -1,8 +1,8 @@
 """The engine's server: one listener, the routes behind it, the modules' lifetime, and the housekeeping ticks.
 
 What each worker message does is the core's business (:mod:`iii.engine.core`): a worker socket hands its
-decoded messages there. The modules (:mod:`iii.engine.modules`) start before the engine listens and stop
-after it stops accepting.
+decoded messages there. The modules (:mod:`iii.engine.modules`) start once the engine's port is bound and
+before it accepts anyone, and stop after it stops accepting (the http module first).
 
 Routes (all WebSocket upgrades on one port):
 
@@ -12,7 +12,7 @@ Routes (all WebSocket upgrades on one port):
 * ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
 * ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
 
-HTTP triggers are served on a port of their own (:mod:`iii.engine.http_trigger`).
+HTTP triggers are served on a port of their own, by the http module (:mod:`iii.modules.http`).
 
 Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed by
 the core and written to its host without a task switch. Time-based work (call deadlines, channel expiry, pings of
@@ -42,13 +42,12 @@ from iii.engine import console
 from iii.engine.channels import KeyCheck, Role
 from iii.engine.config import EngineConfig
 from iii.engine.core import Core
-from iii.engine.http_trigger import TRIGGER_TYPE as HTTP_TRIGGER_TYPE
-from iii.engine.http_trigger import HttpTriggers
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from iii.engine.modules import RunningModules
 from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
+from iii.modules.http import HttpModule
 from iii.protocol import close_codes
 from iii.protocol.codec import encode_value
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
@@ -83,11 +82,10 @@ class Engine:
         self.outbox = Outbox()
         self.modules = RunningModules(self.core, self.config)
         self.metrics.module_samples = self.modules.metrics
-        self.http = HttpTriggers(self.core) if self.config.http_port >= 0 else None
-        if self.http is not None:
-            self.triggers.add_builtin(HTTP_TRIGGER_TYPE, self.http, "HTTP requests to a route (api_path, http_method)")
-            http = self.http
-            self.metrics.http_in_progress = lambda: len(http.exchanges)
+        http = self.modules.http
+        assert http is None or isinstance(http, HttpModule)
+        self.http: HttpModule | None = http
+        """The http module (its routes, its URL), unless ``--http-port`` is -1."""
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._sockets: set[WSTransport] = set()
@@ -96,8 +94,7 @@ class Engine:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the modules, bind and start serving; returns once the port is open."""
-        await self.modules.start()
+        """Bind, start the modules, and start serving; returns once the port is open."""
         try:
             self._server = await ws_create_server(
                 self._route,
@@ -108,22 +105,17 @@ class Engine:
                 # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
                 read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
                 logger_name="iii.engine.ws",
+                start_serving=False,  # workers come in once the modules serve
             )
         except OSError as exc:
-            await self.modules.stop()
             where = f"{self.config.host}:{self.config.port}"
             raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
-        if self.http is not None:
-            try:
-                await self.http.start()
-            except OSError as exc:
-                self._server.close()
-                await self.modules.stop()
-                where = f"{self.config.http_host}:{self.config.http_port}"
-                raise OSError(
-                    exc.errno,
-                    f"cannot serve HTTP triggers on {where}: {exc.strerror or exc} (set --http-port, -1 for none)",
-                ) from None
+        try:
+            await self.modules.start()
+        except BaseException:
+            self._server.close()
+            raise
+        await self._server.start_serving()
         self._housekeeping = asyncio.get_running_loop().create_task(self._run_housekeeping())
         log.info("iii engine listening on %s", self.url)
         if self.http is not None:
@@ -149,8 +141,7 @@ class Engine:
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        if self.http is not None:
-            await self.http.stop(self.config.shutdown_grace_s)
+        await self.modules.stop_http()
         self.availability.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()

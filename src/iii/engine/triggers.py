@@ -11,8 +11,9 @@ A binding to a type that no one provides is kept (its provider may connect later
 does) but never silently: the engine logs a warning, and the listings show the binding's status
 (:meth:`Binding.status`: ``active``, ``waiting`` for a provider, or ``refused`` by it).
 
-Some types are provided by the engine itself (``http``): a :class:`BuiltinProvider` is told of its
-bindings by plain calls instead of messages, and a worker cannot take such a type over.
+Some types are provided inside the engine (the core's own, and its modules': ``http``, ``cron``...): a
+:class:`BuiltinProvider` is told of its bindings by plain calls instead of messages, and a worker cannot take
+such a type over.
 
 State changes here are plain methods; what must be sent is returned to the caller as (host, message)
 pairs, so the module is tested without sockets.

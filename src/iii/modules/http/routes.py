@@ -11,7 +11,7 @@ same shape (``/a/:x`` and ``/a/:y``) conflict: the second is refused. A ``HEAD``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote
 
 METHODS: Final = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"))
@@ -104,8 +104,8 @@ class Route:
     method: str
     pattern: Pattern
     function_id: str
-    metadata: bytes = b"null"
-    """The binding's metadata, JSON, delivered with every call."""
+    metadata: Any = None
+    """The binding's metadata (decoded JSON), delivered with every call."""
     middleware: tuple[str, ...] = ()
     """Functions called in this order before ``function_id``; each may answer the request instead."""
 

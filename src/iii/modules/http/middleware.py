@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
-from iii.engine.http_responses import BadResponse, response_from_envelope
+from iii.modules.http.responses import BadResponse, response_from_envelope
 
 PHASE: Final = "preHandler"
 
@@ -33,10 +32,10 @@ class UnknownAction(ValueError):
 
 def middleware_input(
     method: str, path_params: Mapping[str, str], query_params: Mapping[str, Any], headers: Mapping[str, str]
-) -> bytes:
-    """The payload every middleware of a request is called with (encoded once per request)."""
+) -> dict[str, Any]:
+    """The payload every middleware of a request is called with."""
     request = {"method": method, "path_params": path_params, "query_params": query_params, "headers": headers}
-    return msgspec.json.encode({"phase": PHASE, "request": request, "context": {}})
+    return {"phase": PHASE, "request": request, "context": {}}
 
 
 def verdict(result: Any) -> web.Response | None:
