@@ -126,6 +126,26 @@ async def test_a_worker_that_dies_mid_call_gives_a_502(live_engine: Engine) -> N
     assert (status, body["error"]["code"]) == (502, "invocation_stopped")
 
 
+async def test_a_broken_response_stream_is_the_answer_only_once_the_call_has_ended(live_engine: Engine) -> None:
+    """The function's SDK releases the response writer it left unused when its invocation ends; that news may come
+    before the result (in a worker, on another socket), so it is a 502 only if the call ends without an answer."""
+    worker = await serving(live_engine, "late.get", "/late")
+    for result, expected in [({"status_code": 200, "body": "value"}, (200, "value")), (None, None)]:
+        asking = asyncio.ensure_future(get(f"{base(live_engine)}/late"))
+        delivery = await worker.recv_type("invokefunction")
+        released = await worker.call("engine::channels::release", {"ends": [delivery["data"]["response"]]})
+        assert not released.get("error")
+        await worker.ping()
+        assert not asking.done()  # still waiting for the call
+        reply = {"type": "invocationresult", "invocation_id": delivery["invocation_id"], "function_id": "late.get"}
+        await worker.send({**reply, "result": result} if result is not None else reply)
+        status, body = await asking
+        if expected is not None:
+            assert (status, body) == expected
+        else:
+            assert (status, body["error"]["code"]) == (502, "RESPONSE_STREAM_BROKEN")
+
+
 async def test_bodies_over_the_limit_get_a_413(start_engine: Callable[..., Awaitable[Engine]]) -> None:
     engine = await start_engine(http_max_body_bytes=100_000)
     worker = await serving(engine, "put.file", "/file", "PUT")

@@ -17,7 +17,8 @@ default) or as its own worker (``iii worker http --url ...``). A worker binds a 
    with the status and headers of earlier ``set_status`` / ``set_headers`` messages), or a returned value (an
    envelope ``{status_code, headers?, body?}``, or any other value as a JSON body; see
    :func:`~iii.modules.http.responses.is_envelope`). A function that returns None answers through the channel;
-   a clean end of it with no data is an empty body;
+   a clean end of it with no data is an empty body, a broken one 502 (once the call has ended: in a worker, the
+   news that the function's SDK released its writer may come before its result);
 4. when the exchange ends, its call is dropped and the channels' ends that no one connected are released.
 
 Errors the module answers itself have one JSON shape (:func:`~iii.modules.http.responses.error_response`):

@@ -250,7 +250,10 @@ class HttpExchange:
         elif stream is not None and stream.end is not None:
             if stream.clean_end:
                 answer = self._stream_answer
-            else:
+            elif self._call_seen:
+                # A broken stream is the answer only once the call has ended without one: the function's SDK
+                # releases or aborts the writer it left when its invocation ends, and in a worker that news may
+                # come before the result (they travel on different sockets).
                 broken = f"the function's response stream broke: {stream.end[1]}"
                 answer = partial(self._error_answer, 502, "RESPONSE_STREAM_BROKEN", broken)
         if answer is not None:
