@@ -90,7 +90,7 @@ class ModuleWorker:
 
 
 @pytest.fixture
-def worker_served(tmp_path: Path) -> Iterator[str]:
+def worker_served(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """An engine without HTTP, the http module as its own worker, and a worker whose functions it serves."""
     config = tmp_path / "http.toml"
     config.write_text("http_port = 0\nhttp_timeout_s = 10\n")
@@ -124,7 +124,7 @@ def worker_served(tmp_path: Path) -> Iterator[str]:
                 bind(client, "w.sha256", sha256, "PUT", "/sha256")
                 bind(client, "w.download", download, "GET", "/download")
                 routes_ready(client)
-                yield url
+                yield url, client
         finally:
             assert module.stop() == 0, "".join(module.lines)
 
@@ -140,8 +140,8 @@ async def _routes_served(url: str, paths: list[str], timeout_s: float = 15) -> N
                         break
 
 
-async def test_the_http_module_serves_as_its_own_worker_with_streamed_bodies(worker_served: str) -> None:
-    url = worker_served
+async def test_the_http_module_serves_as_its_own_worker_with_streamed_bodies(worker_served: tuple[str, Any]) -> None:
+    url, client = worker_served
     await _routes_served(url, ["/hello/x", "/sha256", "/download"])
     upload = bytes(range(256)) * 12_289  # ~3 MiB, in many pieces
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
@@ -158,6 +158,9 @@ async def test_the_http_module_serves_as_its_own_worker_with_streamed_bodies(wor
             assert (response.status, (await response.json())["error"]["code"]) == (404, "NOT_FOUND")
         answers = await asyncio.gather(*(_status(http, f"{url}/hello/{index}") for index in range(20)))
         assert answers == [201] * 20
+    async with asyncio.timeout(15):  # every exchange released its channels: nothing waits for the TTL
+        while (await client.trigger_async({"function_id": "engine::channels::list"}))["channels"]:
+            pass  # asked again: the last exchanges' ends close over their own sockets
 
 
 async def _status(http: aiohttp.ClientSession, url: str) -> int:

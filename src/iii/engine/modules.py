@@ -60,7 +60,7 @@ def http_settings(config: EngineConfig) -> dict[str, Any]:
 
 
 _START_HINTS: Final = {HTTP: " (set --http-port, -1 for none)"}
-"""Appended to the error of a module that cannot bind its address."""
+"""Appended to the error of a module that cannot bind its address (an ``OSError``, as the engine's own)."""
 
 CATALOG: Final[Mapping[str, ModuleSpec]] = {
     "state": ModuleSpec(
@@ -114,18 +114,17 @@ class RunningModules:
     async def start(self) -> None:
         """Start every module (each registers its functions and trigger types); stops the started ones and
         raises if one cannot start (a Redis that does not answer, a data directory that cannot be written):
-        ``OSError`` for an address that cannot be bound, ``RuntimeError`` otherwise."""
+        ``RuntimeError``, or ``OSError`` for the http module's address that cannot be bound."""
         from iii.engine.module_host import InProcessHost
 
         for module in self.modules:
             try:
                 await module.start(InProcessHost(self._core, module.name))
-            except OSError as exc:
-                await self.stop()
-                hint = _START_HINTS.get(module.name, "")
-                raise OSError(exc.errno, f"{exc.strerror or exc}{hint}") from None
             except Exception as exc:
                 await self.stop()
+                hint = _START_HINTS.get(module.name)
+                if hint is not None and isinstance(exc, OSError):  # an address it cannot bind: the message says which
+                    raise OSError(exc.errno, f"{exc.strerror or exc}{hint}") from None
                 raise RuntimeError(f"module {module.name} could not start: {exc}") from exc
             self._started.append(module)
             log.info("module=%s started %s", module.name, _describe(module))

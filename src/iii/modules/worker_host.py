@@ -118,20 +118,16 @@ class _WorkerChannel:
         self._channel = channel
         self.writer_ref: Mapping[str, str] = channel.writer_ref.model_dump()
         self.reader_ref: Mapping[str, str] = channel.reader_ref.model_dump()
-        self._kept: str | None = None
 
     def writer(self) -> _WorkerWriter:
-        self._kept = "write"
         return _WorkerWriter(self._channel.writer, self._release_writer)
 
     def reader(self) -> _WorkerReader:
-        self._kept = "read"
         return _WorkerReader(self._channel.reader)
 
     def release(self, reason: str) -> None:
-        # The engine releases only ends that never connected; the one this module kept is connected, or unused.
-        ends = [ref for ref in (self.writer_ref, self.reader_ref) if ref["direction"] != self._kept]
-        self._host.invoke_void(RELEASE_FUNCTION, {"ends": ends, "reason": reason})
+        # The engine releases only ends that never connected, the kept one included if its socket never opened.
+        self._host.invoke_void(RELEASE_FUNCTION, {"ends": [self.writer_ref, self.reader_ref], "reason": reason})
 
     def _release_writer(self, reason: str) -> None:
         """The kept writer was aborted before it ever connected: only the engine can tell its reader."""
