@@ -235,7 +235,7 @@ class HttpExchange:
             return
         call = self._call
         if call is not None and call.done() and not self._call_seen:
-            # The call's outcome is known but its callback has not run yet: it comes first, as it came first.
+            # The call's outcome is known but its callback has not run yet: it arrived first, so it counts first.
             self._on_call_done(call)
             return
         stream = self.stream
