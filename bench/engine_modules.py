@@ -1,7 +1,8 @@
 """The engine's modules through a real engine: ``state::set`` / ``state::get`` and ``publish`` → subscribers.
 
 Every case runs in a fresh engine process with its own temporary ``--data-dir``; the Redis cases also get a
-fresh ``redis-server`` on a free loopback port (``--redis-url``; ``redis-server`` must be installed). The
+fresh ``redis-server`` on a free loopback port (``--redis-url``; ``redis-server`` must be installed), without
+persistence (no RDB snapshots, no append-only file), as the tests run it: its writes are not durable. The
 clients are the lean picows clients of ``bench/invocations.py`` (no SDK), so that the engine and the module
 are what is measured.
 
@@ -12,10 +13,11 @@ are what is measured.
   ``bench/invocations.py``), run interleaved with them. Targets: get ≥ 0.5x the plain rate, set ≥ 0.3x.
 * **pub/sub**: a subscriber worker serves 1 or 10 functions, each bound to the topic with a ``subscribe``
   trigger, and counts the deliveries; a publisher makes ``publish`` calls (64 in flight). The rate is the
-  messages published over the time from the first ``publish`` to the last delivery (both stamped on the
-  machine's monotonic clock); the driver waits for the engine's counters (``/metrics``) to account for
-  every delivery (delivered, failed or dropped) before it reads the subscriber's count. With the in-process
-  backend and with Redis.
+  deliveries counted per subscribed function (messages delivered) over the time from the first ``publish``
+  to the last delivery (both stamped on the machine's monotonic clock); the driver waits for the engine's
+  counters (``/metrics``) to account for every delivery (delivered, failed or dropped) before it reads the
+  subscriber's count. Deliveries the engine dropped (a subscriber's queue full: ``publish`` does not wait
+  for them) are reported beside the rate. With the in-process backend and with Redis.
 
 Run alone: ``python bench/engine_modules.py [--quick] [--verify] [--repeat N] [--part state|pubsub]``.
 """
@@ -453,8 +455,10 @@ def measure_state(quick: bool, verify: bool, repeat: int, backends: Sequence[str
             ratios = [r.rate / p for r, p in zip(measured, plain_rates, strict=True)]
             ratio = median(rates) / plain_rate
             target = TARGET_GET if operation == "get" else TARGET_SET
-            what = "durable state::set" if operation == "set" else "state::get"
-            store = "SQLite (synchronous=FULL)" if backend == "sqlite" else "Redis"
+            what = "state::get"
+            if operation == "set":
+                what = "durable state::set" if backend == "sqlite" else "state::set"
+            store = "SQLite (synchronous=FULL)" if backend == "sqlite" else "Redis (no persistence)"
             names = ["engine", "client", *(["redis"] if backend == "redis" else [])]
             group = ""
             if operation == "set" and backend == "sqlite":
