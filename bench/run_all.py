@@ -14,7 +14,7 @@
    invocation rate of the same session, and 10. pub/sub: ``publish`` to 1 and 10 subscribed functions, in
    process and through Redis (``--only modules``; the Redis cases start their own ``redis-server``).
 
-``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about half a minute on 2
+``--quick`` uses small sizes and one run each (a smoke test, not a measurement: under a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
 ``--repeat N`` sets the runs per timed measurement (median reported).
 
