@@ -1,9 +1,10 @@
 """Shared plumbing for the benchmark scripts; standard library only, so that the official SDK's venv can import it.
 
 * Driver side: :class:`Child` runs one benchmark role in its own process and talks to it with JSON lines
-  (events on the child's stdout, commands on its stdin); :func:`engine_process` runs a fresh engine;
-  :func:`rss_bytes` and :func:`cpu_seconds` read ``/proc``; :class:`Measurement` and :func:`markdown_table`
-  make the report; :func:`bench_main` is every script's command line (driver, or one child role).
+  (events on the child's stdout, commands on its stdin); :func:`engine_process` runs a fresh engine and
+  :func:`redis_server` a fresh Redis; :func:`rss_bytes` and :func:`cpu_seconds` read ``/proc``;
+  :class:`Measurement` and :func:`markdown_table` make the report; :func:`bench_main` is every script's
+  command line (driver, or one child role).
 * Child side: :func:`emit`, :class:`Commands` and :func:`run_role` (a deadline, errors reported as an
   ``error`` event); :class:`StampedChunks`, :func:`write_stamped` and :func:`read_stamped`, the payload and
   the measuring loops of the SDK relays (ours and the official SDK's); :func:`call_request`,
@@ -24,9 +25,12 @@ import json
 import os
 import queue
 import resource
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -193,6 +197,71 @@ def engine_process(args: Sequence[str] = ()) -> Iterator[EngineProcess]:
         yield engine
     finally:
         engine.stop(timeout_s=15.0)
+
+
+class RedisServer:
+    """A ``redis-server`` of one case on a free loopback port, without persistence (see :func:`redis_server`)."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``, for ``--redis-url``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.process.pid
+
+
+REDIS_READY_LINE: Final = "Ready to accept connections"
+
+
+@contextlib.contextmanager
+def redis_server(timeout_s: float = 10.0) -> Iterator[RedisServer]:
+    """A fresh, empty ``redis-server`` (``save ""``, no append-only file) for one case; stopped afterwards.
+
+    Raises ``RuntimeError`` if ``redis-server`` is not installed (Debian: ``apt-get install redis-server``) or
+    does not say it is ready within ``timeout_s``.
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("the Redis cases need redis-server (Debian: apt-get install redis-server)")
+    with tempfile.TemporaryDirectory(prefix="iii-bench-redis-") as directory:
+        with socket.socket() as probe:  # a free port; nothing else on loopback takes it in between, in practice
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        command = [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+        process = subprocess.Popen(
+            [*command, "--dir", directory], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            ready = threading.Event()
+            output: deque[str] = deque(maxlen=20)
+
+            def watch() -> None:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    output.append(line)
+                    if REDIS_READY_LINE in line:
+                        ready.set()
+                ready.set()  # it exited: the waiter looks at the exit code
+
+            threading.Thread(target=watch, name="redis-server-output", daemon=True).start()
+            if not ready.wait(timeout_s) or process.poll() is not None:
+                raise RuntimeError("redis-server did not start:\n" + "".join(output))
+            yield RedisServer(process, port)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
 
 
 def raise_nofile_limit(wanted: int) -> int:

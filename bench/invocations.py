@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from _common import (
@@ -92,12 +94,37 @@ async def echo_main(url: str) -> None:
 # --- worker A --------------------------------------------------------------------------------------------
 
 
-class Caller:
-    """Worker A's call loop, run from the frame callback: every result sends the next call."""
+def echo_request(seq: int) -> Payload:
+    """The data of call ``seq`` to ``bench::echo``."""
+    return Payload(seq=seq, sku="SKU-0001", note=NOTE)
 
-    def __init__(self, client: WorkerClient, verify: bool) -> None:
+
+def echo_matches(seq: int, result: msgspec.Raw) -> bool:
+    """Whether ``bench::echo``'s result for call ``seq`` is that call's data (its ``seq``)."""
+    return PAYLOAD_DECODER.decode(result).seq == seq
+
+
+class Caller:
+    """Worker A's call loop, run from the frame callback: every result sends the next call.
+
+    By default it calls ``bench::echo`` with :func:`echo_request`; the module benchmarks pass another
+    ``function_id``, ``request(seq)`` (the data of call ``seq``) and ``matches(seq, result)`` (its check with
+    ``verify``).
+    """
+
+    def __init__(
+        self,
+        client: WorkerClient,
+        verify: bool,
+        function_id: str = FUNCTION_ID,
+        request: Callable[[int], Any] = echo_request,
+        matches: Callable[[int, msgspec.Raw], bool] = echo_matches,
+    ) -> None:
         self.client = client
         self.verify = verify
+        self.function_id = function_id
+        self.request = request
+        self.matches = matches
         self.outstanding: dict[str, tuple[int, int]] = {}
         self.latencies_ns: list[int] = []
         self.errors: list[str] = []
@@ -113,8 +140,7 @@ class Caller:
         """Send the next call and remember when it left."""
         self.seq += 1
         invocation_id = self.client.ids.next()
-        data = Payload(seq=self.seq, sku="SKU-0001", note=NOTE)
-        encoded = encode_call(invocation_id, FUNCTION_ID, data)
+        encoded = encode_call(invocation_id, self.function_id, self.request(self.seq))
         self.outstanding[invocation_id] = (self.seq, time.perf_counter_ns())
         self.client.send(encoded)
         self.sent += 1
@@ -134,7 +160,7 @@ class Caller:
             self.latencies_ns.append(now - started)
             if not is_null(message.error):
                 self.errors.append(bytes(message.error).decode())
-            elif self.verify and PAYLOAD_DECODER.decode(message.result).seq != seq:
+            elif self.verify and not self.matches(seq, message.result):
                 self.mismatches += 1
         self.completed += 1
         if self.sent < self.total:

@@ -9,9 +9,12 @@
    a bare TCP relay of the same session, and 6./7. trigger round trips and concurrent calls with our SDK
    (``--only sdk``; the official SDK's venv is built on first use by ``tests/interop/environments.py``);
 8. HTTP through the ``http`` trigger next to a plain aiohttp server: 1 GiB upload and download, and
-   requests/s of a small JSON echo (``--only http``).
+   requests/s of a small JSON echo (``--only http``);
+9. the state module: ``state::get`` and durable ``state::set`` on SQLite and on Redis next to the plain
+   invocation rate of the same session, and 10. pub/sub: ``publish`` to 1 and 10 subscribed functions, in
+   process and through Redis (``--only modules``; the Redis cases start their own ``redis-server``).
 
-``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about half a minute on 2
+``--quick`` uses small sizes and one run each (a smoke test, not a measurement: under a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
 ``--repeat N`` sets the runs per timed measurement (median reported).
 
@@ -20,7 +23,8 @@ Besides the table (stdout), a full run of every part draws the rows that have a 
 ``pip install -e '.[bench]'``).
 
 Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
-``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``.
+``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``,
+``bench/engine_modules.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import time
 from pathlib import Path
 
 import channel_relay
+import engine_modules
 import http_triggers
 import invocations
 import memory
@@ -43,7 +48,7 @@ import sdk_relay
 from _chart import draw_chart, require_matplotlib
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory", "sdk", "http")
+PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules")
 DEFAULT_CHART = BENCH_DIR.parent / "docs" / "benchmarks.png"
 
 
@@ -103,6 +108,9 @@ def main() -> None:
     if "http" in parts:
         print("running: HTTP triggers next to a plain aiohttp server ...", file=sys.stderr, flush=True)
         rows += http_triggers.measure(args.quick, repeat)
+    if "modules" in parts:
+        print("running: modules (state on SQLite and Redis, pub/sub) ...", file=sys.stderr, flush=True)
+        rows += engine_modules.measure(args.quick, args.verify, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     header = f"{notes}; {mode}; took {time.monotonic() - started:.0f} s"
     print(f"iii-py benchmarks — {header}\n")

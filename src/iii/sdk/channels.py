@@ -478,6 +478,7 @@ class ChannelWriter(_ChannelEnd):
             with self._guard:
                 self._record(error)
                 self._backlog.clear()
+                self._sent_offset = 0
                 self._backlog_bytes = 0
                 self._pumping = False
                 self._wake_room()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -137,3 +138,23 @@ async def test_a_publication_redis_did_not_take_is_an_error(start_pubsub: StartP
         server.stop()
     error = await host.call_error("publish", {"topic": "t", "data": 1})
     assert error.code == "publish_failed"
+
+
+async def test_concurrent_publications_share_one_redis_connection(
+    start_pubsub: StartPubSub, redis_server: RedisServer
+) -> None:
+    module, host = await start_pubsub(redis_url=redis_server.url)
+    inbox = Inbox()
+    host.serve("f", inbox)
+    host.bind("subscribe", "f", {"topic": "t"})
+    await module.wait_subscribed("t")
+    results = await asyncio.gather(*(host.call("publish", {"topic": "t", "data": n}) for n in range(100)))
+    assert results == [None] * 100
+    assert sorted(await inbox.wait(100)) == list(range(100))
+    inspector = aioredis.Redis.from_url(redis_server.url)
+    try:
+        # The publications' connection, the subscription's and this one (redis-py alone opens one per
+        # concurrent command).
+        assert (await inspector.info("clients"))["connected_clients"] == 3
+    finally:
+        await inspector.aclose()

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from iii.modules.redis_pipeline import Pipeliner
 from iii.modules.redis_urls import redacted
 
 log = logging.getLogger("iii.modules.pubsub")
@@ -104,6 +105,7 @@ class RedisBus:
         self._deliver = deliver
         self._prefix = channel_prefix
         self._client: aioredis.Redis | None = None
+        self._publisher: Pipeliner | None = None
         self._listener: aioredis.Redis | None = None
         self._wanted: set[str] = set()
         self._changed = asyncio.Event()
@@ -119,6 +121,7 @@ class RedisBus:
 
     async def start(self) -> None:
         self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+        self._publisher = Pipeliner(self._client)  # concurrent publications go to Redis together
         # The subscription connection is re-made by _run alone: redis-py's own retries would re-subscribe
         # behind our back and hide the loss.
         self._listener = aioredis.Redis.from_url(
@@ -135,9 +138,9 @@ class RedisBus:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="pubsub:redis")
 
     async def publish(self, topic: str, data: Any) -> None:
-        assert self._client is not None, "publish before start"
+        assert self._publisher is not None, "publish before start"
         try:
-            await self._client.publish(self._prefix + topic, msgspec.json.encode(data))
+            await self._publisher.execute("PUBLISH", self._prefix + topic, msgspec.json.encode(data))
         except (RedisError, OSError) as error:
             raise BusError(f"Redis at {redacted(self._url)} did not take the message: {error}") from error
 
@@ -170,6 +173,8 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
+        if self._publisher is not None:
+            await self._publisher.close()
         for client in (self._client, self._listener):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
