@@ -150,6 +150,19 @@ async def test_middleware_ids_must_be_a_list_of_ids_and_unknown_config_keys_are_
     assert live_engine.http is not None and len(live_engine.http.routes) == 1  # accepted nonetheless
 
 
+async def test_a_description_of_the_route_is_accepted_without_a_warning(
+    live_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reference's examples (and the official suite's test_healthcheck.py) describe their routes in the config
+    (``description``, ``metadata`` tags): keys that ask nothing of the route, so nothing is ignored."""
+    worker = await RawWorker.connect(live_engine.url)
+    config = {"api_path": "/health", "description": "Healthcheck endpoint", "metadata": {"tags": ["ops"]}}
+    await worker.send(http_binding("described", "f", config))
+    await worker.ping()
+    assert live_engine.http is not None and len(live_engine.http.routes) == 1
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_a_route_of_the_same_structure_with_other_parameter_names_is_refused(live_engine: Engine) -> None:
     worker = await RawWorker.connect(live_engine.url)
     await worker.send(http_binding("first", "f", {"api_path": "lists/:listId/:userId"}))

@@ -29,8 +29,9 @@ from iii.modules.http.settings import HttpSettings
 log = logging.getLogger("iii.modules.http")
 
 DESCRIPTION: Final = "HTTP requests to a route (api_path, http_method)"
-_CONFIG_KEYS: Final = frozenset(("api_path", "http_method", "middleware_function_ids"))
-"""The keys of an http binding's config this module implements; others are logged as ignored."""
+_CONFIG_KEYS: Final = frozenset(("api_path", "http_method", "middleware_function_ids", "description", "metadata"))
+"""The keys of an http binding's config this module implements; others are logged as ignored. ``description`` and
+``metadata`` (tags, say) only describe the route, as in the reference's examples: there is nothing to ignore."""
 
 
 class _ClientErrorsInOneLine(logging.Filter):
