@@ -1,43 +1,144 @@
-"""The official Python SDK's own tests (from the PyPI sdist of ``iii-sdk`` 0.25.0) pass against our engine.
+"""The official Python SDK's whole test suite (from the PyPI sdist of ``iii-sdk`` 0.25.0) against our engine.
 
-The sdist ships the SDK's test suite; its live-engine tests read the engine address from ``III_URL`` and the
-HTTP trigger address from ``III_HTTP_URL``. We run the modules that exercise what this engine offers
-(functions, invocation, channels, trigger types, HTTP middleware, and the state and pub/sub modules) with
-the official venv's interpreter, unchanged, in the extracted sdist directory. The sdist has no cron test
-against a live engine (its two cron mentions are registrations sent to a fake socket);
-``test_official_modules.py`` drives cron with the official SDKs.
+The sdist ships the SDK's test suite. Its live-engine tests read the engine's worker address from ``III_URL``,
+the HTTP trigger address from ``III_HTTP_URL`` and the RBAC worker listener's address from
+``III_RBAC_WORKER_URL``; the rest run against fake engines of their own. We run all of it, unchanged, with the
+official venv's interpreter in the extracted sdist directory, against one engine started with
+``official_suite.toml`` (the engine configuration the official suites expect).
+
+Every test must pass except the short lists below, each entry with its reason:
+
+- :data:`NOT_RUN`: tests that need data files of the iii repository that the sdist does not ship. Permanent.
+- :data:`NOT_BUILT`: tests of features this engine does not have yet. They run and must fail
+  (``xfail(strict=True)``): one that passes fails this test, so the list shrinks as the features land.
+
+The lists reach the official pytest through ``official_suite_plugin/iii_py_listed_tests.py``, which also stops the
+run on an entry that matches no test.
+
+Until the RBAC worker listener exists, ``III_RBAC_WORKER_URL`` is the engine's ordinary worker address, where
+every worker is let in: the RBAC tests then fail at once at what RBAC would have done (admit by the auth function,
+refuse, hide, call the hooks) instead of waiting a minute each on a closed port. Two of them pass there, since
+what they check holds without RBAC too: a call to a function no one registered fails
+(``test_should_return_forbidden_functions_for_restricted_token``), and a plain call goes through
+(``test_restricted_handler_happy_path_under_infra_carveout``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from iii.testing import EngineProcess
 from tests.interop.environments import PythonEnv, Sdist
+from tests.interop.official_suite_plugin.iii_py_listed_tests import LISTED_ENV
 from tests.interop.processes import child_env, engine_complaints, run_once, tail
 
-OFFICIAL_MODULES = (
-    "tests/test_data_channels.py",
-    "tests/test_bridge.py",
-    "tests/test_trigger_type_lifecycle.py",
-    "tests/test_middleware.py",
-    "tests/test_state.py",
-    "tests/test_pubsub.py",
-)
-EXPECTED_PASSED = 29
-"""2 channel tests (one-way and bidirectional streaming) + 6 bridge tests (connect, register and invoke,
-a 30 MiB non-ASCII payload round trip, fire-and-forget, function listing, unknown function) + 3 trigger type
-lifecycle tests + 5 HTTP middleware tests (continue, respond, order, input, none) + 11 state tests (set new
-and overwrite, get present and missing, delete present and missing, list, list_groups, update with set ops
-and with append ops, a ``state`` trigger firing on an update) + 2 pub/sub tests (a subscriber receives a
-published message; topics are isolated)."""
+HERE = Path(__file__).resolve().parent
+ENGINE_CONFIG = HERE / "official_suite.toml"
+PLUGIN_DIR = HERE / "official_suite_plugin"
+PLUGIN = "iii_py_listed_tests"
+"""The plugin's module in :data:`PLUGIN_DIR` (it reads the lists from the environment variable ``LISTED_ENV``)."""
 
-RUN_TIMEOUT_S = 300.0
-ENVIRONMENT_TIMEOUT = pytest.mark.timeout(1200)
+
+def _in(prefix: str, *names: str) -> list[str]:
+    """The node ids ``prefix::name`` of ``names``."""
+    return [f"{prefix}::{name}" for name in names]
+
+
+_PDF = "reads the iii repository's test-assets/handbook.pdf, which the sdist does not ship (it skips itself without it)"
+NOT_RUN: dict[str, str] = {
+    "tests/test_filter_conformance.py": (
+        "reads the filter conformance vectors (sdk/fixtures/filters of the iii repository, with the Rust "
+        "evaluator's differential corpus) when it is imported; the sdist does not ship them"
+    ),
+    "tests/test_observe_protocol_fixtures.py": (
+        "compares the SDK's observe messages with the JSON files of sdk/fixtures/protocol/observe in the iii "
+        "repository, which the sdist does not ship: 34 of its 35 tests read them (the other one, "
+        "test_accepts_null_for_optional_fields_and_keeps_unknown_enum_values, goes with its module)"
+    ),
+    **dict.fromkeys(
+        _in("tests/test_api_triggers.py", "test_download_pdf_streaming", "test_upload_pdf_streaming"), _PDF
+    ),
+    "tests/test_api_triggers.py::test_multipart_form_data": _PDF,
+}
+"""Tests that cannot run here: they need files the sdist does not ship. A file is not even collected."""
+
+_OBSERVE = (
+    "not built yet (issue 13): observe.v1 (the features handshake, observe/unobserve, observers, local dispatch "
+    "reports); the SDK's observe() raises ObserveRejection UNSUPPORTED against an engine without it"
+)
+_HTTP_INVOKED = (
+    "not built yet (issue 13): HTTP-invoked functions (a function registered with an invocation URL is called by "
+    "the engine over HTTP); the call is routed back to the registering worker instead"
+)
+_RBAC = (
+    "not built yet (issue 13): the RBAC worker listener (auth function, registration hooks, middleware, "
+    "expose_functions); III_RBAC_WORKER_URL is the engine's ordinary worker port meanwhile"
+)
+_RBAC_AND_LOG = (
+    "not built yet (issues 13 and 17): the RBAC worker listener, and engine::log::info (the reference's "
+    "observability worker)"
+)
+_STREAMS = "not built yet (issue 16): streams (stream::set/get/delete/list/list_groups/update)"
+NOT_BUILT: dict[str, str] = {
+    "tests/test_observe_e2e_local.py": _OBSERVE,
+    "tests/test_observe_e2e_routed.py": _OBSERVE,
+    **dict.fromkeys(
+        _in(
+            "tests/test_http_external_functions_integration.py",
+            "test_delivers_events_to_external_http_function",
+            "test_delivers_events_with_custom_headers",
+            "test_delivers_events_to_multiple_external_functions",
+            "test_stops_delivering_after_unregister",
+            "test_delivers_with_put_method",
+        ),
+        _HTTP_INVOKED,
+    ),
+    **dict.fromkeys(
+        _in(
+            "tests/test_rbac_workers.py::TestRbacWorkers",
+            "test_should_return_auth_result_for_valid_token",
+            "test_should_return_error_for_private_function",
+            "test_should_deny_trigger_type_registration_via_hook",
+            "test_should_deny_trigger_registration_via_hook",
+            "test_should_deny_function_registration_via_hook",
+            "test_function_discovery_only_returns_allowed_for_valid_token",
+            "test_function_discovery_only_returns_exposed_for_restricted_token",
+            "test_function_registration_prefix",
+            "test_forbidden_wrapped_as_typed_error",
+        ),
+        _RBAC,
+    ),
+    **dict.fromkeys(
+        _in(
+            "tests/test_rbac_workers.py::TestRbacWorkers",
+            "test_infrastructure_logger_callable_from_user_handler",
+            "test_infrastructure_logger_directly_callable",
+        ),
+        _RBAC_AND_LOG,
+    ),
+    "tests/test_streams.py": _STREAMS,
+}
+"""Tests of features not built yet: each must fail (strict xfail), so an entry goes as soon as its test passes."""
+
+EXPECTED_PASSED = 536
+"""Every test the sdist's suite collects here (620, without the filter conformance module, which cannot be
+imported) but the 35 + 3 of :data:`NOT_RUN` and the 46 of :data:`NOT_BUILT`."""
+EXPECTED_NOT_BUILT = 46
+"""19 observe.v1 (9 local, 10 routed), 5 HTTP-invoked, 11 RBAC, 11 streams."""
+EXPECTED_DESELECTED = 3
+"""The three PDF tests (the two modules of :data:`NOT_RUN` are not collected, so not counted)."""
+
+RUN_TIMEOUT_S = 900.0
+"""The whole suite takes about two and a half minutes on two cores (a minute of it is two of the SDK's own unit
+tests in test_init_api.py, which take 30 s each without an engine)."""
+ENVIRONMENT_TIMEOUT = pytest.mark.timeout(1800)
 """For tests that may build the official environments first (a cold machine downloads from PyPI)."""
 _SUMMARY = re.compile(r"^=+ (?P<body>.+?) in [\d.]+s(?: \([^)]*\))? =+$", re.MULTILINE)
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)")
@@ -55,6 +156,32 @@ def summary_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def listed_tests_env(not_run: dict[str, str], not_built: dict[str, str]) -> dict[str, str]:
+    """The environment that loads the plugin into a child pytest with these lists."""
+    return {
+        "PYTHONPATH": str(PLUGIN_DIR),
+        LISTED_ENV: json.dumps({"not_run": not_run, "must_fail": not_built}),
+    }
+
+
+def official_pytest(python: Path | str, *paths: str) -> list[str]:
+    """The command line of the official suite's pytest with the plugin (``-o addopts=``: the sdist's own
+    options want pytest-cov)."""
+    return [
+        str(python),
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-p",
+        PLUGIN,
+        "-rfEX",
+        *paths,
+    ]
+
+
 def test_summary_counts_parses_pytest_summaries() -> None:
     """The summary parser reads the counts pytest prints, so the test below cannot pass on a garbled run."""
     assert summary_counts("x\n============ 8 passed in 11.06s ============\n") == {"passed": 8}
@@ -64,43 +191,114 @@ def test_summary_counts_parses_pytest_summaries() -> None:
         "errors": 2,
         "warnings": 1,
     }
+    assert summary_counts("== 5 passed, 3 deselected, 46 xfailed in 9.1s ==") == {
+        "passed": 5,
+        "deselected": 3,
+        "xfailed": 46,
+    }
     assert summary_counts("no summary") == {}
 
 
-@ENVIRONMENT_TIMEOUT
-def test_official_python_sdk_channel_bridge_trigger_type_middleware_state_and_pubsub_tests_pass(
-    engine: EngineProcess, official_python: PythonEnv, official_sdist: Sdist
-) -> None:
-    """Proves the unchanged official Python SDK works against our engine, judged by its own tests.
+_TOY_SUITE = {
+    "tests/test_ok.py": "def test_ok():\n    pass\n\ndef test_missing_feature():\n    assert False\n",
+    "tests/test_data.py": "open('not-shipped.json')\n\ndef test_vectors():\n    pass\n",
+    "tests/test_more.py": "def test_needs_a_pdf():\n    assert False\n\ndef test_fine():\n    pass\n",
+}
 
-    ``test_data_channels.py`` streams records from a sender to a processor and runs the bidirectional
-    progress example through engine channels; ``test_trigger_type_lifecycle.py`` has a provider worker of a
-    custom trigger type receive, lose and regain the binding of a consumer worker; ``test_bridge.py``
-    connects, registers and invokes functions (request/response and void), echoes a 30 MiB non-ASCII
-    payload, lists functions and gets ``function_not_found`` for an unknown one; ``test_middleware.py`` binds
-    HTTP routes with ``middleware_function_ids`` and checks over HTTP that middleware runs in order with the
-    request's method and parameters, lets the request through (``continue``) or answers it (``respond`` 403,
-    the handler never called); ``test_state.py`` calls every ``state::*`` function and binds a ``state``
-    trigger to one key; ``test_pubsub.py`` publishes to topics with ``subscribe`` bindings. All 29 must pass,
-    none may fail, error or be skipped, and the engine must log no warning or error meanwhile.
-    """
-    argv = [str(official_python.python), "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-v"]
+
+def _run_toy(tmp_path: Path, not_run: dict[str, str], not_built: dict[str, str]) -> tuple[int | None, str]:
+    for name, text in _TOY_SUITE.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
     code, out, err = run_once(
-        [*argv, *OFFICIAL_MODULES],
-        cwd=official_sdist.root,
-        env=child_env(engine, {"PYTHONDONTWRITEBYTECODE": "1", "III_HTTP_URL": engine.http_url}),
-        timeout_s=RUN_TIMEOUT_S,
+        official_pytest(sys.executable, "tests"),
+        cwd=tmp_path,
+        env={**env, **listed_tests_env(not_run, not_built)},
+        timeout_s=120,
     )
-    print(out)  # shown with -rP, and by pytest on failure
-    counts = summary_counts(out)
-    report = (
-        f"official tests exited {code} with {counts}\n--- stdout:\n{tail(out, 200)}\n--- stderr:\n{tail(err)}\n"
-        f"--- engine log:\n{tail(engine.log_text(), 60)}"
-    )
-    assert code == 0, report
-    assert counts.get("passed") == EXPECTED_PASSED, report
-    assert not {key for key in counts if key not in ("passed", "warnings")}, report
-    assert not engine_complaints(engine), report
+    return code, out + err
+
+
+_TOY_NOT_RUN = {"tests/test_data.py": "data", "tests/test_more.py::test_needs_a_pdf": "pdf"}
+
+
+def test_listed_tests_are_left_out_or_must_fail(tmp_path: Path) -> None:
+    """Proves the plugin's two lists: a not-run file is not imported and a not-run node is deselected; a
+    not-built test that fails is an expected failure, and the run passes."""
+    code, out = _run_toy(tmp_path, _TOY_NOT_RUN, {"tests/test_ok.py::test_missing_feature": "not built"})
+    assert code == 0, out
+    assert summary_counts(out) == {"passed": 2, "deselected": 1, "xfailed": 1}, out
+
+
+def test_a_listed_test_that_passes_fails_the_run(tmp_path: Path) -> None:
+    """Proves the list stays honest: a test listed as not built that passes fails the run (strict xfail)."""
+    code, out = _run_toy(tmp_path, _TOY_NOT_RUN, {"tests/test_ok.py": "not built"})
+    assert code == 1, out
+    assert summary_counts(out) == {"failed": 1, "passed": 1, "deselected": 1, "xfailed": 1}, out
+    assert "XPASS(strict)" in out
+
+
+@pytest.mark.parametrize(
+    ("not_run", "not_built", "stale"),
+    [
+        ({**_TOY_NOT_RUN, "tests/test_gone.py": "data"}, {}, "tests/test_gone.py"),
+        (_TOY_NOT_RUN, {"tests/test_ok.py::test_renamed": "not built"}, "tests/test_ok.py::test_renamed"),
+        (
+            {**_TOY_NOT_RUN, "tests/test_more.py::test_needs_a_jpeg": "jpeg"},
+            {},
+            "tests/test_more.py::test_needs_a_jpeg",
+        ),
+    ],
+)
+def test_a_stale_entry_stops_the_run(
+    tmp_path: Path, not_run: dict[str, str], not_built: dict[str, str], stale: str
+) -> None:
+    """Proves an entry that matches no test (a file that is gone, a test that was renamed) is an error, not a
+    silent no-op."""
+    code, out = _run_toy(tmp_path, not_run, not_built)
+    assert code == 4, out  # pytest's usage error
+    assert stale in out, out
+
+
+@ENVIRONMENT_TIMEOUT
+def test_the_official_python_sdk_suite_passes_but_the_listed_tests(
+    official_python: PythonEnv, official_sdist: Sdist
+) -> None:
+    """Proves the unchanged official Python SDK works against our engine, judged by its whole test suite.
+
+    Its tests against a live engine cover functions and invocations (a 30 MiB non-ASCII payload among them),
+    channels, custom trigger types and their lifecycle, HTTP triggers (bodies, forms, server-sent events, status
+    codes, middleware), state, pub/sub, worker metadata and registration; the others test the SDK alone. All but
+    the listed ones must pass (exactly :data:`EXPECTED_PASSED`), none may fail, error or be skipped, every test of
+    :data:`NOT_BUILT` must fail, and the engine must log no warning or error meanwhile.
+    """
+    with EngineProcess(["--config", str(ENGINE_CONFIG)]) as engine:
+        extra = {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "III_HTTP_URL": engine.http_url,
+            "III_RBAC_WORKER_URL": engine.url,
+            **listed_tests_env(NOT_RUN, NOT_BUILT),
+        }
+        code, out, err = run_once(
+            official_pytest(official_python.python, "tests"),
+            cwd=official_sdist.root,
+            env=child_env(engine, extra),
+            timeout_s=RUN_TIMEOUT_S,
+        )
+        print(out)  # shown with -rP, and by pytest on failure
+        counts = summary_counts(out)
+        report = (
+            f"official tests exited {code} with {counts}\n--- stdout:\n{tail(out, 200)}\n--- stderr:\n{tail(err)}\n"
+            f"--- engine log:\n{tail(engine.log_text(), 60)}"
+        )
+        assert code == 0, report
+        assert counts.get("passed") == EXPECTED_PASSED, report
+        assert counts.get("xfailed") == EXPECTED_NOT_BUILT, report
+        assert counts.get("deselected") == EXPECTED_DESELECTED, report
+        assert not {key for key in counts if key not in ("passed", "xfailed", "deselected", "warnings")}, report
+        assert not engine_complaints(engine), report
 
 
 @ENVIRONMENT_TIMEOUT
