@@ -23,9 +23,9 @@ class HttpFunctionsSettings:
     url_allowlist: tuple[str, ...] = ("*",)
     """Glob patterns of the hosts a function's URL may name (``*.example.com``, ``127.0.0.1``); ``*``: any."""
     block_private_ips: bool = True
-    """Refuse loopback, private, link-local, unspecified, broadcast, documentation (and IPv6 unique-local and
-    multicast) addresses: a URL naming one is refused when registered, a host name resolving to one when it
-    is called (the check is on the addresses connected to, so a name cannot change its answer in between)."""
+    """Refuse every address that is not global (loopback, private, link-local, ...) or is multicast: a URL naming
+    one is refused when registered, a host name resolving to one when it is called (the check is on the
+    addresses connected to, so a name cannot change its answer in between)."""
     require_https: bool = True
     """Refuse ``http://`` URLs."""
     secret_keys: tuple[str, ...] = ("*",)
