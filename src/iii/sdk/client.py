@@ -532,8 +532,8 @@ def _invocation_config(handler: Any) -> dict[str, Any] | None:
 
 
 def _served_by_the_engine(function_id: str) -> Callable[[Any], Any]:
-    """The handler of a function the engine calls over HTTP: an engine that sends its calls here (one without
-    the http_functions module) gets the official SDK's answer."""
+    """The handler of a function the engine calls over HTTP: an engine that routes its calls here anyway (one
+    that does not know HTTP-invoked functions) gets the official SDK's answer."""
 
     def not_here(data: Any) -> Any:
         raise FunctionError("function_not_invokable", f"{function_id} is called by the engine over HTTP, not here")

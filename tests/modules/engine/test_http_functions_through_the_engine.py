@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from iii import InitOptions, InvocationError, register_worker
 from iii.engine import Engine
@@ -30,6 +31,14 @@ async def endpoints() -> AsyncIterator[Endpoints]:
 @pytest.fixture
 async def engine(start_engine: Callable[..., Awaitable[Engine]]) -> Engine:
     return await start_engine(http_port=-1, module_settings={"http_functions": LOOPBACK})
+
+
+class HookConfig(BaseModel):
+    """A model of the shape of the official SDK's ``HttpInvocationConfig``: our SDK takes it as it is."""
+
+    url: str
+    method: str = "POST"
+    timeout_ms: int | None = None
 
 
 def functions_of(client: Any, function_id: str) -> list[dict[str, Any]]:
@@ -99,7 +108,7 @@ async def test_an_http_function_goes_with_its_worker_and_a_refused_one_is_report
     def scenario() -> tuple[str, list[dict[str, Any]], str]:
         with register_worker(url, InitOptions(worker_name="caller")) as caller:
             with register_worker(url, InitOptions(worker_name="short-lived")) as owner:
-                ref = owner.register_function("hooks::echo", {"url": endpoints.url("/echo")})
+                ref = owner.register_function("hooks::echo", HookConfig(url=endpoints.url("/echo")))
                 refused = owner.register_function("hooks::private", {"url": "http://10.0.0.1/x"})
                 assert ref.wait_active(5)
                 refused_status = refused.wait_status("active", "refused", timeout_s=5)
