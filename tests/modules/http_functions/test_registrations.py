@@ -7,9 +7,11 @@ import ipaddress
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from iii.modules.api import FunctionError
-from iii.modules.http_functions import HttpFunctionsSettings
+from iii.modules.api import FunctionError, FunctionRegistration
+from iii.modules.http_functions import HttpFunctionsModule, HttpFunctionsSettings
 from iii.modules.http_functions.policy import UrlPolicy, is_private
 from tests.modules.http_functions.conftest import StartModule
 from tests.modules.http_functions.endpoints import Endpoints
@@ -177,3 +179,42 @@ def test_settings_of_the_wrong_kind_are_refused(settings: dict[str, Any], proble
 def test_settings_from_a_toml_array_are_kept_as_tuples() -> None:
     settings = HttpFunctionsSettings(url_allowlist=["localhost", "127.0.0.1"], secret_keys=["HOOK_*"])
     assert (settings.url_allowlist, settings.secret_keys) == (("localhost", "127.0.0.1"), ("HOOK_*",))
+
+
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=24)
+    | st.sampled_from(["https://example.com/x", "http://127.0.0.1:1/x", "POST", "bearer", "api_key", "hmac", "*"])
+)
+json_value = st.recursive(
+    json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+)
+config_key = st.sampled_from(["url", "method", "timeout_ms", "headers", "auth", "type", "token_key", "header"])
+fuzzed_config = json_value | st.dictionaries(config_key, json_value | st.dictionaries(config_key, json_value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(config=fuzzed_config)
+def test_any_config_is_accepted_or_refused_with_a_function_error(config: Any) -> None:
+    """Whatever a worker sends as ``invocation``, the registration is accepted or refused with a code: never
+    another exception."""
+    module = HttpFunctionsModule(HttpFunctionsSettings(require_https=False))
+    try:
+        handler = module.accept(FunctionRegistration("fuzz::f", config, "w"))
+    except FunctionError as refused:
+        assert refused.code and refused.message
+    else:
+        assert callable(handler)
+
+
+@pytest.mark.parametrize("name", ["\ud800", "A\x00B"], ids=["lone-surrogate", "nul"])
+def test_a_variable_name_no_environment_can_hold_is_not_found(name: str) -> None:
+    module = HttpFunctionsModule()
+    with pytest.raises(FunctionError) as refused:
+        module.accept(
+            FunctionRegistration("f", {"url": "https://x", "auth": {"type": "bearer", "token_key": name}}, "w")
+        )
+    assert refused.value.code == "token_not_found"

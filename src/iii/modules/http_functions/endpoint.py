@@ -150,7 +150,10 @@ def _secret(
     code, message = _NOT_FOUND[kind]
     if name.upper().startswith(ENGINE_SETTINGS_PREFIX) or not any(fnmatchcase(name, p) for p in secret_keys):
         raise FunctionError(code, f"{message}: {name} is not one the engine gives out (secret_keys)")
-    secret = environ.get(name)
+    try:
+        secret = environ.get(name)
+    except ValueError:  # a name no environment can hold (a lone surrogate, say)
+        secret = None
     if secret is None:
         raise FunctionError(code, f"{message}: {name}")
     if _FORBIDDEN_IN_VALUE.search(secret) and kind != "hmac":  # it would break the header: say so, not what it is
