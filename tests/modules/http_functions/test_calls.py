@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from iii.modules.api import FunctionError
+from iii.modules.http_functions.endpoint import parse_endpoint
 from tests.modules.http_functions.conftest import StartModule
 from tests.modules.http_functions.endpoints import Endpoints
 
@@ -230,6 +231,13 @@ async def test_secrets_appear_in_no_log_and_no_error_message(
         )
         error = await host.call_error("remote::leaky", {})
         logging.getLogger("test").debug("the module's state: %r %r", module.snapshot(), list(module.metrics()))
+        endpoint = parse_endpoint(
+            {"url": "https://x", "headers": {"X-Key": SECRET}, "auth": auth},
+            default_timeout_ms=1,
+            max_timeout_ms=1,
+            secret_keys=("*",),
+        )
+        logging.getLogger("test").debug("an endpoint as code may show it: %r", endpoint)
     [request] = endpoints.requests
     assert request.headers["Authorization"] == f"Bearer {SECRET}"  # it was sent
     assert error.code == "denied:Bearer <redacted>"
