@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,14 +18,6 @@ from tests.modules.http_functions.conftest import LOOPBACK
 from tests.modules.http_functions.endpoints import Endpoints
 
 SECRET = "engine-side-Secret-77"
-
-
-@pytest.fixture
-async def endpoints() -> AsyncIterator[Endpoints]:
-    server = Endpoints()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

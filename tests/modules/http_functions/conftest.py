@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from iii.modules.http_functions import HttpFunctionsModule, HttpFunctionsSettings
 from tests.modules.conftest import RunModule
-from tests.modules.http_functions.endpoints import Endpoints
 from tests.modules.local_host import LocalHost
 
 LOOPBACK = {"url_allowlist": ["127.0.0.1"], "block_private_ips": False, "require_https": False}
 """The settings that let functions call the endpoints on 127.0.0.1 (the defaults refuse them)."""
 
 StartModule = Callable[..., Awaitable[tuple[HttpFunctionsModule, LocalHost]]]
-
-
-@pytest.fixture
-async def endpoints() -> AsyncIterator[Endpoints]:
-    server = Endpoints()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
