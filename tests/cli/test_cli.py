@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,27 @@ def test_listings_as_tables_and_as_json(served: III, shared_engine: EngineProces
     as_json = json.loads(iii(shared_engine, "channels", "--json").stdout)["channels"]
     assert any(c["channel_id"] == channel.reader_ref.channel_id for c in as_json)
     assert channel.reader_ref.access_key not in channels  # never the keys
+
+
+def test_triggers_lists_bindings_with_their_status_and_a_cron_jobs_next_run(engine: EngineProcess) -> None:
+    with register_worker(engine.url, InitOptions(worker_name="cli-triggers")) as client:
+        client.register_function("cli.nightly", lambda data: None)
+        client.register_function("cli.on_news", lambda data: None)
+        client.register_trigger(
+            {"type": "cron", "function_id": "cli.nightly", "config": {"expression": "0 30 3 * * *"}}
+        )
+        client.register_trigger({"type": "subscribe", "function_id": "cli.on_news", "config": {"topic": "news"}})
+        client.register_trigger({"type": "nobody-provides-this", "function_id": "cli.on_news", "config": {}})
+        listed: dict[str, Any] = {}
+        deadline = time.monotonic() + 10  # the bindings reach the engine after this client's messages
+        while len(listed.get("registered_triggers", [])) < 3 and time.monotonic() < deadline:
+            listed = json.loads(iii(engine, "triggers", "--json").stdout)
+        rows = {row["trigger_type"]: row for row in listed["registered_triggers"]}
+        assert rows["cron"]["status"] == "active" and rows["cron"]["details"]["next_run"].endswith("T03:30:00+00:00")
+        assert rows["nobody-provides-this"]["status"] == "waiting"
+        table = iii(engine, "triggers").stdout.decode()
+        assert "NEXT RUN" in table and "cli.nightly" in table and "T03:30:00+00:00" in table
+        assert "waiting" in table and "cli.on_news" in table
 
 
 def test_send_streams_100_mib_to_a_function(served: III, shared_engine: EngineProcess, tmp_path: Path) -> None:

@@ -128,5 +128,9 @@ def test_the_console_shows_state_topics_and_cron_jobs(browser: webdriver.Chrome)
                 for row in _cells(d, "cron")
             )
         )
+        http_route = {"api_path": "carts/:id", "http_method": "GET"}
+        worker.register_trigger({"type": "http", "function_id": "demo.nightly", "config": http_route})
+        wait.until(lambda d: ["GET", "/carts/:id", "demo.nightly", ""] in _cells(d, "routes"))
+        assert engine.http_url in browser.find_element(By.ID, "http-backend").text
         assert "sqlite" in browser.find_element(By.ID, "state-backend").text
         assert "local" in browser.find_element(By.ID, "pubsub-backend").text

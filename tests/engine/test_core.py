@@ -51,8 +51,8 @@ class RecordingWorker:
         answer = InvocationResult(invocation_id=invocation_id, function_id=function_id, result=result, error=error)
         self.send_message(encode(answer))
 
-    def send_error_notice(self, code: str, message: str) -> None:
-        self.messages.append({"type": "error", "code": code, "message": message})
+    def send_error_notice(self, code: str, message: str, function_id: str | None = None) -> None:
+        self.messages.append({"type": "error", "code": code, "message": message, "function_id": function_id})
 
     def hold_reading_for(self, target: Any) -> None:
         pass

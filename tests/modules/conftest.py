@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.modules.http_functions.endpoints import Endpoints
 from tests.modules.local_host import LocalHost
 
 RunModule = Callable[[Any], Awaitable[LocalHost]]
@@ -27,3 +28,12 @@ async def run_module() -> AsyncIterator[RunModule]:
     yield run
     for module in reversed(started):
         await module.stop()
+
+
+@pytest.fixture
+async def endpoints() -> AsyncIterator[Endpoints]:
+    """A real HTTP server on 127.0.0.1 with the endpoints the HTTP-invoked functions' tests call."""
+    server = Endpoints()
+    await server.start()
+    yield server
+    await server.stop()

@@ -2,7 +2,8 @@
 
 It keeps what a module registers and lets a test act as the rest of the system: call the module's functions
 (:meth:`LocalHost.call`), serve functions the module invokes (:meth:`LocalHost.serve`), bind functions to the
-module's trigger types (:meth:`LocalHost.bind`) and say that a worker left (:meth:`LocalHost.worker_left`).
+module's trigger types (:meth:`LocalHost.bind`), register functions of the module's kind as a worker would
+(:meth:`LocalHost.register_kind`) and say that a worker left (:meth:`LocalHost.worker_left`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from iii.modules.api import BindingInfo, CallInfo, FunctionError, Handler, InvocationError, TriggerProvider
+from iii.modules.api import (
+    BindingInfo,
+    CallInfo,
+    FunctionError,
+    FunctionKind,
+    FunctionRegistration,
+    Handler,
+    InvocationError,
+    TriggerProvider,
+)
 
 
 class LocalHost:
@@ -22,6 +32,7 @@ class LocalHost:
         self.functions: dict[str, Handler] = {}
         self.descriptions: dict[str, str] = {}
         self.trigger_types: dict[str, TriggerProvider] = {}
+        self.kinds: dict[str, FunctionKind] = {}
         self.served: dict[str, Callable[[Any], Any]] = {}
         """Functions of the test's "workers" that the module may invoke."""
         self.invocations: list[tuple[str, Any]] = []
@@ -48,6 +59,10 @@ class LocalHost:
     def register_trigger_type(self, type_id: str, provider: TriggerProvider, *, description: str = "") -> None:
         assert type_id not in self.trigger_types, f"{type_id} registered twice"
         self.trigger_types[type_id] = provider
+
+    def provide_function_kind(self, field: str, kind: FunctionKind) -> None:
+        assert field not in self.kinds, f"function kind {field} provided twice"
+        self.kinds[field] = kind
 
     async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
         self.invocations.append((function_id, data))
@@ -96,6 +111,12 @@ class LocalHost:
         except FunctionError as error:
             return error
         raise AssertionError(f"{function_id}({data!r}) did not fail")
+
+    def register_kind(self, field: str, function_id: str, config: Any, worker_id: str = "test-worker") -> None:
+        """Register ``function_id`` with ``field`` set to ``config``, as a worker would: the module's kind accepts
+        it (then :meth:`call` calls it) or raises its FunctionError."""
+        handler = self.kinds[field].accept(FunctionRegistration(function_id, config, worker_id))
+        self.functions[function_id] = handler
 
     def serve(self, function_id: str, function: Callable[[Any], Any]) -> None:
         """Serve ``function_id`` as a worker's function the module may invoke (sync or async)."""

@@ -104,13 +104,13 @@ class EngineConfig:
         },
     )
     modules: str = field(
-        default="state,pubsub,cron",
-        metadata={"help": "the modules to run, comma-separated (empty: none): state, pubsub, cron"},
+        default="state,pubsub,cron,http_functions",
+        metadata={"help": "the modules to run, comma-separated (empty: none): state, pubsub, cron, http_functions"},
     )
     module_settings: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict,
         metadata={
-            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron])",
+            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron], [http_functions])",
             "file_only": True,
         },
     )

@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -31,6 +31,7 @@ from iii.engine.metrics import OK, EngineMetrics
 from iii.engine.peers import Caller, Host
 from iii.engine.registry import (
     BuiltinFailure,
+    BuiltinHandler,
     BuiltinInputError,
     BuiltinLimitError,
     FunctionEntry,
@@ -69,6 +70,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iii.engine")
 
+FUNCTION_KIND_FIELDS: Final = ("invocation",)
+"""The ``registerfunction`` fields that make a function one a module serves for the worker registering it."""
+
+KindAcceptor = Callable[[str, str, Any, "str | None", Any], BuiltinHandler]
+"""A module's check of a registration of its kind: ``accept(worker_id, function_id, config, description,
+metadata)`` returns the handler that serves it, or raises :class:`BuiltinFailure` to refuse it."""
+
 
 def error_raw(code: str, message: str) -> msgspec.Raw:
     """An ``invocationresult.error`` value."""
@@ -83,6 +91,15 @@ def _error_code(error: msgspec.Raw) -> str:
         value = None
     code = value.get("code") if isinstance(value, dict) else None
     return code if isinstance(code, str) and code else errors.INVOCATION_FAILED
+
+
+def _kind_of(message: RegisterFunction) -> tuple[str, msgspec.Raw] | None:
+    """The field naming the registration's function kind, and its value; None for a worker's own function."""
+    for field in FUNCTION_KIND_FIELDS:
+        value: msgspec.Raw = getattr(message, field)
+        if not is_null(value):
+            return field, value
+    return None
 
 
 def _builtin_error(entry: FunctionEntry, exc: Exception) -> msgspec.Raw:
@@ -136,6 +153,8 @@ class Core:
         self.builtins.install()
         self.availability = Availability(self)
         self._worker_left: list[Callable[[str], None]] = []
+        self._kinds: dict[str, tuple[str, KindAcceptor]] = {}
+        """The module and acceptor of each function kind, by its ``registerfunction`` field."""
         self._builtin_tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
             InvokeFunction: self._on_invoke,
@@ -154,6 +173,16 @@ class Core:
     def on_worker_left(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(worker_id)`` after a worker's disconnect has been cleaned up."""
         self._worker_left.append(callback)
+
+    def provide_function_kind(self, field: str, module: str, accept: KindAcceptor) -> None:
+        """Have ``module`` serve the functions that workers register with ``field`` (see :data:`KindAcceptor`);
+        ``ValueError`` if ``field`` is not one of :data:`FUNCTION_KIND_FIELDS` or is provided already."""
+        if field not in FUNCTION_KIND_FIELDS:
+            raise ValueError(f"module {module}: {field!r} is not a registerfunction field naming a function kind")
+        provided = self._kinds.get(field)
+        if provided is not None:
+            raise ValueError(f"module {module}: functions with {field!r} are served by module {provided[0]}")
+        self._kinds[field] = (module, accept)
 
     def expire_calls(self) -> None:
         """Fail the calls whose deadline has passed (``TIMEOUT``); the server calls this on its ticks."""
@@ -254,10 +283,13 @@ class Core:
                 return
         self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"a {what} of {size} bytes is over {limit}: ignored")
 
-    def send_error_notice(self, worker: WorkerConnection, code: str, message: str) -> None:
-        """Tell a worker that one of its messages was refused, and why (counted by code)."""
+    def send_error_notice(
+        self, worker: WorkerConnection, code: str, message: str, function_id: str | None = None
+    ) -> None:
+        """Tell a worker that one of its messages was refused, and why (counted by code); ``function_id`` names
+        the function whose registration it was."""
         self.metrics.errors[code] += 1
-        worker.send_error_notice(code, message)
+        worker.send_error_notice(code, message, function_id)
 
     def _refuse_call(
         self, worker: WorkerConnection, caller_id: str | None, function_id: str, code: str, message: str
@@ -373,6 +405,8 @@ class Core:
         """Run a function served inside the engine (``engine::*``, a module's); answer at once, or when the
         awaitable it returned completes."""
         assert entry.handler is not None
+        if entry.kind is not None and source is not None:  # a worker's function: its caller is named, as for any
+            data = with_caller_worker_id(data, source.worker_id)
         try:
             value = entry.handler(source, decode_value(data))
         except Exception as exc:
@@ -436,15 +470,26 @@ class Core:
         if not function_id:
             self.send_error_notice(worker, errors.INVALID_MESSAGE, "registerfunction needs a non-empty 'id'")
             return
+        handler: BuiltinHandler | None = None
+        module: str | None = None
+        kind = _kind_of(message)
+        if kind is not None:
+            accepted = self._accept_kind(worker, message, *kind)
+            if accepted is None:
+                return
+            module, handler = accepted
         conflict = self.functions.register(
             FunctionEntry(
                 function_id,
                 owner=worker,
+                handler=handler,
                 description=message.description,
                 # The message points into the socket's receive buffer; what is kept must be copied.
                 metadata=detached(message.metadata),
                 request_format=detached(message.request_format),
                 response_format=detached(message.response_format),
+                module=module,
+                kind=kind[0] if kind is not None else None,
             )
         )
         if conflict is not None:
@@ -464,8 +509,49 @@ class Core:
                 )
             )
             return
-        log.debug("worker=%s registered %s", worker.worker_id, function_id)
+        if kind is not None:  # its config is the module's business (it may name secrets): not logged
+            log.info("worker=%s registered %s with %s, served by %s", worker.worker_id, function_id, kind[0], module)
+        else:
+            log.debug("worker=%s registered %s", worker.worker_id, function_id)
         worker.send_message(encode(FunctionActivated(function_id=function_id)))
+
+    def _accept_kind(
+        self, worker: WorkerConnection, message: RegisterFunction, field: str, config: msgspec.Raw
+    ) -> tuple[str, BuiltinHandler] | None:
+        """The module and handler that serve a registration with ``field``; None when it is refused (the worker
+        is told why, with an error notice naming the function; an earlier registration of it stays)."""
+        function_id = message.id
+        provided = self._kinds.get(field)
+        if provided is None:
+            problem = f"function {function_id} has '{field}', and no module of this engine serves such functions"
+            self._refuse_registration(worker, function_id, errors.NOT_SUPPORTED, problem)
+            return None
+        module, accept = provided
+        try:
+            value = decode_value(config)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            problem = f"the '{field}' of function {function_id} cannot be decoded: {exc}"
+            self._refuse_registration(worker, function_id, errors.INVALID_MESSAGE, problem)
+            return None
+        try:
+            metadata = None if is_null(message.metadata) else decode_value(message.metadata)
+        except (msgspec.DecodeError, RecursionError):  # kept as sent for the listings; the module goes without
+            metadata = None
+        try:
+            handler = accept(worker.worker_id, function_id, value, message.description, metadata)
+        except BuiltinFailure as exc:
+            self._refuse_registration(worker, function_id, exc.code, exc.message)
+            return None
+        except Exception:  # the module's bug: the worker learns that much, the log has the rest
+            log.exception("module %s failed to check function %s of worker %s", module, function_id, worker.worker_id)
+            problem = f"module {module} could not check function {function_id}"
+            self._refuse_registration(worker, function_id, errors.INVOCATION_FAILED, problem)
+            return None
+        return module, handler
+
+    def _refuse_registration(self, worker: WorkerConnection, function_id: str, code: str, message: str) -> None:
+        log.warning("worker=%s function %s refused: %s: %s", worker.worker_id, function_id, code, message)
+        self.send_error_notice(worker, code, message, function_id)
 
     def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
         successor = self.functions.unregister(message.id, worker)

@@ -1,7 +1,8 @@
 """The in-process :class:`~iii.modules.api.ModuleHost`: how a module inside the engine reaches the core.
 
 A module's functions become entries served inside the engine (no round trip to any worker; workers cannot take
-their ids), its trigger types are provided inside the engine, its calls start in
+their ids), so do the functions of its kind that workers register (owned by the worker, served by the module's
+handler), its trigger types are provided inside the engine, its calls start in
 :meth:`~iii.engine.core.Core.start_call` like every other call, and its channels are the core's, with ends of
 the engine's own for the module (:mod:`iii.engine.module_channels`). Nothing else of the core is reachable from
 a module: it gets this host and nothing more.
@@ -19,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from iii.engine.module_channels import InProcessChannel
-from iii.engine.registry import BuiltinFailure
+from iii.engine.registry import BuiltinFailure, BuiltinHandler
 from iii.modules.api import (
     BindingInfo,
     CallInfo,
     DescribingProvider,
     FunctionError,
+    FunctionKind,
+    FunctionRegistration,
     Handler,
     InvocationError,
     TriggerProvider,
@@ -152,20 +155,9 @@ class InProcessHost:
         current = self._core.functions.get(function_id)
         if current is not None:
             raise ValueError(f"module {self._module}: function {function_id} is already served")
-
-        def serve(source: WorkerConnection | None, data: Any) -> Any:
-            call = CallInfo(worker_id=source.worker_id if source is not None else None)
-            try:
-                outcome = handler(data, call)
-            except FunctionError as exc:
-                raise BuiltinFailure(exc.code, exc.message) from None
-            if inspect.isawaitable(outcome):
-                return _translated(outcome)
-            return outcome
-
         self._core.functions.add_builtin(
             function_id,
-            serve,
+            _served_by(handler),
             description,
             module=self._module,
             request_format=_as_raw(request_format),
@@ -176,6 +168,19 @@ class InProcessHost:
         if self._core.triggers.is_builtin(type_id):
             raise ValueError(f"module {self._module}: trigger type {type_id} is already provided")
         self._core.triggers.add_builtin(type_id, _Provider(provider), description, module=self._module)
+
+    def provide_function_kind(self, field: str, kind: FunctionKind) -> None:
+        def accept(
+            worker_id: str, function_id: str, config: Any, description: str | None, metadata: Any
+        ) -> BuiltinHandler:
+            registration = FunctionRegistration(function_id, config, worker_id, description, metadata)
+            try:
+                handler = kind.accept(registration)
+            except FunctionError as exc:
+                raise BuiltinFailure(exc.code, exc.message) from None
+            return _served_by(handler)
+
+        self._core.provide_function_kind(field, self._module, accept)
 
     def invoke(
         self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
@@ -204,6 +209,23 @@ class InProcessHost:
 
     async def create_channel(self, buffer_frames: int = 64) -> InProcessChannel:
         return InProcessChannel(self._core.channels, buffer_frames)
+
+
+def _served_by(handler: Handler) -> BuiltinHandler:
+    """The core's handler for a module's: who called becomes a :class:`CallInfo`, a FunctionError the core's
+    BuiltinFailure."""
+
+    def serve(source: WorkerConnection | None, data: Any) -> Any:
+        call = CallInfo(worker_id=source.worker_id if source is not None else None)
+        try:
+            outcome = handler(data, call)
+        except FunctionError as exc:
+            raise BuiltinFailure(exc.code, exc.message) from None
+        if inspect.isawaitable(outcome):
+            return _translated(outcome)
+        return outcome
+
+    return serve
 
 
 async def _translated(pending: Awaitable[Any]) -> Any:

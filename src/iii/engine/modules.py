@@ -2,8 +2,8 @@
 
 A module is built from its settings dataclass: the two settings every module shares (``data_dir``: where its
 embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
-config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``). Each module gets its own
-:class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
+config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``, ``[http_functions]``). Each module
+gets its own :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
 
 The http module is the engine's other front door: it runs unless ``--http-port`` is -1 (it is not listed in
 ``--modules``), its settings are the engine's ``--http-*`` flags (:func:`http_settings`), and it stops first
@@ -70,6 +70,12 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "iii.modules.pubsub", "PubSubModule", "PubSubSettings", "topics (publish, subscribe triggers)"
     ),
     "cron": ModuleSpec("iii.modules.cron", "CronModule", "CronSettings", "scheduled calls (cron triggers)"),
+    "http_functions": ModuleSpec(
+        "iii.modules.http_functions",
+        "HttpFunctionsModule",
+        "HttpFunctionsSettings",
+        "functions behind an HTTP endpoint (registered with an invocation), called by the engine",
+    ),
     HTTP: ModuleSpec(
         "iii.modules.http",
         "HttpModule",

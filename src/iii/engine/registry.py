@@ -3,8 +3,10 @@
 One live owner per function id; the first live owner keeps it. A second worker asking for the same id is
 refused but kept as a standby, in order: when the owner leaves (or withdraws the function), the first
 standby serves it at once, so a rolling restart never leaves the id unserved. Builtins are entries with a
-handler and no owner; nobody stands by for them. This in-process registry is the seam where a shared
-(multi-engine) registry would plug in.
+handler and no owner; nobody stands by for them. A function that a module serves for the worker that
+registered it (an HTTP-invoked one, say: see ``FunctionEntry.kind``) has both: the worker owns it, as any of
+its functions, and the handler serves it. This in-process registry is the seam where a shared (multi-engine)
+registry would plug in.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class BuiltinFailure(RuntimeError):
 
 
 class FunctionEntry(msgspec.Struct):
-    """A registered function: hosted by ``owner``, or a builtin with ``handler``."""
+    """A registered function: hosted by ``owner``, or a builtin with ``handler``, or owned by ``owner`` and served
+    by ``handler`` (a function of a ``kind``)."""
 
     function_id: str
     owner: Host | None = None
@@ -49,11 +52,14 @@ class FunctionEntry(msgspec.Struct):
     request_format: msgspec.Raw = JSON_NULL
     response_format: msgspec.Raw = JSON_NULL
     module: str | None = None
-    """The engine module that serves it (None for a worker's function or an ``engine::*`` builtin)."""
+    """The engine module that serves it (None for a worker's own function or an ``engine::*`` builtin)."""
+    kind: str | None = None
+    """For a worker's function that a module serves for it: the ``registerfunction`` field that said so
+    (``invocation``)."""
 
     @property
     def is_builtin(self) -> bool:
-        return self.handler is not None
+        return self.owner is None
 
 
 class FunctionRegistry:

@@ -141,8 +141,9 @@ class WorkerConnection(TrackedListener):
             encode(InvocationResult(invocation_id=invocation_id, function_id=function_id, result=result, error=error))
         )
 
-    def send_error_notice(self, code: str, message: str) -> None:
-        self.send_message(encode(ErrorNotice(error=ErrorBody(code=code, message=message))))
+    def send_error_notice(self, code: str, message: str, function_id: str | None = None) -> None:
+        notice = ErrorNotice(error=ErrorBody(code=code, message=message), function_id=function_id)
+        self.send_message(encode(notice))
 
     def hold_reading_for(self, target: Host | Caller) -> None:
         """Stop reading this worker's socket until ``target``'s outgoing buffer has drained (only a worker's

@@ -23,6 +23,11 @@ Contracts:
   awaited (a coroutine), so await it, or wrap it with ``asyncio.ensure_future``. Cancelling it stops the wait:
   inside the engine the pending call is dropped (on the loop's next iteration), so a late result goes nowhere;
   over the worker protocol the engine keeps it until the callee answers or the call times out.
+* A function kind (:meth:`ModuleHost.provide_function_kind`) lets a module serve, inside the engine, functions
+  that workers register with a field of ``registerfunction`` naming how they are served (``invocation``: an
+  HTTP endpoint the engine calls). The module's :meth:`FunctionKind.accept` checks each such registration and
+  returns the handler that serves it, or refuses it; the registering worker stays the function's owner (its
+  ``unregisterfunction`` and its disconnect remove the function, the listings show it under its name).
 * Channels (:meth:`ModuleHost.create_channel`) are the workers' data channels: the module keeps one end
   (:meth:`ModuleChannel.writer` or :meth:`ModuleChannel.reader`) and hands the other end's ref to a function
   in a call's payload. Both ends are backpressured: a writer is held back (:meth:`ModuleWriter.drain`) while
@@ -46,6 +51,8 @@ __all__ = [
     "ChannelBrokenError",
     "DescribingProvider",
     "FunctionError",
+    "FunctionKind",
+    "FunctionRegistration",
     "Handler",
     "InvocationError",
     "MetricSample",
@@ -89,6 +96,30 @@ class BindingInfo:
 
 Handler = Callable[[Any, CallInfo], Any | Awaitable[Any]]
 """A function a module serves (see the module docstring)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRegistration:
+    """A worker's registration of a function that a module's :class:`FunctionKind` is asked to serve."""
+
+    function_id: str
+    config: Any
+    """The decoded value of the registration's field that names the kind (the ``invocation`` object)."""
+    worker_id: str
+    """The registering worker, which owns the function."""
+    description: str | None = None
+    metadata: Any = None
+
+
+class FunctionKind(Protocol):
+    """A kind of function a module serves on behalf of the workers that register them."""
+
+    def accept(self, registration: FunctionRegistration) -> Handler:
+        """The handler that serves ``registration``'s function from now on (it replaces the worker's earlier
+        registration of the same id, if any), or :class:`FunctionError` to refuse it: its code and message go
+        to the worker and the engine's log, so the message must hold no secret. Called on the engine's loop
+        for each registration: it must not wait (a check that needs I/O, a DNS lookup, belongs to the calls).
+        The kind is not told when the function goes: what it serves lives in the handler alone."""
 
 
 class TriggerProvider(Protocol):
@@ -196,6 +227,15 @@ class ModuleHost(Protocol):
 
     def register_trigger_type(self, type_id: str, provider: TriggerProvider, *, description: str = "") -> None:
         """Provide trigger type ``type_id``: bindings to it go to ``provider``."""
+
+    def provide_function_kind(self, field: str, kind: FunctionKind) -> None:
+        """Serve the functions that workers register with ``field`` in ``registerfunction`` (``invocation``, the
+        only such field of the protocol), through ``kind`` (see :class:`FunctionKind`). ``ValueError`` if the
+        field is not one, or another module provides it.
+
+        Only inside the engine: over the worker protocol a worker cannot take other workers' registrations, so
+        a host there raises ``NotImplementedError`` (a module that provides a kind runs inside the engine).
+        """
 
     def invoke(
         self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from iii.errors import ChannelBrokenError, ChannelError, FunctionError
 from iii.errors import InvocationError as CallFailed
-from iii.modules.api import BindingInfo, CallInfo, Handler, InvocationError, Module, TriggerProvider
+from iii.modules.api import BindingInfo, CallInfo, FunctionKind, Handler, InvocationError, Module, TriggerProvider
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter
 from iii.sdk.client import III
 from iii.sdk.context import current_invocation
@@ -71,6 +71,13 @@ class WorkerHost:
 
     def register_trigger_type(self, type_id: str, provider: TriggerProvider, *, description: str = "") -> None:
         self._client.register_trigger_type({"id": type_id, "description": description}, _Provider(self, provider))
+
+    def provide_function_kind(self, field: str, kind: FunctionKind) -> None:
+        """Not over the worker protocol: a worker cannot take the registrations of other workers."""
+        raise NotImplementedError(
+            f"module {self._module} serves functions that workers register with {field!r}: it runs inside the "
+            "engine only (a worker cannot take other workers' registrations)"
+        )
 
     async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
         request: dict[str, Any] = {"function_id": function_id, "payload": data}

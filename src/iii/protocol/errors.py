@@ -20,6 +20,9 @@ LIMIT_EXCEEDED: Final = "limit_exceeded"
 """A per-worker limit (pending invocations, open channels) was reached."""
 MESSAGE_TOO_BIG: Final = "message_too_big"
 """A message (a call, a result) was larger than the engine's ``--max-message-bytes``; it was not acted on."""
+NOT_SUPPORTED: Final = "not_supported"
+"""A registration asks for something no module of this engine provides (``invocation`` without the
+http_functions module)."""
 
 FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
 """``registrationrejected`` code: another live worker owns the function id (non-fatal for SDKs)."""

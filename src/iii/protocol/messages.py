@@ -62,9 +62,11 @@ class Pong(Message, tag="pong"):
 
 
 class ErrorNotice(Message, tag="error"):
-    """E→W notice that a message was refused and why (official SDKs ignore it; it is for humans and tests)."""
+    """E→W notice that a message was refused and why (official SDKs ignore it; it is for humans and tests).
+    ``function_id`` (ours) names the function whose registration was refused, when that is what it says."""
 
     error: ErrorBody
+    function_id: str | None = None
 
 
 # --- functions -----------------------------------------------------------------------------------------
@@ -99,7 +101,8 @@ class RegistrationRejected(Message, tag="registrationrejected"):
 
 FUNCTION_STATUS_FEATURE: Final = "iii-py.function-status.v1"
 """Announced in ``workerregistered.features`` by an engine that answers every registration: with
-:class:`FunctionActivated`, or with ``registrationrejected`` (the worker then stands by)."""
+:class:`FunctionActivated`, with ``registrationrejected`` (the worker then stands by), or with an
+:class:`ErrorNotice` naming the function (refused for good: an HTTP-invoked function whose URL is not allowed)."""
 
 
 class FunctionActivated(Message, tag="functionactivated"):

@@ -29,7 +29,7 @@ from typing import Any, Final
 import msgspec
 
 from iii._version import __version__
-from iii.errors import EngineRefusedError, UsageError
+from iii.errors import EngineRefusedError, FunctionError, UsageError
 from iii.protocol import errors
 from iii.protocol.codec import decode_value
 from iii.protocol.messages import (
@@ -242,7 +242,7 @@ class III:
     def register_function(
         self,
         function: str | Mapping[str, Any],
-        handler: Callable[..., Any],
+        handler: Callable[..., Any] | Mapping[str, Any],
         *,
         description: str | None = None,
         metadata: Any = None,
@@ -256,6 +256,11 @@ class III:
         parameter of that name. What it returns is the result; what it raises becomes an
         ``invocation_failed`` error with the traceback text. Registering the same id twice raises
         :class:`UsageError`, and so does registering after :meth:`shutdown`.
+
+        Instead of a handler, an ``invocation`` config (``{"url", "method"?, "timeout_ms"?, "headers"?, "auth"?}``,
+        the official SDKs' ``HttpInvocationConfig``; an object with ``model_dump`` is taken too) registers a
+        function the engine calls over HTTP: ``auth`` names the engine's environment variables that hold the
+        secrets (``{"type": "bearer", "token_key": "HOOK_TOKEN"}``), never the secrets.
         """
         self._portal.ensure_open()
         if isinstance(function, Mapping):
@@ -269,8 +274,11 @@ class III:
             function_id = function
         if not isinstance(function_id, str) or not function_id:
             raise UsageError("a function needs a non-empty string id")
+        invocation = _invocation_config(handler)
+        if invocation is not None:
+            handler = _served_by_the_engine(function_id)
         if not callable(handler):
-            raise UsageError(f"the handler of {function_id} is not callable")
+            raise UsageError(f"the handler of {function_id} is not callable (nor an invocation config)")
         if function_id in self._functions:
             raise UsageError(f"function {function_id} is already registered by this worker")
         entry = RegisteredFunction.of(
@@ -280,6 +288,7 @@ class III:
             metadata=metadata,
             request_format=request_format,
             response_format=response_format,
+            invocation=invocation,
         )
         if not self._conn.terms.answers_registrations:
             entry.status = "active"
@@ -494,7 +503,10 @@ class III:
                 "the engine or the provider of %s refused binding %s: %s", message.trigger_type, message.id, refusal
             )
         elif isinstance(message, ErrorNotice):
-            log.warning("the engine refused a message: %s: %s", message.error.code, message.error.message)
+            if message.function_id is not None:
+                self._functions.rejected(message.function_id, message.error.code, message.error.message)
+            else:
+                log.warning("the engine refused a message: %s: %s", message.error.code, message.error.message)
 
     def _on_rejected(self, message: RegistrationRejected) -> None:
         if message.code not in _NON_FATAL_REJECTIONS:
@@ -505,6 +517,28 @@ class III:
     def _release_ends(self, refs: list[dict[str, Any]], reason: str) -> None:
         """Ask the engine to finish channel ends that never connected (their peers are told at once)."""
         self._send_void("engine::channels::release", {"ends": refs, "reason": reason})
+
+
+def _invocation_config(handler: Any) -> dict[str, Any] | None:
+    """The ``invocation`` config ``handler`` is, if it is one (a mapping, or a pydantic model such as the official
+    SDK's ``HttpInvocationConfig``); None for anything else."""
+    if isinstance(handler, Mapping):
+        return dict(handler)
+    dump = getattr(handler, "model_dump", None)
+    if not callable(handler) and callable(dump):
+        dumped = dump(exclude_none=True)
+        return dict(dumped) if isinstance(dumped, Mapping) else None
+    return None
+
+
+def _served_by_the_engine(function_id: str) -> Callable[[Any], Any]:
+    """The handler of a function the engine calls over HTTP: an engine that routes its calls here anyway (one
+    that does not know HTTP-invoked functions) gets the official SDK's answer."""
+
+    def not_here(data: Any) -> Any:
+        raise FunctionError("function_not_invokable", f"{function_id} is called by the engine over HTTP, not here")
+
+    return not_here
 
 
 def _create_request(buffer_size: int | None) -> dict[str, Any]:

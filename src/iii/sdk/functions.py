@@ -20,7 +20,8 @@ FunctionStatus = Literal["registering", "active", "standby", "refused", "unregis
 * ``registering``: sent, not answered yet (or not connected);
 * ``active``: this worker serves it;
 * ``standby``: another worker serves it; this one was refused and takes over when that one leaves;
-* ``refused``: the id is built into the engine;
+* ``refused``: the id is built into the engine, or the engine refused the registration for good (an HTTP-invoked
+  function whose URL it does not allow: the log says why);
 * ``unregistered``: withdrawn with :meth:`FunctionRef.unregister`.
 """
 
@@ -37,6 +38,8 @@ class RegisteredFunction:
     metadata: Any = None
     request_format: Any = None
     response_format: Any = None
+    invocation: Any = None
+    """For a function the engine calls over HTTP: its ``invocation`` config (``handler`` is then never called)."""
     status: FunctionStatus = "registering"
 
     @classmethod
@@ -50,6 +53,7 @@ class RegisteredFunction:
             metadata=encode_payload(self.metadata) if self.metadata is not None else JSON_NULL,
             request_format=encode_payload(self.request_format) if self.request_format is not None else JSON_NULL,
             response_format=encode_payload(self.response_format) if self.response_format is not None else JSON_NULL,
+            invocation=encode_payload(self.invocation) if self.invocation is not None else JSON_NULL,
         )
 
 
@@ -111,6 +115,13 @@ class FunctionTable:
         )
         if function is not None:
             self.set_status(function, "standby")
+
+    def rejected(self, function_id: str, code: str, message: str) -> None:
+        """The engine refused ``function_id`` for good (it said why, with ``code`` and ``message``)."""
+        function = self._functions.get(function_id)
+        log.error("the engine refused function %s: %s: %s", function_id, code, message)
+        if function is not None:
+            self.set_status(function, "refused")
 
     def activated(self, function_id: str) -> None:
         """The engine says this worker serves ``function_id`` (accepted, or taken over as a standby)."""

@@ -62,3 +62,18 @@ def wait_for_binding(client: Any, function_id: str, timeout_s: float = 15) -> No
         if any(r["function_id"] == function_id and r["status"] == "active" for r in listing["registered_triggers"]):
             return
     raise AssertionError(f"the binding of {function_id} was not active within {timeout_s} s")
+
+
+def test_the_http_functions_module_says_it_runs_inside_the_engine_only() -> None:
+    """A worker cannot serve the functions other workers register: ``iii worker http_functions`` says so and
+    exits, instead of serving nothing."""
+    with EngineProcess(["--modules", ""]) as engine:
+        completed = subprocess.run(
+            [sys.executable, "-m", "iii", "worker", "http_functions", "--url", engine.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert completed.returncode == 1
+    assert "runs inside the engine only" in completed.stderr
+    assert "Traceback" not in completed.stderr
