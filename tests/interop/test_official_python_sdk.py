@@ -255,9 +255,10 @@ def test_the_official_python_sdk_suite_passes_but_the_listed_tests(
 
     Its tests against a live engine cover functions and invocations (a 30 MiB non-ASCII payload among them),
     channels, custom trigger types and their lifecycle, HTTP triggers (bodies, forms, server-sent events, status
-    codes, middleware), state, pub/sub, worker metadata and registration; the others test the SDK alone. All but
-    the listed ones must pass (exactly :data:`EXPECTED_PASSED`), none may fail, error or be skipped, every test of
-    :data:`NOT_BUILT` must fail, and the engine must log no warning or error meanwhile.
+    codes, middleware), HTTP-invoked functions (webhooks on this machine), state, pub/sub, worker metadata and
+    registration; the others test the SDK alone. All but the listed ones must pass (exactly
+    :data:`EXPECTED_PASSED`), none may fail, error or be skipped, every test of :data:`NOT_BUILT` must fail, and the
+    engine must log no warning or error meanwhile.
     """
     with EngineProcess(["--config", str(ENGINE_CONFIG)]) as engine:
         extra = {
