@@ -104,7 +104,7 @@ def test_a_calls_deadline_fails_it_with_timeout(core: Core) -> None:
     core.on_worker_message(caller, InvokeFunction(function_id="slow", invocation_id="c-1", timeout_ms=1))
     start = time.monotonic()
     while not caller.of_type("invocationresult") and time.monotonic() - start < 5:
-        core.expire_calls()  # what the server's housekeeping does on each tick
+        core.calls.expire()  # what the server's housekeeping does on each tick
     [answer] = caller.of_type("invocationresult")
     assert answer["error"]["code"] == "TIMEOUT"
 

@@ -106,7 +106,7 @@ class Availability:
         data = encode_value(payload)
         timeout_s = self.core.config.invocation_timeout_s
         for binding in list(subscribers.bindings.values()):
-            problem = self.core.start_call(
+            problem = self.core.calls.start(
                 binding.function_id, msgspec.Raw(data), caller=None, timeout_s=timeout_s, metadata=binding.metadata
             )
             if problem is not None:

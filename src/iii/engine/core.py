@@ -6,45 +6,40 @@ The tables are the functions (:mod:`iii.engine.registry`), the calls waiting for
 and hands each worker's messages here; modules (:mod:`iii.engine.module_host`) reach the core only through
 the interface of :mod:`iii.modules.api`.
 
-Every call starts in one place, :meth:`Core.start_call`, whoever makes it: a worker's ``invokefunction``, a
-module (the http module for an HTTP request), a fired trigger. Message handling is synchronous: an invocation is
-decoded, routed and written to its host without a task switch.
+Every call starts in one place, ``core.calls.start`` (:mod:`iii.engine.calling`), whoever makes it: a worker's
+``invokefunction``, a module (the http module for an HTTP request), a fired trigger. Message handling is
+synchronous: an invocation is decoded, routed and written to its host without a task switch.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from iii.engine.availability import Availability
 from iii.engine.builtins import Builtins
+from iii.engine.calling import Calls, error_raw
 from iii.engine.channels import ChannelManager
 from iii.engine.config import EngineConfig
-from iii.engine.metrics import OK, EngineMetrics
-from iii.engine.peers import Caller, Host
+from iii.engine.metrics import EngineMetrics
+from iii.engine.peers import Host
 from iii.engine.registry import (
     BuiltinFailure,
     BuiltinHandler,
-    BuiltinInputError,
-    BuiltinLimitError,
     FunctionEntry,
     FunctionRegistry,
 )
-from iii.engine.router import InvocationRouter, PendingCall
+from iii.engine.router import InvocationRouter
 from iii.engine.triggers import TriggerRegistry
 from iii.protocol import close_codes, errors
-from iii.protocol.codec import MalformedMessage, decode_value, detached, encode, encode_value, with_caller_worker_id
+from iii.protocol.codec import MalformedMessage, decode_value, detached, encode
 from iii.protocol.messages import (
     FUNCTION_STATUS_FEATURE,
     JSON_NULL,
-    Delivery,
     FunctionActivated,
     InboundMessage,
     InvocationResult,
@@ -78,21 +73,6 @@ KindAcceptor = Callable[[str, str, Any, "str | None", Any], BuiltinHandler]
 metadata)`` returns the handler that serves it, or raises :class:`BuiltinFailure` to refuse it."""
 
 
-def error_raw(code: str, message: str) -> msgspec.Raw:
-    """An ``invocationresult.error`` value."""
-    return msgspec.Raw(encode_value({"code": code, "message": message}))
-
-
-def _error_code(error: msgspec.Raw) -> str:
-    """The ``code`` of an ``invocationresult.error`` (for metrics; ``invocation_failed`` if it has none)."""
-    try:
-        value = decode_value(error)
-    except (msgspec.DecodeError, RecursionError):
-        value = None
-    code = value.get("code") if isinstance(value, dict) else None
-    return code if isinstance(code, str) and code else errors.INVOCATION_FAILED
-
-
 def _kind_of(message: RegisterFunction) -> tuple[str, msgspec.Raw] | None:
     """The field naming the registration's function kind, and its value; None for a worker's own function."""
     for field in FUNCTION_KIND_FIELDS:
@@ -100,37 +80,6 @@ def _kind_of(message: RegisterFunction) -> tuple[str, msgspec.Raw] | None:
         if not is_null(value):
             return field, value
     return None
-
-
-def _builtin_error(entry: FunctionEntry, exc: Exception) -> msgspec.Raw:
-    """The error a function served inside the engine answers for ``exc``."""
-    if isinstance(exc, BuiltinInputError):
-        return error_raw(errors.DESERIALIZATION_ERROR, str(exc))
-    if isinstance(exc, msgspec.DecodeError):
-        return error_raw(errors.DESERIALIZATION_ERROR, f"the payload cannot be decoded: {exc}")
-    if isinstance(exc, BuiltinLimitError):
-        return error_raw(errors.LIMIT_EXCEEDED, str(exc))
-    if isinstance(exc, BuiltinFailure):
-        return error_raw(exc.code, exc.message)
-    log.error("function %s failed", entry.function_id, exc_info=exc)
-    return error_raw(errors.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
-
-
-def _encoded(entry: FunctionEntry, value: Any) -> tuple[msgspec.Raw, msgspec.Raw]:
-    """(result, error) for a value a function served inside the engine returned.
-
-    None is no result (left out of the caller's ``invocationresult``), as the reference engine sends a
-    function's ``None``: the official Node SDK 0.22 resolves a missing result as ``undefined``, which its own
-    tests expect of ``state::get`` on a missing key, and an explicit ``null`` as ``null``.
-    """
-    if value is None:
-        return JSON_NULL, JSON_NULL
-    try:
-        return msgspec.Raw(encode_value(value)), JSON_NULL
-    except Exception as exc:  # not JSON (an object, 1e999, ...)
-        return JSON_NULL, error_raw(
-            errors.INVOCATION_FAILED, f"the result of {entry.function_id} cannot be sent: {exc}"
-        )
 
 
 class Core:
@@ -149,16 +98,16 @@ class Core:
         self.workers: dict[str, WorkerConnection] = {}
         self.triggers = TriggerRegistry()
         self.metrics = EngineMetrics(self)
+        self.calls = Calls(config, self.functions, self.router, self.metrics)
         self.builtins = Builtins(self)
         self.builtins.install()
         self.availability = Availability(self)
         self._worker_left: list[Callable[[str], None]] = []
         self._kinds: dict[str, tuple[str, KindAcceptor]] = {}
         """The module and acceptor of each function kind, by its ``registerfunction`` field."""
-        self._builtin_tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
             InvokeFunction: self._on_invoke,
-            InvocationResult: self._on_result,
+            InvocationResult: self.calls.on_result,
             RegisterFunction: self._on_register_function,
             UnregisterFunction: self._on_unregister_function,
             Reattach: self._on_reattach,
@@ -183,20 +132,6 @@ class Core:
         if provided is not None:
             raise ValueError(f"module {module}: functions with {field!r} are served by module {provided[0]}")
         self._kinds[field] = (module, accept)
-
-    def expire_calls(self) -> None:
-        """Fail the calls whose deadline has passed (``TIMEOUT``); the server calls this on its ticks."""
-        expired = self.router.take_expired()
-        if expired:
-            self._fail_calls(expired, errors.TIMEOUT, "invocation timed out in the engine")
-
-    def stop_all_calls(self, message: str) -> int:
-        """Fail every pending call with ``invocation_stopped`` (the engine is stopping); returns how many."""
-        stopped = self.router.take_all()
-        self._fail_calls(stopped, errors.INVOCATION_STOPPED, message)
-        for task in list(self._builtin_tasks):
-            task.cancel()
-        return len(stopped)
 
     # --- workers --------------------------------------------------------------------------------
 
@@ -223,7 +158,7 @@ class Core:
             self._activate(successor, f"worker {worker.worker_id} left")
         stopped = self.router.take_target(worker)
         who = worker.name or worker.worker_id
-        self._fail_calls(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
+        self.calls.fail(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
         abandoned = self.router.drop_caller(worker)
         orphans = self.channels.forget_unconnected_of(worker.worker_id)
         self._send_all(self.triggers.remove_worker(worker))
@@ -278,7 +213,7 @@ class Core:
             call = self.router.complete(invocation_id, worker)
             if call is not None:
                 text = f"the result of {call.function_id} is {size} bytes, over {limit}"
-                self._fail_calls([call], errors.MESSAGE_TOO_BIG, text)
+                self.calls.fail([call], errors.MESSAGE_TOO_BIG, text)
                 self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"{text}: its caller got this error instead")
                 return
         self.send_error_notice(worker, errors.MESSAGE_TOO_BIG, f"a {what} of {size} bytes is over {limit}: ignored")
@@ -301,67 +236,6 @@ class Core:
 
     # --- message handlers ------------------------------------------------------------------------------
 
-    # --- calls ---------------------------------------------------------------------------------------
-
-    def start_call(
-        self,
-        function_id: str,
-        data: msgspec.Raw,
-        *,
-        caller: Caller | None,
-        caller_invocation_id: str | None = None,
-        timeout_s: float | None = None,
-        source: WorkerConnection | None = None,
-        metadata: msgspec.Raw = JSON_NULL,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> tuple[str, str] | None:
-        """Start a call of ``function_id``: the one place every call starts.
-
-        The outcome goes to ``caller.deliver_result(caller_invocation_id, ...)``; without a caller the call is
-        void and its outcome dropped. ``source`` is the worker that asked, if one did: its id reaches the callee
-        in the payload (as the reference engine does), its limit of pending calls applies, and its reading is
-        held while the callee's outgoing buffer is full. ``timeout_s`` defaults to the engine's invocation
-        timeout. Returns ``(code, message)`` instead when the call cannot start (nothing is delivered then).
-        """
-        entry = self.functions.get(function_id)
-        if entry is None:
-            return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
-        if entry.handler is not None:
-            self._run_builtin(entry, data, caller, caller_invocation_id, source)
-            return None
-        owner = entry.owner
-        assert owner is not None
-        if (
-            source is not None
-            and caller is not None
-            and self.router.pending_for_caller(source) >= self.config.worker_max_pending_calls
-        ):
-            limit = self.config.worker_max_pending_calls
-            return (
-                errors.LIMIT_EXCEEDED,
-                f"this worker has {limit} calls waiting for results, its limit (--worker-max-pending-calls)",
-            )
-        call = self.router.start(
-            function_id,
-            owner,
-            caller,
-            caller_invocation_id,
-            self.config.invocation_timeout_s if timeout_s is None else timeout_s,
-        )
-        delivery = Delivery(
-            invocation_id=call.dispatch_id,
-            function_id=function_id,
-            data=with_caller_worker_id(data, source.worker_id) if source is not None else data,
-            metadata=metadata,
-            traceparent=traceparent,
-            baggage=baggage,
-        )
-        owner.send_message(encode(delivery))
-        if source is not None and owner.write_paused:
-            source.hold_reading_for(owner)
-        return None
-
     def _on_invoke(self, worker: WorkerConnection, message: InvokeFunction) -> None:
         caller_id = message.invocation_id
         function_id = message.function_id
@@ -380,7 +254,7 @@ class Core:
         timeout_s = self.config.invocation_timeout_s
         if message.timeout_ms is not None and message.timeout_ms > 0:
             timeout_s = min(timeout_s, message.timeout_ms / 1000)
-        problem = self.start_call(
+        problem = self.calls.start(
             function_id,
             message.data,
             caller=worker if caller_id is not None else None,
@@ -393,77 +267,6 @@ class Core:
         )
         if problem is not None:
             self._refuse_call(worker, caller_id, function_id, *problem)
-
-    def _run_builtin(
-        self,
-        entry: FunctionEntry,
-        data: msgspec.Raw,
-        caller: Caller | None,
-        caller_invocation_id: str | None,
-        source: WorkerConnection | None,
-    ) -> None:
-        """Run a function served inside the engine (``engine::*``, a module's); answer at once, or when the
-        awaitable it returned completes."""
-        assert entry.handler is not None
-        if entry.kind is not None and source is not None:  # a worker's function: its caller is named, as for any
-            data = with_caller_worker_id(data, source.worker_id)
-        try:
-            value = entry.handler(source, decode_value(data))
-        except Exception as exc:
-            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
-            return
-        if inspect.isawaitable(value):
-            task = asyncio.ensure_future(self._finish_builtin(entry, value, caller, caller_invocation_id, source))
-            self._builtin_tasks.add(task)
-            task.add_done_callback(self._builtin_tasks.discard)
-            return
-        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value))
-
-    async def _finish_builtin(
-        self,
-        entry: FunctionEntry,
-        pending: Awaitable[Any],
-        caller: Caller | None,
-        caller_invocation_id: str | None,
-        source: WorkerConnection | None,
-    ) -> None:
-        try:
-            value = await pending
-        except asyncio.CancelledError:  # the engine is stopping
-            error = error_raw(errors.INVOCATION_STOPPED, "Invocation stopped: the engine is shutting down")
-            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error)
-            raise
-        except Exception as exc:
-            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
-            return
-        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value))
-
-    @staticmethod
-    def _answer_builtin(
-        entry: FunctionEntry,
-        caller: Caller | None,
-        caller_invocation_id: str | None,
-        source: WorkerConnection | None,
-        result: msgspec.Raw,
-        error: msgspec.Raw,
-    ) -> None:
-        if caller is None or caller_invocation_id is None:
-            return
-        caller.deliver_result(caller_invocation_id, entry.function_id, result, error)
-        if source is not None and source is caller and source.write_paused:
-            source.hold_reading_for(source)  # it asks faster than it reads its answers
-
-    def _on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
-        call = self.router.complete(message.invocation_id, worker)
-        if call is None:
-            log.debug("worker=%s result for unknown or foreign invocation dropped", worker.worker_id)
-            return
-        outcome = OK if is_null(message.error) else _error_code(message.error)
-        self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
-        if call.caller is not None and call.caller_invocation_id is not None:
-            call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
-            if call.caller.write_paused:
-                worker.hold_reading_for(call.caller)
 
     def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
         function_id = message.id
@@ -625,11 +428,3 @@ class Core:
             host.send_message(encode(message))
 
     # --- helpers ---------------------------------------------------------------------------------------
-
-    def _fail_calls(self, calls: list[PendingCall], code: str, message: str) -> None:
-        error = error_raw(code, message)
-        now = time.monotonic()
-        for call in calls:
-            self.metrics.call_finished(code, now - call.started_at)
-            if call.caller is not None and call.caller_invocation_id is not None:
-                call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)

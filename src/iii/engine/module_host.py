@@ -3,7 +3,7 @@
 A module's functions become entries served inside the engine (no round trip to any worker; workers cannot take
 their ids), so do the functions of its kind that workers register (owned by the worker, served by the module's
 handler), its trigger types are provided inside the engine, its calls start in
-:meth:`~iii.engine.core.Core.start_call` like every other call, and its channels are the core's, with ends of
+:meth:`~iii.engine.calling.Calls.start` like every other call, and its channels are the core's, with ends of
 the engine's own for the module (:mod:`iii.engine.module_channels`). Nothing else of the core is reachable from
 a module: it gets this host and nothing more.
 """
@@ -187,7 +187,7 @@ class InProcessHost:
     ) -> asyncio.Future[Any]:
         """The call starts now; the future gives its result (see :mod:`iii.modules.api`)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        problem = self._core.start_call(
+        problem = self._core.calls.start(
             function_id,
             _as_raw(data),
             caller=_Answer(future, self._core.router),
@@ -200,7 +200,7 @@ class InProcessHost:
         return future
 
     def invoke_void(self, function_id: str, data: Any) -> None:
-        problem = self._core.start_call(function_id, _as_raw(data), caller=None)
+        problem = self._core.calls.start(function_id, _as_raw(data), caller=None)
         if problem is not None:
             log.debug("module=%s void call of %s not made: %s", self._module, function_id, problem[1])
 

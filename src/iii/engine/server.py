@@ -147,7 +147,7 @@ class Engine:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
-        stopped = self.core.stop_all_calls("Invocation stopped: the engine is shutting down")
+        stopped = self.core.calls.stop_all("Invocation stopped: the engine is shutting down")
         await self.modules.stop()
         self.channels.abort_all(close_codes.SERVICE_RESTART, "the engine is shutting down")
         for worker in list(self.workers.values()):
@@ -185,7 +185,7 @@ class Engine:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_TICK_S)
             try:
-                self.core.expire_calls()
+                self.core.calls.expire()
                 self.channels.expire_due()
                 now = time.monotonic()
                 if interval > 0 and now >= next_check:
