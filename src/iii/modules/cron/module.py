@@ -25,9 +25,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from iii.modules.api import BindingInfo, InvocationError, MetricSample, ModuleHost
+from iii.modules.backends import Backend, check_backend, uses_redis
 
 from .claims import ClaimError, LocalClaims, RedisClaims, TickClaims, job_key
 from .clock import Clock, SystemClock
@@ -42,7 +43,7 @@ MISSED_COUNT_LIMIT = 1000
 @dataclass(frozen=True, slots=True)
 class CronSettings:
     redis_url: str | None = None
-    backend: Literal["auto", "local", "redis"] = "auto"
+    backend: Backend = "auto"
     """``auto``: claims on Redis when ``redis_url`` is set, else in this process."""
     key_prefix: str = "iii:cron:"
     """Prefix of the Redis keys (tick locks and last fires)."""
@@ -52,16 +53,13 @@ class CronSettings:
     """How long one fire (and one condition call) may take (None: the host's invocation timeout)."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "local", "redis"):
-            raise ValueError(f"cron backend must be auto, local or redis, not {self.backend!r}")
-        if self.backend == "redis" and not self.redis_url:
-            raise ValueError("cron backend redis needs a redis_url")
+        check_backend("cron", self.backend, self.redis_url)
         if self.lock_ttl_s <= 0:
             raise ValueError("cron lock_ttl_s must be positive")
 
     @property
     def uses_redis(self) -> bool:
-        return self.backend == "redis" or (self.backend == "auto" and bool(self.redis_url))
+        return uses_redis(self.backend, self.redis_url)
 
 
 @dataclass(slots=True)

@@ -15,9 +15,10 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from iii.modules.api import BindingInfo, CallInfo, FunctionError, MetricSample, ModuleHost
+from iii.modules.backends import Backend, check_backend, uses_redis
 from iii.protocol.errors import DESERIALIZATION_ERROR
 
 from .buses import Bus, BusError, LocalBus, RedisBus
@@ -40,7 +41,7 @@ PUBLISH_REQUEST_FORMAT = {
 @dataclass(frozen=True, slots=True)
 class PubSubSettings:
     redis_url: str | None = None
-    backend: Literal["auto", "local", "redis"] = "auto"
+    backend: Backend = "auto"
     """``auto``: Redis when ``redis_url`` is set, else in this process."""
     channel_prefix: str = ""
     """Redis channel of a topic: prefix + topic (empty: the reference engine's channel names)."""
@@ -54,16 +55,13 @@ class PubSubSettings:
     """Topics counted one by one in metrics; the others are summed under the topic ``_other``."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "local", "redis"):
-            raise ValueError(f"pubsub backend must be auto, local or redis, not {self.backend!r}")
-        if self.backend == "redis" and not self.redis_url:
-            raise ValueError("pubsub backend redis needs a redis_url")
+        check_backend("pubsub", self.backend, self.redis_url)
         if self.queue_size < 0 or self.max_in_flight < 1:
             raise ValueError("pubsub needs queue_size >= 0 and max_in_flight >= 1")
 
     @property
     def uses_redis(self) -> bool:
-        return self.backend == "redis" or (self.backend == "auto" and bool(self.redis_url))
+        return uses_redis(self.backend, self.redis_url)
 
 
 class PubSubModule:
