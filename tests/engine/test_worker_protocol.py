@@ -21,7 +21,12 @@ async def test_workerregistered_is_the_first_frame_with_id_reattach_token_featur
 ) -> None:
     worker = await RawWorker.connect(live_engine.url)
     assert set(worker.first_message) == {"type", "worker_id", "reattach_token", "features", "max_message_bytes"}
-    assert worker.first_message["features"] == ["iii-py.channel-close-codes.v1", "iii-py.function-status.v1"]
+    assert worker.first_message["features"] == [
+        "iii-py.channel-close-codes.v1",
+        "iii-py.function-status.v1",
+        "observe.v1",
+        "local-dispatch.v1",
+    ]
     assert worker.first_message["max_message_bytes"] == live_engine.config.max_message_bytes
     assert worker.worker_id in live_engine.workers
     other = await RawWorker.connect(live_engine.url)
@@ -293,7 +298,7 @@ async def test_unknown_types_and_fields_are_ignored_and_missing_data_is_null(liv
     host = await RawWorker.connect(live_engine.url)
     caller = await RawWorker.connect(live_engine.url)
     await host.register("f")
-    await caller.send({"type": "observe", "whatever": [1, 2]})
+    await caller.send({"type": "a-future-type", "whatever": [1, 2]})
     await caller.send({"type": "invokefunction", "invocation_id": "i-1", "function_id": "f", "future_field": {"x": 1}})
     delivery = await host.serve_one(lambda d: None)
     assert delivery["data"] is None

@@ -69,10 +69,6 @@ NOT_RUN: dict[str, str] = {
 }
 """Tests that cannot run here: they need files the sdist does not ship. A file is not even collected."""
 
-_OBSERVE = (
-    "not built yet (issue 13): observe.v1 (the features handshake, observe/unobserve, observers, local dispatch "
-    "reports); the SDK's observe() raises ObserveRejection UNSUPPORTED against an engine without it"
-)
 _RBAC = (
     "not built yet (issue 13): the RBAC worker listener (auth function, registration hooks, middleware, "
     "expose_functions); III_RBAC_WORKER_URL is the engine's ordinary worker port meanwhile"
@@ -83,8 +79,6 @@ _RBAC_AND_LOG = (
 )
 _STREAMS = "not built yet (issue 16): streams (stream::set/get/delete/list/list_groups/update)"
 NOT_BUILT: dict[str, str] = {
-    "tests/test_observe_e2e_local.py": _OBSERVE,
-    "tests/test_observe_e2e_routed.py": _OBSERVE,
     **dict.fromkeys(
         _in(
             "tests/test_rbac_workers.py::TestRbacWorkers",
@@ -112,11 +106,11 @@ NOT_BUILT: dict[str, str] = {
 }
 """Tests of features not built yet: each must fail (strict xfail), so an entry goes as soon as its test passes."""
 
-EXPECTED_PASSED = 541
+EXPECTED_PASSED = 560
 """Every test the sdist's suite collects here (620, without the filter conformance module, which cannot be
-imported) but the 35 + 3 of :data:`NOT_RUN` and the 41 of :data:`NOT_BUILT`."""
-EXPECTED_NOT_BUILT = 41
-"""19 observe.v1 (9 local, 10 routed), 11 RBAC, 11 streams."""
+imported) but the 35 + 3 of :data:`NOT_RUN` and the 22 of :data:`NOT_BUILT`."""
+EXPECTED_NOT_BUILT = 22
+"""11 RBAC, 11 streams."""
 EXPECTED_DESELECTED = 3
 """The three PDF tests (the two modules of :data:`NOT_RUN` are not collected, so not counted)."""
 

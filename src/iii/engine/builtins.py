@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from iii.engine import introspection
+from iii.engine.observers import OBSERVE_FEATURE
 from iii.engine.registry import BuiltinFailure, BuiltinInputError, BuiltinLimitError
 
 if TYPE_CHECKING:
@@ -121,8 +122,33 @@ class Builtins:
             ("engine::channels::create", self.channels_create, "Create a data channel"),
             ("engine::channels::list", self.channels_list, "List live data channels"),
             ("engine::channels::release", self.channels_release, "Finish channel ends their holder will not use"),
+            ("engine::observers::list", self.observers_list, "List observers (observe.v1)"),
+            ("engine::observers::get", self.observers_get, "Inspect one observer: state, filters, fires, drops"),
         ]:
             self.core.functions.add_builtin(function_id, handler, description)
+
+    # --- observers -------------------------------------------------------------------------------------
+
+    def observers_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        """Every observer (``function_id``: only those observing it; ``worker_id``: only that worker's)."""
+        fields = _as_object(data, "engine::observers::list")
+        function_id = _optional_str(fields, "function_id")
+        worker_id = _optional_str(fields, "worker_id")
+        observers = [
+            observer.describe()
+            for observer in self.core.observing.table
+            if (function_id is None or observer.source == function_id)
+            and (worker_id is None or observer.watcher.worker_id == worker_id)
+        ]
+        return {"observers": observers}
+
+    def observers_get(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
+        fields = _as_object(data, "engine::observers::get")
+        observer_id = _required_str(fields, "id", "engine::observers::get")
+        observer = self.core.observing.table.get(observer_id)
+        if observer is None:
+            raise BuiltinFailure(NOT_FOUND, f"Observer {observer_id!r} was not found.")
+        return {"observer": observer.describe()}
 
     # --- workers ---------------------------------------------------------------------------------------
 
@@ -135,6 +161,11 @@ class Builtins:
         if name:
             caller.name = name
         caller.metadata = {key: fields[key] for key in _WORKER_METADATA_KEYS if key in fields}
+        features = fields.get("features")
+        if isinstance(features, list):
+            caller.features = frozenset(f for f in features if isinstance(f, str))
+            if OBSERVE_FEATURE in caller.features:
+                self.core.observing.declared(caller)
         log.info(
             "worker=%s name=%s runtime=%s pid=%s registered",
             caller.worker_id,

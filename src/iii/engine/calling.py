@@ -21,6 +21,8 @@ import msgspec
 
 from iii.engine.config import EngineConfig
 from iii.engine.metrics import OK, EngineMetrics
+from iii.engine.observers import speaks_observe
+from iii.engine.observing import Observing, stamp_caller
 from iii.engine.peers import Caller
 from iii.engine.registry import (
     BuiltinFailure,
@@ -97,6 +99,8 @@ class Calls:
         self.router = router
         self.metrics = metrics
         self._builtin_tasks: set[asyncio.Task[Any]] = set()
+        self.observing: Observing | None = None
+        """The observers of calls (set by the core), if the engine has them."""
 
     def expire(self) -> None:
         """Fail the calls whose deadline has passed (``TIMEOUT``); the server calls this on its ticks."""
@@ -124,6 +128,10 @@ class Calls:
         metadata: msgspec.Raw = JSON_NULL,
         traceparent: str | None = None,
         baggage: str | None = None,
+        asserted_caller: msgspec.Raw = JSON_NULL,
+        caller_info: dict[str, Any] | None = None,
+        observe_depth: int | None = None,
+        activation: msgspec.Raw = JSON_NULL,
     ) -> tuple[str, str] | None:
         """Start a call of ``function_id``: the one place every call starts.
 
@@ -132,6 +140,10 @@ class Calls:
         in the payload (as the reference engine does), its limit of pending calls applies, and its reading is
         held while the callee's outgoing buffer is full. ``timeout_s`` defaults to the engine's invocation
         timeout. Returns ``(code, message)`` instead when the call cannot start (nothing is delivered then).
+
+        observe.v1: the callee learns who called (``caller``: ``caller_info`` as given, or the ``source`` worker
+        stamped by the engine with the handler it ``asserted_caller``), the call's ``observe_depth`` and, for an
+        observer's activation, ``activation``; a call of a function with observers is watched until it ends.
         """
         entry = self.functions.get(function_id)
         if entry is None:
@@ -158,6 +170,16 @@ class Calls:
             caller_invocation_id,
             self.config.invocation_timeout_s if timeout_s is None else timeout_s,
         )
+        observed = self.observing.begin(function_id, data, observe_depth) if self.observing is not None else None
+        caller_raw = JSON_NULL
+        if source is not None and (observed is not None or speaks_observe(owner) or not is_null(asserted_caller)):
+            caller_info = stamp_caller(source, asserted_caller)
+        if caller_info is not None:
+            caller_raw = msgspec.Raw(encode_value(caller_info))
+        if observed is not None:
+            observed.caller = caller_info
+            observed.metadata = None if is_null(metadata) else decode_value(metadata)
+            call.observed = observed
         delivery = Delivery(
             invocation_id=call.dispatch_id,
             function_id=function_id,
@@ -165,6 +187,9 @@ class Calls:
             metadata=metadata,
             traceparent=traceparent,
             baggage=baggage,
+            caller=caller_raw,
+            observe_depth=observe_depth or None,
+            activation=activation,
         )
         owner.send_message(encode(delivery))
         if source is not None and owner.write_paused:
@@ -238,6 +263,8 @@ class Calls:
             return
         outcome = OK if is_null(message.error) else _error_code(message.error)
         self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
+        if call.observed is not None and self.observing is not None:
+            self.observing.end(call, message.result, message.error)
         if call.caller is not None and call.caller_invocation_id is not None:
             call.caller.deliver_result(call.caller_invocation_id, call.function_id, message.result, message.error)
             if call.caller.write_paused:
@@ -249,5 +276,7 @@ class Calls:
         now = time.monotonic()
         for call in calls:
             self.metrics.call_finished(code, now - call.started_at)
+            if call.observed is not None and self.observing is not None:
+                self.observing.end(call, JSON_NULL, error)
             if call.caller is not None and call.caller_invocation_id is not None:
                 call.caller.deliver_result(call.caller_invocation_id, call.function_id, JSON_NULL, error)

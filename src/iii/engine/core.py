@@ -26,6 +26,8 @@ from iii.engine.calling import Calls, error_raw
 from iii.engine.channels import ChannelManager
 from iii.engine.config import EngineConfig
 from iii.engine.metrics import EngineMetrics
+from iii.engine.observers import ObserveRefused
+from iii.engine.observing import ENGINE_FEATURES, Observing
 from iii.engine.peers import Host
 from iii.engine.registry import (
     BuiltinFailure,
@@ -43,8 +45,12 @@ from iii.protocol.messages import (
     FunctionActivated,
     InboundMessage,
     InvocationResult,
+    InvocationsObserved,
     InvokeFunction,
+    LocalInvocationStats,
     Message,
+    Observe,
+    ObserverAck,
     Ping,
     Pong,
     Reattach,
@@ -53,6 +59,7 @@ from iii.protocol.messages import (
     RegisterTriggerType,
     RegistrationRejected,
     TriggerRegistrationResult,
+    Unobserve,
     UnregisterFunction,
     UnregisterTrigger,
     UnregisterTriggerType,
@@ -99,6 +106,8 @@ class Core:
         self.triggers = TriggerRegistry()
         self.metrics = EngineMetrics(self)
         self.calls = Calls(config, self.functions, self.router, self.metrics)
+        self.observing = Observing(self)
+        self.calls.observing = self.observing
         self.builtins = Builtins(self)
         self.builtins.install()
         self.availability = Availability(self)
@@ -117,6 +126,11 @@ class Core:
             RegisterTrigger: self._on_register_trigger,
             UnregisterTrigger: self._on_unregister_trigger,
             TriggerRegistrationResult: self._on_trigger_registration_result,
+            Observe: self.observing.on_observe,
+            Unobserve: self.observing.on_unobserve,
+            ObserverAck: self.observing.on_ack,
+            InvocationsObserved: self.observing.report,
+            LocalInvocationStats: self.observing.on_stats,
         }
 
     def on_worker_left(self, callback: Callable[[str], None]) -> None:
@@ -142,7 +156,7 @@ class Core:
                 WorkerRegistered(
                     worker_id=worker.worker_id,
                     reattach_token=worker.reattach_token,
-                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE],
+                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE, *ENGINE_FEATURES],
                     max_message_bytes=self.config.max_message_bytes,
                 )
             )
@@ -154,8 +168,11 @@ class Core:
         """Clean up after a worker: its functions, the calls it hosts (failed now) and makes, its channels."""
         self.workers.pop(worker.worker_id, None)
         removed, promoted = self.functions.remove_owner(worker)
+        for function_id in removed:
+            self.observing.function_removed(function_id, worker)
         for successor in promoted:
             self._activate(successor, f"worker {worker.worker_id} left")
+        self.observing.worker_left(worker)
         stopped = self.router.take_target(worker)
         who = worker.name or worker.worker_id
         self.calls.fail(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
@@ -254,6 +271,11 @@ class Core:
         timeout_s = self.config.invocation_timeout_s
         if message.timeout_ms is not None and message.timeout_ms > 0:
             timeout_s = min(timeout_s, message.timeout_ms / 1000)
+        if not is_null(message.activation):  # an owner's delivery to one of its observers (observe.v1)
+            problem = self.observing.owner_call(worker, message, caller_id, timeout_s)
+            if problem is not None:
+                self._refuse_call(worker, caller_id, function_id, *problem)
+            return
         problem = self.calls.start(
             function_id,
             message.data,
@@ -264,6 +286,8 @@ class Core:
             metadata=message.metadata,
             traceparent=message.traceparent,
             baggage=message.baggage,
+            asserted_caller=message.caller,
+            observe_depth=message.observe_depth,
         )
         if problem is not None:
             self._refuse_call(worker, caller_id, function_id, *problem)
@@ -281,20 +305,25 @@ class Core:
             if accepted is None:
                 return
             module, handler = accepted
-        conflict = self.functions.register(
-            FunctionEntry(
-                function_id,
-                owner=worker,
-                handler=handler,
-                description=message.description,
-                # The message points into the socket's receive buffer; what is kept must be copied.
-                metadata=detached(message.metadata),
-                request_format=detached(message.request_format),
-                response_format=detached(message.response_format),
-                module=module,
-                kind=kind[0] if kind is not None else None,
-            )
+        try:
+            observe = self.observing.check_descriptor(function_id, message.observe)
+        except ObserveRefused as refused:
+            self._refuse_registration(worker, function_id, refused.code, refused.message)
+            return
+        entry = FunctionEntry(
+            function_id,
+            owner=worker,
+            handler=handler,
+            description=message.description,
+            # The message points into the socket's receive buffer; what is kept must be copied.
+            metadata=detached(message.metadata),
+            request_format=detached(message.request_format),
+            response_format=detached(message.response_format),
+            module=module,
+            kind=kind[0] if kind is not None else None,
+            observe=observe,
         )
+        conflict = self.functions.register(entry)
         if conflict is not None:
             owner_id = conflict.owner.worker_id if conflict.owner is not None else ""
             if owner_id:
@@ -317,6 +346,7 @@ class Core:
         else:
             log.debug("worker=%s registered %s", worker.worker_id, function_id)
         worker.send_message(encode(FunctionActivated(function_id=function_id)))
+        self.observing.function_registered(entry)
 
     def _accept_kind(
         self, worker: WorkerConnection, message: RegisterFunction, field: str, config: msgspec.Raw
@@ -357,7 +387,10 @@ class Core:
         self.send_error_notice(worker, code, message, function_id)
 
     def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
+        entry = self.functions.get(message.id)
         successor = self.functions.unregister(message.id, worker)
+        if entry is not None and entry.owner is worker:
+            self.observing.function_removed(message.id, worker)
         if successor is not None:
             self._activate(successor, f"worker {worker.worker_id} withdrew it")
 
@@ -367,6 +400,7 @@ class Core:
         assert owner is not None
         log.info("worker=%s now serves %s: %s", owner.worker_id, successor.function_id, why)
         owner.send_message(encode(FunctionActivated(function_id=successor.function_id)))
+        self.observing.function_registered(successor)
 
     def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
         """Retire the worker's previous connection and give its functions and pending calls to this one."""
@@ -382,6 +416,7 @@ class Core:
         self.router.recall(old, worker)
         self.channels.transfer_owner(old.worker_id, worker.worker_id)
         self.triggers.transfer(old, worker)
+        self.observing.table.transfer(old, worker)
         worker.name = worker.name or old.name
         worker.metadata = worker.metadata or old.metadata
         # Retire the old socket without the disconnect cleanup: everything it had now belongs to `worker`.

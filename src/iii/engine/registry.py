@@ -56,6 +56,8 @@ class FunctionEntry(msgspec.Struct):
     kind: str | None = None
     """For a worker's function that a module serves for it: the ``registerfunction`` field that said so
     (``invocation``)."""
+    observe: Any = None
+    """How the function is observed, as its owner declared it (``registerfunction.observe``, decoded), or None."""
 
     @property
     def is_builtin(self) -> bool:

@@ -24,6 +24,7 @@ class PendingCall:
         "deadline_slot",
         "dispatch_id",
         "function_id",
+        "observed",
         "started_at",
         "target",
     )
@@ -44,6 +45,8 @@ class PendingCall:
         self.caller_invocation_id = caller_invocation_id
         self.started_at = started_at
         self.deadline_slot = 0.0
+        self.observed: object | None = None
+        """What its observers need of it when it ends (:mod:`iii.engine.observing`), if it has any."""
 
 
 class DispatchIds:

@@ -186,6 +186,7 @@ class Engine:
             await asyncio.sleep(_HOUSEKEEPING_TICK_S)
             try:
                 self.core.calls.expire()
+                self.core.observing.tick()
                 self.channels.expire_due()
                 now = time.monotonic()
                 if interval > 0 and now >= next_check:

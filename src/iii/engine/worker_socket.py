@@ -97,6 +97,8 @@ class WorkerConnection(TrackedListener):
         self.name = ""
         self.peer_address = ""
         self.metadata: dict[str, Any] = {}
+        self.features: frozenset[str] = frozenset()
+        """What the worker said it speaks (``engine::workers::register`` ``features``: ``observe.v1``, ...)."""
         self.connected_at = time.time()
         self.last_heard = time.monotonic()
         """When the worker last sent anything (a frame of any kind, pongs included)."""

@@ -12,7 +12,7 @@ absent payload field is :data:`JSON_NULL`.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -81,6 +81,8 @@ class RegisterFunction(Message, tag="registerfunction"):
     response_format: msgspec.Raw = JSON_NULL
     metadata: msgspec.Raw = JSON_NULL
     invocation: msgspec.Raw = JSON_NULL
+    observe: msgspec.Raw = JSON_NULL
+    """observe.v1: how the function is observed (``delivery``, ``args_format``, ``allow``, ...), or null."""
 
 
 class UnregisterFunction(Message, tag="unregisterfunction"):
@@ -136,6 +138,12 @@ class InvokeFunction(Message, tag="invokefunction"):
     baggage: str | None = None
     namespace: str | None = None
     timeout_ms: int | None = None
+    caller: msgspec.Raw = JSON_NULL
+    """observe.v1: the handler the call is made from (``function_id``, ``invocation_id``, ``parent``)."""
+    observe_depth: int | None = None
+    """observe.v1: how many observer hops led to this call."""
+    activation: msgspec.Raw = JSON_NULL
+    """observe.v1: ``{observer_id}`` on an owner's delivery to an observer's target (``obs.call``)."""
 
 
 class Delivery(Message, tag="invokefunction"):
@@ -147,6 +155,11 @@ class Delivery(Message, tag="invokefunction"):
     metadata: msgspec.Raw = JSON_NULL
     traceparent: str | None = None
     baggage: str | None = None
+    caller: msgspec.Raw = JSON_NULL
+    """observe.v1: who made the call (the engine stamps the calling worker's id and name)."""
+    observe_depth: int | None = None
+    activation: msgspec.Raw = JSON_NULL
+    """observe.v1: ``{observer_id, activation_id}`` when the call is an observer's activation."""
 
 
 class InvocationResult(Message, tag="invocationresult"):
@@ -219,6 +232,89 @@ class TriggerRegistrationResult(Message, tag="triggerregistrationresult"):
     error: msgspec.Raw = JSON_NULL
 
 
+# --- observe.v1 ----------------------------------------------------------------------------------------
+# Sent only to and from connections that declared ``observe.v1`` (see :mod:`iii.engine.observers`).
+
+
+class Observe(Message, tag="observe"):
+    """Create, or replay after a reconnect (same id), an observer owned by the sending connection."""
+
+    id: str
+    source: dict[str, Any]
+    target: dict[str, Any]
+    metadata: msgspec.Raw = JSON_NULL
+    max_fires: int | None = None
+    expires_in_ms: int | None = None
+    max_in_flight: int | None = None
+
+
+class Unobserve(Message, tag="unobserve"):
+    id: str
+
+
+class ObserverAck(Message, tag="observerack"):
+    """The owner of an observed function accepts (or, with ``error``, refuses) an observer pushed to it."""
+
+    function_id: str
+    id: str
+    revision: int = 0
+    namespace: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class InvocationsObserved(Message, tag="invocationsobserved"):
+    """An owner's report of calls it ran in process (and of ``obs.emit`` events), with the observers matched."""
+
+    items: list[dict[str, Any]] = []
+
+
+class LocalInvocationStats(Message, tag="localinvocationstats"):
+    """An owner's periodic counts of the calls it ran in process, and of reports it had to drop."""
+
+    window_ms: int = 0
+    functions: list[dict[str, Any]] = []
+    dropped_reports: list[dict[str, Any]] = []
+
+
+class ObserveResult(Message, tag="observeresult"):
+    """The answer to ``observe``: the observer's state, and why when it is ``error``."""
+
+    id: str
+    state: str
+    error: ErrorBody | None = None
+
+
+class ObserverStateChanged(Message, tag="observerstatechanged"):
+    id: str
+    state: str
+    reason: ErrorBody | None = None
+    fires: int = 0
+
+
+class FunctionRegistered(Message, tag="functionregistered"):
+    """The acknowledgement of a ``registerfunction``, with the function's whole current observer set."""
+
+    id: str
+    namespace: str
+    revision: int
+    local_dispatch: bool
+    observers: list[dict[str, Any]]
+
+
+class ObserverAdded(Message, tag="observeradded"):
+    function_id: str
+    namespace: str
+    revision: int
+    observer: dict[str, Any]
+
+
+class ObserverRemoved(Message, tag="observerremoved"):
+    function_id: str
+    namespace: str
+    revision: int
+    id: str
+
+
 INBOUND_TYPES: Final[tuple[type[Message], ...]] = (
     Reattach,
     Ping,
@@ -231,6 +327,11 @@ INBOUND_TYPES: Final[tuple[type[Message], ...]] = (
     RegisterTrigger,
     UnregisterTrigger,
     TriggerRegistrationResult,
+    Observe,
+    Unobserve,
+    ObserverAck,
+    InvocationsObserved,
+    LocalInvocationStats,
 )
 """Every message type a worker may send to the engine."""
 
@@ -246,6 +347,11 @@ InboundMessage = (
     | RegisterTrigger
     | UnregisterTrigger
     | TriggerRegistrationResult
+    | Observe
+    | Unobserve
+    | ObserverAck
+    | InvocationsObserved
+    | LocalInvocationStats
 )
 
 
@@ -260,6 +366,11 @@ FromEngineMessage = (
     | RegisterTrigger
     | UnregisterTrigger
     | TriggerRegistrationResult
+    | ObserveResult
+    | ObserverStateChanged
+    | FunctionRegistered
+    | ObserverAdded
+    | ObserverRemoved
 )
 """Every message type an engine may send to a worker (a delivery decodes as :class:`InvokeFunction`)."""
 
