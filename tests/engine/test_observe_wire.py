@@ -1,0 +1,189 @@
+"""observe.v1 on the wire, against a live engine: what owners, watchers and targets receive, and what the engine
+refuses to let a worker forge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iii.engine import Engine
+from tests.engine.wire import RawWorker
+
+
+async def workers(engine: Engine, count: int) -> list[RawWorker]:
+    return [await RawWorker.connect(engine.url) for _ in range(count)]
+
+
+async def declare(worker: RawWorker, name: str, features: list[str] | None = None) -> None:
+    """Say who the worker is and that it speaks observe.v1, as the official 0.25 SDK does after connecting."""
+    payload = {"name": name, "features": ["observe.v1", "local-dispatch.v1"] if features is None else features}
+    await worker.invoke("engine::workers::register", payload, action={"type": "void"})
+    await worker.ping()
+
+
+async def observe(watcher: RawWorker, observer_id: str, source: dict[str, Any], target: str) -> dict[str, Any]:
+    await watcher.send({"type": "observe", "id": observer_id, "source": source, "target": {"function_id": target}})
+    return await watcher.recv_type("observeresult")
+
+
+async def test_an_owner_that_declared_observe_learns_its_observers_and_an_old_one_is_never_sent_them(
+    live_engine: Engine,
+) -> None:
+    owner, old, watcher = await workers(live_engine, 3)
+    await declare(owner, "owner")
+    await declare(watcher, "watcher")
+    await owner.send({"type": "registerfunction", "id": "shop::charge"})
+    registered = await owner.recv_type("functionregistered")
+    assert (registered["id"], registered["local_dispatch"], registered["observers"]) == ("shop::charge", True, [])
+    await old.send({"type": "registerfunction", "id": "old::fn"})
+    await old.send({"type": "ping"})
+    assert [(await old.recv())["type"] for _ in range(2)] == ["functionactivated", "pong"]
+    await watcher.register("app::target")
+    result = await observe(watcher, "o1", {"function_id": "shop::charge"}, "app::target")
+    assert result == {"type": "observeresult", "id": "o1", "state": "pending"}
+    added = await owner.recv_type("observeradded")
+    assert added["observer"]["id"] == "o1" and added["revision"] > registered["revision"]
+    await owner.send({"type": "observerack", "function_id": "shop::charge", "id": "o1", "revision": added["revision"]})
+    changed = await watcher.recv_type("observerstatechanged")
+    assert (changed["id"], changed["state"]) == ("o1", "active")
+    assert (await observe(watcher, "o2", {"function_id": "old::fn"}, "app::target"))["state"] == "active"
+    await old.send({"type": "ping"})
+    assert (await old.recv())["type"] == "pong"  # nothing of observe.v1 reached the old worker
+
+
+async def test_a_routed_call_activates_its_observer_with_the_envelope_and_a_caller_the_worker_cannot_forge(
+    live_engine: Engine,
+) -> None:
+    owner, watcher, caller = await workers(live_engine, 3)
+    await declare(watcher, "watcher")
+    await declare(caller, "caller")
+    await owner.register("shop::charge")
+    await watcher.register("app::on-charge")
+    result = await observe(
+        watcher, "o1", {"function_id": "shop::charge", "capture": ["input", "output", "caller"]}, "app::on-charge"
+    )
+    assert result["state"] == "active"  # the owner speaks no observe.v1: nobody else to ask
+    forged = {"worker_id": "someone-else", "worker_name": "admin", "function_id": "app::checkout", "invocation_id": "i"}
+    invocation_id = await caller.invoke("shop::charge", {"amount": 750}, caller=forged, observe_depth=2)
+    delivery = await owner.serve_one(lambda d: {"charged": d["data"]["amount"]})
+    answer = await caller.recv_type("invocationresult")
+    assert answer["invocation_id"] == invocation_id and answer["result"] == {"charged": 750}
+    assert delivery["caller"] == {
+        "worker_id": caller.worker_id,
+        "worker_name": "caller",
+        "function_id": "app::checkout",
+        "invocation_id": "i",
+    }
+    assert delivery["observe_depth"] == 2
+    activation = await watcher.recv_type("invokefunction")
+    envelope = activation["data"]
+    assert envelope["observer_id"] == "o1" and envelope["status"] == "success"
+    assert envelope["invocation_id"] == delivery["invocation_id"]
+    assert envelope["input"] == {"amount": 750}  # as the caller sent it, without the engine's _caller_worker_id
+    assert envelope["output"] == {"charged": 750}
+    assert envelope["caller"]["worker_id"] == caller.worker_id
+    assert activation["observe_depth"] == 3
+    assert activation["caller"] == {
+        "worker_name": "iii-engine",
+        "function_id": "shop::charge",
+        "invocation_id": delivery["invocation_id"],
+    }
+    assert activation["activation"] == {"observer_id": "o1", "activation_id": envelope["activation_id"]}
+
+
+async def test_reports_and_owner_deliveries_count_only_from_the_function_owner(live_engine: Engine) -> None:
+    owner, watcher, intruder = await workers(live_engine, 3)
+    for worker, name in ((owner, "owner"), (watcher, "watcher"), (intruder, "intruder")):
+        await declare(worker, name)
+    await owner.send({"type": "registerfunction", "id": "cron::tick", "observe": {"delivery": "owner"}})
+    await owner.recv_type("functionregistered")
+    await watcher.register("app::on-tick")
+    await observe(watcher, "o1", {"function_id": "cron::tick", "args": {"expression": "*/5"}}, "app::on-tick")
+    added = await owner.recv_type("observeradded")
+    assert added["observer"]["args"] == {"expression": "*/5"}
+    await owner.send({"type": "observerack", "function_id": "cron::tick", "id": "o1", "revision": added["revision"]})
+    await watcher.recv_type("observerstatechanged")
+
+    def report(n: int) -> dict[str, Any]:
+        item = {"function_id": "cron::tick", "invocation_id": f"tick-{n}", "matched": ["o1"], "input": {"n": n}}
+        return {"type": "invocationsobserved", "items": [item]}
+
+    await intruder.send(report(1))  # not the owner's: no activation
+    refused = await intruder.call("app::on-tick", {"n": 2}, activation={"observer_id": "o1"})
+    assert refused["error"]["code"] == "OBSERVER_NOT_ACTIVE"
+    await owner.send(report(3))
+    activation = await watcher.recv_type("invokefunction")
+    assert activation["data"]["input"] == {"n": 3}  # the forged report came first and did nothing
+    await watcher.send(
+        {"type": "invocationresult", "invocation_id": activation["invocation_id"], "function_id": "app::on-tick"}
+    )
+    call = await owner.invoke("ignored::by-the-engine", {"path": "/x"}, activation={"observer_id": "o1"})
+    delivered = await watcher.recv_type("invokefunction")
+    assert delivered["function_id"] == "app::on-tick" and delivered["data"]["path"] == "/x"
+    assert delivered["activation"]["observer_id"] == "o1"
+    await watcher.send(
+        {
+            "type": "invocationresult",
+            "invocation_id": delivered["invocation_id"],
+            "function_id": "app::on-tick",
+            "result": "routed",
+        }
+    )
+    answer = await owner.recv_type("invocationresult")
+    assert answer["invocation_id"] == call and answer["result"] == "routed"
+
+
+async def test_the_loop_guard_drops_an_activation_nested_too_deep_and_counts_it(live_engine: Engine) -> None:
+    owner, watcher = await workers(live_engine, 2)
+    await declare(owner, "owner")
+    await declare(watcher, "watcher")
+    await owner.send({"type": "registerfunction", "id": "app::loop"})
+    await owner.recv_type("functionregistered")
+    await watcher.register("app::on-loop")
+    await observe(watcher, "o1", {"function_id": "app::loop"}, "app::on-loop")
+    added = await owner.recv_type("observeradded")
+    await owner.send({"type": "observerack", "function_id": "app::loop", "id": "o1", "revision": added["revision"]})
+    await watcher.recv_type("observerstatechanged")
+    item = {"function_id": "app::loop", "invocation_id": "deep", "matched": ["o1"], "input": 1, "observe_depth": 8}
+    await owner.send({"type": "invocationsobserved", "items": [item]})
+    info = await owner.result_of("engine::observers::get", {"id": "o1"})
+    assert info["observer"]["dropped"] == {"LOOP_GUARD": 1}
+    assert info["observer"]["fires"] == 0
+
+
+async def test_max_in_flight_holds_activations_until_earlier_ones_end(live_engine: Engine) -> None:
+    owner, watcher, caller = await workers(live_engine, 3)
+    await declare(watcher, "watcher")
+    await owner.register("app::fn")
+    await watcher.register("app::target")
+    await watcher.send(
+        {
+            "type": "observe",
+            "id": "o1",
+            "source": {"function_id": "app::fn", "capture": ["input"]},
+            "target": {"function_id": "app::target"},
+            "max_in_flight": 1,
+        }
+    )
+    await watcher.recv_type("observeresult")
+    for n in range(3):
+        await caller.invoke("app::fn", n)
+        await owner.serve_one(lambda d: None)
+    first = await watcher.recv_type("invokefunction")
+    info = await caller.result_of("engine::observers::get", {"id": "o1"})
+    assert (info["observer"]["in_flight"], info["observer"]["waiting"]) == (1, 2)
+    seen = [first["data"]["input"]]
+    for _ in range(2):
+        await watcher.send({"type": "invocationresult", "invocation_id": first["invocation_id"], "function_id": "x"})
+        first = await watcher.recv_type("invokefunction")
+        seen.append(first["data"]["input"])
+    assert seen == [0, 1, 2]  # in order, one at a time
+
+
+async def test_a_malformed_observe_gets_an_error_notice_and_the_connection_goes_on(live_engine: Engine) -> None:
+    watcher = await RawWorker.connect(live_engine.url)
+    await watcher.send({"type": "observe", "id": "o1", "source": "not an object", "target": {"function_id": "x"}})
+    notice = await watcher.recv_type("error")
+    assert notice["error"]["code"] == "invalid_message"
+    result = await observe(watcher, "o2", {"function_id": "a", "filters": {"$where": "1"}}, "b")
+    assert (result["state"], result["error"]["code"]) == ("error", "INVALID_FILTER")
+    await watcher.ping()
