@@ -187,3 +187,112 @@ async def test_a_malformed_observe_gets_an_error_notice_and_the_connection_goes_
     result = await observe(watcher, "o2", {"function_id": "a", "filters": {"$where": "1"}}, "b")
     assert (result["state"], result["error"]["code"]) == ("error", "INVALID_FILTER")
     await watcher.ping()
+
+
+# --- observe and register_trigger: two views of one binding -------------------------------------------------
+
+
+async def test_observe_of_a_trigger_type_is_a_binding_to_it(live_engine: Engine) -> None:
+    """A 0.25 worker binds to the engine's pub/sub with ``observe`` instead of the deprecated register_trigger."""
+    watcher, publisher = await workers(live_engine, 2)
+    await declare(watcher, "watcher")
+    await watcher.register("app::on-order")
+    result = await observe(watcher, "sub-1", {"function_id": "subscribe", "args": {"topic": "orders"}}, "app::on-order")
+    assert result["state"] == "active"
+    listed = await publisher.result_of("engine::registered-triggers::list", {"trigger_type": "subscribe"})
+    assert [(row["id"], row["function_id"]) for row in listed["registered_triggers"]] == [("sub-1", "app::on-order")]
+    await publisher.result_of("publish", {"topic": "orders", "data": {"id": 7}})
+    delivery = await watcher.serve_one(lambda d: None)
+    assert (delivery["function_id"], delivery["data"]) == ("app::on-order", {"id": 7})
+    await watcher.send({"type": "unobserve", "id": "sub-1"})
+    await watcher.ping()
+    listed = await publisher.result_of("engine::registered-triggers::list", {"trigger_type": "subscribe"})
+    assert listed["registered_triggers"] == []
+
+
+async def test_what_only_function_observers_have_is_refused_for_a_trigger_type(live_engine: Engine) -> None:
+    [watcher] = await workers(live_engine, 1)
+    await declare(watcher, "watcher")
+    source = {"function_id": "subscribe", "args": {"topic": "t"}, "filters": {"input.x": {"$eq": 1}}}
+    result = await observe(watcher, "o1", source, "app::x")
+    assert (result["state"], result["error"]["code"]) == ("error", "UNSUPPORTED")
+    assert "filters" in result["error"]["message"]
+
+
+async def test_a_worker_provider_sees_an_observer_as_a_trigger_and_its_refusal_reaches_the_watcher(
+    live_engine: Engine,
+) -> None:
+    provider, watcher = await workers(live_engine, 2)
+    await declare(watcher, "watcher")
+    await provider.send({"type": "registertriggertype", "id": "webhook", "description": "old-style provider"})
+    await provider.ping()
+    await watcher.register("app::on-hook")
+    result = await observe(watcher, "o1", {"function_id": "webhook", "args": {"path": "/x"}}, "app::on-hook")
+    assert result["state"] == "active"
+    registration = await provider.recv_type("registertrigger")
+    assert (registration["id"], registration["function_id"], registration["config"]) == (
+        "o1",
+        "app::on-hook",
+        {"path": "/x"},
+    )
+    error = {"code": "BAD_PATH", "message": "no such path"}
+    await provider.send({"type": "triggerregistrationresult", "id": "o1", "trigger_type": "webhook", "error": error})
+    changed = await watcher.recv_type("observerstatechanged")
+    assert (changed["state"], changed["reason"]) == ("error", error)
+
+
+async def test_an_old_workers_trigger_of_a_type_a_function_took_over_is_an_observer_of_it(live_engine: Engine) -> None:
+    owner, old = await workers(live_engine, 2)
+    await declare(owner, "owner")
+    await old.register("old::on-tick")
+    # The old worker binds first: its trigger waits for the type, then goes to the function that takes it over.
+    await old.send(
+        {
+            "type": "registertrigger",
+            "id": "t1",
+            "trigger_type": "ticker",
+            "function_id": "old::on-tick",
+            "config": {"every": "5s"},
+        }
+    )
+    await old.ping()
+    descriptor = {"delivery": "owner", "legacy_trigger_type": "ticker"}
+    await owner.send({"type": "registerfunction", "id": "ticker::tick", "observe": descriptor})
+    registered = await owner.recv_type("functionregistered")
+    [observer] = registered["observers"]
+    assert observer["id"] == "t1" and observer["args"] == {"every": "5s"} and observer["target"] == "old::on-tick"
+    assert observer["legacy"] == {"trigger_type": "ticker", "config": {"every": "5s"}}
+    await owner.send(
+        {"type": "observerack", "function_id": "ticker::tick", "id": "t1", "revision": registered["revision"]}
+    )
+    await owner.ping()
+    item = {"function_id": "ticker::tick", "invocation_id": "e1", "matched": ["t1"], "input": {"tick": 1}}
+    await owner.send({"type": "invocationsobserved", "items": [item]})
+    delivery = await old.serve_one(lambda d: None)
+    assert delivery["data"] == {"tick": 1}  # the event itself, as the type's provider would have sent it
+    # A later trigger of the type goes straight to the function, and a refusal reaches the old worker in its words.
+    await old.send(
+        {
+            "type": "registertrigger",
+            "id": "t2",
+            "trigger_type": "ticker",
+            "function_id": "old::on-tick",
+            "config": {"every": "never"},
+        }
+    )
+    added = await owner.recv_type("observeradded")
+    refusal = {"code": "BAD_INTERVAL", "message": "never is not an interval"}
+    await owner.send(
+        {
+            "type": "observerack",
+            "function_id": "ticker::tick",
+            "id": "t2",
+            "revision": added["revision"],
+            "error": refusal,
+        }
+    )
+    refused = await old.recv_type("triggerregistrationresult")
+    assert (refused["id"], refused["trigger_type"], refused["error"]) == ("t2", "ticker", refusal)
+    await old.send({"type": "unregistertrigger", "id": "t1", "trigger_type": "ticker"})
+    removed = await owner.recv_type("observerremoved")
+    assert removed["id"] == "t1"

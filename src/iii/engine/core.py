@@ -441,7 +441,7 @@ class Core:
         self._send_all(self.triggers.register_type(worker, message))
 
     def _on_unregister_trigger_type(self, worker: WorkerConnection, message: UnregisterTriggerType) -> None:
-        self.triggers.unregister_type(worker, message.id)
+        self._send_all(self.triggers.unregister_type(worker, message.id))
 
     def _on_register_trigger(self, worker: WorkerConnection, message: RegisterTrigger) -> None:
         if not message.id or not message.trigger_type or not message.function_id:
@@ -449,10 +449,16 @@ class Core:
                 worker, errors.INVALID_MESSAGE, "registertrigger needs non-empty 'id', 'trigger_type' and 'function_id'"
             )
             return
+        if not self.triggers.is_provided(message.trigger_type):
+            took_over = self.observing.table.legacy_source(message.trigger_type)
+            if took_over is not None:  # a function took this trigger type over (observe.v1): it is an observer
+                self.observing.bind_legacy(worker, message, took_over.function_id)
+                return
         self._send_all(self.triggers.bind(worker, message))
 
     def _on_unregister_trigger(self, worker: WorkerConnection, message: UnregisterTrigger) -> None:
-        self._send_all(self.triggers.unbind(worker, message.id))
+        if not self.observing.unbind_legacy(worker, message.id):
+            self._send_all(self.triggers.unbind(worker, message.id))
 
     def _on_trigger_registration_result(self, worker: WorkerConnection, message: TriggerRegistrationResult) -> None:
         self._send_all(self.triggers.on_provider_result(worker, message))

@@ -56,6 +56,7 @@ from iii.protocol.messages import (
     ObserveResult,
     ObserverRemoved,
     ObserverStateChanged,
+    TriggerRegistrationResult,
     is_null,
 )
 
@@ -144,10 +145,12 @@ class Observer:
     in_flight: int = 0
     waiting: deque[Callable[[], None]] = field(default_factory=deque)
     dropped: Counter[str] = field(default_factory=Counter)
+    legacy: dict[str, Any] | None = None
+    """An old worker's ``registertrigger`` this observer stands for: ``{trigger_type, config}``."""
 
     def owner_view(self) -> dict[str, Any]:
         """The observer as the source's owner sees it: never its metadata, policy or watcher."""
-        return {
+        view = {
             "id": self.observer_id,
             "args": self.args,
             "filters": self.filter.normal,
@@ -155,6 +158,9 @@ class Observer:
             "capture": list(self.capture),
             "on": self.on,
         }
+        if self.legacy is not None:
+            view["legacy"] = self.legacy
+        return view
 
     def describe(self) -> dict[str, Any]:
         """The observer in full, for ``engine::observers::*`` and the console."""
@@ -239,6 +245,13 @@ class ObserverTable:
     def source(self, function_id: str) -> Source | None:
         return self._sources.get(function_id)
 
+    def legacy_source(self, trigger_type: str) -> Source | None:
+        """The function that took over ``trigger_type`` (its observe descriptor's ``legacy_trigger_type``)."""
+        for source in self._sources.values():
+            if source.legacy_trigger_type == trigger_type:
+                return source
+        return None
+
     def observed_by(self, function_id: str) -> list[Observer]:
         """The active observers of ``function_id`` that the engine delivers to itself (auto delivery)."""
         observers = self._by_source.get(function_id)
@@ -251,17 +264,26 @@ class ObserverTable:
 
     # --- the observing side ---------------------------------------------------------------------------------
 
-    def observe(self, watcher: Host, message: Observe) -> Outgoing:
-        """Create an observer, or take back one replayed after a reconnect; answered with ``observeresult``."""
+    def observe(self, watcher: Host, message: Observe, legacy: dict[str, Any] | None = None) -> Outgoing:
+        """Create an observer, or take back one replayed after a reconnect; answered with ``observeresult``.
+
+        ``legacy``: the observer stands for an old worker's ``registertrigger`` (``{trigger_type, config}``) of a
+        trigger type that an owner-delivered function took over (its ``legacy_trigger_type``); its watcher is told
+        only of a refusal, with ``triggerregistrationresult``.
+        """
         existing = self._observers.get(message.id)
         if existing is not None:
             return self._replayed(existing, watcher)
         try:
             observer = self._new_observer(watcher, message)
+            observer.legacy = legacy
             self._check_args(observer)
         except ObserveRefused as refused:
             log.info("worker=%s observer %s refused: %s: %s", watcher.worker_id, message.id, refused.code, refused)
-            return [(watcher, _result(message.id, "error", refused.code, refused.message))]
+            if legacy is not None:
+                target = str(message.target.get("function_id") or "")
+                return [(watcher, _trigger_refusal(message.id, legacy, target, refused.code, refused.message))]
+            return [(watcher, observe_result(message.id, "error", refused.code, refused.message))]
         self._observers[observer.observer_id] = observer
         self._by_source.setdefault(observer.source, {})[observer.observer_id] = observer
         self._by_target.setdefault(observer.target, {})[observer.observer_id] = observer
@@ -279,7 +301,7 @@ class ObserverTable:
             observer.observer_id,
             observer.state,
         )
-        outgoing.append((watcher, _result(observer.observer_id, observer.state)))
+        outgoing.extend(self._tell_watcher(observer, result=True))
         return outgoing
 
     def _replayed(self, observer: Observer, watcher: Host) -> Outgoing:
@@ -287,11 +309,11 @@ class ObserverTable:
             came_back = observer.watcher_left_at is not None and observer.watcher.name == watcher.name
             if not came_back:
                 problem = f"observer id {observer.observer_id} belongs to another worker"
-                return [(watcher, _result(observer.observer_id, "error", "OBSERVER_ID_TAKEN", problem))]
+                return [(watcher, observe_result(observer.observer_id, "error", "OBSERVER_ID_TAKEN", problem))]
             observer.watcher, observer.watcher_left_at = watcher, None
         observer.state = self._derived_state(observer)
         observer.ever_active = observer.ever_active or observer.state == "active"
-        return [(watcher, _result(observer.observer_id, observer.state))]
+        return self._tell_watcher(observer, result=True)
 
     def unobserve(self, watcher: Host, observer_id: str) -> Outgoing:
         observer = self._observers.get(observer_id)
@@ -519,7 +541,7 @@ class ObserverTable:
         observer.ever_active = observer.ever_active or state == "active"
         if observer.watcher_left_at is not None:
             return []
-        return [(observer.watcher, ObserverStateChanged(id=observer.observer_id, state=state, fires=observer.fires))]
+        return self._tell_watcher(observer)
 
     def _settle_all(self, function_id: str) -> Outgoing:
         outgoing: Outgoing = []
@@ -557,11 +579,24 @@ class ObserverTable:
             )
             outgoing.append((source.host, removed))
         if tell_watcher and observer.watcher_left_at is None:
-            reason = ErrorBody(code=code, message=message)
-            outgoing.append(
-                (observer.watcher, ObserverStateChanged(observer.observer_id, state, reason, observer.fires))
-            )
+            outgoing.extend(self._tell_watcher(observer))
         return outgoing
+
+    @staticmethod
+    def _tell_watcher(observer: Observer, *, result: bool = False) -> Outgoing:
+        """The watcher learns the observer's state: ``observeresult`` (answering its ``observe``) or
+        ``observerstatechanged``; an old worker's legacy trigger only of a refusal."""
+        reason = observer.reason or {}
+        code, text = reason.get("code"), reason.get("message", "")
+        if observer.legacy is not None:
+            if observer.state != "error":
+                return []
+            refusal = _trigger_refusal(observer.observer_id, observer.legacy, observer.target, str(code), text)
+            return [(observer.watcher, refusal)]
+        if result:
+            return [(observer.watcher, observe_result(observer.observer_id, observer.state, code, text))]
+        body = ErrorBody(code=code, message=text) if code is not None else None
+        return [(observer.watcher, ObserverStateChanged(observer.observer_id, observer.state, body, observer.fires))]
 
     def _next_revision(self, function_id: str) -> int:
         revision = self._revisions.get(function_id, 0) + 1
@@ -569,6 +604,15 @@ class ObserverTable:
         return revision
 
 
-def _result(observer_id: str, state: str, code: str | None = None, message: str = "") -> ObserveResult:
+def _trigger_refusal(
+    binding_id: str, legacy: dict[str, Any], function_id: str, code: str, message: str
+) -> TriggerRegistrationResult:
+    error = msgspec.Raw(msgspec.json.encode({"code": code, "message": message}))
+    return TriggerRegistrationResult(
+        id=binding_id, trigger_type=str(legacy.get("trigger_type", "")), function_id=function_id, error=error
+    )
+
+
+def observe_result(observer_id: str, state: str, code: str | None = None, message: str = "") -> ObserveResult:
     error = ErrorBody(code=code, message=message) if code is not None else None
     return ObserveResult(id=observer_id, state=state, error=error)

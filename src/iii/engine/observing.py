@@ -34,16 +34,20 @@ from iii.engine.observers import (
     Observer,
     ObserverTable,
     Outgoing,
+    observe_result,
     parse_descriptor,
 )
 from iii.engine.peers import Host
+from iii.engine.triggers import BUILTIN_REFUSED
 from iii.protocol.codec import decode_value, encode, encode_value
 from iii.protocol.messages import (
+    JSON_NULL,
     InvocationsObserved,
     InvokeFunction,
     LocalInvocationStats,
     Observe,
     ObserverAck,
+    RegisterTrigger,
     Unobserve,
     is_null,
 )
@@ -132,10 +136,60 @@ class Observing:
     # --- messages from workers --------------------------------------------------------------------------------
 
     def on_observe(self, worker: Host, message: Observe) -> None:
-        self._send(self.table.observe(worker, message))
+        source_id = message.source.get("function_id")
+        is_trigger_type = (
+            isinstance(source_id, str)
+            and self.core.functions.get(source_id) is None
+            and self.core.triggers.is_provided(source_id)
+            and self.table.get(message.id) is None
+        )
+        if is_trigger_type:
+            self._send(self._bind(worker, message, str(source_id)))
+        else:
+            self._send(self.table.observe(worker, message))
 
     def on_unobserve(self, worker: Host, message: Unobserve) -> None:
-        self._send(self.table.unobserve(worker, message.id))
+        binding = self.core.triggers.binding(message.id)
+        if binding is not None and binding.observed:
+            self._send(self.core.triggers.unbind(worker, message.id))
+        else:
+            self._send(self.table.unobserve(worker, message.id))
+
+    def _bind(self, worker: Host, message: Observe, trigger_type: str) -> Outgoing:
+        """``observe`` of a trigger type: a binding to it, its ``args`` the binding's config. What only observers
+        of functions have (filters, capture, limits) is refused rather than ignored."""
+        source = message.source
+        unsupported = [key for key in ("filters", "capture", "on", "deliver") if source.get(key) not in (None, {})]
+        unsupported += [key for key in ("max_fires", "expires_in_ms", "max_in_flight") if getattr(message, key)]
+        target = message.target.get("function_id")
+        if unsupported or not isinstance(target, str) or not target:
+            problem = (
+                f"{trigger_type} is a trigger type: its observers take args and a target only, not "
+                f"{', '.join(unsupported)}"
+                if unsupported
+                else "observe needs target.function_id"
+            )
+            return [(worker, observe_result(message.id, "error", "UNSUPPORTED", problem))]
+        args = source.get("args")
+        registration = RegisterTrigger(
+            id=message.id,
+            trigger_type=trigger_type,
+            function_id=target,
+            config=msgspec.Raw(encode_value(args)) if args is not None else JSON_NULL,
+            metadata=message.metadata,
+        )
+        outgoing = self.core.triggers.bind(worker, registration, observed=True)
+        binding = self.core.triggers.binding(message.id)
+        if binding is None or binding.owner is not worker:
+            problem = f"observer id {message.id} belongs to another worker"
+            return [(worker, observe_result(message.id, "error", "OBSERVER_ID_TAKEN", problem))]
+        # The answer says it all: the binding's own notice to its owner is not repeated.
+        outgoing = [(host, m) for host, m in outgoing if host is not worker]
+        status = binding.status()
+        if status == "refused":
+            problem = binding.refusal or "refused by the trigger type's provider"
+            return [*outgoing, (worker, observe_result(message.id, "error", BUILTIN_REFUSED, problem))]
+        return [*outgoing, (worker, observe_result(message.id, "active" if status == "active" else "pending"))]
 
     def on_ack(self, worker: Host, message: ObserverAck) -> None:
         self._send(self.table.acked(worker, message))
@@ -165,7 +219,41 @@ class Observing:
 
     def function_registered(self, entry: FunctionEntry) -> None:
         host = entry.owner if entry.handler is None else None
+        legacy_type = entry.observe.get("legacy") if isinstance(entry.observe, dict) else None
+        if legacy_type is not None and host is not None and not self.core.triggers.is_provided(legacy_type):
+            # Old workers' triggers waiting for a provider of the type this function takes over become its
+            # observers, first, so that its owner learns them with the rest of its observer set.
+            for binding in self.core.triggers.bindings():
+                if binding.trigger_type == legacy_type and not binding.observed:
+                    registration = binding.registration()
+                    self._send(self.core.triggers.unbind(binding.owner, binding.binding_id))
+                    self.bind_legacy(binding.owner, registration, entry.function_id)
         self._send(self.table.function_registered(entry.function_id, host, entry.observe))
+
+    def bind_legacy(self, worker: Host, message: RegisterTrigger, function_id: str) -> None:
+        """An old worker's ``registertrigger`` of the trigger type ``function_id`` took over: an observer of it,
+        the trigger's config its args, the trigger's function its target (which receives the owner's events as
+        they are, as it did from the type's provider)."""
+        try:
+            config = None if is_null(message.config) else decode_value(message.config)
+        except (msgspec.DecodeError, RecursionError):
+            config = None
+        observe = Observe(
+            id=message.id,
+            source={"function_id": function_id, "args": config, "deliver": "input"},
+            target={"function_id": message.function_id},
+            metadata=message.metadata,
+        )
+        legacy = {"trigger_type": message.trigger_type, "config": config}
+        self._send(self.table.observe(worker, observe, legacy))
+
+    def unbind_legacy(self, worker: Host, binding_id: str) -> bool:
+        """``unregistertrigger`` of a trigger that became an observer; False if ``binding_id`` is none of those."""
+        observer = self.table.get(binding_id)
+        if observer is None or observer.legacy is None:
+            return False
+        self._send(self.table.unobserve(worker, binding_id))
+        return True
 
     def function_removed(self, function_id: str, host: Host | None) -> None:
         self._send(self.table.function_removed(function_id, host))

@@ -15,6 +15,10 @@ Some types are provided inside the engine (the core's own, and its modules': ``h
 :class:`BuiltinProvider` is told of its bindings by plain calls instead of messages, and a worker cannot take
 such a type over.
 
+A binding can also be made with observe.v1's ``observe`` (its source a trigger type instead of a function:
+:mod:`iii.engine.observing`): it is the same binding, and its owner is told of it in observe's words
+(``observerstatechanged``) instead of ``triggerregistrationresult``.
+
 State changes here are plain methods; what must be sent is returned to the caller as (host, message)
 pairs, so the module is tested without sockets.
 """
@@ -31,7 +35,9 @@ from iii.engine.peers import Host
 from iii.protocol.codec import detached
 from iii.protocol.messages import (
     JSON_NULL,
+    ErrorBody,
     Message,
+    ObserverStateChanged,
     RegisterTrigger,
     RegisterTriggerType,
     TriggerRegistrationResult,
@@ -58,6 +64,8 @@ class Binding(msgspec.Struct, eq=False):
     """Delivered to the current provider and not refused by it."""
     refusal: str | None = None
     """Why the current provider refused the binding (None unless it did)."""
+    observed: bool = False
+    """Made with ``observe`` (observe.v1): its owner is told of changes with ``observerstatechanged``."""
 
     def status(self) -> BindingStatus:
         """``active`` (with its provider), ``refused`` (by its provider) or ``waiting`` (for a provider)."""
@@ -181,15 +189,17 @@ class TriggerRegistry:
         )
         return self._deliver_all(message.id)
 
-    def unregister_type(self, provider: Host, type_id: str) -> None:
+    def unregister_type(self, provider: Host, type_id: str) -> Outgoing:
         """The provider withdraws the type; its bindings are parked until a provider registers again."""
         entry = self._types.get(type_id)
         if entry is not None and entry.provider is provider:
             del self._types[type_id]
-            self._park(type_id)
+            return self._park(type_id)
+        return []
 
-    def bind(self, owner: Host, message: RegisterTrigger) -> Outgoing:
-        """Add (or replace) a binding made by ``owner``; delivered now if the type has a provider."""
+    def bind(self, owner: Host, message: RegisterTrigger, *, observed: bool = False) -> Outgoing:
+        """Add (or replace) a binding made by ``owner``; delivered now if the type has a provider. ``observed``:
+        made with ``observe``."""
         current = self._bindings.get(message.id)
         if current is not None and current.owner is not owner:
             return []  # another worker's binding id: not this worker's to replace
@@ -202,6 +212,7 @@ class TriggerRegistry:
             owner,
             detached(message.config),  # the message points into the socket's receive buffer
             detached(message.metadata),
+            observed=observed,
         )
         self._bindings[message.id] = binding
         builtin = self._builtin.get(binding.trigger_type)
@@ -238,13 +249,7 @@ class TriggerRegistry:
             return []
         binding.active = False
         binding.refusal = _error_text(message.error)
-        refusal = TriggerRegistrationResult(
-            id=binding.binding_id,
-            trigger_type=binding.trigger_type,
-            function_id=binding.function_id,
-            error=detached(message.error),
-        )
-        return [(binding.owner, refusal)]
+        return [(binding.owner, _refusal(binding, detached(message.error)))]
 
     def remove_worker(self, worker: Host) -> Outgoing:
         """A worker left: its bindings are removed (providers told), the types it provided are withdrawn."""
@@ -257,7 +262,7 @@ class TriggerRegistry:
                 outgoing.extend(self._tell_provider_unbound(binding))
         for type_id in [t.type_id for t in self._types.values() if t.provider is worker]:
             del self._types[type_id]
-            self._park(type_id)
+            outgoing.extend(self._park(type_id))
         return outgoing
 
     def transfer(self, old: Host, new: Host) -> None:
@@ -276,13 +281,8 @@ class TriggerRegistry:
             binding.active, binding.refusal = True, None
             return []
         binding.refusal = problem
-        refusal = TriggerRegistrationResult(
-            id=binding.binding_id,
-            trigger_type=binding.trigger_type,
-            function_id=binding.function_id,
-            error=msgspec.Raw(msgspec.json.encode({"code": BUILTIN_REFUSED, "message": problem})),
-        )
-        return [(binding.owner, refusal)]
+        error = msgspec.Raw(msgspec.json.encode({"code": BUILTIN_REFUSED, "message": problem}))
+        return [(binding.owner, _refusal(binding, error))]
 
     def _deactivate_builtin(self, binding: Binding) -> bool:
         """If ``binding`` is of a builtin type, take it out of service; returns whether it was builtin."""
@@ -303,14 +303,19 @@ class TriggerRegistry:
             if binding.trigger_type == type_id:
                 binding.active, binding.refusal = True, None
                 outgoing.append((provider, binding.registration()))
+                if binding.observed:
+                    outgoing.append((binding.owner, ObserverStateChanged(id=binding.binding_id, state="active")))
         return outgoing
 
-    def _park(self, type_id: str) -> None:
+    def _park(self, type_id: str) -> Outgoing:
         waiting = 0
+        outgoing: Outgoing = []
         for binding in self._bindings.values():
             if binding.trigger_type == type_id:
                 binding.active, binding.refusal = False, None
                 waiting += 1
+                if binding.observed:
+                    outgoing.append((binding.owner, ObserverStateChanged(id=binding.binding_id, state="suspended")))
         if waiting:
             # Info, not a warning: a provider restarting is routine, and the listings show the bindings waiting.
             log.info(
@@ -318,12 +323,29 @@ class TriggerRegistry:
                 type_id,
                 waiting,
             )
+        return outgoing
 
     def _tell_provider_unbound(self, binding: Binding) -> Outgoing:
         provider = self.provider_of(binding.trigger_type)
         if provider is None or not binding.active:
             return []
         return [(provider, UnregisterTrigger(id=binding.binding_id, trigger_type=binding.trigger_type))]
+
+
+def _refusal(binding: Binding, error: msgspec.Raw) -> Message:
+    """What the owner of a refused binding is told: ``triggerregistrationresult``, or for a binding made with
+    ``observe``, ``observerstatechanged`` to ``error``."""
+    if not binding.observed:
+        return TriggerRegistrationResult(
+            id=binding.binding_id, trigger_type=binding.trigger_type, function_id=binding.function_id, error=error
+        )
+    try:
+        value = msgspec.json.decode(error)
+    except (msgspec.DecodeError, RecursionError):
+        value = None
+    code = value.get("code") if isinstance(value, dict) else None
+    reason = ErrorBody(code=code if isinstance(code, str) and code else BUILTIN_REFUSED, message=_error_text(error))
+    return ObserverStateChanged(id=binding.binding_id, state="error", reason=reason)
 
 
 def _error_text(error: msgspec.Raw) -> str:
