@@ -249,7 +249,8 @@ def test_the_official_python_sdk_suite_passes_but_the_listed_tests(
 
     Its tests against a live engine cover functions and invocations (a 30 MiB non-ASCII payload among them),
     channels, custom trigger types and their lifecycle, HTTP triggers (bodies, forms, server-sent events, status
-    codes, middleware), HTTP-invoked functions (webhooks on this machine), state, pub/sub, worker metadata and
+    codes, middleware), HTTP-invoked functions (webhooks on this machine), state, pub/sub, observers (observe.v1:
+    routed and in-process calls, owner delivery, filters, reconnects, the loop guard), worker metadata and
     registration; the others test the SDK alone. All but the listed ones must pass (exactly
     :data:`EXPECTED_PASSED`), none may fail, error or be skipped, every test of :data:`NOT_BUILT` must fail, and the
     engine must log no warning or error meanwhile.
