@@ -26,6 +26,7 @@ class RecordingWorker:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.name = worker_id
+        self.features: frozenset[str] = frozenset()
         self.metadata: dict[str, Any] = {}
         self.reattach_token = f"token-{worker_id}"
         self.peer_address = "test"

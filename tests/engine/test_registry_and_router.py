@@ -12,6 +12,7 @@ from iii.engine.router import InvocationRouter
 class FakeWorker:
     worker_id: str
     name: str = ""
+    features: frozenset[str] = frozenset()
     sent: list[bytes] = field(default_factory=list)
 
     def send_message(self, payload: bytes) -> None:

@@ -21,7 +21,7 @@ import msgspec
 
 from iii.engine.config import EngineConfig
 from iii.engine.metrics import OK, EngineMetrics
-from iii.engine.observers import speaks_observe
+from iii.engine.observers import OBSERVE_FEATURE
 from iii.engine.observing import Observing, stamp_caller
 from iii.engine.peers import Caller
 from iii.engine.registry import (
@@ -170,9 +170,15 @@ class Calls:
             caller_invocation_id,
             self.config.invocation_timeout_s if timeout_s is None else timeout_s,
         )
-        observed = self.observing.begin(function_id, data, observe_depth) if self.observing is not None else None
+        # The common case (no observers, a callee that does not speak observe.v1) costs two lookups.
+        observing = self.observing
+        observed = None
+        if observing is not None and function_id in observing.table.observed_functions:
+            observed = observing.begin(function_id, data, observe_depth)
         caller_raw = JSON_NULL
-        if source is not None and (observed is not None or speaks_observe(owner) or not is_null(asserted_caller)):
+        if source is not None and (
+            observed is not None or asserted_caller is not JSON_NULL or OBSERVE_FEATURE in owner.features
+        ):
             caller_info = stamp_caller(source, asserted_caller)
         if caller_info is not None:
             caller_raw = msgspec.Raw(encode_value(caller_info))

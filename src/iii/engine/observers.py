@@ -38,7 +38,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
 import jsonschema
 import msgspec
@@ -84,15 +84,8 @@ State = Literal["pending", "active", "suspended", "error", "disposed"]
 Outgoing = list[tuple[Host, Message]]
 
 
-class Peer(Host, Protocol):
-    """A worker as the observers see it: a host that may speak observe.v1."""
-
-    features: frozenset[str]
-
-
 def speaks_observe(host: Host) -> bool:
-    features: frozenset[str] = getattr(host, "features", frozenset())
-    return OBSERVE_FEATURE in features
+    return OBSERVE_FEATURE in host.features
 
 
 class ObserveRefused(Exception):
@@ -228,6 +221,8 @@ class ObserverTable:
         self._clock = clock
         self._observers: dict[str, Observer] = {}
         self._by_source: dict[str, dict[str, Observer]] = {}
+        self.observed_functions = self._by_source
+        """The ids of the functions that have observers (a mapping: test membership only)."""
         self._by_target: dict[str, dict[str, Observer]] = {}
         self._sources: dict[str, Source] = {}
         self._revisions: dict[str, int] = {}
@@ -411,7 +406,7 @@ class ObserverTable:
             id=source.function_id,
             namespace=NAMESPACE,
             revision=self._next_revision(source.function_id),
-            local_dispatch=LOCAL_DISPATCH_FEATURE in getattr(source.host, "features", frozenset()),
+            local_dispatch=LOCAL_DISPATCH_FEATURE in source.host.features,
             observers=observers,
         )
         return [(source.host, message)]

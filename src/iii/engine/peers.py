@@ -31,6 +31,8 @@ class Host(Protocol):
     worker_id: str
     name: str
     write_paused: bool
+    features: frozenset[str]
+    """What the worker said it speaks (``observe.v1``, ...): the engine sends it nothing it did not declare."""
 
     def send_message(self, payload: bytes) -> None:
         """Queue one encoded protocol message for the worker. Must not raise."""
