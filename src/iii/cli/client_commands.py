@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -117,6 +118,35 @@ def triggers(as_json: bool, include_internal: bool, url: str | None, token: str 
             status,
             row.get("config_summary") or "",
             str(details.get("next_run") or ""),
+        )
+    _print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the engine's answer as JSON")
+@engine_options
+def observers(as_json: bool, url: str | None, token: str | None) -> None:
+    """List the observers (observe.v1): what each observes, its target, its state, and what it fired and dropped."""
+    listing = _listing(url, token, "engine::observers::list")
+    if as_json:
+        print_json(listing)
+        return
+    table = _table("SOURCE", "TARGET", "WORKER", "STATE", "FILTERS", "FIRES", "RUNNING", "DROPPED")
+    rows = sorted(listing["observers"], key=lambda o: (o["source"]["function_id"], o["target"]["function_id"], o["id"]))
+    for row in rows:
+        state = row["state"]
+        if row.get("reason"):
+            state = f"{state}: {row['reason'].get('code', '')}"
+        dropped = ", ".join(f"{code} {count}" for code, count in sorted(row.get("dropped", {}).items()))
+        table.add_row(
+            row["source"]["function_id"],
+            row["target"]["function_id"],
+            row.get("worker_name") or "",
+            state,
+            json.dumps(row["filters"], separators=(",", ":")) if row["filters"] else "",
+            str(row["fires"]),
+            f"{row['in_flight']} (+{row['waiting']} waiting)" if row["waiting"] else str(row["in_flight"]),
+            dropped,
         )
     _print(table)
 
