@@ -5,31 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from iii.engine import Engine
 from iii.protocol.refs import channel_url
-from tests.engine.wire import RawWorker, connect_raw
+from tests.engine.wire import RawWorker, connect_raw, scrape
 
 StartEngine = Callable[..., Awaitable[Engine]]
-
-
-async def scrape(
-    engine: Engine, headers: dict[str, str] | None = None, query: str = ""
-) -> tuple[int, dict[tuple[str, str], float]]:
-    """The status and every sample as {(name, labels as text): value}."""
-    url = f"http://127.0.0.1:{engine.port}/metrics{query}"
-    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
-        if r.status != 200:
-            return r.status, {}
-        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = await r.text()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[(sample.name, labels)] = sample.value
-    return 200, samples
 
 
 async def test_metrics_count_calls_channels_errors_and_http(live_engine: Engine) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from iii.engine import Engine
-from tests.engine.wire import RawWorker
+from tests.engine.wire import RawWorker, scrape
 
 
 async def workers(engine: Engine, count: int) -> list[RawWorker]:
@@ -148,6 +148,9 @@ async def test_the_loop_guard_drops_an_activation_nested_too_deep_and_counts_it(
     info = await owner.result_of("engine::observers::get", {"id": "o1"})
     assert info["observer"]["dropped"] == {"LOOP_GUARD": 1}
     assert info["observer"]["fires"] == 0
+    _, samples = await scrape(live_engine)
+    assert samples[("iii_observer_drops_total", "reason=LOOP_GUARD")] == 1
+    assert samples[("iii_observers", "state=active")] == 1
 
 
 async def test_max_in_flight_holds_activations_until_earlier_ones_end(live_engine: Engine) -> None:
@@ -177,6 +180,15 @@ async def test_max_in_flight_holds_activations_until_earlier_ones_end(live_engin
         first = await watcher.recv_type("invokefunction")
         seen.append(first["data"]["input"])
     assert seen == [0, 1, 2]  # in order, one at a time
+    error = {"code": "boom", "message": "the target failed"}
+    await watcher.send(
+        {"type": "invocationresult", "invocation_id": first["invocation_id"], "function_id": "x", "error": error}
+    )
+    info = await caller.result_of("engine::observers::get", {"id": "o1"})
+    assert (info["observer"]["in_flight"], info["observer"]["failures"]) == (0, 1)
+    _, samples = await scrape(live_engine)
+    assert samples[("iii_observer_activations_total", "outcome=ok")] == 2
+    assert samples[("iii_observer_activations_total", "outcome=failed")] == 1
 
 
 async def test_a_malformed_observe_gets_an_error_notice_and_the_connection_goes_on(live_engine: Engine) -> None:

@@ -12,8 +12,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
+
+from iii.engine import Engine
 
 TIMEOUT_S = 10.0
 
@@ -118,3 +122,21 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S
         while not condition():  # noqa: ASYNC110 - there is no event to await for engine-internal state
             await asyncio.sleep(0.005)
     assert condition(), what
+
+
+async def scrape(
+    engine: Engine, headers: dict[str, str] | None = None, query: str = ""
+) -> tuple[int, dict[tuple[str, str], float]]:
+    """The status and every sample as {(name, labels as text): value}."""
+    url = f"http://127.0.0.1:{engine.port}/metrics{query}"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        if r.status != 200:
+            return r.status, {}
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await r.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[(sample.name, labels)] = sample.value
+    return 200, samples

@@ -81,6 +81,22 @@ class EngineMetrics(Collector):
         yield _counter(
             "iii_channel_backpressure_stalls", "Times a channel writer was held back by its reader", channels.stalls
         )
+        observing = core.observing
+        observers = GaugeMetricFamily("iii_observers", "Observers (observe.v1) by state", labels=["state"])
+        states = Counter(observer.state for observer in observing.table)
+        for state in ("pending", "active", "suspended"):
+            observers.add_metric([state], states[state])
+        yield observers
+        activations = CounterMetricFamily(
+            "iii_observer_activations", "Observer activations that ended, by outcome", labels=["outcome"]
+        )
+        for outcome, count in sorted(observing.activations.items()):
+            activations.add_metric([outcome], count)
+        yield activations
+        drops = CounterMetricFamily("iii_observer_drops", "Observer activations dropped, by reason", labels=["reason"])
+        for reason, count in sorted(observing.drops.items()):
+            drops.add_metric([reason], count)
+        yield drops
         errors = CounterMetricFamily("iii_errors", "Errors the engine answered, by code", labels=["code"])
         for code, count in sorted(self.errors.items()):
             errors.add_metric([code], count)

@@ -135,6 +135,8 @@ class Observer:
     """The source's owner accepted it (or does not take part: it does not speak observe.v1)."""
     watcher_left_at: float | None = None
     fires: int = 0
+    failures: int = 0
+    """Activations whose target answered an error."""
     in_flight: int = 0
     waiting: deque[Callable[[], None]] = field(default_factory=deque)
     dropped: Counter[str] = field(default_factory=Counter)
@@ -172,6 +174,7 @@ class Observer:
             "max_fires": self.max_fires,
             "max_in_flight": self.max_in_flight,
             "fires": self.fires,
+            "failures": self.failures,
             "in_flight": self.in_flight,
             "waiting": len(self.waiting),
             "dropped": dict(self.dropped),

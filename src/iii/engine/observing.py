@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -115,8 +116,10 @@ class _ActivationAnswer:
         self._observer = observer
 
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
-        if not is_null(error):
-            self._observer.dropped["TARGET_FAILED"] += 1
+        outcome = "ok" if is_null(error) else "failed"
+        if outcome == "failed":
+            self._observer.failures += 1
+        self._observing.activations[outcome] += 1
         self._observing.finished(self._observer)
 
 
@@ -126,6 +129,10 @@ class Observing:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.table = ObserverTable(is_registered=lambda function_id: core.functions.get(function_id) is not None)
+        self.activations: Counter[str] = Counter()
+        """Activations that ended, by outcome (``ok``, ``failed``)."""
+        self.drops: Counter[str] = Counter()
+        """Activations dropped, by reason (``LOOP_GUARD``, ``QUEUE_FULL``, ``TARGET_MISSING``)."""
         self.local_counts: dict[str, list[float]] = {}
         """Per function: calls its owner ran in process, errors, and the sum of their durations (ms)."""
 
@@ -349,7 +356,7 @@ class Observing:
             return "OBSERVER_NOT_ACTIVE", f"observer {observer_id} is not an active observer of a function of yours"
         depth = _depth(message.observe_depth) + 1
         if depth > MAX_OBSERVE_DEPTH:
-            observer.dropped["LOOP_GUARD"] += 1
+            self._drop(observer, "LOOP_GUARD")
             return "LOOP_GUARD", f"observe chain deeper than {MAX_OBSERVE_DEPTH} hops"
         activation_id = str(uuid.uuid4())
         problem = self.core.calls.start(
@@ -385,7 +392,7 @@ class Observing:
     ) -> None:
         depth += 1
         if depth > MAX_OBSERVE_DEPTH:
-            observer.dropped["LOOP_GUARD"] += 1
+            self._drop(observer, "LOOP_GUARD")
             return
         activation_id = str(uuid.uuid4())
         envelope: dict[str, Any] = {
@@ -416,7 +423,7 @@ class Observing:
                 activation=_activation_raw(observer.observer_id, activation_id),
             )
             if problem is not None:
-                observer.dropped["TARGET_MISSING"] += 1
+                self._drop(observer, "TARGET_MISSING")
                 self.finished(observer)
 
         self._admit(observer, start)
@@ -429,7 +436,11 @@ class Observing:
         elif len(observer.waiting) < MAX_WAITING:
             observer.waiting.append(start)
         else:
-            observer.dropped["QUEUE_FULL"] += 1
+            self._drop(observer, "QUEUE_FULL")
+
+    def _drop(self, observer: Observer, reason: str) -> None:
+        observer.dropped[reason] += 1
+        self.drops[reason] += 1
 
     def finished(self, observer: Observer) -> None:
         """One activation of ``observer`` ended: the next waiting one starts."""
