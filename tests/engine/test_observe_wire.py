@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from iii.engine import Engine
+import pytest
+
+from iii.engine import Engine, observing
 from tests.engine.wire import RawWorker, scrape
 
 
@@ -308,3 +310,34 @@ async def test_an_old_workers_trigger_of_a_type_a_function_took_over_is_an_obser
     await old.send({"type": "unregistertrigger", "id": "t1", "trigger_type": "ticker"})
     removed = await owner.recv_type("observerremoved")
     assert removed["id"] == "t1"
+
+
+async def test_activations_held_back_are_bounded_in_bytes_and_the_rest_dropped_and_not_counted_as_fires(
+    live_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observing, "MAX_WAITING_BYTES", 3 * 1024 * 1024)
+    owner, watcher = await workers(live_engine, 2)
+    await declare(owner, "owner")
+    await declare(watcher, "watcher")
+    await owner.send({"type": "registerfunction", "id": "app::big"})
+    await owner.recv_type("functionregistered")
+    await watcher.register("app::slow-target")  # it never answers: one activation runs, the rest wait
+    await watcher.send(
+        {
+            "type": "observe",
+            "id": "o1",
+            "source": {"function_id": "app::big", "capture": ["input"]},
+            "target": {"function_id": "app::slow-target"},
+            "max_in_flight": 1,
+        }
+    )
+    await watcher.recv_type("observeresult")
+    added = await owner.recv_type("observeradded")
+    await owner.send({"type": "observerack", "function_id": "app::big", "id": "o1", "revision": added["revision"]})
+    await watcher.recv_type("observerstatechanged")
+    blob = "x" * 1024 * 1024  # over 1 MiB with its envelope: two fit in 3 MiB, a third does not
+    for n in range(6):
+        item = {"function_id": "app::big", "invocation_id": f"i{n}", "matched": ["o1"], "input": blob}
+        await owner.send({"type": "invocationsobserved", "items": [item]})
+    info = (await owner.result_of("engine::observers::get", {"id": "o1"}))["observer"]
+    assert (info["in_flight"], info["waiting"], info["dropped"], info["fires"]) == (1, 2, {"QUEUE_FULL": 3}, 3)

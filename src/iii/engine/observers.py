@@ -72,6 +72,8 @@ MAX_OBSERVE_DEPTH: Final = 8
 DEFAULT_MAX_IN_FLIGHT: Final = 64
 MAX_WAITING: Final = 10_000
 """Activations an observer holds while ``max_in_flight`` are running; more are dropped and counted."""
+MAX_WAITING_BYTES: Final = 64 * 1024 * 1024
+"""The payload bytes those waiting activations may hold together."""
 GRACE_S: Final = 30.0
 """How long the observers of a worker that left are kept for it to come back."""
 
@@ -138,7 +140,9 @@ class Observer:
     failures: int = 0
     """Activations whose target answered an error."""
     in_flight: int = 0
-    waiting: deque[Callable[[], None]] = field(default_factory=deque)
+    waiting: deque[tuple[Callable[[], None], int]] = field(default_factory=deque)
+    """Activations held back by ``max_in_flight``: how to start each, and its payload's size."""
+    waiting_bytes: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     legacy: dict[str, Any] | None = None
     """An old worker's ``registertrigger`` this observer stands for: ``{trigger_type, config}``."""

@@ -11,7 +11,8 @@ An activation is a call of the observer's target made by the engine: its payload
 output, as the observer's ``deliver`` says), its metadata the observer's, its caller the engine on behalf of the
 observed invocation, its ``observe_depth`` one more than that invocation's; a chain deeper than
 :data:`~iii.engine.observers.MAX_OBSERVE_DEPTH` is dropped (``LOOP_GUARD``). At most ``max_in_flight``
-activations of an observer run at once; the rest wait in order, up to :data:`~iii.engine.observers.MAX_WAITING`.
+activations of an observer run at once; the rest wait in order, up to :data:`~iii.engine.observers.MAX_WAITING`
+and :data:`~iii.engine.observers.MAX_WAITING_BYTES` of payloads; past either they are dropped and counted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from iii.engine.observers import (
     LOCAL_DISPATCH_FEATURE,
     MAX_OBSERVE_DEPTH,
     MAX_WAITING,
+    MAX_WAITING_BYTES,
     NAMESPACE,
     OBSERVE_FEATURE,
     Observer,
@@ -409,12 +411,13 @@ class Observing:
         envelope["started_at_ms"] = started_at_ms
         envelope["duration_ms"] = duration_ms
         payload = envelope if observer.deliver == "envelope" else document.get(observer.deliver)
+        data = msgspec.Raw(encode_value(payload))
         caller = {"worker_name": ENGINE_NAME, "function_id": function_id, "invocation_id": invocation_id}
 
         def start() -> None:
             problem = self.core.calls.start(
                 observer.target,
-                msgspec.Raw(encode_value(payload)),
+                data,
                 caller=_ActivationAnswer(self, observer),
                 caller_invocation_id=activation_id,
                 metadata=observer.metadata,
@@ -426,17 +429,22 @@ class Observing:
                 self._drop(observer, "TARGET_MISSING")
                 self.finished(observer)
 
-        self._admit(observer, start)
-        self._send(self.table.fired(observer))
+        if self._admit(observer, start, len(data)):
+            self._send(self.table.fired(observer))
 
-    def _admit(self, observer: Observer, start: Callable[[], None]) -> None:
+    def _admit(self, observer: Observer, start: Callable[[], None], size: int) -> bool:
+        """Start an activation now, or queue it behind ``max_in_flight`` (bounded in count and bytes); False
+        when it is dropped."""
         if observer.in_flight < observer.max_in_flight:
             observer.in_flight += 1
             start()
-        elif len(observer.waiting) < MAX_WAITING:
-            observer.waiting.append(start)
-        else:
+            return True
+        if len(observer.waiting) >= MAX_WAITING or observer.waiting_bytes + size > MAX_WAITING_BYTES:
             self._drop(observer, "QUEUE_FULL")
+            return False
+        observer.waiting.append((start, size))
+        observer.waiting_bytes += size
+        return True
 
     def _drop(self, observer: Observer, reason: str) -> None:
         observer.dropped[reason] += 1
@@ -446,8 +454,10 @@ class Observing:
         """One activation of ``observer`` ended: the next waiting one starts."""
         observer.in_flight -= 1
         if observer.waiting:
+            start, size = observer.waiting.popleft()
+            observer.waiting_bytes -= size
             observer.in_flight += 1
-            observer.waiting.popleft()()
+            start()
 
 
 def _on_accepts(on: str, ok: bool) -> bool:
