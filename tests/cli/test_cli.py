@@ -16,6 +16,7 @@ import pytest
 
 from iii import III, ChannelReader, ChannelWriter, InitOptions, register_worker
 from iii.testing import EngineProcess
+from tests.observe_client import observing
 
 MIB = 1024 * 1024
 FLIP = bytes(b ^ 0x5A for b in range(256))
@@ -202,34 +203,16 @@ def test_pipe_in_a_shell_pipeline(served: III, shared_engine: EngineProcess, tmp
 
 
 def test_observers_lists_each_observer_with_its_state_filters_and_fires(engine: EngineProcess) -> None:
-    from websockets.sync.client import connect
-
-    with (
-        register_worker(engine.url, InitOptions(worker_name="cli-observed")) as client,
-        connect(engine.url, max_size=None) as watcher,
-    ):
+    source = {"function_id": "cli.charge", "filters": {"input.amount": {"$gte": 500}}}
+    with register_worker(engine.url, InitOptions(worker_name="cli-observed")) as client:
         client.register_function("cli.charge", lambda data: {"charged": data["amount"]})
         client.register_function("cli.on_big_charge", lambda data: None)
-        assert json.loads(watcher.recv(timeout=10))["type"] == "workerregistered"
-        payload = {"name": "cli-watcher", "features": ["observe.v1"]}
-        watcher.send(
-            json.dumps({"type": "invokefunction", "function_id": "engine::workers::register", "data": payload})
-        )
-        source = {"function_id": "cli.charge", "filters": {"input.amount": {"$gte": 500}}}
-        observe = {"type": "observe", "id": "obs-1", "source": source, "target": {"function_id": "cli.on_big_charge"}}
-        deadline = time.monotonic() + 10  # the functions reach the engine after this client's messages
-        state = ""
-        while state != "active" and time.monotonic() < deadline:
-            watcher.send(json.dumps(observe))  # a replay answers the current state
-            while (answer := json.loads(watcher.recv(timeout=10)))["type"] != "observeresult":
-                pass
-            state = answer["state"]
-        assert state == "active"
-        client.trigger({"function_id": "cli.charge", "payload": {"amount": 750}})
-        client.trigger({"function_id": "cli.charge", "payload": {"amount": 5}})
-        listed = json.loads(iii(engine, "observers", "--json").stdout)
-        [row] = listed["observers"]
-        assert (row["source"]["function_id"], row["target"]["function_id"]) == ("cli.charge", "cli.on_big_charge")
-        assert row["fires"] == 1 and row["worker_name"] == "cli-watcher"
-        table = iii(engine, "observers").stdout.decode()
-        assert "cli.charge" in table and "cli-watcher" in table and "active" in table and "$gte" in table
+        with observing(engine.url, "cli-watcher", "obs-1", source, "cli.on_big_charge"):
+            client.trigger({"function_id": "cli.charge", "payload": {"amount": 750}})
+            client.trigger({"function_id": "cli.charge", "payload": {"amount": 5}})
+            listed = json.loads(iii(engine, "observers", "--json").stdout)
+            [row] = listed["observers"]
+            assert (row["source"]["function_id"], row["target"]["function_id"]) == ("cli.charge", "cli.on_big_charge")
+            assert row["fires"] == 1 and row["worker_name"] == "cli-watcher"
+            table = iii(engine, "observers").stdout.decode()
+            assert "cli.charge" in table and "cli-watcher" in table and "active" in table and "$gte" in table

@@ -17,6 +17,7 @@ import pytest
 from iii import III, InitOptions, register_worker
 from iii.testing import EngineProcess
 from tests.conftest import BUILD
+from tests.observe_client import observing
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -134,3 +135,23 @@ def test_the_console_shows_state_topics_and_cron_jobs(browser: webdriver.Chrome)
         assert engine.http_url in browser.find_element(By.ID, "http-backend").text
         assert "sqlite" in browser.find_element(By.ID, "state-backend").text
         assert "local" in browser.find_element(By.ID, "pubsub-backend").text
+
+
+def test_the_console_shows_observers_with_their_state_and_fires(browser: webdriver.Chrome) -> None:
+    source = {"function_id": "demo.charge", "filters": {"input.amount": {"$gte": 500}}}
+    with EngineProcess() as engine, register_worker(engine.url, InitOptions(worker_name="observed-demo")) as worker:
+        worker.register_function("demo.charge", lambda data: {"charged": data["amount"]})
+        worker.register_function("demo.on_big_charge", lambda data: None)
+        with observing(engine.url, "audit", "obs-1", source, "demo.on_big_charge"):
+            browser.get(engine.url.replace("ws://", "http://") + "/console")
+            wait = WebDriverWait(browser, WAIT_S)
+            wait.until(
+                lambda d: any(
+                    row[:4] == ["demo.charge", "demo.on_big_charge", "audit", "active"]
+                    for row in _cells(d, "observers")
+                )
+            )
+            worker.trigger({"function_id": "demo.charge", "payload": {"amount": 750}})
+            wait.until(lambda d: any(row[0] == "demo.charge" and row[5] == "1" for row in _cells(d, "observers")))
+            [row] = _cells(browser, "observers")
+            assert "$gte" in row[4]

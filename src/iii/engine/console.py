@@ -1,5 +1,5 @@
 """The live console: ``GET /console`` (one static page, no build step, nothing fetched from elsewhere) and
-``GET /console/state`` (the JSON it polls once a second: workers, functions, channels and totals).
+``GET /console/state`` (the JSON it polls once a second: workers, functions, channels, observers and totals).
 
 With a token configured both need it, as an ``Authorization: Bearer`` header or, for a browser opening the
 page, ``?token=`` (the page then sends it as a header).
@@ -39,6 +39,7 @@ def state(core: Core, builtins: Builtins, modules: dict[str, Any] | None = None)
         "workers": builtins.workers_list(None, {})["workers"],
         "functions": builtins.functions_list(None, {})["functions"],
         "channels": core.channels.describe(),
+        "observers": [observer.describe() for observer in core.observing.table],
         "modules": modules or {},
         "totals": {
             "calls_ok": calls_ok,
