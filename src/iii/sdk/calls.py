@@ -27,6 +27,7 @@ from iii.protocol import errors
 from iii.protocol.codec import decode_value
 from iii.protocol.messages import JSON_NULL, InvocationResult, InvokeFunction, TriggerAction
 from iii.sdk.connection import Connection
+from iii.sdk.context import current_invocation
 from iii.sdk.options import InitOptions
 from iii.sdk.payloads import encode_payload, invocation_error
 from iii.sdk.portal import Portal, dual, inbox, running_loop
@@ -51,6 +52,10 @@ def build_invocation(request: Mapping[str, Any], default_timeout_ms: int) -> tup
         action=TriggerAction("void") if void else None,
         timeout_ms=None if void else timeout_ms,
     )
+    current = current_invocation()
+    if current is not None:  # a call from a handler says so: observers see it, and their loops stay bounded
+        message.caller = current.as_caller
+        message.observe_depth = current.observe_depth or None
     return message, timeout_ms
 
 

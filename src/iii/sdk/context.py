@@ -10,8 +10,11 @@ whatever they start with the context copied.
 from __future__ import annotations
 
 import contextvars
+import functools
 from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 CALLER_KEY: Final = "_caller_worker_id"
 
@@ -22,6 +25,8 @@ class InvocationContext:
 
     ``caller`` is ``{"worker_id": ...}`` for a call made by a worker, ``None`` when the engine made it (an HTTP
     request, a trigger) or the id was not sent. ``metadata``, ``traceparent`` and ``baggage`` are the call's.
+    ``observe_depth`` counts the observer activations (observe.v1) that led to this call; the calls the handler
+    makes carry it on, so that the engine can stop a loop of observers calling what they observe.
     """
 
     function_id: str
@@ -30,6 +35,12 @@ class InvocationContext:
     metadata: Any = None
     traceparent: str | None = None
     baggage: str | None = None
+    observe_depth: int = 0
+
+    @functools.cached_property
+    def as_caller(self) -> msgspec.Raw:
+        """``invokefunction.caller`` for the calls made from this invocation (encoded once, when first needed)."""
+        return msgspec.Raw(msgspec.json.encode({"function_id": self.function_id, "invocation_id": self.invocation_id}))
 
 
 _CURRENT: contextvars.ContextVar[InvocationContext | None] = contextvars.ContextVar(

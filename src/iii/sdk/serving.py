@@ -104,6 +104,7 @@ class Server:
                 metadata=metadata,
                 traceparent=message.traceparent,
                 baggage=message.baggage,
+                observe_depth=message.observe_depth or 0,
             )
         )
         if function.is_async:
