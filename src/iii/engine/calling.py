@@ -170,15 +170,14 @@ class Calls:
             caller_invocation_id,
             self.config.invocation_timeout_s if timeout_s is None else timeout_s,
         )
-        # The common case (no observers, a callee that does not speak observe.v1) costs two lookups.
+        # The common case (no observers, a callee that does not speak observe.v1) costs two lookups: who called
+        # is worked out only for observers and for callees that read it.
         observing = self.observing
         observed = None
         if observing is not None and function_id in observing.table.observed_functions:
             observed = observing.begin(function_id, data, observe_depth)
         caller_raw = JSON_NULL
-        if source is not None and (
-            observed is not None or asserted_caller is not JSON_NULL or OBSERVE_FEATURE in owner.features
-        ):
+        if source is not None and (observed is not None or OBSERVE_FEATURE in owner.features):
             caller_info = stamp_caller(source, asserted_caller)
         if caller_info is not None:
             caller_raw = msgspec.Raw(encode_value(caller_info))
