@@ -341,3 +341,38 @@ async def test_activations_held_back_are_bounded_in_bytes_and_the_rest_dropped_a
         await owner.send({"type": "invocationsobserved", "items": [item]})
     info = (await owner.result_of("engine::observers::get", {"id": "o1"}))["observer"]
     assert (info["in_flight"], info["waiting"], info["dropped"], info["fires"]) == (1, 2, {"QUEUE_FULL": 3}, 3)
+
+
+async def test_thousands_of_waiting_activations_of_a_target_that_left_are_dropped_in_a_loop(
+    live_engine: Engine,
+) -> None:
+    """When the target's worker goes, its running activation fails and each waiting one finds no target: the
+    engine works through them one after another (a recursion would overflow the stack past a thousand)."""
+    owner, target_host, asker = await workers(live_engine, 3)
+    await declare(owner, "owner")
+    await owner.send({"type": "registerfunction", "id": "app::busy"})
+    await owner.recv_type("functionregistered")
+    await target_host.register("app::sink")  # never answers
+    await owner.send(
+        {
+            "type": "observe",
+            "id": "o1",
+            "source": {"function_id": "app::busy"},
+            "target": {"function_id": "app::sink"},
+            "max_in_flight": 1,
+        }
+    )
+    added = await owner.recv_type("observeradded")  # the owner observes its own function: it is asked first
+    assert (await owner.recv_type("observeresult"))["state"] == "pending"
+    await owner.send({"type": "observerack", "function_id": "app::busy", "id": "o1", "revision": added["revision"]})
+    await owner.recv_type("observerstatechanged")
+    items = [{"function_id": "app::busy", "invocation_id": f"i{n}", "matched": ["o1"], "input": n} for n in range(3000)]
+    await owner.send({"type": "invocationsobserved", "items": items})
+    await owner.ping()  # the report is handled before the ping on the same connection
+    info = (await asker.result_of("engine::observers::get", {"id": "o1"}))["observer"]
+    assert (info["in_flight"], info["waiting"]) == (1, 2999), info
+    await target_host.close()
+    await owner.recv_type("observerstatechanged")  # suspended: its target is gone
+    info = (await asker.result_of("engine::observers::get", {"id": "o1"}))["observer"]
+    assert (info["in_flight"], info["waiting"], info["dropped"]) == (0, 0, {"TARGET_MISSING": 2999})
+    await asker.ping()  # the engine goes on

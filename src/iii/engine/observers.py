@@ -143,6 +143,8 @@ class Observer:
     waiting: deque[tuple[Callable[[], None], int]] = field(default_factory=deque)
     """Activations held back by ``max_in_flight``: how to start each, and its payload's size."""
     waiting_bytes: int = 0
+    pumping: bool = False
+    """Waiting activations are being started (see ``Observing._pump``)."""
     dropped: Counter[str] = field(default_factory=Counter)
     legacy: dict[str, Any] | None = None
     """An old worker's ``registertrigger`` this observer stands for: ``{trigger_type, config}``."""

@@ -21,7 +21,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -429,22 +428,31 @@ class Observing:
                 self._drop(observer, "TARGET_MISSING")
                 self.finished(observer)
 
-        if self._admit(observer, start, len(data)):
-            self._send(self.table.fired(observer))
-
-    def _admit(self, observer: Observer, start: Callable[[], None], size: int) -> bool:
-        """Start an activation now, or queue it behind ``max_in_flight`` (bounded in count and bytes); False
-        when it is dropped."""
-        if observer.in_flight < observer.max_in_flight:
-            observer.in_flight += 1
-            start()
-            return True
-        if len(observer.waiting) >= MAX_WAITING or observer.waiting_bytes + size > MAX_WAITING_BYTES:
+        must_wait = bool(observer.waiting) or observer.in_flight >= observer.max_in_flight
+        if must_wait and (
+            len(observer.waiting) >= MAX_WAITING or observer.waiting_bytes + len(data) > MAX_WAITING_BYTES
+        ):
             self._drop(observer, "QUEUE_FULL")
-            return False
-        observer.waiting.append((start, size))
-        observer.waiting_bytes += size
-        return True
+            return
+        observer.waiting.append((start, len(data)))
+        observer.waiting_bytes += len(data)
+        self._send(self.table.fired(observer))
+        self._pump(observer)
+
+    def _pump(self, observer: Observer) -> None:
+        """Start waiting activations while fewer than ``max_in_flight`` run. A loop, not recursion: an activation
+        can end before its start returns (a target served inside the engine, a target that is gone)."""
+        if observer.pumping:
+            return
+        observer.pumping = True
+        try:
+            while observer.waiting and observer.in_flight < observer.max_in_flight:
+                start, size = observer.waiting.popleft()
+                observer.waiting_bytes -= size
+                observer.in_flight += 1
+                start()
+        finally:
+            observer.pumping = False
 
     def _drop(self, observer: Observer, reason: str) -> None:
         observer.dropped[reason] += 1
@@ -453,11 +461,7 @@ class Observing:
     def finished(self, observer: Observer) -> None:
         """One activation of ``observer`` ended: the next waiting one starts."""
         observer.in_flight -= 1
-        if observer.waiting:
-            start, size = observer.waiting.popleft()
-            observer.waiting_bytes -= size
-            observer.in_flight += 1
-            start()
+        self._pump(observer)
 
 
 def _on_accepts(on: str, ok: bool) -> bool:
