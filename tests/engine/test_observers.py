@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from iii.engine import observers
 from iii.engine.observers import GRACE_S, ObserverTable, Outgoing, parse_descriptor
 from iii.protocol.messages import (
     JSON_NULL,
@@ -256,3 +257,24 @@ def test_unobserve_by_anyone_but_its_watcher_is_ignored(setup: Setup) -> None:
     setup.observe("o1", {"function_id": "shop::charge"}, "app::target")
     assert setup.table.unobserve(Peer("other"), "o1") == []
     assert setup.table.get("o1") is not None
+
+
+def test_a_worker_holds_a_bounded_number_of_observers(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(observers, "MAX_OBSERVERS_PER_WORKER", 2)
+    setup.register("shop::charge", setup.owner)
+    for name in ("a", "b"):
+        assert [
+            m.state for _, m in only(setup.observe(name, {"function_id": "shop::charge"}, "app::target"), ObserveResult)
+        ] == ["pending"]
+    refused = setup.observe("c", {"function_id": "shop::charge"}, "app::target")
+    assert [m.error.code for _, m in only(refused, ObserveResult)] == ["LIMIT_EXCEEDED"]
+    setup.table.unobserve(setup.watcher, "a")
+    again = setup.observe("c", {"function_id": "shop::charge"}, "app::target")
+    assert [m.state for _, m in only(again, ObserveResult)] == ["pending"]
+    assert [m.error.code for _, m in only(setup.observe("d", {"function_id": "x"}, "y"), ObserveResult)] == [
+        "LIMIT_EXCEEDED"
+    ]
+    other = Peer("other")  # the bound is per worker
+    assert [m.state for _, m in only(setup.observe("e", {"function_id": "x"}, "y", other), ObserveResult)] == [
+        "pending"
+    ]

@@ -74,6 +74,8 @@ MAX_WAITING: Final = 10_000
 """Activations an observer holds while ``max_in_flight`` are running; more are dropped and counted."""
 MAX_WAITING_BYTES: Final = 64 * 1024 * 1024
 """The payload bytes those waiting activations may hold together."""
+MAX_OBSERVERS_PER_WORKER: Final = 10_000
+"""Observers one worker may hold; past that ``observe`` is refused (``LIMIT_EXCEEDED``)."""
 GRACE_S: Final = 30.0
 """How long the observers of a worker that left are kept for it to come back."""
 
@@ -234,6 +236,7 @@ class ObserverTable:
         """The ids of the functions that have observers (a mapping: test membership only)."""
         self._by_target: dict[str, dict[str, Observer]] = {}
         self._sources: dict[str, Source] = {}
+        self._per_watcher: Counter[Host] = Counter()
         self._revisions: dict[str, int] = {}
         """The last revision of each function's observer set; never reset, so owners can order what they get."""
 
@@ -279,6 +282,8 @@ class ObserverTable:
         if existing is not None:
             return self._replayed(existing, watcher)
         try:
+            if self._per_watcher[watcher] >= MAX_OBSERVERS_PER_WORKER:
+                raise ObserveRefused("LIMIT_EXCEEDED", f"a worker may hold {MAX_OBSERVERS_PER_WORKER} observers")
             observer = self._new_observer(watcher, message)
             observer.legacy = legacy
             self._check_args(observer)
@@ -289,6 +294,7 @@ class ObserverTable:
                 return [(watcher, _trigger_refusal(message.id, legacy, target, refused.code, refused.message))]
             return [(watcher, observe_result(message.id, "error", refused.code, refused.message))]
         self._observers[observer.observer_id] = observer
+        self._per_watcher[watcher] += 1
         self._by_source.setdefault(observer.source, {})[observer.observer_id] = observer
         self._by_target.setdefault(observer.target, {})[observer.observer_id] = observer
         outgoing: Outgoing = []
@@ -314,7 +320,8 @@ class ObserverTable:
             if not came_back:
                 problem = f"observer id {observer.observer_id} belongs to another worker"
                 return [(watcher, observe_result(observer.observer_id, "error", "OBSERVER_ID_TAKEN", problem))]
-            observer.watcher, observer.watcher_left_at = watcher, None
+            self._move(observer, watcher)
+            observer.watcher_left_at = None
         observer.state = self._derived_state(observer)
         observer.ever_active = observer.ever_active or observer.state == "active"
         return self._tell_watcher(observer, result=True)
@@ -339,7 +346,7 @@ class ObserverTable:
         """A reattaching worker takes over the old connection's observers and observed functions."""
         for observer in self._observers.values():
             if observer.watcher is old:
-                observer.watcher = new
+                self._move(observer, new)
         for source in self._sources.values():
             if source.host is old:
                 source.host = new
@@ -567,6 +574,9 @@ class ObserverTable:
         """The observer leaves the table (``error`` or ``disposed``); its owner and watcher are told."""
         if self._observers.pop(observer.observer_id, None) is None:
             return []
+        self._per_watcher[observer.watcher] -= 1
+        if not self._per_watcher[observer.watcher]:
+            del self._per_watcher[observer.watcher]
         self._by_source.get(observer.source, {}).pop(observer.observer_id, None)
         self._by_target.get(observer.target, {}).pop(observer.observer_id, None)
         observer.state, observer.reason = state, {"code": code, "message": message}
@@ -601,6 +611,14 @@ class ObserverTable:
             return [(observer.watcher, observe_result(observer.observer_id, observer.state, code, text))]
         body = ErrorBody(code=code, message=text) if code is not None else None
         return [(observer.watcher, ObserverStateChanged(observer.observer_id, observer.state, body, observer.fires))]
+
+    def _move(self, observer: Observer, watcher: Host) -> None:
+        """Give ``observer`` to another connection of its worker (a reconnect, a reattach)."""
+        self._per_watcher[observer.watcher] -= 1
+        if not self._per_watcher[observer.watcher]:
+            del self._per_watcher[observer.watcher]
+        observer.watcher = watcher
+        self._per_watcher[watcher] += 1
 
     def _next_revision(self, function_id: str) -> int:
         revision = self._revisions.get(function_id, 0) + 1
