@@ -82,6 +82,12 @@ def _kind_of(message: RegisterFunction) -> tuple[str, msgspec.Raw] | None:
     return None
 
 
+def _local_id(worker: WorkerConnection, function_id: str) -> str:
+    """The id under which ``worker`` registered the function the engine knows as ``function_id`` (they differ only
+    for a connection whose session renames its registrations)."""
+    return function_id if worker.session is None else worker.session.local_id(function_id)
+
+
 class Core:
     """The tables of one engine and the operations on them (see the module docstring)."""
 
@@ -316,7 +322,7 @@ class Core:
             log.info("worker=%s registered %s with %s, served by %s", worker.worker_id, function_id, kind[0], module)
         else:
             log.debug("worker=%s registered %s", worker.worker_id, function_id)
-        worker.send_message(encode(FunctionActivated(function_id=function_id)))
+        worker.send_message(encode(FunctionActivated(function_id=_local_id(worker, function_id))))
 
     def _accept_kind(
         self, worker: WorkerConnection, message: RegisterFunction, field: str, config: msgspec.Raw
@@ -354,7 +360,7 @@ class Core:
 
     def _refuse_registration(self, worker: WorkerConnection, function_id: str, code: str, message: str) -> None:
         log.warning("worker=%s function %s refused: %s: %s", worker.worker_id, function_id, code, message)
-        self.send_error_notice(worker, code, message, function_id)
+        self.send_error_notice(worker, code, message, _local_id(worker, function_id))
 
     def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
         successor = self.functions.unregister(message.id, worker)
@@ -371,7 +377,7 @@ class Core:
     def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
         """Retire the worker's previous connection and give its functions and pending calls to this one."""
         old = self.workers.get(message.previous_worker_id)
-        if old is None or old is worker:
+        if old is None or old is worker or old.session is not None:  # a session's functions are not handed over
             return
         presented = message.reattach_token or ""
         if not secrets.compare_digest(presented.encode(), old.reattach_token.encode()):
