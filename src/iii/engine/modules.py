@@ -24,6 +24,7 @@ from iii.modules.api import MetricSample, Module
 if TYPE_CHECKING:
     from iii.engine.config import EngineConfig
     from iii.engine.core import Core
+    from iii.engine.module_host import WorkerPorts
 
 log = logging.getLogger("iii.engine.modules")
 
@@ -108,8 +109,9 @@ def build(name: str, config: EngineConfig) -> Module:
 class RunningModules:
     """The engine's modules: started in order before the engine listens, stopped in reverse after it stops."""
 
-    def __init__(self, core: Core, config: EngineConfig) -> None:
+    def __init__(self, core: Core, config: EngineConfig, ports: WorkerPorts | None = None) -> None:
         self._core = core
+        self._ports = ports
         self.modules: list[Module] = [build(name, config) for name in config.module_names]
         self.http: Module | None = build(HTTP, config) if config.http_port >= 0 else None
         """The http module, unless ``--http-port`` is -1 (it is also the last of :attr:`modules`)."""
@@ -125,7 +127,7 @@ class RunningModules:
 
         for module in self.modules:
             try:
-                await module.start(InProcessHost(self._core, module.name))
+                await module.start(InProcessHost(self._core, module.name, self._ports))
             except Exception as exc:
                 await self.stop()
                 hint = _START_HINTS.get(module.name)
