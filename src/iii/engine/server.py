@@ -13,7 +13,7 @@ Routes (all WebSocket upgrades on one port):
 * ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
 
 HTTP triggers are served on a port of their own, by the http module (:mod:`iii.modules.http`), and a module may
-open a port where its gate admits workers (:mod:`iii.engine.worker_ports`).
+open a port where its gate admits workers (:mod:`iii.engine.worker_ports`: the rbac module's listener).
 
 Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed by
 the core and written to its host without a task switch. Time-based work (call deadlines, channel expiry, pings of
@@ -51,6 +51,7 @@ from iii.engine.worker_ports import GatedPort, Route
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.modules.api import WorkerGate
 from iii.modules.http import HttpModule
+from iii.modules.rbac import RbacModule
 from iii.protocol import close_codes
 from iii.protocol.codec import encode_value
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
@@ -85,6 +86,10 @@ class Engine:
         assert http is None or isinstance(http, HttpModule)
         self.http: HttpModule | None = http
         """The http module (its routes, its URL), unless ``--http-port`` is -1."""
+        rbac = self.modules.rbac
+        assert rbac is None or isinstance(rbac, RbacModule)
+        self.rbac: RbacModule | None = rbac
+        """The rbac module (its worker port's URL), when ``--rbac-port`` is set."""
         self._worker_ports: list[GatedPort] = []
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
