@@ -4,8 +4,9 @@ A module's functions become entries served inside the engine (no round trip to a
 their ids), so do the functions of its kind that workers register (owned by the worker, served by the module's
 handler), its trigger types are provided inside the engine, its calls start in
 :meth:`~iii.engine.calling.Calls.start` like every other call, and its channels are the core's, with ends of
-the engine's own for the module (:mod:`iii.engine.module_channels`). Nothing else of the core is reachable from
-a module: it gets this host and nothing more.
+the engine's own for the module (:mod:`iii.engine.module_channels`), and the worker ports it opens are the
+server's (:mod:`iii.engine.worker_ports`). Nothing else of the core is reachable from a module: it gets this host
+and nothing more.
 """
 
 from __future__ import annotations
