@@ -23,6 +23,7 @@ from typing import IO, Final
 
 _LISTENING: Final = re.compile(r"listening on (ws://[^\s\"]+)")
 _HTTP_LISTENING: Final = re.compile(r"HTTP triggers on (http://[^\s\"]+)")
+_RBAC_LISTENING: Final = re.compile(r"module=rbac serves workers on (ws://[^\s\"]+)")
 
 
 class EngineProcess:
@@ -51,6 +52,8 @@ class EngineProcess:
         self.url = ""
         self.http_url = ""
         """Where the engine serves HTTP triggers (empty with ``--http-port -1``)."""
+        self.rbac_url = ""
+        """Where the RBAC worker listener takes workers (empty without ``--rbac-port``)."""
         self._lines: list[str] = []
         self._new_line = threading.Condition()
         self._ready = threading.Event()
@@ -87,7 +90,10 @@ class EngineProcess:
             with self._new_line:
                 self._lines.append(line.rstrip("\n"))
                 self._new_line.notify_all()
-            if not self.url:
+            rbac = _RBAC_LISTENING.search(line) if not self.rbac_url else None
+            if rbac:  # logged before the engine's own port: the modules start first
+                self.rbac_url = rbac.group(1)
+            elif not self.url:
                 match = _LISTENING.search(line)
                 if match:
                     self.url = match.group(1)

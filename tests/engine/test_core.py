@@ -22,6 +22,7 @@ class RecordingWorker:
     """What the core needs of a worker, keeping every message sent to it."""
 
     write_paused = False
+    session = None
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id

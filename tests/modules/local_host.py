@@ -24,6 +24,7 @@ from iii.modules.api import (
     Handler,
     InvocationError,
     TriggerProvider,
+    WorkerGate,
 )
 
 
@@ -40,6 +41,8 @@ class LocalHost:
         self._left_callbacks: list[Callable[[str], None]] = []
         self._binding_ids = itertools.count(1)
         self._void_tasks: set[asyncio.Task[Any]] = set()
+        self.gate: WorkerGate | None = None
+        """The gate of the worker port the module opened (:meth:`serve_workers`), for the test to knock on."""
 
     # --- ModuleHost ------------------------------------------------------------------------------------
 
@@ -94,6 +97,12 @@ class LocalHost:
     async def create_channel(self, buffer_frames: int = 64) -> Any:
         raise NotImplementedError("LocalHost has no channels: test a module that uses them on an engine")
 
+    async def serve_workers(self, host: str, port: int, gate: WorkerGate) -> Any:
+        """No port is opened: the gate is kept for the test (:attr:`gate`)."""
+        assert self.gate is None, "worker port opened twice"
+        self.gate = gate
+        return _NoPort(host, port)
+
     # --- the test's side -------------------------------------------------------------------------------
 
     async def call(self, function_id: str, data: Any, worker_id: str | None = "test-worker") -> Any:
@@ -146,3 +155,14 @@ class LocalHost:
         """Wait for the void invocations started so far."""
         while self._void_tasks:
             await asyncio.gather(*list(self._void_tasks))
+
+
+class _NoPort:
+    """What :meth:`LocalHost.serve_workers` gives a module instead of a port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.port = port
+        self.url = f"ws://{host}:{port}"
+
+    async def close(self) -> None:
+        pass

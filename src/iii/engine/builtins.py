@@ -29,6 +29,7 @@ log = logging.getLogger("iii.engine")
 
 NOT_FOUND = "NOT_FOUND"
 INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+FORBIDDEN = "FORBIDDEN"
 FUNCTION_INFO_BATCH_MAX = 32
 """At most this many ids in one ``engine::functions::info`` call (the reference engine's limit)."""
 
@@ -162,7 +163,7 @@ class Builtins:
             caller.name = name
         caller.metadata = {key: fields[key] for key in _WORKER_METADATA_KEYS if key in fields}
         features = fields.get("features")
-        if isinstance(features, list):
+        if isinstance(features, list) and caller.session is None:  # no observe.v1 on the RBAC port (core.py)
             caller.features = frozenset(f for f in features if isinstance(f, str))
             if OBSERVE_FEATURE in caller.features:
                 self.core.observing.declared(caller)
@@ -216,7 +217,8 @@ class Builtins:
     def functions_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """Registered functions, by id (ranked by how well they match ``search``, when given).
 
-        ``engine::*`` functions and those marked ``metadata.internal`` only with ``include_internal``.
+        ``engine::*`` functions and those marked ``metadata.internal`` only with ``include_internal``; for a
+        caller whose connection has a session, only the functions it may see.
         """
         fields = _as_object(data, "engine::functions::list")
         search = _optional_str(fields, "search")
@@ -225,9 +227,11 @@ class Builtins:
         workers = _optional_str_list(fields, "workers") or []
         names = {*workers, *([worker] if worker is not None else [])}
         include_internal = bool(fields.get("include_internal"))
+        session = caller.session if caller is not None else None
+        visible = None if session is None else lambda entry: session.visible(entry.function_id, entry)
         functions = [
             row
-            for row in introspection.function_summaries(self.core)
+            for row in introspection.function_summaries(self.core, visible)
             if (include_internal or not _is_internal(row))
             and (not prefix or str(row["function_id"]).startswith(prefix))
             and (not names or row["worker_name"] in names)
@@ -241,16 +245,21 @@ class Builtins:
     def functions_info(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:
         """One function's detail (``function_id``), or ``{"functions": [...]}`` for ``function_ids`` (max 32).
 
-        In a batch an unknown id gets ``{"function_id", "error": "not_found"}`` instead of failing the call.
+        In a batch an unknown id gets ``{"function_id", "error": "not_found"}`` instead of failing the call. For a
+        caller whose connection has a session, a function it may not see is ``FORBIDDEN`` (``"error":
+        "forbidden"`` in a batch), whether it exists or not.
         """
         fields = _as_object(data, "engine::functions::info")
         function_id = _optional_str(fields, "function_id")
         function_ids = _optional_str_list(fields, "function_ids")
         _check_namespace(fields)
+        session = caller.session if caller is not None else None
         if function_id is not None and function_ids is not None:
             raise BuiltinFailure(INVALID_ARGUMENTS, "pass either `function_id` or `function_ids`, not both")
         if function_id is not None:
             entry = self.core.functions.get(function_id)
+            if session is not None and not session.visible(function_id, entry):
+                raise BuiltinFailure(FORBIDDEN, f"Function '{function_id}' is not visible to this connection.")
             if entry is None:
                 raise BuiltinFailure(NOT_FOUND, f"Function '{function_id}' is not registered.")
             return introspection.function_detail(self.core, entry)
@@ -264,7 +273,9 @@ class Builtins:
         details = []
         for each in unique:
             entry = self.core.functions.get(each)
-            if entry is None:
+            if session is not None and not session.visible(each, entry):
+                details.append({"function_id": each, "error": "forbidden"})
+            elif entry is None:
                 details.append({"function_id": each, "error": "not_found"})
             else:
                 details.append(introspection.function_detail(self.core, entry))

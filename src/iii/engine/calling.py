@@ -187,7 +187,7 @@ class Calls:
             call.observed = observed
         delivery = Delivery(
             invocation_id=call.dispatch_id,
-            function_id=function_id,
+            function_id=function_id if owner.session is None else owner.session.local_id(function_id),
             data=with_caller_worker_id(data, source.worker_id) if source is not None else data,
             metadata=metadata,
             traceparent=traceparent,

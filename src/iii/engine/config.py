@@ -79,6 +79,16 @@ class EngineConfig:
     http_max_concurrent_requests: int = field(
         default=1024, metadata={"help": "HTTP requests served at once; later ones wait for a slot"}
     )
+    rbac_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the RBAC worker listener (the rbac module's port)"}
+    )
+    rbac_port: int | None = field(
+        default=None,
+        metadata={
+            "help": "port of the RBAC worker listener, where the [rbac] table's auth function admits workers "
+            "(0 = any free port; unset = no listener)"
+        },
+    )
     memory_trim_interval_s: float = field(
         default=10.0, metadata={"help": "how often freed memory is handed back to the system (0 = never)"}
     )
@@ -110,7 +120,8 @@ class EngineConfig:
     module_settings: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict,
         metadata={
-            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron], [http_functions])",
+            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron], [http_functions], "
+            "[rbac])",
             "file_only": True,
         },
     )
@@ -123,6 +134,8 @@ class EngineConfig:
             problems.append(f"port must be 0..65535, got {self.port}")
         if not -1 <= self.http_port <= 65535:
             problems.append(f"http_port must be -1..65535, got {self.http_port}")
+        if self.rbac_port is not None and not 0 <= self.rbac_port <= 65535:
+            problems.append(f"rbac_port must be 0..65535, got {self.rbac_port}")
         for name in (
             "max_message_bytes",
             "channel_buffer_bytes",
@@ -154,18 +167,21 @@ class EngineConfig:
             problems.append(f"memory_trim_interval_s must be >= 0, got {self.memory_trim_interval_s}")
         if self.worker_ping_interval_s < 0:
             problems.append(f"worker_ping_interval_s must be >= 0, got {self.worker_ping_interval_s}")
-        from iii.engine.modules import CATALOG, HTTP  # the catalog imports no module code
+        from iii.engine.modules import CATALOG, ENGINE_RUN, HTTP, RBAC  # the catalog imports no module code
 
-        listable = [name for name in CATALOG if name != HTTP]
+        listable = [name for name in CATALOG if name not in ENGINE_RUN]
         for name in self.module_names:
             if name == HTTP:
                 problems.append("modules: http is not listed here: it runs unless http_port is -1")
+            elif name == RBAC:
+                problems.append("modules: rbac is not listed here: it runs when rbac_port is set")
             elif name not in CATALOG:
                 problems.append(f"modules: unknown module {name!r} (known: {', '.join(listable)})")
+        tables = [name for name in CATALOG if CATALOG[name].has_table]
         for name in self.module_settings:
             if name not in CATALOG:
-                problems.append(f"unknown module settings table [{name}] (known: {', '.join(listable)})")
-            elif CATALOG[name].from_engine is not None:
+                problems.append(f"unknown module settings table [{name}] (known: {', '.join(tables)})")
+            elif not CATALOG[name].has_table:
                 problems.append(f"[{name}]: its settings are the engine's own ({name}_* settings, --{name}-* flags)")
         if problems:
             raise ValueError("; ".join(problems))

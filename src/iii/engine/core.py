@@ -89,6 +89,12 @@ def _kind_of(message: RegisterFunction) -> tuple[str, msgspec.Raw] | None:
     return None
 
 
+def _local_id(worker: WorkerConnection, function_id: str) -> str:
+    """The id under which ``worker`` registered the function the engine knows as ``function_id`` (they differ only
+    for a connection whose session renames its registrations)."""
+    return function_id if worker.session is None else worker.session.local_id(function_id)
+
+
 class Core:
     """The tables of one engine and the operations on them (see the module docstring)."""
 
@@ -151,12 +157,15 @@ class Core:
 
     def on_worker_connected(self, worker: WorkerConnection) -> None:
         self.workers[worker.worker_id] = worker
+        # observe.v1 is not offered to a worker under a session (the RBAC port): what observing means for an
+        # untrusted worker (whose calls its policy sees, whose functions it renames) is not decided yet.
+        observe = ENGINE_FEATURES if worker.session is None else ()
         worker.send_message(
             encode(
                 WorkerRegistered(
                     worker_id=worker.worker_id,
                     reattach_token=worker.reattach_token,
-                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE, *ENGINE_FEATURES],
+                    features=[close_codes.STRICT_CLOSE_FEATURE, FUNCTION_STATUS_FEATURE, *observe],
                     max_message_bytes=self.config.max_message_bytes,
                 )
             )
@@ -345,7 +354,7 @@ class Core:
             log.info("worker=%s registered %s with %s, served by %s", worker.worker_id, function_id, kind[0], module)
         else:
             log.debug("worker=%s registered %s", worker.worker_id, function_id)
-        worker.send_message(encode(FunctionActivated(function_id=function_id)))
+        worker.send_message(encode(FunctionActivated(function_id=_local_id(worker, function_id))))
         self.observing.function_registered(entry)
 
     def _accept_kind(
@@ -384,7 +393,7 @@ class Core:
 
     def _refuse_registration(self, worker: WorkerConnection, function_id: str, code: str, message: str) -> None:
         log.warning("worker=%s function %s refused: %s: %s", worker.worker_id, function_id, code, message)
-        self.send_error_notice(worker, code, message, function_id)
+        self.send_error_notice(worker, code, message, _local_id(worker, function_id))
 
     def _on_unregister_function(self, worker: WorkerConnection, message: UnregisterFunction) -> None:
         entry = self.functions.get(message.id)
@@ -405,7 +414,7 @@ class Core:
     def _on_reattach(self, worker: WorkerConnection, message: Reattach) -> None:
         """Retire the worker's previous connection and give its functions and pending calls to this one."""
         old = self.workers.get(message.previous_worker_id)
-        if old is None or old is worker:
+        if old is None or old is worker or old.session is not None:  # a session's functions are not handed over
             return
         presented = message.reattach_token or ""
         if not secrets.compare_digest(presented.encode(), old.reattach_token.encode()):

@@ -9,6 +9,7 @@ the worker name ``engine``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -53,9 +54,12 @@ def function_summary(entry: FunctionEntry) -> dict[str, Any]:
     return row
 
 
-def function_summaries(core: Core) -> list[dict[str, Any]]:
-    """Every registered function (the engine's own included), by id."""
-    return sorted((function_summary(e) for e in core.functions.entries()), key=lambda r: str(r["function_id"]))
+def function_summaries(core: Core, visible: Callable[[FunctionEntry], bool] | None = None) -> list[dict[str, Any]]:
+    """Every registered function (the engine's own included; only those ``visible`` accepts, if given), by id."""
+    entries = core.functions.entries()
+    if visible is not None:
+        entries = (entry for entry in entries if visible(entry))
+    return sorted((function_summary(e) for e in entries), key=lambda r: str(r["function_id"]))
 
 
 def function_detail(core: Core, entry: FunctionEntry) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A module's functions become entries served inside the engine (no round trip to a
 their ids), so do the functions of its kind that workers register (owned by the worker, served by the module's
 handler), its trigger types are provided inside the engine, its calls start in
 :meth:`~iii.engine.calling.Calls.start` like every other call, and its channels are the core's, with ends of
-the engine's own for the module (:mod:`iii.engine.module_channels`). Nothing else of the core is reachable from
-a module: it gets this host and nothing more.
+the engine's own for the module (:mod:`iii.engine.module_channels`), and the worker ports it opens are the
+server's (:mod:`iii.engine.worker_ports`). Nothing else of the core is reachable from a module: it gets this host
+and nothing more.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -31,6 +32,8 @@ from iii.modules.api import (
     Handler,
     InvocationError,
     TriggerProvider,
+    WorkerGate,
+    WorkerPort,
 )
 from iii.protocol import errors
 from iii.protocol.codec import decode_value, encode_value
@@ -135,12 +138,20 @@ def _binding_info(binding: Binding, config: dict[str, Any]) -> BindingInfo:
     )
 
 
+class WorkerPorts(Protocol):
+    """Who opens a module's worker ports: the engine's server (a core alone has none)."""
+
+    async def open_worker_port(self, module: str, host: str, port: int, gate: WorkerGate) -> WorkerPort:
+        """A port where ``gate`` admits workers for ``module``; ``OSError`` if it cannot be bound."""
+
+
 class InProcessHost:
     """What one module may do, done directly on the core (see the module docstring)."""
 
-    def __init__(self, core: Core, module: str) -> None:
+    def __init__(self, core: Core, module: str, ports: WorkerPorts | None = None) -> None:
         self._core = core
         self._module = module
+        self._ports = ports
         self._call_ids = itertools.count(1)
 
     def register_function(
@@ -209,6 +220,11 @@ class InProcessHost:
 
     async def create_channel(self, buffer_frames: int = 64) -> InProcessChannel:
         return InProcessChannel(self._core.channels, buffer_frames)
+
+    async def serve_workers(self, host: str, port: int, gate: WorkerGate) -> WorkerPort:
+        if self._ports is None:
+            raise RuntimeError(f"module {self._module}: this engine has no server to open a worker port on")
+        return await self._ports.open_worker_port(self._module, host, port, gate)
 
 
 def _served_by(handler: Handler) -> BuiltinHandler:

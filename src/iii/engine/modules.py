@@ -2,12 +2,14 @@
 
 A module is built from its settings dataclass: the two settings every module shares (``data_dir``: where its
 embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
-config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``, ``[http_functions]``). Each module
-gets its own :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
+config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``, ``[http_functions]``, ``[rbac]``).
+Each module gets its own :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
 
 The http module is the engine's other front door: it runs unless ``--http-port`` is -1 (it is not listed in
 ``--modules``), its settings are the engine's ``--http-*`` flags (:func:`http_settings`), and it stops first
-when the engine stops, so that requests in progress are answered before the calls are stopped.
+when the engine stops, so that requests in progress are answered before the calls are stopped. The rbac module
+(the RBAC worker listener) is the third: it runs when ``--rbac-port`` is set (not listed in ``--modules``
+either), its address comes from the ``--rbac-*`` flags and the rest of its settings from its ``[rbac]`` table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from iii.modules.api import MetricSample, Module
 if TYPE_CHECKING:
     from iii.engine.config import EngineConfig
     from iii.engine.core import Core
+    from iii.engine.module_host import WorkerPorts
 
 log = logging.getLogger("iii.engine.modules")
 
@@ -37,11 +40,16 @@ class ModuleSpec:
     settings_class: str
     description: str
     from_engine: Callable[[EngineConfig], dict[str, Any]] | None = None
-    """The module's settings that come from the engine's own settings, by the module's names (its table in the
-    config file is then refused: one setting, one place)."""
+    """The module's settings that come from the engine's own settings, by the module's names (one setting, one
+    place: its table in the config file is refused, or with :attr:`has_table`, these keys in it are)."""
+    has_table: bool = True
+    """Whether it takes settings from its table in the config file (the ones :attr:`from_engine` does not give)."""
 
 
 HTTP: Final = "http"
+RBAC: Final = "rbac"
+ENGINE_RUN: Final = (HTTP, RBAC)
+"""The modules the engine runs by its own flags (``--http-port``, ``--rbac-port``), not by ``--modules``."""
 
 
 def http_settings(config: EngineConfig) -> dict[str, Any]:
@@ -59,7 +67,12 @@ def http_settings(config: EngineConfig) -> dict[str, Any]:
     }
 
 
-_START_HINTS: Final = {HTTP: " (set --http-port, -1 for none)"}
+def rbac_settings(config: EngineConfig) -> dict[str, Any]:
+    """The rbac module's address, from the engine's ``--rbac-host`` and ``--rbac-port``."""
+    return {"host": config.rbac_host, "port": config.rbac_port or 0}
+
+
+_START_HINTS: Final = {HTTP: " (set --http-port, -1 for none)", RBAC: " (set --rbac-port, 0 for any free port)"}
 """Appended to the error of a module that cannot bind its address (an ``OSError``, as the engine's own)."""
 
 CATALOG: Final[Mapping[str, ModuleSpec]] = {
@@ -82,6 +95,14 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "HttpSettings",
         "HTTP requests call functions (http triggers)",
         from_engine=http_settings,
+        has_table=False,
+    ),
+    RBAC: ModuleSpec(
+        "iii.modules.rbac",
+        "RbacModule",
+        "RbacSettings",
+        "the RBAC worker listener: a port where an auth function admits workers and a policy limits them",
+        from_engine=rbac_settings,
     ),
 }
 """Every module the engine can run, by name."""
@@ -94,12 +115,17 @@ def build(name: str, config: EngineConfig) -> Module:
     settings_class = getattr(package, spec.settings_class)
     known = {field.name for field in dataclasses.fields(settings_class)}
     own = dict(config.module_settings.get(name, {}))
-    unknown = sorted(set(own) - known)
-    if unknown:
-        raise ValueError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     shared: dict[str, Any] = {"data_dir": config.data_path, "redis_url": config.redis_url}
-    if spec.from_engine is not None:
-        shared.update(spec.from_engine(config))
+    from_engine = spec.from_engine(config) if spec.from_engine is not None else {}
+    duplicated = sorted(set(own) & set(from_engine))
+    if duplicated:
+        flags = ", ".join(f"--{name}-{key.replace('_', '-')}" for key in duplicated)
+        raise ValueError(f"[{name}]: {', '.join(duplicated)}: the engine's own setting(s) ({flags})")
+    shared.update(from_engine)
+    in_table = known - set(from_engine)
+    unknown = sorted(set(own) - in_table)
+    if unknown:
+        raise ValueError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(in_table))})")
     settings = settings_class(**{**{k: v for k, v in shared.items() if k in known}, **own})
     module: Module = getattr(package, spec.module_class)(settings)
     return module
@@ -108,9 +134,16 @@ def build(name: str, config: EngineConfig) -> Module:
 class RunningModules:
     """The engine's modules: started in order before the engine listens, stopped in reverse after it stops."""
 
-    def __init__(self, core: Core, config: EngineConfig) -> None:
+    def __init__(self, core: Core, config: EngineConfig, ports: WorkerPorts | None = None) -> None:
         self._core = core
+        self._ports = ports
         self.modules: list[Module] = [build(name, config) for name in config.module_names]
+        self.rbac: Module | None = build(RBAC, config) if config.rbac_port is not None else None
+        """The rbac module, when ``--rbac-port`` is set (it is also in :attr:`modules`, before http)."""
+        if self.rbac is not None:
+            self.modules.append(self.rbac)
+        elif RBAC in config.module_settings:
+            log.warning("[rbac] settings given but no rbac_port (--rbac-port): the RBAC worker listener is off")
         self.http: Module | None = build(HTTP, config) if config.http_port >= 0 else None
         """The http module, unless ``--http-port`` is -1 (it is also the last of :attr:`modules`)."""
         if self.http is not None:
@@ -125,7 +158,7 @@ class RunningModules:
 
         for module in self.modules:
             try:
-                await module.start(InProcessHost(self._core, module.name))
+                await module.start(InProcessHost(self._core, module.name, self._ports))
             except Exception as exc:
                 await self.stop()
                 hint = _START_HINTS.get(module.name)

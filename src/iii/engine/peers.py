@@ -7,9 +7,14 @@ result the same way a worker does.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from iii.engine.registry import FunctionEntry
+    from iii.engine.worker_socket import WorkerConnection
+    from iii.protocol.messages import InboundMessage
 
 
 class Caller(Protocol):
@@ -25,6 +30,31 @@ class Caller(Protocol):
         """
 
 
+class ConnectionSession(Protocol):
+    """The policy a worker connection lives under, when it has one (a worker of a module's worker port, see
+    :mod:`iii.engine.sessions`); a connection without one may see and call everything, and serves its functions
+    under the ids it registered.
+
+    The connection hands the session its start, its messages and its end instead of giving them to the core:
+    the session tells the core what of it the worker may do, when it may.
+    """
+
+    def on_connected(self, worker: WorkerConnection) -> None:
+        """The worker's socket is open (the core has not heard of the worker)."""
+
+    def on_message(self, message: InboundMessage, size: int) -> None:
+        """A decoded message of ``size`` bytes from the worker (it owns its buffer: it may be kept)."""
+
+    def on_disconnected(self, was_alive: bool) -> None:
+        """The socket closed (``was_alive``: the connection was not retired by a reattach)."""
+
+    def visible(self, function_id: str, entry: FunctionEntry | None) -> bool:
+        """Whether the worker may see (and call) ``function_id`` (``entry``: the function, None if unknown)."""
+
+    def local_id(self, function_id: str) -> str:
+        """The id under which the worker serves the function the engine knows as ``function_id``."""
+
+
 class Host(Protocol):
     """A worker that hosts functions and receives their invocations."""
 
@@ -33,6 +63,8 @@ class Host(Protocol):
     write_paused: bool
     features: frozenset[str]
     """What the worker said it speaks (``observe.v1``, ...): the engine sends it nothing it did not declare."""
+    session: ConnectionSession | None
+    """The connection's policy (None: it may do everything)."""
 
     def send_message(self, payload: bytes) -> None:
         """Queue one encoded protocol message for the worker. Must not raise."""

@@ -12,7 +12,8 @@ Routes (all WebSocket upgrades on one port):
 * ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
 * ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
 
-HTTP triggers are served on a port of their own, by the http module (:mod:`iii.modules.http`).
+HTTP triggers are served on a port of their own, by the http module (:mod:`iii.modules.http`), and a module may
+open a port where its gate admits workers (:mod:`iii.engine.worker_ports`: the rbac module's listener).
 
 Message handling is synchronous and runs in picows' frame callbacks: an invocation is decoded, routed by
 the core and written to its host without a task switch. Time-based work (call deadlines, channel expiry, pings of
@@ -45,9 +46,12 @@ from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from iii.engine.modules import RunningModules
-from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket
+from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket, http_error
+from iii.engine.worker_ports import GatedPort, Route
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
+from iii.modules.api import WorkerGate
 from iii.modules.http import HttpModule
+from iii.modules.rbac import RbacModule
 from iii.protocol import close_codes
 from iii.protocol.codec import encode_value
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
@@ -58,10 +62,6 @@ _HOUSEKEEPING_TICK_S: Final = 0.05
 _READ_BUFFER_INIT_BYTES: Final = 4096
 _HANG_UP_CHECK_S: Final = 0.5
 """How often held-back channel writers are checked for a hang-up (one getsockopt each)."""
-
-
-def _http_error(status: int, text: str) -> WSUpgradeResponseWithListener:
-    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, text.encode()), None)
 
 
 class Engine:
@@ -80,12 +80,17 @@ class Engine:
         self.builtins = self.core.builtins
         self.availability = self.core.availability
         self.outbox = Outbox()
-        self.modules = RunningModules(self.core, self.config)
+        self.modules = RunningModules(self.core, self.config, ports=self)
         self.metrics.module_samples = self.modules.metrics
         http = self.modules.http
         assert http is None or isinstance(http, HttpModule)
         self.http: HttpModule | None = http
         """The http module (its routes, its URL), unless ``--http-port`` is -1."""
+        rbac = self.modules.rbac
+        assert rbac is None or isinstance(rbac, RbacModule)
+        self.rbac: RbacModule | None = rbac
+        """The rbac module (its worker port's URL), when ``--rbac-port`` is set."""
+        self._worker_ports: list[GatedPort] = []
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._sockets: set[WSTransport] = set()
@@ -95,21 +100,8 @@ class Engine:
 
     async def start(self) -> None:
         """Bind, start the modules, and start serving; returns once the port is open."""
-        try:
-            self._server = await ws_create_server(
-                self._route,
-                self.config.host,
-                self.config.port,
-                websocket_handshake_timeout=self.config.handshake_timeout_s,
-                max_frame_size=read_limit(self.config.max_message_bytes),
-                # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
-                read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
-                logger_name="iii.engine.ws",
-                start_serving=False,  # workers come in once the modules serve
-            )
-        except OSError as exc:
-            where = f"{self.config.host}:{self.config.port}"
-            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
+        # Workers come in once the modules serve.
+        self._server = await self.listen(self._route, self.config.host, self.config.port, start_serving=False)
         try:
             await self.modules.start()
         except BaseException:
@@ -120,6 +112,37 @@ class Engine:
         log.info("iii engine listening on %s", self.url)
         if self.http is not None:
             log.info("HTTP triggers on %s", self.http.url)
+
+    async def listen(self, route: Route, host: str, port: int, *, start_serving: bool = True) -> asyncio.Server:
+        """A WebSocket server of this engine on ``host:port``, routed by ``route``; ``OSError`` naming the address
+        when it cannot be bound."""
+        try:
+            return await ws_create_server(
+                route,
+                host,
+                port,
+                websocket_handshake_timeout=self.config.handshake_timeout_s,
+                max_frame_size=read_limit(self.config.max_message_bytes),
+                # Idle sockets dominate memory with many connections; picows grows the buffer when needed.
+                read_buffer_init_size=_READ_BUFFER_INIT_BYTES,
+                logger_name="iii.engine.ws",
+                start_serving=start_serving,
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    async def open_worker_port(self, module: str, host: str, port: int, gate: WorkerGate) -> GatedPort:
+        """A port where ``gate`` admits workers for ``module`` (:meth:`iii.modules.api.ModuleHost.serve_workers`)."""
+        opened = GatedPort(self, module, gate)
+        await opened.start(host, port)
+        self._worker_ports.append(opened)
+        log.info("module=%s serves workers on %s", module, opened.url)
+        return opened
+
+    @property
+    def stopping(self) -> bool:
+        """The engine is shutting down (new connections are refused)."""
+        return self._stopping
 
     @property
     def port(self) -> int:
@@ -141,6 +164,8 @@ class Engine:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        for worker_port in self._worker_ports:
+            worker_port.stop_accepting()
         await self.modules.stop_http()
         self.availability.close()
         if self._housekeeping is not None:
@@ -218,12 +243,12 @@ class Engine:
     def _route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
         """Choose the listener for an upgrade request, or refuse it with an HTTP status."""
         if self._stopping:
-            return _http_error(503, "the engine is shutting down")
+            return http_error(503, "the engine is shutting down")
         target = urlsplit(request.path.decode("latin-1"))
         path = target.path
         if path.startswith(CHANNEL_PATH_PREFIX):
             # A channel end's key is itself the capability (the Node, Rust and Go SDKs send no headers here).
-            return self._route_channel(unquote(path[len(CHANNEL_PATH_PREFIX) :]), target.query)
+            return self.route_channel(unquote(path[len(CHANNEL_PATH_PREFIX) :]), target.query)
         authorized = self._authorized(request, target.query)
         if path == "/" or path == "":
             if not authorized:
@@ -239,7 +264,7 @@ class Engine:
         if path in console.PAGE_PATHS or path == console.STATE_PATH:
             return self._console(path, authorized)
         if not authorized:
-            return _http_error(401, "unauthorized: missing or wrong bearer token")
+            return http_error(401, "unauthorized: missing or wrong bearer token")
         if path == "/metrics":
             body = self.metrics.render()
             response = WSUpgradeResponse.create_ok_response(body, {"Content-Type": METRICS_CONTENT_TYPE})
@@ -248,7 +273,7 @@ class Engine:
 
     def _console(self, path: str, authorized: bool) -> WSUpgradeResponseWithListener:
         if not authorized:
-            return _http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
+            return http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
         if path == console.STATE_PATH:
             body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots()))
             headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
@@ -273,18 +298,19 @@ class Engine:
         in_query = parse_qs(query).get("token", [""])[0]
         return secrets.compare_digest(in_query.encode(), token.encode())
 
-    def _route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener:
+    def route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener:
+        """The socket of one channel end, given its key (``?key=...&dir=read|write``), or why not."""
         params = parse_qs(query)
         keys, dirs = params.get("key", []), params.get("dir", [])
         if len(keys) != 1 or len(dirs) != 1 or dirs[0] not in ("read", "write"):
-            return _http_error(400, "channel sockets need one 'key' and one 'dir' of read or write")
+            return http_error(400, "channel sockets need one 'key' and one 'dir' of read or write")
         role = Role(dirs[0])
         outcome, channel = self.channels.check(channel_id, keys[0], role)
         if outcome is KeyCheck.NOT_FOUND or channel is None:
-            return _http_error(404, "Channel not found")
+            return http_error(404, "Channel not found")
         if outcome is KeyCheck.WRONG_DIRECTION:
             other = "read" if role is Role.WRITER else "write"
-            return _http_error(403, f"this key opens the {other} end of the channel, not the {role.value} end")
+            return http_error(403, f"this key opens the {other} end of the channel, not the {role.value} end")
         if outcome is KeyCheck.TAKEN:
             log.warning("channel=%s refused a second %s end", channel_id, role.value)
             reason = f"the {role.value} end of this channel is already taken"

@@ -17,7 +17,15 @@ import socket
 from collections.abc import Callable
 from typing import Final
 
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
 
 from iii.engine.channels import Channel, FrameKind, Role
 from iii.protocol import close_codes
@@ -39,6 +47,11 @@ close; closing at once with unread data would reset the connection and lose the 
 _WRITER_RCVBUF: Final = 256 * 1024
 """Kernel receive buffer of a writer's socket. picows reads whatever the kernel holds into a buffer that
 only grows; a bounded kernel buffer keeps each read (and the memory it touches) small and cache-warm."""
+
+
+def http_error(status: int, text: str) -> WSUpgradeResponseWithListener:
+    """An upgrade request answered with an HTTP error instead."""
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, text.encode()), None)
 
 
 _TCP_STATES_HUNG_UP: Final = frozenset((7, 8, 9))

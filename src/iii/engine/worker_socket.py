@@ -25,7 +25,7 @@ from iii.protocol.messages import ErrorBody, ErrorNotice, InvocationResult
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
-    from iii.engine.peers import Caller, Host
+    from iii.engine.peers import Caller, ConnectionSession, Host
 
 log = logging.getLogger("iii.engine.workers")
 
@@ -87,11 +87,23 @@ class Outbox:
 
 
 class WorkerConnection(TrackedListener):
-    """One worker's control socket, and what the engine knows about that worker."""
+    """One worker's control socket, and what the engine knows about that worker.
 
-    def __init__(self, core: Core, track: Tracker, outbox: Outbox, max_message_bytes: int) -> None:
+    With a ``session`` (a worker of a module's worker port), the session learns of the connection, its messages
+    and its end instead of the core: it admits the worker and hands the core what the worker may do.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        track: Tracker,
+        outbox: Outbox,
+        max_message_bytes: int,
+        session: ConnectionSession | None = None,
+    ) -> None:
         super().__init__(track)
         self.core = core
+        self.session = session
         self.worker_id = str(uuid.uuid4())
         self.reattach_token = str(uuid.uuid4())
         self.name = ""
@@ -200,7 +212,10 @@ class WorkerConnection(TrackedListener):
         peer = transport.underlying_transport.get_extra_info("peername")
         self.peer_address = str(peer[0]) if peer else ""
         transport.underlying_transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
-        self.core.on_worker_connected(self)
+        if self.session is not None:
+            self.session.on_connected(self)
+        else:
+            self.core.on_worker_connected(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
@@ -210,7 +225,9 @@ class WorkerConnection(TrackedListener):
         for target in self._held_by:
             target._holding.discard(self)
         self._held_by.clear()
-        if was_alive:  # not retired by a reattach, which hands everything over instead
+        if self.session is not None:
+            self.session.on_disconnected(was_alive)
+        elif was_alive:  # not retired by a reattach, which hands everything over instead
             self.core.on_worker_disconnected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -275,10 +292,16 @@ class WorkerConnection(TrackedListener):
             # Never acted on; the sender (and a waiting caller) is told, and the connection goes on.
             self.core.on_oversized_message(self, peek_address(payload), len(payload))
             return
+        if self.session is not None:  # it may keep the message past this callback: not in picows' buffer
+            payload = bytes(payload)
         try:
             message = decode_inbound(payload)
         except MalformedMessage as exc:
             self.core.on_malformed_message(self, exc)
             return
-        if message is not None:
+        if message is None:
+            return
+        if self.session is not None:
+            self.session.on_message(message, len(payload))
+        else:
             self.core.on_worker_message(self, message)

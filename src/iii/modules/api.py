@@ -35,6 +35,11 @@ Contracts:
   end only when the writer closed the stream (:meth:`ModuleWriter.close`); any other end raises
   :class:`~iii.errors.ChannelBrokenError` after the data that did arrive. Inside the engine the module's ends
   are the engine's own (no socket, no copy beyond the relay's); over the worker protocol they are the SDK's.
+* A worker port (:meth:`ModuleHost.serve_workers`) is another port where workers connect with the ordinary
+  worker protocol, each admitted by the module's :class:`WorkerGate` before the engine hears a word of it, and
+  then held to the :class:`WorkerPolicy` the gate gave it: which functions it may see and call, what its
+  registrations become (or whether they are refused), and which of its calls the module answers itself. Inside
+  the engine only: over the worker protocol a worker cannot let others in.
 """
 
 from __future__ import annotations
@@ -46,14 +51,17 @@ from typing import Any, Protocol, runtime_checkable
 from iii.errors import ChannelBrokenError, FunctionError
 
 __all__ = [
+    "AdmissionError",
     "BindingInfo",
     "CallInfo",
     "ChannelBrokenError",
     "DescribingProvider",
+    "FunctionDeclaration",
     "FunctionError",
     "FunctionKind",
     "FunctionRegistration",
     "Handler",
+    "InterceptedCall",
     "InvocationError",
     "MetricSample",
     "Module",
@@ -61,7 +69,13 @@ __all__ = [
     "ModuleHost",
     "ModuleReader",
     "ModuleWriter",
+    "TriggerDeclaration",
     "TriggerProvider",
+    "TriggerTypeDeclaration",
+    "WorkerGate",
+    "WorkerPolicy",
+    "WorkerPort",
+    "WorkerRequest",
 ]
 
 
@@ -211,6 +225,136 @@ class ModuleChannel(Protocol):
         ref is done with it (its call returned), so that nothing waits for the channel's expiry."""
 
 
+class AdmissionError(FunctionError):
+    """A :class:`WorkerGate` refuses a worker: ``code`` and ``message`` go to it (an ``error`` message), then its
+    socket is closed. ``temporary``: the refusal says nothing about the worker (the gate could not decide now:
+    its auth function is not registered yet, say), so the close code is 1013 (try again later) instead of 1008
+    (refused), and the SDKs connect again."""
+
+    def __init__(self, code: str, message: str, *, temporary: bool = False) -> None:
+        super().__init__(code, message)
+        self.temporary = temporary
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRequest:
+    """A worker's connection to a module's worker port, as its WebSocket upgrade request gave it.
+
+    Header values can be credentials: a module must never log them."""
+
+    headers: Mapping[str, str]
+    """Header names in lower case; a header sent twice has its values joined with ``, ``."""
+    query_params: Mapping[str, list[str]]
+    """Each parameter of the URL's query, with every value it was given."""
+    ip_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionDeclaration:
+    """A function a worker registers (``registerfunction``), as a :class:`WorkerPolicy` sees and rewrites it."""
+
+    function_id: str
+    description: str | None = None
+    metadata: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerDeclaration:
+    """A trigger a worker registers (``registertrigger``): ``function_id`` bound to a trigger of ``trigger_type``."""
+
+    trigger_id: str
+    trigger_type: str
+    function_id: str
+    config: Any = None
+    metadata: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerTypeDeclaration:
+    """A trigger type a worker offers to provide (``registertriggertype``)."""
+
+    trigger_type_id: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptedCall:
+    """A call a worker of a module's worker port makes, which its policy may answer itself
+    (:meth:`WorkerPolicy.intercept`). The policy has already let the worker call ``function_id``."""
+
+    function_id: str
+    payload: Any
+    """The payload, with ``_caller_worker_id`` set to the calling worker's id when it is an object (as the
+    engine sets it for the callee of any worker's call)."""
+    action: Mapping[str, Any] | None = None
+    """The call's ``action`` (``{"type": "void"}``, ...), if it had one."""
+    metadata: Any = None
+    """The call's invocation metadata."""
+    timeout_s: float | None = None
+    """How long the caller is willing to wait (None: the engine's invocation timeout)."""
+    engine_builtin: bool = False
+    """``function_id`` is one of the engine's own ``engine::*`` functions (its core's API), not a worker's or a
+    module's."""
+
+
+class WorkerPolicy(Protocol):
+    """What one worker admitted on a module's worker port may do.
+
+    The engine asks it about every message of the worker that reaches others, in the order they came. A method
+    that needs to wait (a call of a hook function) returns an awaitable: the worker's later messages wait
+    behind it, so a registration is in place before a call that follows it. Anything it raises other than
+    :class:`FunctionError` refuses too (the engine logs it): a policy that fails, fails closed. A worker may
+    always call, see and bind its own functions: the engine does not ask about those.
+    """
+
+    def check_call(self, function_id: str, metadata: Any) -> None:
+        """Raise :class:`FunctionError` when the worker may neither call nor see ``function_id`` (``metadata`` is
+        the function's; None when no function has the id, which must be refused alike, so that a refusal does not
+        tell whether a function exists). The error is the answer to the worker's call; functions it refuses are
+        left out of the worker's listings."""
+
+    def function(self, declared: FunctionDeclaration) -> FunctionDeclaration | Awaitable[FunctionDeclaration]:
+        """What the worker's registration of a function becomes (another id, description or metadata), or
+        :class:`FunctionError` to refuse it. The worker goes on serving the function under its own id: calls
+        reach it under the id it registered."""
+
+    def trigger(self, declared: TriggerDeclaration) -> TriggerDeclaration | Awaitable[TriggerDeclaration]:
+        """What the worker's registration of a trigger becomes, or :class:`FunctionError` to refuse it. The
+        engine then checks the function it binds as it checks a call (:meth:`check_call`)."""
+
+    def trigger_type(
+        self, declared: TriggerTypeDeclaration
+    ) -> TriggerTypeDeclaration | Awaitable[TriggerTypeDeclaration]:
+        """What the worker's registration of a trigger type becomes, or :class:`FunctionError` to refuse it."""
+
+    def intercept(self, call: InterceptedCall) -> Awaitable[Any] | None:
+        """None: the call goes to its function. Otherwise the call is answered by the awaitable instead: its
+        value is the result, its :class:`FunctionError` or :class:`InvocationError` the error."""
+
+
+class WorkerGate(Protocol):
+    """Who may connect to a module's worker port (:meth:`ModuleHost.serve_workers`)."""
+
+    async def admit(self, request: WorkerRequest) -> WorkerPolicy:
+        """Admit the worker under the policy returned, or raise :class:`AdmissionError` (any other exception
+        refuses it too). Until it returns, the engine holds what the worker sends and has not announced it."""
+
+
+class WorkerPort(Protocol):
+    """A worker port a module opened."""
+
+    @property
+    def port(self) -> int:
+        """The port it is bound to (the one chosen, for port 0)."""
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` for workers."""
+
+    async def close(self) -> None:
+        """Stop taking connections, and close those it took (idempotent)."""
+
+
 class ModuleHost(Protocol):
     """What a module may do: the capabilities of any worker (see the module docstring)."""
 
@@ -252,6 +396,11 @@ class ModuleHost(Protocol):
 
     async def create_channel(self, buffer_frames: int = 64) -> ModuleChannel:
         """A new data channel whose buffer holds ``buffer_frames`` frames before its writer is held back."""
+
+    async def serve_workers(self, host: str, port: int, gate: WorkerGate) -> WorkerPort:
+        """Open another port for workers, where ``gate`` admits each (see the module docstring). Channel sockets
+        (``/ws/channels/...``) are served there too; ``OSError`` if the address cannot be bound. Only inside the
+        engine: a host over the worker protocol raises ``NotImplementedError``."""
 
 
 class Module(Protocol):

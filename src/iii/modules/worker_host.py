@@ -23,7 +23,17 @@ from typing import Any, Final
 
 from iii.errors import ChannelBrokenError, ChannelError, FunctionError
 from iii.errors import InvocationError as CallFailed
-from iii.modules.api import BindingInfo, CallInfo, FunctionKind, Handler, InvocationError, Module, TriggerProvider
+from iii.modules.api import (
+    BindingInfo,
+    CallInfo,
+    FunctionKind,
+    Handler,
+    InvocationError,
+    Module,
+    TriggerProvider,
+    WorkerGate,
+    WorkerPort,
+)
 from iii.sdk.channels import Channel, ChannelReader, ChannelWriter
 from iii.sdk.client import III
 from iii.sdk.context import current_invocation
@@ -111,6 +121,12 @@ class WorkerHost:
 
     async def create_channel(self, buffer_frames: int = 64) -> _WorkerChannel:
         return _WorkerChannel(self, await self._client.create_channel_async(buffer_frames))
+
+    async def serve_workers(self, host: str, port: int, gate: WorkerGate) -> WorkerPort:
+        """Not over the worker protocol: a worker cannot let other workers in."""
+        raise NotImplementedError(
+            f"module {self._module} opens a port where it admits workers: it runs inside the engine only"
+        )
 
     def call_on_module_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """For :class:`_Provider`: run ``coro`` on the module's loop and await it from the SDK's."""

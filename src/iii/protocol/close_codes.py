@@ -9,13 +9,16 @@ from typing import Final
 NORMAL: Final = 1000
 """The writer ended the stream deliberately (or the worker socket closed normally)."""
 POLICY_VIOLATION: Final = 1008
-"""Refused: the end is already taken, or the bearer token is missing or wrong."""
+"""Refused: the end is already taken, the bearer token is missing or wrong, or a worker port's gate (the RBAC
+listener's auth function) refused the worker."""
 MESSAGE_TOO_BIG: Final = 1009
 """A message exceeded the configured limit."""
 INTERNAL_ERROR: Final = 1011
 """The engine failed while serving this socket."""
 SERVICE_RESTART: Final = 1012
 """The engine is shutting down; the stream was cut off."""
+TRY_AGAIN_LATER: Final = 1013
+"""A worker port could not admit the worker now (its auth function is not there yet, say): connect again later."""
 
 WRITER_LOST: Final = 4001
 """The writer disconnected, or closed with an error code, before ending the stream."""

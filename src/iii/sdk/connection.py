@@ -346,6 +346,9 @@ class Connection:
                 raise EngineRefusedError(
                     f"the engine at {self.address} refused this worker: {listener.close_reason}"
                 ) from None
+            if listener.close_code is not None:  # 1013 "try again later", say: retried, and the reason kept
+                why = f"{listener.close_code}: {listener.close_reason}".rstrip(": ")
+                raise ConnectionError(f"the engine closed the connection before registering it ({why})") from None
             raise
         self.socket = listener
         self.previous_worker_id, self.previous_reattach_token = self.worker_id, self.reattach_token
