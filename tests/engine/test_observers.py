@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from iii.engine import observers
-from iii.engine.observers import GRACE_S, ObserverTable, Outgoing, parse_descriptor
+from iii.engine.observer_records import ObserveRefused, parse_descriptor
+from iii.engine.observers import GRACE_S, ObserverTable, Outgoing
 from iii.protocol.messages import (
     JSON_NULL,
     FunctionRegistered,
@@ -159,8 +160,6 @@ def test_a_descriptor_that_refuses_observers_makes_them_not_observable(setup: Se
     [{"delivery": "sometimes"}, {"args_format": {"type": "object"}}, {"delivery": "owner", "args_format": {"type": 5}}],
 )
 def test_an_invalid_descriptor_is_refused(descriptor: dict[str, Any]) -> None:
-    from iii.engine.observers import ObserveRefused
-
     with pytest.raises(ObserveRefused) as raised:
         parse_descriptor("f", msgspec.Raw(msgspec.json.encode(descriptor)))
     assert raised.value.code == "INVALID_OBSERVE_DESCRIPTOR"

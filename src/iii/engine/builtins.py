@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from iii.engine import introspection
-from iii.engine.observers import OBSERVE_FEATURE
+from iii.engine.observer_records import OBSERVE_FEATURE
 from iii.engine.registry import BuiltinFailure, BuiltinInputError, BuiltinLimitError
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import msgspec
 
 from iii.engine.config import EngineConfig
 from iii.engine.metrics import OK, EngineMetrics
-from iii.engine.observers import OBSERVE_FEATURE
+from iii.engine.observer_records import OBSERVE_FEATURE
 from iii.engine.observing import Observing, stamp_caller
 from iii.engine.peers import Caller
 from iii.engine.registry import (

@@ -26,7 +26,7 @@ from iii.engine.calling import Calls, error_raw
 from iii.engine.channels import ChannelManager
 from iii.engine.config import EngineConfig
 from iii.engine.metrics import EngineMetrics
-from iii.engine.observers import ObserveRefused
+from iii.engine.observer_records import ObserveRefused
 from iii.engine.observing import ENGINE_FEATURES, Observing
 from iii.engine.peers import Host
 from iii.engine.registry import (

@@ -10,9 +10,9 @@
 An activation is a call of the observer's target made by the engine: its payload is the envelope (or the input or
 output, as the observer's ``deliver`` says), its metadata the observer's, its caller the engine on behalf of the
 observed invocation, its ``observe_depth`` one more than that invocation's; a chain deeper than
-:data:`~iii.engine.observers.MAX_OBSERVE_DEPTH` is dropped (``LOOP_GUARD``). At most ``max_in_flight``
-activations of an observer run at once; the rest wait in order, up to :data:`~iii.engine.observers.MAX_WAITING`
-and :data:`~iii.engine.observers.MAX_WAITING_BYTES` of payloads; past either they are dropped and counted.
+:data:`MAX_OBSERVE_DEPTH` is dropped (``LOOP_GUARD``). At most ``max_in_flight``
+activations of an observer run at once; the rest wait in order, up to :data:`MAX_WAITING`
+and :data:`MAX_WAITING_BYTES` of payloads; past either they are dropped and counted.
 """
 
 from __future__ import annotations
@@ -25,20 +25,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from iii.engine.observers import (
+from iii.engine.observer_records import (
     CAPTURES,
     LOCAL_DISPATCH_FEATURE,
-    MAX_OBSERVE_DEPTH,
-    MAX_WAITING,
-    MAX_WAITING_BYTES,
     NAMESPACE,
     OBSERVE_FEATURE,
     Observer,
-    ObserverTable,
-    Outgoing,
-    observe_result,
     parse_descriptor,
 )
+from iii.engine.observers import ObserverTable, Outgoing, observe_result
 from iii.engine.peers import Host
 from iii.engine.triggers import BUILTIN_REFUSED
 from iii.protocol.codec import decode_value, encode, encode_value
@@ -64,6 +59,12 @@ log = logging.getLogger("iii.engine")
 
 ENGINE_FEATURES: Final = (OBSERVE_FEATURE, LOCAL_DISPATCH_FEATURE)
 """What ``workerregistered.features`` adds for observe.v1."""
+MAX_OBSERVE_DEPTH: Final = 8
+"""Activations nested deeper than this (an observer's target calling what it observes) are dropped."""
+MAX_WAITING: Final = 10_000
+"""Activations an observer holds while ``max_in_flight`` are running; more are dropped and counted."""
+MAX_WAITING_BYTES: Final = 64 * 1024 * 1024
+"""The payload bytes those waiting activations may hold together."""
 ENGINE_NAME: Final = "iii-engine"
 """The ``caller.worker_name`` of the calls the engine makes itself (activations)."""
 _CALLER_FIELDS: Final = ("worker_id", "worker_name", "function_id", "invocation_id")
