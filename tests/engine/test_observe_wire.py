@@ -22,9 +22,26 @@ async def declare(worker: RawWorker, name: str, features: list[str] | None = Non
     await worker.ping()
 
 
-async def observe(watcher: RawWorker, observer_id: str, source: dict[str, Any], target: str) -> dict[str, Any]:
-    await watcher.send({"type": "observe", "id": observer_id, "source": source, "target": {"function_id": target}})
+async def observe(
+    watcher: RawWorker, observer_id: str, source: dict[str, Any], target: str, **options: Any
+) -> dict[str, Any]:
+    """Send an ``observe`` (``options``: max_in_flight, ...) and return the engine's ``observeresult``."""
+    message = {"type": "observe", "id": observer_id, "source": source, "target": {"function_id": target}, **options}
+    await watcher.send(message)
     return await watcher.recv_type("observeresult")
+
+
+async def accept(owner: RawWorker, function_id: str) -> dict[str, Any]:
+    """The owner of ``function_id`` accepts the next observer the engine pushes to it; returns the push."""
+    added = await owner.recv_type("observeradded")
+    ack = {
+        "type": "observerack",
+        "function_id": function_id,
+        "id": added["observer"]["id"],
+        "revision": added["revision"],
+    }
+    await owner.send(ack)
+    return added
 
 
 async def test_an_owner_that_declared_observe_learns_its_observers_and_an_old_one_is_never_sent_them(
@@ -42,9 +59,8 @@ async def test_an_owner_that_declared_observe_learns_its_observers_and_an_old_on
     await watcher.register("app::target")
     result = await observe(watcher, "o1", {"function_id": "shop::charge"}, "app::target")
     assert result == {"type": "observeresult", "id": "o1", "state": "pending"}
-    added = await owner.recv_type("observeradded")
+    added = await accept(owner, "shop::charge")
     assert added["observer"]["id"] == "o1" and added["revision"] > registered["revision"]
-    await owner.send({"type": "observerack", "function_id": "shop::charge", "id": "o1", "revision": added["revision"]})
     changed = await watcher.recv_type("observerstatechanged")
     assert (changed["id"], changed["state"]) == ("o1", "active")
     assert (await observe(watcher, "o2", {"function_id": "old::fn"}, "app::target"))["state"] == "active"
@@ -100,9 +116,8 @@ async def test_reports_and_owner_deliveries_count_only_from_the_function_owner(l
     await owner.recv_type("functionregistered")
     await watcher.register("app::on-tick")
     await observe(watcher, "o1", {"function_id": "cron::tick", "args": {"expression": "*/5"}}, "app::on-tick")
-    added = await owner.recv_type("observeradded")
+    added = await accept(owner, "cron::tick")
     assert added["observer"]["args"] == {"expression": "*/5"}
-    await owner.send({"type": "observerack", "function_id": "cron::tick", "id": "o1", "revision": added["revision"]})
     await watcher.recv_type("observerstatechanged")
 
     def report(n: int) -> dict[str, Any]:
@@ -142,8 +157,7 @@ async def test_the_loop_guard_drops_an_activation_nested_too_deep_and_counts_it(
     await owner.recv_type("functionregistered")
     await watcher.register("app::on-loop")
     await observe(watcher, "o1", {"function_id": "app::loop"}, "app::on-loop")
-    added = await owner.recv_type("observeradded")
-    await owner.send({"type": "observerack", "function_id": "app::loop", "id": "o1", "revision": added["revision"]})
+    await accept(owner, "app::loop")
     await watcher.recv_type("observerstatechanged")
     item = {"function_id": "app::loop", "invocation_id": "deep", "matched": ["o1"], "input": 1, "observe_depth": 8}
     await owner.send({"type": "invocationsobserved", "items": [item]})
@@ -160,16 +174,7 @@ async def test_max_in_flight_holds_activations_until_earlier_ones_end(live_engin
     await declare(watcher, "watcher")
     await owner.register("app::fn")
     await watcher.register("app::target")
-    await watcher.send(
-        {
-            "type": "observe",
-            "id": "o1",
-            "source": {"function_id": "app::fn", "capture": ["input"]},
-            "target": {"function_id": "app::target"},
-            "max_in_flight": 1,
-        }
-    )
-    await watcher.recv_type("observeresult")
+    await observe(watcher, "o1", {"function_id": "app::fn", "capture": ["input"]}, "app::target", max_in_flight=1)
     for n in range(3):
         await caller.invoke("app::fn", n)
         await owner.serve_one(lambda d: None)
@@ -322,18 +327,8 @@ async def test_activations_held_back_are_bounded_in_bytes_and_the_rest_dropped_a
     await owner.send({"type": "registerfunction", "id": "app::big"})
     await owner.recv_type("functionregistered")
     await watcher.register("app::slow-target")  # it never answers: one activation runs, the rest wait
-    await watcher.send(
-        {
-            "type": "observe",
-            "id": "o1",
-            "source": {"function_id": "app::big", "capture": ["input"]},
-            "target": {"function_id": "app::slow-target"},
-            "max_in_flight": 1,
-        }
-    )
-    await watcher.recv_type("observeresult")
-    added = await owner.recv_type("observeradded")
-    await owner.send({"type": "observerack", "function_id": "app::big", "id": "o1", "revision": added["revision"]})
+    await observe(watcher, "o1", {"function_id": "app::big", "capture": ["input"]}, "app::slow-target", max_in_flight=1)
+    await accept(owner, "app::big")
     await watcher.recv_type("observerstatechanged")
     blob = "x" * 1024 * 1024  # over 1 MiB with its envelope: two fit in 3 MiB, a third does not
     for n in range(6):
