@@ -155,3 +155,22 @@ def test_the_console_shows_observers_with_their_state_and_fires(browser: webdriv
             wait.until(lambda d: any(row[0] == "demo.charge" and row[5] == "1" for row in _cells(d, "observers")))
             [row] = _cells(browser, "observers")
             assert "$gte" in row[4]
+
+
+def test_the_console_shows_the_rbac_listener_with_its_rules_and_admissions(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    config = tmp_path / "engine.toml"
+    config.write_text("[rbac]\nexpose_functions = ['match(\"api::*\")']\n")
+    with (
+        EngineProcess(["--config", str(config), "--rbac-port", "0"]) as engine,
+        register_worker(engine.rbac_url, InitOptions(worker_name="partner")) as partner,
+    ):
+        partner.register_function("api::ping", lambda data: "pong")
+        browser.get(engine.url.replace("ws://", "http://") + "/console")
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda d: ["workers admitted / refused / told to retry", "1 / 0 / 0"] in _cells(d, "rbac"))
+        rows = {row[0]: row[1] for row in _cells(browser, "rbac")}
+        assert rows["exposed functions"] == 'match("api::*")'
+        assert rows["auth function"].startswith("none")
+        assert engine.rbac_url in browser.find_element(By.ID, "rbac-backend").text
