@@ -23,7 +23,7 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -55,7 +55,7 @@ from iii.sdk.channels import Channel, ChannelReader, ChannelWriter, StreamChanne
 from iii.sdk.connection import Connection, ConnectionState
 from iii.sdk.context import InvocationContext, current_invocation
 from iii.sdk.functions import FunctionRef, FunctionTable, RegisteredFunction
-from iii.sdk.options import InitOptions, resolve_url
+from iii.sdk.options import InitOptions, resolve_urls
 from iii.sdk.payloads import describe_error, encode_payload
 from iii.sdk.portal import Portal
 from iii.sdk.serving import Server
@@ -69,14 +69,13 @@ _NON_FATAL_REJECTIONS: Final = frozenset((errors.FUNCTION_NAMESPACE_CONFLICT,))
 class III:
     """A worker connected to an iii engine. Create it with :func:`register_worker`."""
 
-    def __init__(self, url: str | None = None, options: InitOptions | None = None) -> None:
-        self.address = resolve_url(url)
+    def __init__(self, url: str | Sequence[str] | None = None, options: InitOptions | None = None) -> None:
         self.options = options or InitOptions()
         self._headers = self.options.handshake_headers()
         self._portal = Portal()
         self._functions = FunctionTable()
         self._conn = Connection(
-            self.address,
+            resolve_urls(url),
             self.options,
             self._headers,
             on_open=self._replay,
@@ -104,6 +103,11 @@ class III:
     def worker_id(self) -> str | None:
         """The id the engine gave this worker's current connection."""
         return self._conn.worker_id
+
+    @property
+    def address(self) -> str:
+        """The address of the engine this worker uses now (the first of several that answers)."""
+        return self._conn.address
 
     def get_address(self) -> str:
         return self.address
@@ -545,8 +549,12 @@ def _create_request(buffer_size: int | None) -> dict[str, Any]:
     return {"function_id": "engine::channels::create", "payload": {"buffer_size": buffer_size}}
 
 
-def register_worker(url: str | None = None, options: InitOptions | None = None) -> III:
+def register_worker(url: str | Sequence[str] | None = None, options: InitOptions | None = None) -> III:
     """Connect a worker to the engine at ``url`` (else ``III_URL``, else ``ws://127.0.0.1:49134``).
+
+    Several addresses (a list, or one string separated by commas) name engines of one cluster, or a standby: the
+    worker uses the first that answers, and when its engine goes it moves to the next one at once, registering
+    its functions, trigger types and triggers there again.
 
     Blocks until connected. Raises :class:`EngineUnavailableError` if the engine cannot be reached within
     ``options.connect_timeout_s`` and :class:`EngineRefusedError` if it refuses the worker.

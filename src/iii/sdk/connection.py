@@ -16,7 +16,7 @@ import errno
 import logging
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -131,11 +131,15 @@ class Connection:
     registered (replay registrations there; :attr:`previous_worker_id` says whether this is a reconnect),
     ``on_message(message)`` for every message after ``workerregistered``, ``on_lost()`` when an open
     connection drops, and ``on_failed(error)`` when the connection fails for good.
+
+    With several engine addresses (engines of one cluster, or a standby), a connection that cannot be made or
+    is lost moves on to the next address at once; the reconnection delay applies once every address was tried
+    without success.
     """
 
     def __init__(
         self,
-        address: str,
+        addresses: Sequence[str],
         options: InitOptions,
         headers: dict[str, str],
         *,
@@ -144,7 +148,8 @@ class Connection:
         on_lost: Callable[[], None],
         on_failed: Callable[[BaseException], None],
     ) -> None:
-        self.address = address
+        self.addresses = list(addresses)
+        self._current = 0
         self.options = options
         self.headers = headers
         self._on_open = on_open
@@ -167,6 +172,11 @@ class Connection:
         self._open: asyncio.Event | None = None
         self._last_failure: str | None = None
         """Why the latest connection attempt failed, for the errors of callers still waiting to connect."""
+
+    @property
+    def address(self) -> str:
+        """The engine address in use (or being tried)."""
+        return self.addresses[self._current]
 
     # --- state -----------------------------------------------------------------------------------------
 
@@ -198,8 +208,9 @@ class Connection:
         try:
             self.first_connect.result(timeout_s)
         except concurrent.futures.TimeoutError:
+            where = ", ".join(self.addresses)
             raise EngineUnavailableError(
-                f"could not connect to the iii engine at {self.address} within {timeout_s}s{self.failure_note()}"
+                f"could not connect to the iii engine at {where} within {timeout_s}s{self.failure_note()}"
             ) from None
 
     async def await_open(self, timeout_s: float) -> None:
@@ -256,6 +267,8 @@ class Connection:
     async def run(self) -> None:
         self._open = asyncio.Event()
         attempt = 0
+        failed_in_round = 0
+        """Addresses tried without success since the last connection or the last delay."""
         ever_connected = False
         config = self.options.reconnection_config
         while not self.stopping:
@@ -263,7 +276,7 @@ class Connection:
                 await self._connect_once()
                 self._last_failure = None
                 ever_connected = True
-                attempt = 0
+                attempt = failed_in_round = 0
                 assert self.socket is not None
                 await self.socket.closed.wait()
                 self._lost()
@@ -279,9 +292,17 @@ class Connection:
                 return
             if self.stopping:
                 return
+            failed_in_round += 1
+            if len(self.addresses) > 1:
+                self._current = (self._current + 1) % len(self.addresses)
+                if failed_in_round < len(self.addresses):
+                    log.warning("no engine at the previous address; trying %s", self.address)
+                    continue  # the next engine at once: the delay is for when none answers
+            failed_in_round = 0
             if 0 <= config.max_retries <= attempt:
                 what = "gave up reconnecting to" if ever_connected else "could not connect to the iii engine at"
-                self.fail_for_good(EngineUnavailableError(f"{what} {self.address}{self.failure_note()}"))
+                where = ", ".join(self.addresses)
+                self.fail_for_good(EngineUnavailableError(f"{what} {where}{self.failure_note()}"))
                 return
             delay = config.delay_s(attempt)
             attempt += 1

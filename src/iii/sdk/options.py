@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -95,6 +96,25 @@ def resolve_url(url: str | None) -> str:
         url, source = os.environ["III_URL"], "III_URL"
     if not url:
         return DEFAULT_ENGINE_URL
+    return _checked_url(url, source)
+
+
+def resolve_urls(urls: str | Sequence[str] | None) -> list[str]:
+    """The engine addresses a worker may use, in order: a list, or one string with addresses separated by
+    commas (``III_URL`` too), each checked as :func:`resolve_url` does; the default address when none is given."""
+    source = "the engine URL"
+    if not urls and os.environ.get("III_URL"):
+        urls, source = os.environ["III_URL"], "III_URL"
+    if not urls:
+        return [DEFAULT_ENGINE_URL]
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    resolved = [_checked_url(item, source) for item in items if item.strip()]
+    if not resolved:
+        raise UsageError(f"{source} names no engine address: {urls!r}")
+    return resolved
+
+
+def _checked_url(url: str, source: str) -> str:
     parts = urlsplit(url.strip())
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
