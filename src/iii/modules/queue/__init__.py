@@ -1,0 +1,1 @@
+"""The queue module: named queues (``enqueue``), durable topics, retries, FIFO groups and dead letters."""
