@@ -90,6 +90,16 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def delivering(self) -> bool:
+        """Deliveries of this dispatcher are in flight."""
+        return bool(self._deliveries)
+
+    def halt(self) -> None:
+        """Stop claiming; the deliveries in flight go on and settle (:meth:`stop` may follow)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self, *, cancel: bool) -> None:
         """Stop claiming; with ``cancel`` also stop the deliveries in flight (their messages stay leased until
         the next start's recovery), else let them finish and settle."""

@@ -104,6 +104,8 @@ class QueueModule:
         """topic -> subscribed function id -> its binding ids."""
         self._counts: dict[str, QueueCounts] = {}
         self._stats_task: asyncio.Task[None] | None = None
+        self._retired: list[Dispatcher] = []
+        """Dispatchers of unbound subscriptions that may still be finishing deliveries."""
         self.recovered = 0
         """Messages found leased at start (the engine was stopped mid-delivery) and made ready again."""
 
@@ -148,7 +150,8 @@ class QueueModule:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stats_task
             self._stats_task = None
-        dispatchers, self._dispatchers = list(self._dispatchers.values()), {}
+        dispatchers = [*self._dispatchers.values(), *self._retired]
+        self._dispatchers, self._retired = {}, []
         await asyncio.gather(*(dispatcher.stop(cancel=True) for dispatcher in dispatchers))
         if self._store is not None:
             await self._store.close()  # the settlements already submitted are committed first
@@ -287,7 +290,9 @@ class QueueModule:
             self._topics.pop(topic, None)
         dispatcher = self._dispatchers.pop(topic_queue(topic, function_id), None)
         if dispatcher is not None:  # its messages stay stored, for the next subscription
-            asyncio.get_running_loop().create_task(dispatcher.stop(cancel=False))
+            dispatcher.halt()
+            self._retired = [retired for retired in self._retired if retired.delivering]
+            self._retired.append(dispatcher)
 
     # --- functions ---------------------------------------------------------------------------------
 
