@@ -1,10 +1,13 @@
-"""A thread-safe record of the payloads a worker's function is called with, for the queue tests."""
+"""Helpers of the queue tests: a thread-safe record of the payloads a worker's function is called with, and a
+wait for a registration to reach the engine."""
 
 from __future__ import annotations
 
 import threading
 import time
 from typing import Any
+
+from iii import III
 
 
 class Deliveries:
@@ -32,3 +35,14 @@ class Deliveries:
 
     def times_of(self, predicate: Any) -> list[float]:
         return [at for at, data in self.received if predicate(data)]
+
+
+def registered(client: III, function_id: str, timeout_s: float = 10.0) -> None:
+    """Wait until the engine lists ``function_id`` (registrations are fire-and-forget)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = client.trigger({"function_id": "engine::functions::list", "payload": {}})["functions"]
+        if any(row["function_id"] == function_id for row in rows):
+            return
+        time.sleep(0.01)  # polling the engine's listing: there is no event to wait on across processes
+    raise AssertionError(f"{function_id} was never registered")

@@ -12,6 +12,7 @@ from typing import Any
 from iii import III, InitOptions, register_worker
 from iii.sdk.actions import TriggerAction
 from iii.testing import EngineProcess
+from tests.modules.queue.deliveries import registered
 
 MESSAGES = 10_000
 PRODUCERS = 64
@@ -71,16 +72,6 @@ async def produce(client: III) -> set[int]:
     return answered
 
 
-def wait_registered(client: III, function_id: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = client.trigger({"function_id": "engine::functions::list", "payload": {}})["functions"]
-        if any(row["function_id"] == function_id for row in rows):
-            return
-        time.sleep(0.01)  # registrations are fire-and-forget: poll the listing
-    raise AssertionError(f"{function_id} was never registered")
-
-
 def test_every_answered_enqueue_is_delivered_after_kill_9_and_a_restart(tmp_path: Path) -> None:
     config = tmp_path / "engine.toml"
     config.write_text(CONFIG)
@@ -90,7 +81,7 @@ def test_every_answered_enqueue_is_delivered_after_kill_9_and_a_restart(tmp_path
         first_consumer = consumer(engine.url, seen)
         producer_client = register_worker(engine.url, InitOptions(worker_name="producer"))
         try:
-            wait_registered(producer_client, "jobs::crash")
+            registered(producer_client, "jobs::crash")
             started = time.monotonic()
             answered = asyncio.run(produce(producer_client))
             enqueue_s = time.monotonic() - started

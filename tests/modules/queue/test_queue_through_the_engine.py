@@ -16,7 +16,7 @@ import pytest
 from iii import III, InitOptions, InvocationError, register_worker
 from iii.engine import Engine
 from iii.sdk.actions import TriggerAction
-from tests.modules.queue.deliveries import Deliveries
+from tests.modules.queue.deliveries import Deliveries, registered
 
 StartEngine = Callable[..., Awaitable[Engine]]
 
@@ -36,17 +36,6 @@ async def queue_engine(start_engine: StartEngine, **overrides: Any) -> Engine:
 def worker(engine: Engine, name: str = "jobs") -> Iterator[III]:
     with register_worker(f"ws://127.0.0.1:{engine.port}", InitOptions(worker_name=name)) as client:
         yield client
-
-
-def registered(client: III, function_id: str) -> None:
-    """Wait until the engine lists ``function_id`` (registrations are fire-and-forget)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = client.trigger({"function_id": "engine::functions::list", "payload": {}})["functions"]
-        if any(row["function_id"] == function_id for row in rows):
-            return
-        time.sleep(0.01)  # polling the engine's listing: there is no event to wait on across processes
-    raise AssertionError(f"{function_id} was never registered")
 
 
 def enqueue(client: III, function_id: str, payload: Any, queue: str = "default") -> str:

@@ -412,6 +412,15 @@ class QueueModule:
             if dispatcher is not None:
                 dispatcher.wake()
 
+    async def _inspected(self, data: Any) -> tuple[dict[str, Any], str]:
+        """A listing's request and the queue or topic it names (``topic``, or ``queue``), with the counts read."""
+        request = _object(data, "`topic`")
+        name = _string(request, "topic", "queue")
+        if not name:
+            raise FunctionError(TOPIC_REQUIRED, "topic is required")
+        await self.refresh_stats()
+        return request, name
+
     async def _list_topics(self, data: Any, call: CallInfo) -> Any:
         await self.refresh_stats()
         kind = self._open_store().kind
@@ -426,11 +435,7 @@ class QueueModule:
         return topics
 
     async def _topic_stats(self, data: Any, call: CallInfo) -> Any:
-        request = _object(data, "`topic`")
-        name = _string(request, "topic", "queue")
-        if not name:
-            raise FunctionError(TOPIC_REQUIRED, "topic is required")
-        await self.refresh_stats()
+        _, name = await self._inspected(data)
         queues = self._resolve(name)
         counts = [self._counts.get(queue, QueueCounts(0, 0, 0)) for queue in queues]
         config = self.named.get(name)
@@ -455,14 +460,10 @@ class QueueModule:
         return found
 
     async def _dlq_messages(self, data: Any, call: CallInfo) -> Any:
-        request = _object(data, "`topic`")
-        name = _string(request, "topic", "queue")
-        if not name:
-            raise FunctionError(TOPIC_REQUIRED, "topic is required")
+        request, name = await self._inspected(data)
         offset, limit = request.get("offset", 0), request.get("limit", 50)
         if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 or limit < 0:
             raise _bad_input("`offset` and `limit` must be integers >= 0")
-        await self.refresh_stats()
         store = self._open_store()
         found: list[StoredMessage] = []
         try:
