@@ -77,3 +77,32 @@ def test_the_http_functions_module_says_it_runs_inside_the_engine_only() -> None
     assert completed.returncode == 1
     assert "runs inside the engine only" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_the_queue_module_serves_as_its_own_worker_and_provides_enqueue() -> None:
+    """The engine only routes an enqueue to ``engine::queue::enqueue``: served by ``iii worker queue`` (as the
+    reference's standalone queue worker), the enqueue answers a receipt and the function gets the message."""
+    with (
+        EngineProcess(["--modules", ""]) as engine,
+        tempfile.TemporaryDirectory(prefix="iii-queue-worker-") as data_dir,
+    ):
+        module = subprocess.Popen(
+            [sys.executable, "-m", "iii", "worker", "queue", "--url", engine.url, "--data-dir", data_dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with register_worker(engine.url, InitOptions(worker_name="user")) as client:
+                wait_for_function(client, "iii::durable::publish")  # engine::* are not listed
+                jobs: queue.Queue[Any] = queue.Queue()
+                client.register_function("user.job", jobs.put)
+                wait_for_function(client, "user.job")
+                action = {"type": "enqueue", "queue": "default"}
+                answer = client.trigger({"function_id": "user.job", "payload": {"n": 1}, "action": action})
+                assert set(answer) == {"messageReceiptId"}
+                assert jobs.get(timeout=10) == {"n": 1}
+        finally:
+            module.send_signal(signal.SIGTERM)
+            _, errors = module.communicate(timeout=15)
+        assert module.returncode == 0, errors
