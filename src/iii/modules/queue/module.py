@@ -118,6 +118,9 @@ class QueueModule:
             batch_max_writes=self.settings.sqlite_batch_max_writes,
         )
         self._host = host
+        log.info("queue: sqlite backend at %s", self._store.describe())
+        if self.settings.redis_url:
+            log.info("queue: the queues stay in SQLite (per engine): the Redis backend is not built yet")
         try:
             self.recovered = await self._store.recover()
         except StoreError:
