@@ -148,6 +148,11 @@ async def test_queue_names_are_taken_literally(store: QueueStore) -> None:
     for index, name in enumerate(names):
         assert await claim_ids(store, name, fifo=True) == [f"m{index}"]
     assert await store.queues() == {name: QueueCounts(ready=0, leased=1, dead=0) for name in names}
+    odd = NewMessage("-1:x", "q", "fn:日本", '{"text":"日本 -:1\\u0000"}'.encode(), group="", baggage="")
+    await store.add([odd])
+    [claimed] = await store.claim("q", 1, T, LEASE, fifo=True)
+    assert (claimed.message_id, claimed.function_id, claimed.data) == (odd.message_id, odd.function_id, odd.data)
+    assert (claimed.group, claimed.baggage, claimed.traceparent) == ("", "", None)
 
 
 async def test_a_message_id_added_twice_is_kept_as_first_added(store: QueueStore) -> None:
