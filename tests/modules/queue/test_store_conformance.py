@@ -1,4 +1,5 @@
-"""What every queue backend promises (iii.modules.queue.store), checked on each backend in BACKENDS.
+"""What every queue backend promises (iii.modules.queue.store), checked on each backend in BACKENDS (a backend
+joins with one line there; the tests of several engines sharing one backend run on those in SHARED).
 
 Times are the dispatcher's clock (``now_ms``), here a made-up one starting at ``T``: no test waits for time to pass.
 """
@@ -381,8 +382,8 @@ async def test_fifo_a_failing_message_holds_back_only_its_own_group(store: Queue
     assert await claim_ids(store, now_ms=T + 1_000, fifo=True) == ["a1"]
     await store.bury("a1", {"message": "last"})  # dead: the group goes on
     assert await claim_ids(store, now_ms=T + 1_000, fifo=True) == ["a2"]
-    assert await store.reclaim(T + 1_000 + LEASE) == 1
-    assert await claim_ids(store, now_ms=T + 1_000 + LEASE, fifo=True) == ["a2"]  # lease ran out: still first
+    assert await store.reclaim(T + 1_001 + LEASE) == 1
+    assert await claim_ids(store, now_ms=T + 1_001 + LEASE, fifo=True) == ["a2"]  # lease ran out: still first
 
 
 async def test_fifo_groups_of_a_redriven_message_keep_one_at_a_time(store: QueueStore) -> None:

@@ -1,6 +1,7 @@
 """The Redis backend of the queues: Redis Streams with a consumer group, moved by Lua scripts.
 
-Several engines on one Redis share the queues: each opens the store under its own stable ``consumer`` name.
+Several engines on one Redis (5.0 or later: streams) share the queues: each opens the store under its own stable
+``consumer`` name.
 
 Layout, under the prefix (``iii:queue:``):
 
@@ -67,7 +68,7 @@ local function mkey(id) return P .. 'm:' .. id end
 local function key(kind, queue) return P .. kind .. ':' .. queue end
 local function group_key(queue, group) return P .. 'group:' .. #queue .. ':' .. queue .. ':' .. group end
 local function member(seq, id) return string.format('%016d', tonumber(seq)) .. id end
--- what a message's reader needs, in one string (_FIELDS' order; each '-' when absent, else its length, ':' and
+-- what a message's reader needs, in one string (FIELDS' order; each '-' when absent, else its length, ':' and
 -- the value): one reply element per message instead of a hash's dozens, which redis-py parses slowly
 local FIELDS = {'id', 'queue', 'function_id', 'data', 'group', 'attempts', 'enqueued_at_ms', 'available_at_ms',
   'traceparent', 'baggage', 'last_error'}
