@@ -51,6 +51,7 @@ class StoredMessage:
     attempts: int
     """Deliveries that failed so far (a released delivery does not count)."""
     enqueued_at_ms: int
+    """When :meth:`QueueStore.add` stored it (wall clock)."""
     available_at_ms: int
     traceparent: str | None = None
     baggage: str | None = None
@@ -85,20 +86,25 @@ class QueueStore(Protocol):
         """Lease up to ``limit`` ready messages of ``queue`` due at ``now_ms``, oldest first, for ``lease_ms``.
 
         ``fifo``: at most one message per group, and none of a group that has a leased message (a group's
-        messages are delivered one at a time, in order; a failing one holds back only its own group).
+        messages are delivered one at a time, in order; a failing one holds back only its own group, until its
+        retry is due).
         """
 
     async def ack(self, message_id: str) -> None:
-        """A leased message was delivered: it is gone, and never delivered again."""
+        """A leased message was delivered: it is gone, and never delivered again. Also when its lease ran out
+        meanwhile (ready again, or leased again: the late result still counts); an unknown id is no error."""
 
     async def retry(self, message_id: str, available_at_ms: int, error: dict[str, Any]) -> None:
-        """A leased message's delivery failed: ready again at ``available_at_ms``, one attempt more."""
+        """A leased message's delivery failed: ready again at ``available_at_ms``, one attempt more.
+
+        Retry, release and bury change only a leased message: on any other id they do nothing."""
 
     async def release(self, message_id: str) -> None:
         """Give a leased message back, ready at once, without counting an attempt (its worker vanished)."""
 
     async def bury(self, message_id: str, error: dict[str, Any]) -> None:
-        """A leased message failed for the last time: it goes to its queue's dead letters with ``error``."""
+        """A leased message failed for the last time: it goes to its queue's dead letters with ``error``, one
+        attempt more."""
 
     async def recover(self) -> int:
         """At start: the messages this engine's earlier life had leased (it was killed mid-delivery) are ready
