@@ -32,6 +32,14 @@ async def queue_engine(start_engine: StartEngine, **overrides: Any) -> Engine:
     return await start_engine(http_port=-1, module_settings=settings, **overrides)
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The engine settings of each queue backend: SQLite in the data directory, or a real Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"redis_url": request.getfixturevalue("redis_server").url}
+
+
 @contextmanager
 def worker(engine: Engine, name: str = "jobs") -> Iterator[III]:
     with register_worker(f"ws://127.0.0.1:{engine.port}", InitOptions(worker_name=name)) as client:
@@ -59,8 +67,10 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) 
         time.sleep(0.02)  # polls the engine's own counters over the protocol
 
 
-async def test_an_enqueue_answers_a_receipt_and_the_function_gets_the_payload_once(start_engine: StartEngine) -> None:
-    engine = await queue_engine(start_engine)
+async def test_an_enqueue_answers_a_receipt_and_the_function_gets_the_payload_once(
+    start_engine: StartEngine, backend: dict[str, Any]
+) -> None:
+    engine = await queue_engine(start_engine, **backend)
     deliveries = Deliveries()
 
     def scenario() -> None:
@@ -108,8 +118,9 @@ async def test_without_the_queue_module_an_enqueue_says_what_to_run(start_engine
 
 async def test_failures_are_retried_with_exponential_backoff_then_dead_with_the_last_error_and_redriven(
     start_engine: StartEngine,
+    backend: dict[str, Any],
 ) -> None:
-    engine = await queue_engine(start_engine)
+    engine = await queue_engine(start_engine, **backend)
     deliveries = Deliveries()
     healed = False
 
@@ -198,8 +209,9 @@ async def test_a_timed_out_delivery_is_retried(start_engine: StartEngine) -> Non
 
 async def test_fifo_keeps_order_within_a_group_and_a_failing_message_holds_only_its_group(
     start_engine: StartEngine,
+    backend: dict[str, Any],
 ) -> None:
-    engine = await queue_engine(start_engine)
+    engine = await queue_engine(start_engine, **backend)
     deliveries = Deliveries()
     failures = itertools.count()
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from iii.modules.queue.redis_store import RedisQueueStore
+from iii.modules.queue.sqlite_store import SqliteQueueStore
 from iii.modules.queue.store import NewMessage, QueueCounts, QueueStore, StoredMessage, StoreError, topic_queue
 from tests.redis_server import RedisServer
 
@@ -41,6 +42,7 @@ Opener = Callable[[Path, LazyRedis], Awaitable[QueueStore]]
 
 BACKENDS: dict[str, Opener] = {
     "redis": lambda tmp_path, redis: RedisQueueStore.open(redis.url, consumer="engine-1"),
+    "sqlite": lambda tmp_path, redis: SqliteQueueStore.open(tmp_path),
 }
 """How each backend opens a store; opening it again with the same arguments is the same engine restarted."""
 

@@ -29,9 +29,11 @@ from typing import Any, Final
 
 from iii.modules.api import BindingInfo, CallInfo, FunctionError, MetricSample, ModuleHost
 from iii.modules.queue.dispatcher import Dispatcher, QueueStats, now_ms
+from iii.modules.queue.redis_store import RedisQueueStore
 from iii.modules.queue.settings import DEFAULT_QUEUE, QueueConfig, QueueSettings
 from iii.modules.queue.sqlite_store import SqliteQueueStore
 from iii.modules.queue.store import NewMessage, QueueCounts, QueueStore, StoredMessage, StoreError, topic_queue
+from iii.modules.redis_urls import redacted
 from iii.protocol.codec import decode_value, encode_value
 from iii.protocol.errors import DESERIALIZATION_ERROR
 
@@ -111,16 +113,26 @@ class QueueModule:
 
     # --- Module ------------------------------------------------------------------------------------
 
-    async def start(self, host: ModuleHost) -> None:
-        self._store = await SqliteQueueStore.open(
-            self.settings.data_dir,
-            synchronous=self.settings.sqlite_synchronous,
-            batch_max_writes=self.settings.sqlite_batch_max_writes,
+    async def _connect_store(self) -> QueueStore:
+        settings = self.settings
+        if settings.uses_redis:
+            assert settings.redis_url is not None
+            redis_store = await RedisQueueStore.open(
+                settings.redis_url, prefix=settings.redis_prefix, consumer=settings.consumer_name()
+            )
+            log.info("queue: redis backend at %s (consumer %s)", redacted(settings.redis_url), settings.consumer_name())
+            return redis_store
+        sqlite_store = await SqliteQueueStore.open(
+            settings.data_dir,
+            synchronous=settings.sqlite_synchronous,
+            batch_max_writes=settings.sqlite_batch_max_writes,
         )
+        log.info("queue: sqlite backend at %s", sqlite_store.describe())
+        return sqlite_store
+
+    async def start(self, host: ModuleHost) -> None:
+        self._store = await self._connect_store()
         self._host = host
-        log.info("queue: sqlite backend at %s", self._store.describe())
-        if self.settings.redis_url:
-            log.info("queue: the queues stay in SQLite (per engine): the Redis backend is not built yet")
         try:
             self.recovered = await self._store.recover()
         except StoreError:

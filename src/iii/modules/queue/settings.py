@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -70,7 +71,13 @@ class QueueSettings:
     data_dir: Path
     """The SQLite backend's file is ``data_dir / "queue.sqlite3"``."""
     redis_url: str | None = None
-    """Not used yet: the queues live in SQLite (the Redis Streams backend comes later)."""
+    backend: Literal["sqlite", "redis"] | None = None
+    """None: Redis Streams when ``redis_url`` is set (engines sharing it share the queues), else SQLite in
+    ``data_dir`` (this engine's own)."""
+    redis_prefix: str = "iii:queue:"
+    consumer: str | None = None
+    """This engine's name among the engines sharing the queues on Redis; it takes back its own deliveries when it
+    restarts. Default: the host name and the data directory."""
     queue_configs: Mapping[str, Any] = field(default_factory=dict)
     """Named queues: name -> :class:`QueueConfig` fields. ``default`` always exists (with the defaults unless
     configured here)."""
@@ -86,6 +93,10 @@ class QueueSettings:
     """How often the depths shown by ``metrics()`` and ``snapshot()`` are read from the backend."""
 
     def __post_init__(self) -> None:
+        if self.backend not in (None, "sqlite", "redis"):
+            raise ValueError(f"queue backend must be 'sqlite' or 'redis', not {self.backend!r}")
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("the redis queue backend needs a redis_url")
         if self.sqlite_synchronous not in ("full", "normal"):
             raise ValueError(f"queue sqlite_synchronous must be 'full' or 'normal', not {self.sqlite_synchronous!r}")
         if not isinstance(self.queue_configs, Mapping):
@@ -93,6 +104,14 @@ class QueueSettings:
         self.named_queues()  # a bad queue is refused at start
         if self.poll_interval_ms < 1 or self.lease_s <= 0 or self.sqlite_batch_max_writes < 1:
             raise ValueError("queue poll_interval_ms, lease_s and sqlite_batch_max_writes must be positive")
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.backend == "redis" or (self.backend is None and bool(self.redis_url))
+
+    def consumer_name(self) -> str:
+        """:attr:`consumer`, or this host's name and the data directory."""
+        return self.consumer or f"{socket.gethostname()}:{self.data_dir}"
 
     def named_queues(self) -> dict[str, QueueConfig]:
         """The named queues, ``default`` among them."""

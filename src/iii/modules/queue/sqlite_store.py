@@ -66,9 +66,13 @@ _CLAIM_STANDARD: Final = (
     f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND state = 0 AND available_at_ms <= ? ORDER BY seq LIMIT ?"
 )
 _CLAIM_FIFO: Final = (
+    # The first ready message of each group that has none leased (a redriven message waits behind the one being
+    # delivered), if it is due (a retried one holds its group back until its retry is due).
     f"SELECT {_COLUMNS} FROM messages WHERE seq IN ("
-    "SELECT MIN(seq) FROM messages WHERE queue = ? AND state IN (0, 1) GROUP BY grp"
-    ") AND state = 0 AND available_at_ms <= ? ORDER BY seq LIMIT ?"
+    "SELECT MIN(seq) FROM messages WHERE queue = ?1 AND state = 0 AND (grp IS NULL OR grp NOT IN ("
+    "SELECT grp FROM messages WHERE queue = ?1 AND state = 1 AND grp IS NOT NULL"
+    ")) GROUP BY grp"
+    ") AND available_at_ms <= ?2 ORDER BY seq LIMIT ?3"
 )
 
 
@@ -165,7 +169,8 @@ class SqliteQueueStore:
         return await self._file.write(write)
 
     async def ack(self, message_id: str) -> None:
-        await self._change("DELETE FROM messages WHERE message_id = ? AND state = 1", (message_id,))
+        # Wherever it is: a late result of a delivery whose lease ran out still counts (the protocol's ack).
+        await self._change("DELETE FROM messages WHERE message_id = ?", (message_id,))
 
     async def retry(self, message_id: str, available_at_ms: int, error: dict[str, Any]) -> None:
         await self._change(
