@@ -138,20 +138,36 @@ class Dispatcher:
         task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, message: StoredMessage) -> None:
+        invoking = True
+        acked = False
         try:
             try:
                 await self._invoke(message)
             except InvocationError as error:
-                await self._failed(message, error)
+                settling = self._failed(message, error)
             else:
-                await self._store.ack(message.message_id)
+                settling = self._store.ack(message.message_id)
+                acked = True
+            # The function has answered: its slot takes the next message while the settlement is written, so
+            # that a claim made now shares the settlement's commit. (Awaiting ``settling`` submits the write at
+            # once, before the claim; the message stays leased, and counted in flight, until it is settled.)
+            invoking = False
+            self._end_invocation()
+            await settling
+            if acked:
                 self.stats.delivered += 1
         except StoreError as error:
             log.warning("queue=%s message=%s not settled: %s", self.queue, message.message_id, error)
         finally:
-            self._in_flight -= 1
+            if invoking:
+                self._end_invocation()
             self.stats.in_flight -= 1
-            self._wake.set()
+            if not acked or self.config.fifo:
+                self._wake.set()  # a message ready again, or a FIFO group free to go on
+
+    def _end_invocation(self) -> None:
+        self._in_flight -= 1
+        self._wake.set()
 
     async def _failed(self, message: StoredMessage, error: InvocationError) -> None:
         if error.code == INVOCATION_STOPPED:
