@@ -21,7 +21,8 @@ are the lean picows clients of ``bench/invocations.py`` (no SDK). Every message 
 Both are compared with plain invocations of the same session (``bench/invocations.py``: 64 in flight, and one
 at a time), run interleaved with them.
 
-Run alone: ``python bench/queues.py [--quick] [--verify] [--repeat N] [--backend sqlite|redis]``.
+Run alone: ``python bench/queues.py [--quick] [--verify] [--repeat N] [--backend sqlite|redis] [--concurrency N]``
+(``--concurrency``: the queue's deliveries in flight at once, instead of its default).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import invocations
@@ -257,10 +260,23 @@ def settle(engine: Any, delivered: int, timeout_s: float = SETTLE_TIMEOUT_S) -> 
         time.sleep(0.05)
 
 
-def throughput_run(backend: str, calls: int, warmup: int, verify: bool) -> Run:
+@contextlib.contextmanager
+def queue_engine(backend: str, concurrency: int | None) -> Iterator[tuple[Any, dict[str, int]]]:
+    """:func:`~engine_modules.backend_engine`, with the queue ``default``'s ``concurrency`` set if given."""
+    with tempfile.TemporaryDirectory(prefix="iii-bench-queue-") as directory:
+        args: list[str] = []
+        if concurrency is not None:
+            config = Path(directory) / "engine.toml"
+            config.write_text(f"[queue.queue_configs.{QUEUE}]\nconcurrency = {concurrency}\n")
+            args = ["--config", str(config)]
+        with backend_engine(backend, args) as found:
+            yield found
+
+
+def throughput_run(backend: str, calls: int, warmup: int, verify: bool, concurrency: int | None = None) -> Run:
     """One run of 64 enqueues in flight → deliveries, in a fresh engine (and Redis)."""
     verify_flag = ["--verify"] if verify else []
-    with backend_engine(backend) as (engine, pids), contextlib.ExitStack() as stack:
+    with queue_engine(backend, concurrency) as (engine, pids), contextlib.ExitStack() as stack:
         consumer_args = ["--role", "consumer", "--url", engine.url, *verify_flag]
         consumer = stack.enter_context(Child("consumer", SCRIPT, consumer_args, CHILD_TIMEOUT_S))
         consumer.expect("registered")
@@ -295,9 +311,9 @@ def throughput_run(backend: str, calls: int, warmup: int, verify: bool) -> Run:
     )
 
 
-def latency_run(backend: str, calls: int, warmup: int) -> LatencyRun:
+def latency_run(backend: str, calls: int, warmup: int, concurrency: int | None = None) -> LatencyRun:
     """One run of enqueues one at a time, in a fresh engine (and Redis)."""
-    with backend_engine(backend) as (engine, pids), contextlib.ExitStack() as stack:
+    with queue_engine(backend, concurrency) as (engine, pids), contextlib.ExitStack() as stack:
         args = ["--role", "latency", "--url", engine.url, "--calls", str(calls), "--warmup", str(warmup)]
         client = stack.enter_context(Child("latency", SCRIPT, args, CHILD_TIMEOUT_S))
         client.expect("warm")
@@ -315,8 +331,11 @@ def latency_run(backend: str, calls: int, warmup: int) -> LatencyRun:
 STORES: Final = {"sqlite": "SQLite (synchronous=FULL)", "redis": "Redis (no persistence)"}
 
 
-def measure(quick: bool, verify: bool, repeat: int, backends: Sequence[str] = BACKENDS) -> list[Measurement]:
-    """Plain invocations next to enqueue → delivery on each backend (throughput, then latency), interleaved."""
+def measure(
+    quick: bool, verify: bool, repeat: int, backends: Sequence[str] = BACKENDS, concurrency: int | None = None
+) -> list[Measurement]:
+    """Plain invocations next to enqueue → delivery on each backend (throughput, then latency), interleaved;
+    ``concurrency`` sets the queue's (default: the queue ``default``'s own, 10)."""
     calls, warmup = (2_000, 500) if quick else (50_000, 2_000)
     latency_calls, latency_warmup = (200, 20) if quick else (3_000, 200)
     plain_calls, plain_warmup = (5_000, 1_000) if quick else (100_000, 5_000)
@@ -329,11 +348,12 @@ def measure(quick: bool, verify: bool, repeat: int, backends: Sequence[str] = BA
         plain.append(invocations.run_once(plain_calls, IN_FLIGHT, plain_warmup, verify))
         plain_latency.append(invocations.run_once(plain_latency_calls, 1, plain_warmup // 5, verify))
         for backend in backends:
-            runs[backend].append(throughput_run(backend, calls, warmup, verify))
-            latencies[backend].append(latency_run(backend, latency_calls, latency_warmup))
+            runs[backend].append(throughput_run(backend, calls, warmup, verify, concurrency))
+            latencies[backend].append(latency_run(backend, latency_calls, latency_warmup, concurrency))
     plain_rates = [r.calls_per_s for r in plain]
     plain_rate = median(plain_rates)
     plain_median = median([r.median_us for r in plain_latency])
+    configured = "" if concurrency is None else f" (queue concurrency {concurrency})"
     rows = [
         Measurement(
             name="11. plain invocations (echo worker) — reference of 11a-11d",
@@ -376,7 +396,7 @@ def measure(quick: bool, verify: bool, repeat: int, backends: Sequence[str] = BA
         ratio = rate / plain_rate
         rows.append(
             Measurement(
-                name=f"11{chr(letter)}. enqueue → delivery on {STORES[backend]}, 64 enqueues in flight",
+                name=f"11{chr(letter)}. enqueue → delivery on {STORES[backend]}, 64 enqueues in flight{configured}",
                 result=f"{rate:,.0f} messages/s",
                 score=rate,
                 target=target,
@@ -398,7 +418,7 @@ def measure(quick: bool, verify: bool, repeat: int, backends: Sequence[str] = BA
         engine_us = median([r.cpu.used["engine"] / r.calls for r in measured_latency]) * 1e6
         rows.append(
             Measurement(
-                name=f"11{chr(letter)}. enqueue → delivery latency on {STORES[backend]}, one at a time",
+                name=f"11{chr(letter)}. enqueue → delivery latency on {STORES[backend]}, one at a time{configured}",
                 result=f"median {median(medians):,.0f} µs, p99 {median(p99s):,.0f} µs",
                 score=median(medians),
                 target=None,
@@ -420,10 +440,13 @@ def main() -> None:
 
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--backend", choices=BACKENDS, action="append", help="only this backend")
+        parser.add_argument(
+            "--concurrency", type=int, help="the queue's deliveries in flight at once (default: its default, 10)"
+        )
 
     bench_main(
         __doc__,
-        lambda args: measure(args.quick, args.verify, args.repeat, args.backend or BACKENDS),
+        lambda args: measure(args.quick, args.verify, args.repeat, args.backend or BACKENDS, args.concurrency),
         {
             "consumer": lambda args: run_role(lambda: consumer_main(args.url, args.verify), CHILD_TIMEOUT_S),
             "producer": lambda args: run_role(
