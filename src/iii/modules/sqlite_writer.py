@@ -14,6 +14,10 @@ and a power loss. ``synchronous=NORMAL`` in WAL mode syncs only at checkpoints: 
 survives the process being killed (the commit is in the operating system's cache), but the last commits before
 a power loss or kernel crash may be lost. The group commit is what makes FULL affordable.
 
+**Early writes** (``write(..., early=True)``) are answered as soon as they have run, before their group is
+committed, and even if the commit then fails: for changes whose durability nobody waits for (the queue's
+leases, which a restart clears anyway). A write that raises is answered with its group, as any other.
+
 **Reads** never wait for the writer (WAL readers see the last commit): :meth:`GroupCommitFile.read` runs on a
 reader thread with its own connection, and :meth:`GroupCommitFile.connection` gives a connection for reads
 short enough to run on the event loop.
