@@ -16,7 +16,7 @@
 11. durable queues: enqueue → delivery to a no-op function on SQLite and on Redis, 64 enqueues in flight and
     one at a time, next to the plain invocation rate of the same session (``--only queues``).
 
-``--quick`` uses small sizes and one run each (a smoke test, not a measurement: under a minute on 2
+``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
 ``--repeat N`` sets the runs per timed measurement (median reported).
 
