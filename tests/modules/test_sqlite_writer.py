@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,9 @@ from iii.modules.sqlite_writer import GroupCommitFile
 
 class WriterError(Exception):
     pass
+
+
+WriteFunction = Callable[[sqlite3.Connection], object]
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ async def file(tmp_path: Path) -> AsyncIterator[GroupCommitFile]:
     await opened.close()
 
 
-def insert(value: int) -> object:
+def insert(value: int) -> WriteFunction:
     def write(connection: sqlite3.Connection) -> int:
         connection.execute("INSERT INTO t (v) VALUES (?)", (value,))
         return value
@@ -39,7 +42,7 @@ def insert(value: int) -> object:
     return write
 
 
-async def one_group(file: GroupCommitFile, *writes: tuple[object, bool]) -> list[asyncio.Future[object]]:
+async def one_group(file: GroupCommitFile, *writes: tuple[WriteFunction, bool]) -> list[asyncio.Future[object]]:
     """Hand ``writes`` ((write, early) pairs) to the writer while it is held, so that they form one group."""
     entered, hold = threading.Event(), threading.Event()
 
@@ -49,7 +52,7 @@ async def one_group(file: GroupCommitFile, *writes: tuple[object, bool]) -> list
 
     held = file.submit(held_write)
     assert await asyncio.to_thread(entered.wait, 10)  # the writer is inside the held write's group
-    futures = [file.submit(write, early=early) for write, early in writes]  # type: ignore[arg-type]
+    futures = [file.submit(write, early=early) for write, early in writes]
     hold.set()
     await held
     return futures

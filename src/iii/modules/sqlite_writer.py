@@ -128,8 +128,8 @@ class GroupCommitFile:
         return await self.submit(write, early=early)
 
     def submit(self, write: Callable[[sqlite3.Connection], T], *, early: bool = False) -> asyncio.Future[T]:
-        """:meth:`write`, handed to the writer at once: the future it returns is answered as :meth:`write` says
-        (for callers that share one write, or must hand it over before they next yield to the loop)."""
+        """:meth:`write` without waiting: the write is handed to the writer now, and the future it returns is
+        answered as :meth:`write` says (for a caller that hands over several writes before it waits)."""
         if self.closed:
             raise self._error_type(f"the {self._name} store is closed")
         future: asyncio.Future[T] = self._loop.create_future()

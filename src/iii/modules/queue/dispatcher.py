@@ -1,7 +1,8 @@
 """One queue's deliveries: claim what is due, invoke the function, settle the message with the outcome.
 
 A :class:`Dispatcher` keeps up to ``concurrency`` deliveries of its queue in flight (FIFO: at most one per
-message group, the backend's claim sees to it). It claims when woken (a message was added, a delivery ended)
+message group, the backend's claim sees to it); a delivery's place is free once its function has answered,
+while its settlement is being written. It claims when woken (a message was added, a delivery ended)
 and otherwise every ``poll_interval`` (for retries whose backoff has run out). A delivery is settled by what
 the call answered:
 
@@ -149,8 +150,9 @@ class Dispatcher:
                 settling = self._store.ack(message.message_id)
                 acked = True
             # The function has answered: its slot takes the next message while the settlement is written, so
-            # that a claim made now shares the settlement's commit. (Awaiting ``settling`` submits the write at
-            # once, before the claim; the message stays leased, and counted in flight, until it is settled.)
+            # that the claim this wakes shares the settlement's commit (on SQLite, awaiting ``settling`` hands the
+            # write over at once, before that claim). The message stays leased, and counted in flight
+            # (``stats.in_flight``), until it is settled.
             invoking = False
             self._end_invocation()
             await settling
