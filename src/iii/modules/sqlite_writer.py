@@ -14,6 +14,10 @@ and a power loss. ``synchronous=NORMAL`` in WAL mode syncs only at checkpoints: 
 survives the process being killed (the commit is in the operating system's cache), but the last commits before
 a power loss or kernel crash may be lost. The group commit is what makes FULL affordable.
 
+**Early writes** (``write(..., early=True)``) are answered as soon as they have run, before their group is
+committed, and even if the commit then fails: for changes whose durability nobody waits for (the queue's
+leases, which a restart clears anyway). A write that raises is answered with its group, as any other.
+
 **Reads** never wait for the writer (WAL readers see the last commit): :meth:`GroupCommitFile.read` runs on a
 reader thread with its own connection, and :meth:`GroupCommitFile.connection` gives a connection for reads
 short enough to run on the event loop.
@@ -45,6 +49,7 @@ Write = Callable[[sqlite3.Connection], Any]
 class _Pending:
     write: Write
     future: asyncio.Future[Any]
+    early: bool = False
 
 
 _STOP: Final = object()
@@ -112,14 +117,24 @@ class GroupCommitFile:
             await self.close()
             raise self._error_type(f"cannot open {self.path}: {error}") from error
 
-    async def write(self, write: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, write: Callable[[sqlite3.Connection], T], *, early: bool = False) -> T:
         """Run ``write`` in the next group's transaction; returns (or raises) what it did once committed. A caller
-        cancelled while waiting does not cancel the write: it is carried out and committed."""
+        cancelled while waiting does not cancel the write: it is carried out and committed.
+
+        ``early``: answered as soon as it has run, before its group is committed (and even if the commit then
+        fails and is rolled back), for a write whose effect need not be on disk when its caller goes on (the
+        queue's leases, which a restart clears anyway). A write it raises is answered with the group, as usual.
+        """
+        return await self.submit(write, early=early)
+
+    def submit(self, write: Callable[[sqlite3.Connection], T], *, early: bool = False) -> asyncio.Future[T]:
+        """:meth:`write` without waiting: the write is handed to the writer now, and the future it returns is
+        answered as :meth:`write` says (for a caller that hands over several writes before it waits)."""
         if self.closed:
             raise self._error_type(f"the {self._name} store is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Pending(write, future))
-        return await future
+        self._queue.put(_Pending(write, future, early))
+        return future
 
     async def read(self, read: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``read`` on the reader thread (for reads that can take long: listings, counts)."""
@@ -194,7 +209,10 @@ class GroupCommitFile:
                         raise
                     except Exception as error:  # the write refused (a version mismatch, ...): this write only
                         outcome = error
-                    results.append((pending.future, outcome))
+                    if pending.early and not isinstance(outcome, Exception):  # its caller goes on now
+                        self._loop.call_soon_threadsafe(_settle_all, [(pending.future, outcome)])
+                    else:
+                        results.append((pending.future, outcome))
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:

@@ -1,7 +1,8 @@
 """One queue's deliveries: claim what is due, invoke the function, settle the message with the outcome.
 
 A :class:`Dispatcher` keeps up to ``concurrency`` deliveries of its queue in flight (FIFO: at most one per
-message group, the backend's claim sees to it). It claims when woken (a message was added, a delivery ended)
+message group, the backend's claim sees to it); a delivery's place is free once its function has answered,
+while its settlement is being written. It claims when woken (a message was added, a delivery ended)
 and otherwise every ``poll_interval`` (for retries whose backoff has run out). A delivery is settled by what
 the call answered:
 
@@ -138,20 +139,37 @@ class Dispatcher:
         task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, message: StoredMessage) -> None:
+        invoking = True
+        acked = False
         try:
             try:
                 await self._invoke(message)
             except InvocationError as error:
-                await self._failed(message, error)
+                settling = self._failed(message, error)
             else:
-                await self._store.ack(message.message_id)
+                settling = self._store.ack(message.message_id)
+                acked = True
+            # The function has answered: its slot takes the next message while the settlement is written, so
+            # that the claim this wakes shares the settlement's commit (on SQLite, awaiting ``settling`` hands the
+            # write over at once, before that claim). The message stays leased, and counted in flight
+            # (``stats.in_flight``), until it is settled.
+            invoking = False
+            self._end_invocation()
+            await settling
+            if acked:
                 self.stats.delivered += 1
         except StoreError as error:
             log.warning("queue=%s message=%s not settled: %s", self.queue, message.message_id, error)
         finally:
-            self._in_flight -= 1
+            if invoking:
+                self._end_invocation()
             self.stats.in_flight -= 1
-            self._wake.set()
+            if not acked or self.config.fifo:
+                self._wake.set()  # a message ready again, or a FIFO group free to go on
+
+    def _end_invocation(self) -> None:
+        self._in_flight -= 1
+        self._wake.set()
 
     async def _failed(self, message: StoredMessage, error: InvocationError) -> None:
         if error.code == INVOCATION_STOPPED:

@@ -3,8 +3,12 @@
 Every message is one row with its state (ready, leased, dead) and a sequence number given when it was added
 (the queue's order). Every change (add, claim, ack, retry, ...) is a write of
 :class:`~iii.modules.sqlite_writer.GroupCommitFile`: it is durable when it returns, and the writes waiting
-together share one transaction and one disk sync, so throughput does not pay one sync per message. Listings
-and counts run on the reader thread.
+together share one transaction and one disk sync, so throughput does not pay one sync per message. A claim
+alone is answered as soon as it has run, before its transaction is on disk: a lease needs no durability
+(``recover`` makes every lease ready at start), and a delivery waits one disk sync less. (If that commit
+failed, the claimed messages would be ready again while delivered: delivered twice, which at least once
+allows.) Listings and counts run on the reader thread; the counts once the claims handed over before them
+are committed.
 
 FIFO: a group's head is its oldest message that is ready or leased; only a head that is ready and due is
 claimed, so a group advances one message at a time, and a message waiting out a retry's backoff holds back
@@ -78,6 +82,10 @@ _CLAIM_FIFO: Final = (
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _nothing(connection: sqlite3.Connection) -> None:
+    """A write that changes nothing: awaited, every write handed over before it is committed."""
 
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
@@ -166,7 +174,9 @@ class SqliteQueueStore:
                 )
             return [_stored(row) for row in rows]
 
-        return await self._file.write(write)
+        # Answered before the commit: a lease need not be on disk (``recover`` makes every lease ready at start),
+        # and a delivery waits one disk sync less. Listings that count leases wait for it (``queues``).
+        return await self._file.write(write, early=True)
 
     async def ack(self, message_id: str) -> None:
         # Wherever it is: a late result of a delivery whose lease ran out still counts (the protocol's ack).
@@ -236,6 +246,8 @@ class SqliteQueueStore:
         return await self._file.read(read)
 
     async def queues(self) -> dict[str, QueueCounts]:
+        await self._file.write(_nothing)  # claims are answered before their commit: count once they are in
+
         def read(connection: sqlite3.Connection) -> dict[str, QueueCounts]:
             counts: dict[str, list[int]] = {}
             for queue, state, count in connection.execute(
