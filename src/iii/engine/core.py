@@ -27,7 +27,7 @@ from iii.engine.channels import ChannelManager
 from iii.engine.config import EngineConfig
 from iii.engine.enqueue import ENQUEUE_PROVIDER, EnqueueAnswer, enqueue_request
 from iii.engine.metrics import EngineMetrics
-from iii.engine.observer_records import ObserveRefused
+from iii.engine.observer_records import ObserveRefused, parse_descriptor
 from iii.engine.observing import ENGINE_FEATURES, Observing
 from iii.engine.peers import Host
 from iii.engine.registry import (
@@ -48,7 +48,6 @@ from iii.protocol.messages import (
     InvocationResult,
     InvocationsObserved,
     InvokeFunction,
-    LocalInvocationStats,
     Message,
     Observe,
     ObserverAck,
@@ -137,7 +136,6 @@ class Core:
             Unobserve: self.observing.on_unobserve,
             ObserverAck: self.observing.on_ack,
             InvocationsObserved: self.observing.report,
-            LocalInvocationStats: self.observing.on_stats,
         }
 
     def on_worker_left(self, callback: Callable[[str], None]) -> None:
@@ -340,7 +338,7 @@ class Core:
                 return
             module, handler = accepted
         try:
-            observe = self.observing.check_descriptor(function_id, message.observe)
+            observe = parse_descriptor(function_id, message.observe)
         except ObserveRefused as refused:
             self._refuse_registration(worker, function_id, refused.code, refused.message)
             return

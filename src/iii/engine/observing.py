@@ -31,7 +31,6 @@ from iii.engine.observer_records import (
     NAMESPACE,
     OBSERVE_FEATURE,
     Observer,
-    parse_descriptor,
 )
 from iii.engine.observers import ObserverTable, Outgoing, observe_result
 from iii.engine.peers import Host
@@ -41,7 +40,6 @@ from iii.protocol.messages import (
     JSON_NULL,
     InvocationsObserved,
     InvokeFunction,
-    LocalInvocationStats,
     Observe,
     ObserverAck,
     RegisterTrigger,
@@ -135,8 +133,6 @@ class Observing:
         """Activations that ended, by outcome (``ok``, ``failed``)."""
         self.drops: Counter[str] = Counter()
         """Activations dropped, by reason (``LOOP_GUARD``, ``QUEUE_FULL``, ``TARGET_MISSING``)."""
-        self.local_counts: dict[str, list[float]] = {}
-        """Per function: calls its owner ran in process, errors, and the sum of their durations (ms)."""
 
     def _send(self, outgoing: Outgoing) -> None:
         for host, message in outgoing:
@@ -203,28 +199,11 @@ class Observing:
     def on_ack(self, worker: Host, message: ObserverAck) -> None:
         self._send(self.table.acked(worker, message))
 
-    def on_stats(self, worker: Host, message: LocalInvocationStats) -> None:
-        for row in message.functions:
-            function_id = row.get("function_id")
-            entry = self.core.functions.get(function_id) if isinstance(function_id, str) else None
-            if entry is None or entry.owner is not worker:
-                continue
-            counts = self.local_counts.setdefault(function_id, [0, 0, 0.0])  # type: ignore[arg-type]
-            for index, key in enumerate(("count", "errors", "duration_ms_sum")):
-                value = row.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-                    counts[index] += value
-
     def declared(self, worker: Host) -> None:
         """A worker said (``engine::workers::register``) that it speaks observe.v1."""
         self._send(self.table.owner_declared(worker))
 
     # --- functions and workers --------------------------------------------------------------------------------
-
-    @staticmethod
-    def check_descriptor(function_id: str, raw: msgspec.Raw) -> dict[str, Any] | None:
-        """``registerfunction.observe`` checked (:class:`~iii.engine.observers.ObserveRefused` when invalid)."""
-        return parse_descriptor(function_id, raw)
 
     def function_registered(self, entry: FunctionEntry) -> None:
         host = entry.owner if entry.handler is None else None

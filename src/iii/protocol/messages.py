@@ -269,7 +269,8 @@ class InvocationsObserved(Message, tag="invocationsobserved"):
 
 
 class LocalInvocationStats(Message, tag="localinvocationstats"):
-    """An owner's periodic counts of the calls it ran in process, and of reports it had to drop."""
+    """An owner's periodic counts of the calls it ran in process, and of reports it had to drop (accepted, not kept:
+    the engine does not count in-process calls yet)."""
 
     window_ms: int = 0
     functions: list[dict[str, Any]] = []
