@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ _INTERRUPTED: Final = 128 + 2  # the shell's exit code for SIGINT
 _STDIN_FD: Final = 0
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _interruptible(command: F) -> F:
@@ -367,7 +369,31 @@ def _copy_until_failure(
         await asyncio.wait({copying})
         return copying.exception()
 
-    return asyncio.run(main())
+    try:
+        return _run_interruptibly(main())
+    finally:
+        copy.close()  # never started when Ctrl-C came first: no "never awaited" warning (a no-op once it ran)
+
+
+def _run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, with Ctrl-C held back while the event loop is being built: an interrupt that lands
+    inside the loop's constructor leaves a half-built loop, whose finalizer then prints a traceback. A Ctrl-C
+    pressed meanwhile is raised once the loop is whole (and ``main`` is closed, never started). The SIGINT
+    handler is swapped rather than the signal masked: the SDK's threads would take a masked signal instead."""
+    runner = asyncio.Runner()
+    try:
+        pressed: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+        try:
+            runner.get_loop()  # builds the loop
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if pressed:
+            main.close()
+            raise KeyboardInterrupt
+        return runner.run(main)
+    finally:
+        runner.close()
 
 
 def _writer_unopened(client: III, channel_id: str) -> bool:
