@@ -16,7 +16,14 @@ import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from iii.protocol.codec import decode_from_engine, decode_value, encode, encode_value
-from iii.protocol.messages import FromEngineMessage, InvocationResult, InvokeFunction, WorkerRegistered, is_null
+from iii.protocol.messages import (
+    FromEngineMessage,
+    InvocationResult,
+    InvokeFunction,
+    TriggerAction,
+    WorkerRegistered,
+    is_null,
+)
 from iii.protocol.refs import channel_url
 
 __all__ = ["IdMaker", "Ref", "WorkerClient", "channel_url", "create_channel", "encode_call"]
@@ -39,10 +46,11 @@ class IdMaker:
         return f"{self._prefix}{self._counter:012x}"
 
 
-def encode_call(invocation_id: str, function_id: str, data: Any) -> bytes:
-    """An ``invokefunction`` message as a worker sends it; ``data`` is any JSON-encodable value."""
+def encode_call(invocation_id: str, function_id: str, data: Any, action: TriggerAction | None = None) -> bytes:
+    """An ``invokefunction`` message as a worker sends it; ``data`` is any JSON-encodable value; ``action`` e.g.
+    ``TriggerAction(type="enqueue", queue="default")``."""
     raw = msgspec.Raw(encode_value(data))
-    return encode(InvokeFunction(function_id=function_id, invocation_id=invocation_id, data=raw))
+    return encode(InvokeFunction(function_id=function_id, invocation_id=invocation_id, data=raw, action=action))
 
 
 class WorkerClient(WSListener):
@@ -113,12 +121,14 @@ class WorkerClient(WSListener):
         assert self.transport is not None
         self.transport.send(WSMsgType.TEXT, payload)
 
-    def call_nowait(self, function_id: str, data: Any) -> asyncio.Future[InvocationResult]:
-        """Send a call; the future resolves with the ``invocationresult`` message."""
+    def call_nowait(
+        self, function_id: str, data: Any, action: TriggerAction | None = None
+    ) -> asyncio.Future[InvocationResult]:
+        """Send a call (with ``action``, if given); the future resolves with the ``invocationresult`` message."""
         invocation_id = self.ids.next()
         future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
         self.pending[invocation_id] = future
-        self.send(encode_call(invocation_id, function_id, data))
+        self.send(encode_call(invocation_id, function_id, data, action))
         return future
 
     async def call(self, function_id: str, data: Any) -> Any:

@@ -270,12 +270,12 @@ class Run:
 
 
 @contextlib.contextmanager
-def backend_engine(backend: str) -> Iterator[tuple[Any, dict[str, int]]]:
+def backend_engine(backend: str, engine_args: Sequence[str] = ()) -> Iterator[tuple[Any, dict[str, int]]]:
     """A fresh engine on ``backend`` (``sqlite``/``local``: no Redis; ``redis``: a fresh redis-server), and the
-    pids to watch."""
+    pids to watch; ``engine_args`` are more options of the engine."""
     with contextlib.ExitStack() as stack:
         pids: dict[str, int] = {}
-        args: list[str] = []
+        args: list[str] = [*engine_args]
         if backend == "redis":
             redis = stack.enter_context(redis_server())
             args += ["--redis-url", redis.url]

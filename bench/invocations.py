@@ -45,6 +45,7 @@ from iii.protocol.messages import (
     InvocationResult,
     InvokeFunction,
     RegisterFunction,
+    TriggerAction,
     is_null,
 )
 
@@ -108,8 +109,8 @@ class Caller:
     """Worker A's call loop, run from the frame callback: every result sends the next call.
 
     By default it calls ``bench::echo`` with :func:`echo_request`; the module benchmarks pass another
-    ``function_id``, ``request(seq)`` (the data of call ``seq``) and ``matches(seq, result)`` (its check with
-    ``verify``).
+    ``function_id``, ``request(seq)`` (the data of call ``seq``), ``matches(seq, result)`` (its check with
+    ``verify``) and an ``action`` (the queue benchmark: enqueue).
     """
 
     def __init__(
@@ -119,12 +120,14 @@ class Caller:
         function_id: str = FUNCTION_ID,
         request: Callable[[int], Any] = echo_request,
         matches: Callable[[int, msgspec.Raw], bool] = echo_matches,
+        action: TriggerAction | None = None,
     ) -> None:
         self.client = client
         self.verify = verify
         self.function_id = function_id
         self.request = request
         self.matches = matches
+        self.action = action
         self.outstanding: dict[str, tuple[int, int]] = {}
         self.latencies_ns: list[int] = []
         self.errors: list[str] = []
@@ -140,7 +143,7 @@ class Caller:
         """Send the next call and remember when it left."""
         self.seq += 1
         invocation_id = self.client.ids.next()
-        encoded = encode_call(invocation_id, self.function_id, self.request(self.seq))
+        encoded = encode_call(invocation_id, self.function_id, self.request(self.seq), self.action)
         self.outstanding[invocation_id] = (self.seq, time.perf_counter_ns())
         self.client.send(encoded)
         self.sent += 1
@@ -181,17 +184,17 @@ class Caller:
         return time.perf_counter() - started
 
 
-async def wait_until_registered(client: WorkerClient, timeout_s: float = 30.0) -> int:
-    """Call ``bench::echo`` until it no longer fails with ``function_not_found``; returns the attempts."""
+async def wait_until_registered(client: WorkerClient, timeout_s: float = 30.0, function_id: str = FUNCTION_ID) -> int:
+    """Call ``function_id`` until it no longer fails with ``function_not_found``; returns the attempts."""
     deadline = time.monotonic() + timeout_s
     attempts = 0
     while True:
         attempts += 1
-        message = await asyncio.wait_for(client.call_nowait(FUNCTION_ID, {"probe": True}), timeout_s)
+        message = await asyncio.wait_for(client.call_nowait(function_id, {"probe": True}), timeout_s)
         if is_null(message.error):
             return attempts
         if b"function_not_found" not in bytes(message.error) or time.monotonic() > deadline:
-            raise RuntimeError(f"{FUNCTION_ID} probe failed: {bytes(message.error).decode()}")
+            raise RuntimeError(f"{function_id} probe failed: {bytes(message.error).decode()}")
         await asyncio.sleep(0.02)
 
 

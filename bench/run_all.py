@@ -12,9 +12,11 @@
    requests/s of a small JSON echo (``--only http``);
 9. the state module: ``state::get`` and durable ``state::set`` on SQLite and on Redis next to the plain
    invocation rate of the same session, and 10. pub/sub: ``publish`` to 1 and 10 subscribed functions, in
-   process and through Redis (``--only modules``; the Redis cases start their own ``redis-server``).
+   process and through Redis (``--only modules``; the Redis cases start their own ``redis-server``);
+11. durable queues: enqueue → delivery to a no-op function on SQLite and on Redis, 64 enqueues in flight and
+    one at a time, next to the plain invocation rate of the same session (``--only queues``).
 
-``--quick`` uses small sizes and one run each (a smoke test, not a measurement: under a minute on 2
+``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
 ``--repeat N`` sets the runs per timed measurement (median reported).
 
@@ -24,7 +26,7 @@ Besides the table (stdout), a full run of every part draws the rows that have a 
 
 Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
 ``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``,
-``bench/engine_modules.py``.
+``bench/engine_modules.py``, ``bench/queues.py``.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ import engine_modules
 import http_triggers
 import invocations
 import memory
+import queues
 import sdk_calls
 import sdk_relay
 from _chart import draw_chart, require_matplotlib
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules")
+PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules", "queues")
 DEFAULT_CHART = BENCH_DIR.parent / "docs" / "benchmarks.png"
 
 
@@ -111,6 +114,9 @@ def main() -> None:
     if "modules" in parts:
         print("running: modules (state on SQLite and Redis, pub/sub) ...", file=sys.stderr, flush=True)
         rows += engine_modules.measure(args.quick, args.verify, repeat)
+    if "queues" in parts:
+        print("running: queues (enqueue → delivery on SQLite and Redis) ...", file=sys.stderr, flush=True)
+        rows += queues.measure(args.quick, args.verify, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     header = f"{notes}; {mode}; took {time.monotonic() - started:.0f} s"
     print(f"iii-py benchmarks — {header}\n")

@@ -151,6 +151,22 @@ def test_triggers_lists_bindings_with_their_status_and_a_cron_jobs_next_run(engi
         assert "waiting" in table and "cli.on_news" in table
 
 
+def test_queues_lists_the_queues_with_their_waiting_in_flight_and_dead_messages(engine: EngineProcess) -> None:
+    with register_worker(engine.url, InitOptions(worker_name="cli-queues")) as client:
+        client.register_function("cli.on_order", lambda data: None)
+        client.register_trigger({"type": "durable:subscriber", "function_id": "cli.on_order", "config": {"topic": "o"}})
+        listed: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10  # the binding reaches the engine after this client's messages
+        while not any(row["kind"] == "topic" for row in listed) and time.monotonic() < deadline:
+            listed = json.loads(iii(engine, "queues", "--json").stdout)
+        rows = {row["name"]: row for row in listed}
+        assert rows["default"]["kind"] == "queue" and rows["default"]["consumer_count"] == 10
+        assert (rows["o"]["kind"], rows["o"]["consumer_count"], rows["o"]["dlq_depth"]) == ("topic", 1, 0)
+        table = iii(engine, "queues").stdout.decode()
+        assert "WAITING" in table and "IN FLIGHT" in table and "DEAD" in table
+        assert any(line.split()[:2] == ["default", "queue"] for line in table.splitlines())
+
+
 def test_send_streams_100_mib_to_a_function(served: III, shared_engine: EngineProcess, tmp_path: Path) -> None:
     file = tmp_path / "big.bin"
     block = os.urandom(MIB)

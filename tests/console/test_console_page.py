@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from iii import III, InitOptions, register_worker
+from iii import III, InitOptions, TriggerAction, register_worker
 from iii.testing import EngineProcess
 from tests.conftest import BUILD
 from tests.observe_client import observing
@@ -106,9 +106,9 @@ def test_the_console_shows_workers_functions_and_live_channels(browser: webdrive
     assert Path(BUILD / "console.png").stat().st_size > 10_000
 
 
-def test_the_console_shows_state_topics_and_cron_jobs(browser: webdriver.Chrome) -> None:
-    """The modules' views: state scopes with their keys, subscribed topics with deliveries, cron jobs with their
-    next run, each with the backend it runs on."""
+def test_the_console_shows_state_topics_queues_and_cron_jobs(browser: webdriver.Chrome) -> None:
+    """The modules' views: state scopes with their keys, subscribed topics with deliveries, queues with their
+    deliveries, cron jobs with their next run, each with the backend it runs on."""
     with EngineProcess() as engine, register_worker(engine.url, InitOptions(worker_name="modules-demo")) as worker:
         worker.trigger({"function_id": "state::set", "payload": {"scope": "carts", "key": "alice", "value": [1, 2]}})
         worker.register_function("demo.on_news", lambda data: None)
@@ -123,6 +123,10 @@ def test_the_console_shows_state_topics_and_cron_jobs(browser: webdriver.Chrome)
         wait.until(lambda d: any(row[:2] == ["news", "demo.on_news"] for row in _cells(d, "topics")))
         worker.trigger({"function_id": "publish", "payload": {"topic": "news", "data": {"n": 1}}})
         wait.until(lambda d: any(row[0] == "news" and row[2] == "1" for row in _cells(d, "topics")))
+        enqueue = TriggerAction.Enqueue(queue="default")
+        worker.trigger({"function_id": "demo.on_news", "payload": {"n": 2}, "action": enqueue})
+        wait.until(lambda d: any(row[0] == "default" and row[3] == "1" for row in _cells(d, "queues")))
+        assert "sqlite" in browser.find_element(By.ID, "queue-backend").text
         wait.until(
             lambda d: any(
                 row[:2] == ["demo.nightly", "0 0 3 * * *"] and row[2].endswith("T03:00:00+00:00")

@@ -14,7 +14,8 @@ Then, until its stdin closes:
   makes of the payload: ``event_type`` (the name of the official ``StateEventType`` member) for a state
   event parsed with the official ``StateEventData`` model, and ``times_ms`` (epoch milliseconds) for the
   payload's ``*_time`` fields parsed with ``datetime.fromisoformat``;
-* every stdin line ``{"id", "function_id", "payload"}`` is a call made with the official ``trigger``; it prints
+* every stdin line ``{"id", "function_id", "payload", "queue"?}`` is a call made with the official ``trigger``
+  (with ``action=TriggerAction.Enqueue(queue=...)`` when the line names a queue); it prints
   ``RESULT {"id", "ok": true, "kind": "value" | "null", "result"}`` or
   ``RESULT {"id", "ok": false, "error": {"code", "message"}}``.
 """
@@ -28,7 +29,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from iii import InitOptions, register_worker
+from iii import InitOptions, TriggerAction, register_worker
 from iii.errors import InvocationError
 from iii.state import StateEventData
 
@@ -93,9 +94,10 @@ def main() -> int:
     for line in sys.stdin:  # the test closes our stdin to stop us
         command = json.loads(line)
         try:
-            result = iii.trigger(
-                {"function_id": command["function_id"], "payload": command["payload"], "timeout_ms": 30_000}
-            )
+            request = {"function_id": command["function_id"], "payload": command["payload"], "timeout_ms": 30_000}
+            if "queue" in command:
+                request["action"] = TriggerAction.Enqueue(queue=command["queue"])
+            result = iii.trigger(request)
         except InvocationError as error:
             say("RESULT", {"id": command["id"], "ok": False, "error": {"code": error.code, "message": error.message}})
         else:

@@ -50,15 +50,19 @@ class ModuleWorker:
     ready: dict[str, Any]
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
-    def call(self, function_id: str, payload: Any) -> dict[str, Any]:
-        """Have the worker call ``function_id`` with its SDK's ``trigger``; its ``RESULT`` record."""
+    def call(self, function_id: str, payload: Any, queue: str | None = None) -> dict[str, Any]:
+        """Have the worker call ``function_id`` with its SDK's ``trigger`` (through ``queue`` with the SDK's
+        ``TriggerAction.Enqueue`` when given); its ``RESULT`` record."""
         call_id = next(self._ids)
-        self.process.send({"id": call_id, "function_id": function_id, "payload": payload})
+        command = {"id": call_id, "function_id": function_id, "payload": payload}
+        if queue is not None:
+            command["queue"] = queue
+        self.process.send(command)
         return self.expect("RESULT", RESULT_TIMEOUT_S, lambda record: record["id"] == call_id)
 
-    def result(self, function_id: str, payload: Any) -> Any:
+    def result(self, function_id: str, payload: Any, queue: str | None = None) -> Any:
         """The result of a call that must succeed."""
-        record = self.call(function_id, payload)
+        record = self.call(function_id, payload, queue)
         assert record["ok"], f"{function_id} failed: {record}\n{self.diagnostics()}"
         return record["result"]
 
@@ -193,6 +197,29 @@ def test_state_functions_answer_as_the_reference(start_worker: StartWorker, sdk:
     refused = worker.call("state::update", {"scope": scope, "key": "bob", "ops": [{"type": "explode"}]})
     assert not refused["ok"] and refused["error"]["code"] == "deserialization_error", refused
     assert worker.result("state::get", {"scope": scope, "key": "bob"}) == bob
+
+
+# ---- queues ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_enqueue_and_durable_topics_through_the_sdks_own_api(start_worker: StartWorker, sdk: str) -> None:
+    """Proves the SDK's ``TriggerAction.Enqueue`` gets a ``messageReceiptId`` at once and the function is called
+    with the payload afterwards; a ``durable:subscriber`` binding made with the SDK's ``register_trigger`` gets
+    what ``iii::durable::publish`` publishes to its topic; an unknown queue fails with ``enqueue_error``."""
+    worker = start_worker(sdk, [("interop::queued", "durable:subscriber", {"topic": f"interop-{sdk}-orders"})])
+
+    receipt = worker.result("interop::queued", {"job": 1}, queue="default")
+    assert set(receipt) == {"messageReceiptId"} and len(receipt["messageReceiptId"]) == 36
+    assert worker.event("interop::queued", lambda data: data == {"job": 1})
+
+    published = worker.call("iii::durable::publish", {"topic": f"interop-{sdk}-orders", "data": {"id": 7}})
+    assert published["ok"] and published["result"] is None, published
+    assert worker.event("interop::queued", lambda data: data == {"id": 7})
+
+    refused = worker.call("interop::queued", {"job": 2}, queue="no-such-queue")
+    assert not refused["ok"] and refused["error"]["code"] == "enqueue_error", refused
+    assert "no-such-queue" in refused["error"]["message"]
 
 
 # ---- the state trigger type -------------------------------------------------------------------------------

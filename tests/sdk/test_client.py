@@ -176,6 +176,16 @@ def test_void_triggers_return_at_once_and_the_call_still_runs(client: III) -> No
     assert payloads[0]["n"] == 1
 
 
+def test_enqueue_triggers_answer_a_receipt_and_the_call_runs_later(client: III) -> None:
+    arrived = threading.Event()
+    client.register_function("jobs.sink", lambda data: arrived.set())
+    for action in (TriggerAction.Enqueue(queue="default"), {"type": "enqueue", "queue": "default"}):
+        arrived.clear()
+        answer = client.trigger({"function_id": "jobs.sink", "payload": {"n": 1}, "action": action})
+        assert list(answer) == ["messageReceiptId"]
+        assert arrived.wait(5)
+
+
 def test_nested_sync_triggers_on_one_worker_do_not_deadlock(client: III) -> None:
     def countdown(data: dict[str, int]) -> int:
         if data["n"] == 0:
@@ -196,6 +206,10 @@ def test_misuse_is_refused_locally(client: III) -> None:
         client.trigger({"payload": {}})
     with pytest.raises(TypeError):
         client.trigger({"function_id": "dup", "payload": {"not": object()}})
+    with pytest.raises(UsageError, match="queue name"):
+        client.trigger({"function_id": "dup", "payload": {}, "action": {"type": "enqueue"}})
+    with pytest.raises(UsageError, match="unknown trigger action 'later'"):
+        client.trigger({"function_id": "dup", "payload": {}, "action": {"type": "later"}})
 
 
 def test_unregistered_functions_are_gone(client: III, engine: EngineProcess) -> None:

@@ -1,10 +1,10 @@
 """The ``iii`` command.
 
 * ``iii engine``: run an engine (flags, ``III_ENGINE_*`` variables, a TOML file);
-* ``iii call``, ``iii functions``, ``iii workers``, ``iii triggers``, ``iii observers``, ``iii channels``: use
-  and inspect a running engine;
+* ``iii call``, ``iii functions``, ``iii workers``, ``iii triggers``, ``iii observers``, ``iii queues``,
+  ``iii channels``: use and inspect a running engine;
 * ``iii send``, ``iii pipe``: stream files and pipes through channels to functions;
-* ``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron) as its own worker process.
+* ``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron, queue, ...) as its own worker process.
 
 click parses the command line; rich draws tables and progress bars (see docs/DESIGN.md).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 
 from iii._version import __version__
-from iii.cli.client_commands import call, channels, functions, observers, triggers, workers
+from iii.cli.client_commands import call, channels, functions, observers, queues, triggers, workers
 from iii.cli.engine_command import engine
 from iii.cli.stream_commands import pipe, send
 from iii.cli.worker_command import worker
@@ -26,7 +26,7 @@ def main() -> None:
     """iii: functions that call each other across processes, and data channels between them."""
 
 
-for command in (engine, call, functions, workers, triggers, observers, channels, send, pipe, worker):
+for command in (engine, call, functions, workers, triggers, observers, queues, channels, send, pipe, worker):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,4 +1,5 @@
-"""``iii call``, ``iii functions``, ``iii workers``, ``iii channels``: use and inspect a running engine."""
+"""``iii call``, ``iii functions``, ``iii workers``, ``iii triggers``, ``iii observers``, ``iii queues``,
+``iii channels``: use and inspect a running engine."""
 
 from __future__ import annotations
 
@@ -119,6 +120,32 @@ def triggers(as_json: bool, include_internal: bool, url: str | None, token: str 
             row.get("config_summary") or "",
             str(details.get("next_run") or ""),
         )
+    _print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the queues and their counts as JSON")
+@engine_options
+def queues(as_json: bool, url: str | None, token: str | None) -> None:
+    """List the queue module's queues and durable topics: messages waiting, in flight and dead, and consumers."""
+    with connected(url, token) as client:
+        try:
+            topics = client.trigger({"function_id": "engine::queue::list_topics", "payload": {}})
+            found = []
+            for topic in topics:
+                request = {"function_id": "engine::queue::topic_stats", "payload": {"topic": topic["name"]}}
+                stats = client.trigger(request)
+                kind = "queue" if topic["broker_type"] == "function_queue" else "topic"
+                found.append({"name": topic["name"], "kind": kind, **stats})
+        except InvocationError as error:
+            raise failed(error) from None
+    if as_json:
+        print_json(found)
+        return
+    table = _table("QUEUE", "KIND", "WAITING", "IN FLIGHT", "DEAD", "CONSUMERS")
+    for row in sorted(found, key=lambda r: (r["kind"], r["name"])):
+        counts = (row.get("depth", 0), row.get("in_flight", 0), row.get("dlq_depth", 0), row.get("consumer_count", 0))
+        table.add_row(row["name"], row["kind"], *(str(count) for count in counts))
     _print(table)
 
 

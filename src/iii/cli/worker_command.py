@@ -1,4 +1,4 @@
-"""``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron, http) as its own worker process.
+"""``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron, queue, http) as its own worker process.
 
 http_functions cannot: it serves functions that other workers register, which only the engine can do.
 

@@ -114,14 +114,16 @@ class EngineConfig:
         },
     )
     modules: str = field(
-        default="state,pubsub,cron,http_functions",
-        metadata={"help": "the modules to run, comma-separated (empty: none): state, pubsub, cron, http_functions"},
+        default="state,pubsub,cron,queue,http_functions",
+        metadata={
+            "help": "the modules to run, comma-separated (empty: none): state, pubsub, cron, queue, http_functions"
+        },
     )
     module_settings: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict,
         metadata={
-            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron], [http_functions], "
-            "[rbac])",
+            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron], [queue], "
+            "[http_functions], [rbac])",
             "file_only": True,
         },
     )

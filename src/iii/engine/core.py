@@ -25,6 +25,7 @@ from iii.engine.builtins import Builtins
 from iii.engine.calling import Calls, error_raw
 from iii.engine.channels import ChannelManager
 from iii.engine.config import EngineConfig
+from iii.engine.enqueue import ENQUEUE_PROVIDER, EnqueueAnswer, enqueue_request
 from iii.engine.metrics import EngineMetrics
 from iii.engine.observer_records import ObserveRefused
 from iii.engine.observing import ENGINE_FEATURES, Observing
@@ -306,8 +307,7 @@ class Core:
             if action.type == "void":
                 caller_id = None
             elif action.type == "enqueue":
-                message_text = "this engine has no queue provider for 'enqueue'"
-                self._refuse_call(worker, caller_id, function_id, errors.ENQUEUE_ERROR, message_text)
+                self._enqueue(worker, message, action.queue)
                 return
             else:
                 message_text = f"unknown action type {action.type!r}"
@@ -336,6 +336,31 @@ class Core:
         )
         if problem is not None:
             self._refuse_call(worker, caller_id, function_id, *problem)
+
+    def _enqueue(self, worker: WorkerConnection, message: InvokeFunction, queue: str | None) -> None:
+        """Hand an ``enqueue`` action to the queue provider (:mod:`iii.engine.enqueue`)."""
+        caller_id = message.invocation_id
+        function_id = message.function_id
+        if not queue:
+            text = "an enqueue action needs a 'queue' (the name of the queue)"
+            self._refuse_call(worker, caller_id, function_id, errors.ENQUEUE_ERROR, text)
+            return
+        receipt, payload = enqueue_request(queue, function_id, message.data, message.traceparent, message.baggage)
+        answer = EnqueueAnswer(worker, caller_id, function_id, receipt) if caller_id is not None else None
+        problem = self.calls.start(
+            ENQUEUE_PROVIDER,
+            payload,
+            caller=answer,
+            caller_invocation_id=caller_id,
+            timeout_s=self.config.invocation_timeout_s,
+            source=worker,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+        )
+        if problem is not None:
+            if answer is not None:
+                answer.deliver_result(caller_id or "", ENQUEUE_PROVIDER, JSON_NULL, error_raw(*problem))
+            self.metrics.errors[errors.ENQUEUE_ERROR] += 1
 
     def _on_register_function(self, worker: WorkerConnection, message: RegisterFunction) -> None:
         function_id = message.id

@@ -2,7 +2,8 @@
 
 A module is built from its settings dataclass: the two settings every module shares (``data_dir``: where its
 embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
-config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``, ``[http_functions]``, ``[rbac]``).
+config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``, ``[queue]``, ``[http_functions]``,
+``[rbac]``).
 Each module gets its own :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
 
 The http module is the engine's other front door: it runs unless ``--http-port`` is -1 (it is not listed in
@@ -83,6 +84,12 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "iii.modules.pubsub", "PubSubModule", "PubSubSettings", "topics (publish, subscribe triggers)"
     ),
     "cron": ModuleSpec("iii.modules.cron", "CronModule", "CronSettings", "scheduled calls (cron triggers)"),
+    "queue": ModuleSpec(
+        "iii.modules.queue",
+        "QueueModule",
+        "QueueSettings",
+        "durable queues (enqueue action, durable topics, retries, FIFO groups, dead letters)",
+    ),
     "http_functions": ModuleSpec(
         "iii.modules.http_functions",
         "HttpFunctionsModule",

@@ -15,7 +15,8 @@ class TriggerActionVoid:
 
 @dataclass(frozen=True)
 class TriggerActionEnqueue:
-    """Hand the call to a queue provider (needs one; our engine answers ``enqueue_error`` without)."""
+    """Hand the call to queue ``queue``: the answer is ``{"messageReceiptId": ...}`` once the message is stored, and
+    the function is called later (the engine's queue module, or ``enqueue_error`` without a queue provider)."""
 
     queue: str
     type: Literal["enqueue"] = "enqueue"

@@ -49,7 +49,7 @@ def build_invocation(request: Mapping[str, Any], default_timeout_ms: int) -> tup
         invocation_id=None if void else str(uuid.uuid4()),
         data=encode_payload(request.get("payload")),
         metadata=encode_payload(metadata) if metadata is not None else JSON_NULL,
-        action=TriggerAction("void") if void else None,
+        action=TriggerAction("void") if void else _enqueue_action(request.get("action")),
         timeout_ms=None if void else timeout_ms,
     )
     current = current_invocation()
@@ -225,6 +225,22 @@ def _settle(future: Pending, message: InvocationResult) -> None:
         future.set_exception(invocation_error(error, message.function_id, message.invocation_id))
     else:
         future.set_result(result)
+
+
+def _enqueue_action(action: Any) -> TriggerAction | None:
+    """``TriggerAction.Enqueue(queue=...)`` (or ``{"type": "enqueue", "queue": ...}``) as sent; None for none.
+    Raises :class:`UsageError` for another action type or an enqueue without a queue name."""
+    if action is None:
+        return None
+    if isinstance(action, Mapping):
+        kind, queue = action.get("type"), action.get("queue")
+    else:
+        kind, queue = getattr(action, "type", None), getattr(action, "queue", None)
+    if kind != "enqueue":
+        raise UsageError(f"unknown trigger action {kind!r} (TriggerAction.Void() or TriggerAction.Enqueue(queue=...))")
+    if not isinstance(queue, str) or not queue:
+        raise UsageError("TriggerAction.Enqueue needs a queue name")
+    return TriggerAction("enqueue", queue=queue)
 
 
 def _is_void(action: Any) -> bool:

@@ -11,13 +11,14 @@
 //   makes of the payload: `event_type` (the name of the official `StateEventType` member, from
 //   `iii-sdk/state`) for a state event, and `times_ms` (epoch milliseconds, `Date.parse`) for the payload's
 //   `*_time` fields;
-// - every stdin line {"id", "function_id", "payload"} is a call made with the official `trigger`; it prints
+// - every stdin line {"id", "function_id", "payload", "queue"?} is a call made with the official `trigger` (with
+//   `action: TriggerAction.Enqueue({ queue })` when the line names a queue); it prints
 //   `RESULT {"id", "ok": true, "kind": "value" | "null" | "undefined", "result"}` or
 //   `RESULT {"id", "ok": false, "error": {"code", "message"}}`.
 // Anything unexpected prints `FATAL ...` and exits 1.
 
 import { createInterface } from 'node:readline'
-import { registerWorker } from 'iii-sdk'
+import { registerWorker, TriggerAction } from 'iii-sdk'
 import { StateEventType } from 'iii-sdk/state'
 
 const MAX_LIST_ATTEMPTS = 200
@@ -79,7 +80,9 @@ async function main() {
     const command = JSON.parse(line)
     calls = calls.then(async () => {
       try {
-        const result = await iii.trigger({ function_id: command.function_id, payload: command.payload, timeoutMs: 30000 })
+        const request = { function_id: command.function_id, payload: command.payload, timeoutMs: 30000 }
+        if (command.queue !== undefined) request.action = TriggerAction.Enqueue({ queue: command.queue })
+        const result = await iii.trigger(request)
         say('RESULT', { id: command.id, ok: true, kind: kindOf(result), result: result ?? null })
       } catch (err) {
         say('RESULT', { id: command.id, ok: false, error: { code: err.code, message: err.message } })

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from iii import InitOptions, register_worker
@@ -24,35 +26,42 @@ def wait_for_function(client: Any, function_id: str, timeout_s: float = 15) -> N
     raise AssertionError(f"{function_id} was not registered within {timeout_s} s")
 
 
-def test_the_state_module_serves_as_its_own_worker() -> None:
+@contextmanager
+def module_worker(module_name: str) -> Iterator[EngineProcess]:
+    """An engine that runs no modules, and ``iii worker <module_name>`` connected to it (stopped with SIGTERM
+    afterwards, which must end it cleanly)."""
     with (
         EngineProcess(["--modules", ""]) as engine,
-        tempfile.TemporaryDirectory(prefix="iii-state-worker-") as data_dir,
+        tempfile.TemporaryDirectory(prefix=f"iii-{module_name}-worker-") as data_dir,
     ):
         module = subprocess.Popen(
-            [sys.executable, "-m", "iii", "worker", "state", "--url", engine.url, "--data-dir", data_dir],
+            [sys.executable, "-m", "iii", "worker", module_name, "--url", engine.url, "--data-dir", data_dir],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
         try:
-            with register_worker(engine.url, InitOptions(worker_name="user")) as client:
-                wait_for_function(client, "state::set")
-                events: queue.Queue[Any] = queue.Queue()
-                client.register_function("user.on_change", events.put)
-                client.register_trigger({"type": "state", "function_id": "user.on_change", "config": {"scope": "s"}})
-                wait_for_binding(client, "user.on_change")
-                set_result = client.trigger(
-                    {"function_id": "state::set", "payload": {"scope": "s", "key": "k", "value": {"n": 1}}}
-                )
-                assert set_result == {"old_value": None, "new_value": {"n": 1}}
-                assert client.trigger({"function_id": "state::get", "payload": {"scope": "s", "key": "k"}}) == {"n": 1}
-                event = events.get(timeout=10)
-                assert (event["event_type"], event["key"], event["new_value"]) == ("state:created", "k", {"n": 1})
+            yield engine
         finally:
             module.send_signal(signal.SIGTERM)
             _, errors = module.communicate(timeout=15)
         assert module.returncode == 0, errors
+
+
+def test_the_state_module_serves_as_its_own_worker() -> None:
+    with module_worker("state") as engine, register_worker(engine.url, InitOptions(worker_name="user")) as client:
+        wait_for_function(client, "state::set")
+        events: queue.Queue[Any] = queue.Queue()
+        client.register_function("user.on_change", events.put)
+        client.register_trigger({"type": "state", "function_id": "user.on_change", "config": {"scope": "s"}})
+        wait_for_binding(client, "user.on_change")
+        set_result = client.trigger(
+            {"function_id": "state::set", "payload": {"scope": "s", "key": "k", "value": {"n": 1}}}
+        )
+        assert set_result == {"old_value": None, "new_value": {"n": 1}}
+        assert client.trigger({"function_id": "state::get", "payload": {"scope": "s", "key": "k"}}) == {"n": 1}
+        event = events.get(timeout=10)
+        assert (event["event_type"], event["key"], event["new_value"]) == ("state:created", "k", {"n": 1})
 
 
 def wait_for_binding(client: Any, function_id: str, timeout_s: float = 15) -> None:
@@ -77,3 +86,17 @@ def test_the_http_functions_module_says_it_runs_inside_the_engine_only() -> None
     assert completed.returncode == 1
     assert "runs inside the engine only" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_the_queue_module_serves_as_its_own_worker_and_provides_enqueue() -> None:
+    """The engine only routes an enqueue to ``engine::queue::enqueue``: served by ``iii worker queue`` (as the
+    reference's standalone queue worker), the enqueue answers a receipt and the function gets the message."""
+    with module_worker("queue") as engine, register_worker(engine.url, InitOptions(worker_name="user")) as client:
+        wait_for_function(client, "iii::durable::publish")  # engine::* are not listed
+        jobs: queue.Queue[Any] = queue.Queue()
+        client.register_function("user.job", jobs.put)
+        wait_for_function(client, "user.job")
+        action = {"type": "enqueue", "queue": "default"}
+        answer = client.trigger({"function_id": "user.job", "payload": {"n": 1}, "action": action})
+        assert set(answer) == {"messageReceiptId"}
+        assert jobs.get(timeout=10) == {"n": 1}
