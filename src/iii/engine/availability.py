@@ -62,7 +62,7 @@ class Availability:
             FUNCTIONS_AVAILABLE, self.functions, "Triggered when functions are registered or unregistered"
         )
         core.triggers.add_builtin(WORKERS_AVAILABLE, self.workers, "Triggered when workers connect or disconnect")
-        core.functions.on_change = self.functions_changed
+        core.functions.change_listeners.append(self.functions_changed)
         self._told_ids = self._function_ids()
         self._pending: asyncio.TimerHandle | None = None
         self._closed = False

@@ -37,6 +37,7 @@ from iii.protocol.codec import decode_value, encode, encode_value, with_caller_w
 from iii.protocol.messages import JSON_NULL, Delivery, InvocationResult, is_null
 
 if TYPE_CHECKING:
+    from iii.engine.links import EngineLink
     from iii.engine.worker_socket import WorkerConnection
 
 log = logging.getLogger("iii.engine")
@@ -260,7 +261,7 @@ class Calls:
         if source is not None and source is caller and source.write_paused:
             source.hold_reading_for(source)  # it asks faster than it reads its answers
 
-    def on_result(self, worker: WorkerConnection, message: InvocationResult) -> None:
+    def on_result(self, worker: WorkerConnection | EngineLink, message: InvocationResult) -> None:
         """A worker answered a call it was given: the result goes to the call's caller."""
         call = self.router.complete(message.invocation_id, worker)
         if call is None:

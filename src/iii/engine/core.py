@@ -68,6 +68,7 @@ from iii.protocol.messages import (
 )
 
 if TYPE_CHECKING:
+    from iii.engine.links import EngineLink
     from iii.engine.worker_socket import WorkerConnection
 
 log = logging.getLogger("iii.engine")
@@ -258,6 +259,41 @@ class Core:
         self.metrics.errors[code] += 1
         if caller_id is not None:
             worker.deliver_result(caller_id, function_id, JSON_NULL, error_raw(code, message))
+
+    # --- links to other engines (a cluster) -------------------------------------------------------------
+
+    def add_remote_function(self, function_id: str, link: EngineLink, description: str | None = None) -> bool:
+        """Route calls of ``function_id`` over ``link`` (the engine there serves it); False if a worker of this
+        engine serves it already (first owner wins)."""
+        entry = FunctionEntry(function_id, owner=link, description=description)
+        if self.functions.register(entry) is not None:
+            return False
+        self.observing.function_registered(entry)
+        return True
+
+    def remove_remote_function(self, function_id: str, link: EngineLink) -> None:
+        entry = self.functions.get(function_id)
+        if entry is None or entry.owner is not link:
+            return
+        successor = self.functions.unregister(function_id, link)
+        self.observing.function_removed(function_id, link)
+        if successor is not None:
+            self._activate(successor, f"{link.name} no longer carries it")
+
+    def on_link_result(self, link: EngineLink, message: InvocationResult) -> None:
+        """The other engine answered a call this engine sent over ``link``."""
+        self.calls.on_result(link, message)
+
+    def link_lost(self, link: EngineLink) -> None:
+        """A link is down: the calls in flight on it fail now (``invocation_stopped``), its functions go."""
+        removed, promoted = self.functions.remove_owner(link)
+        for function_id in removed:
+            self.observing.function_removed(function_id, link)
+        for successor in promoted:
+            self._activate(successor, f"{link.name} was lost")
+        stopped = self.router.take_target(link)
+        self.calls.fail(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: the {link.name} was lost")
+        log.info("%s lost: functions=%d stopped_calls=%d", link.name, len(removed), len(stopped))
 
     # --- message handlers ------------------------------------------------------------------------------
 

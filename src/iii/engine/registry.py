@@ -74,7 +74,7 @@ class FunctionRegistry:
         """Refused registrations by function id, first come first served."""
         self._awaited: dict[Host, set[str]] = {}
         """The function ids each host stands by for."""
-        self.on_change: Callable[[], None] | None = None
+        self.change_listeners: list[Callable[[], None]] = []
         """Called after a worker's function is added, removed or handed to a standby (not for builtins or updates)."""
 
     def __len__(self) -> int:
@@ -230,5 +230,5 @@ class FunctionRegistry:
                 del index[host]
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
+        for listener in self.change_listeners:
+            listener()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from picows import WSFrame, WSMsgType, WSTransport
 
+from iii.engine.links import EngineLink
 from iii.engine.sockets import TrackedListener, Tracker, answer_close, close_transport
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_inbound, encode, peek_address
@@ -128,7 +129,7 @@ class WorkerConnection(TrackedListener):
         self.write_paused = False
         self._holding: set[WorkerConnection] = set()
         """Workers whose reading is paused until this one's outgoing buffer drains."""
-        self._held_by: set[WorkerConnection] = set()
+        self._held_by: set[WorkerConnection | EngineLink] = set()
         """Workers whose full buffers keep this one's reading paused."""
 
     def __repr__(self) -> str:
@@ -160,16 +161,16 @@ class WorkerConnection(TrackedListener):
         self.send_message(encode(notice))
 
     def hold_reading_for(self, target: Host | Caller) -> None:
-        """Stop reading this worker's socket until ``target``'s outgoing buffer has drained (only a worker's
-        buffer ever fills: any other target is ignored)."""
-        if not isinstance(target, WorkerConnection) or target in self._held_by or not target.write_paused:
+        """Stop reading this worker's socket until ``target``'s outgoing buffer has drained (only a worker's or an
+        engine link's buffer ever fills: any other target is ignored)."""
+        if not isinstance(target, WorkerConnection | EngineLink) or target in self._held_by or not target.write_paused:
             return
         self._held_by.add(target)
         target._holding.add(self)
         if len(self._held_by) == 1 and self.transport is not None:
             self.transport.underlying_transport.pause_reading()
 
-    def _release(self, target: WorkerConnection) -> None:
+    def _release(self, target: WorkerConnection | EngineLink) -> None:
         self._held_by.discard(target)
         if not self._held_by and self.alive and self.transport is not None:
             self.transport.underlying_transport.resume_reading()

@@ -1,0 +1,79 @@
+"""Two engines in a cluster on a real Redis: a function served on one is callable from the other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from iii.engine import Engine
+from iii.engine.cluster import Cluster
+from iii.engine.links import EngineLink
+from tests.engine.wire import RawWorker, eventually
+from tests.redis_server import RedisServer
+
+StartEngine = Callable[..., Awaitable[Engine]]
+
+
+def url(engine: Engine) -> str:
+    return f"ws://127.0.0.1:{engine.port}"
+
+
+async def test_a_function_registered_on_b_becomes_callable_from_a(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    a, b = await start_engine(), await start_engine()
+    clusters = [Cluster(a.core, redis_server.url, "A", url(a)), Cluster(b.core, redis_server.url, "B", url(b))]
+    for cluster in clusters:
+        await cluster.start()
+    try:
+        server = await RawWorker.connect(url(b))
+        registered = time.monotonic()
+        await server.register("svc::echo")
+
+        def known_on_a() -> bool:
+            entry = a.core.functions.get("svc::echo")
+            return entry is not None and isinstance(entry.owner, EngineLink)
+
+        await eventually(known_on_a, 5, "svc::echo known on A")
+        took = time.monotonic() - registered
+        print(f"svc::echo callable from A {took * 1000:.1f} ms after its registration on B")
+        caller = await RawWorker.connect(url(a))
+        invocation_id = await caller.invoke("svc::echo", {"n": 1})
+        await server.serve_one(lambda d: {"echo": d["data"]["n"]})
+        answer = await caller.recv_type("invocationresult")
+        assert answer["invocation_id"] == invocation_id and answer["result"] == {"echo": 1}
+        assert took < 1.0, took  # the issue asks for 100 ms; the bound here leaves room for a loaded machine
+
+        await server.close()  # its worker leaves B: the function leaves the cluster
+        await eventually(lambda: a.core.functions.get("svc::echo") is None, 5, "svc::echo gone from A")
+        gone = await caller.call("svc::echo", {"n": 2})
+        assert gone["error"]["code"] == "function_not_found"
+    finally:
+        for cluster in clusters:
+            await cluster.stop()
+
+
+async def test_the_first_engine_to_serve_a_function_keeps_it(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    a, b = await start_engine(), await start_engine()
+    clusters = [Cluster(a.core, redis_server.url, "A", url(a)), Cluster(b.core, redis_server.url, "B", url(b))]
+    for cluster in clusters:
+        await cluster.start()
+    try:
+        first = await RawWorker.connect(url(a))
+        await first.register("svc::one")
+        await eventually(lambda: b.core.functions.get("svc::one") is not None, 5, "svc::one known on B")
+        second = await RawWorker.connect(url(b))
+        await second.register("svc::one")  # B already routes it to A: this worker stands by
+        caller = await RawWorker.connect(url(b))
+        await caller.invoke("svc::one", {})
+        delivery = await first.serve_one(lambda d: "from A")
+        assert delivery["function_id"] == "svc::one"
+        answer = await caller.recv_type("invocationresult")
+        assert answer["result"] == "from A"
+    finally:
+        for cluster in clusters:
+            await cluster.stop()
+        await asyncio.sleep(0)
