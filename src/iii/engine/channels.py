@@ -429,6 +429,8 @@ class ChannelManager:
         self.finished_bytes = 0
         self.finished_frames = 0
         """What the channels already forgotten relayed (the live ones count their own)."""
+        self.id_prefix = ""
+        """Put before every new channel id: in a cluster, this engine's id and a dot (``owner_engine_id``)."""
 
     def __len__(self) -> int:
         return len(self._channels)
@@ -445,7 +447,7 @@ class ChannelManager:
         size = max(1, min(size, self.max_buffer_frames))
         channel = Channel(
             self,
-            str(uuid.uuid4()),
+            self.id_prefix + str(uuid.uuid4()),
             secrets.token_urlsafe(24),
             secrets.token_urlsafe(24),
             size,

@@ -5,14 +5,20 @@ What Redis holds (prefix ``iii:cluster:``):
 * ``engine:{id}``: each engine's address (``--advertise-url``), with a short TTL that the engine refreshes every
   :attr:`Cluster.heartbeat_s`: an engine that dies drops out within :attr:`Cluster.ttl_s`;
 * ``functions``: a hash of function id → the engine serving it. The first engine to claim an id keeps it
-  (``HSETNX``), as the first worker keeps a function within one engine; an engine removes only its own entries;
-* ``changes``: a pub/sub channel announcing each claim and removal. Pub/sub delivers at most once, so an engine
+  (``HSETNX``), as the first worker keeps a function within one engine; an engine removes only its own entries,
+  and the entries of an engine whose key expired are removed by whichever engine notices first;
+* ``changes``: a pub/sub channel announcing each claim and removal, an engine's whole list of claims after it
+  (re)connects (``serves``), and engines found gone (``gone``). Pub/sub delivers at most once, so an engine
   reloads the whole registry whenever its subscription (re)starts.
 
 Every engine keeps a full copy: a function served by another engine is registered here with the
 :class:`~iii.engine.links.EngineLink` to that engine as its owner, so no call touches Redis, and calls within an
-engine never leave it. With Redis down, local calls and existing links go on; the cluster converges when Redis is
-back (the reload).
+engine never leave it. With Redis down, local calls and existing links go on (a reload keeps the functions of
+engines whose links are up even when a restarted Redis has forgotten them: their engines claim them again); the
+cluster converges when Redis is back.
+
+Channels: in a cluster, a channel's id starts with its engine's id and a dot (:func:`channel_owner`), so any
+engine can tell where a channel lives and relay a socket for it there (:mod:`iii.engine.channel_relay`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any, Final
 
 import redis.asyncio as aioredis
@@ -34,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("iii.engine.cluster")
 
 PREFIX: Final = "iii:cluster:"
+FUNCTIONS_KEY: Final = PREFIX + "functions"
+CHANGES_CHANNEL: Final = PREFIX + "changes"
 _RELEASE: Final = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -42,6 +51,30 @@ end
 return 0
 """
 """Remove a function's entry only if this engine holds it."""
+_PURGE: Final = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local removed = 0
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  if entries[i + 1] == ARGV[1] then
+    redis.call('HDEL', KEYS[1], entries[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+"""Remove every entry of an engine whose key has expired (-1, nothing removed, if it is alive after all)."""
+
+
+def new_engine_id() -> str:
+    """A fresh engine id: short (it starts every channel id of the engine), unique enough for any cluster."""
+    return secrets.token_hex(6)
+
+
+def channel_owner(channel_id: str) -> str | None:
+    """The id of the engine where a channel lives, from the channel's id; None for an engine outside a cluster."""
+    owner, dot, _ = channel_id.partition(".")
+    return owner if dot and owner else None
 
 
 class Cluster:
@@ -67,39 +100,52 @@ class Cluster:
         self._redis = aioredis.from_url(redis_url)
         self._links: dict[str, EngineLink] = {}
         """Open links by engine id."""
+        self._linking: dict[str, asyncio.Lock] = {}
+        """One link made at a time per engine."""
+        self._watching: set[str] = set()
+        """Engines whose link was lost, watched until they are linked again or gone."""
+        self._addresses: dict[str, str] = {}
+        """The addresses of the engines this one has looked up (they do not change while an engine lives)."""
         self._remote: dict[str, str] = {}
         """Functions of other engines registered here: function id → engine id."""
-        self._claimed: set[str] = set()
-        """This engine's functions it holds in the registry."""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._held: set[str] = set()
+        """This engine's functions whose registry entry names it."""
+        self._tasks: set[asyncio.Task[None]] = set()
         self._sync_needed = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Join: this engine's key, its channel ids, its functions claimed, the others' learned (in the
+        background); raises ``RedisError`` or ``OSError`` when Redis cannot be reached at all."""
         await self._heartbeat_once()
+        self.core.channels.id_prefix = f"{self.engine_id}."
         self.core.functions.change_listeners.append(self._sync_needed.set)
         self._sync_needed.set()
-        self._tasks = [
-            asyncio.ensure_future(self._heartbeat()),
-            asyncio.ensure_future(self._listen()),
-            asyncio.ensure_future(self._publish_local()),
-        ]
+        for job in (self._heartbeat(), self._listen(), self._publish_local()):
+            self._spawn(job)
         log.info("cluster: engine %s at %s joined", self.engine_id, self.advertise_url)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Leave: release this engine's functions and key, close the links (their calls fail at once)."""
+        for task in list(self._tasks):
             task.cancel()
-        for task in self._tasks:
+        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(RedisError, OSError):
-            for function_id in list(self._claimed):
-                await self._redis.eval(_RELEASE, 1, PREFIX + "functions", function_id, self.engine_id)
+            for function_id in sorted(self._held):
+                if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
+                    await self._announce({"op": "remove", "function_id": function_id})
             await self._redis.delete(self._engine_key(self.engine_id))
         for link in list(self._links.values()):
             link.close()
         await self._redis.aclose()
+
+    def _spawn(self, job: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- this engine's functions --------------------------------------------------------------------------
 
@@ -112,28 +158,40 @@ class Cluster:
         }
 
     async def _publish_local(self) -> None:
-        """Claim what this engine serves, release what it no longer does: on every change of its functions."""
+        """Claim what this engine serves, release what it no longer does: on every change of its functions,
+        and when an entry it could not claim may have become free."""
         while True:
             await self._sync_needed.wait()
             self._sync_needed.clear()
-            served = self._served_here()
             try:
-                for function_id in sorted(served - self._claimed):
-                    if await self._redis.hsetnx(PREFIX + "functions", function_id, self.engine_id):
-                        await self._announce("add", function_id)
-                    self._claimed.add(function_id)
-                for function_id in sorted(self._claimed - served):
-                    if await self._redis.eval(_RELEASE, 1, PREFIX + "functions", function_id, self.engine_id):
-                        await self._announce("remove", function_id)
-                    self._claimed.discard(function_id)
+                await self._sync_claims()
             except (RedisError, OSError) as error:
                 log.warning("cluster: the registry could not be updated (%s); retrying", error)
                 await asyncio.sleep(self.heartbeat_s)
                 self._sync_needed.set()
 
-    async def _announce(self, op: str, function_id: str) -> None:
-        change = {"op": op, "function_id": function_id, "engine_id": self.engine_id}
-        await self._redis.publish(PREFIX + "changes", json.dumps(change))
+    async def _sync_claims(self) -> None:
+        served = self._served_here()
+        for function_id in sorted(served - self._held):
+            if await self._redis.hsetnx(FUNCTIONS_KEY, function_id, self.engine_id):
+                self._held.add(function_id)
+                await self._announce({"op": "add", "function_id": function_id})
+            elif _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"") == self.engine_id:
+                self._held.add(function_id)  # held since before Redis was lost
+        for function_id in sorted(self._held - served):
+            self._held.discard(function_id)
+            if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
+                await self._announce({"op": "remove", "function_id": function_id})
+
+    async def _claim_again(self) -> None:
+        """After a lost subscription: Redis may have restarted empty; claim everything again and tell the
+        others the whole list, so that they drop what this engine stopped serving meanwhile."""
+        self._held.clear()
+        await self._sync_claims()
+        await self._announce({"op": "serves", "function_ids": sorted(self._held)})
+
+    async def _announce(self, change: dict[str, Any]) -> None:
+        await self._redis.publish(CHANGES_CHANNEL, json.dumps({**change, "engine_id": self.engine_id}))
 
     # --- membership ----------------------------------------------------------------------------------------
 
@@ -151,14 +209,36 @@ class Cluster:
             except (RedisError, OSError) as error:
                 log.warning("cluster: heartbeat failed (%s)", error)
 
+    async def address_of(self, engine_id: str) -> str | None:
+        """The address of a live engine of the cluster; None if it is not (or no longer) one."""
+        address = self._addresses.get(engine_id)
+        if address is None:
+            found = await self._redis.get(self._engine_key(engine_id))
+            if found is None:
+                return None
+            address = self._addresses[engine_id] = _text(found)
+        return address
+
+    async def _purge(self, engine_id: str) -> None:
+        """Remove a dead engine's entries so that others may claim its functions, and say so."""
+        removed = await self._redis.eval(_PURGE, 2, FUNCTIONS_KEY, self._engine_key(engine_id), engine_id)
+        if removed >= 0:
+            log.info("cluster: engine %s is gone (%d functions released)", engine_id, removed)
+            await self._redis.publish(CHANGES_CHANNEL, json.dumps({"op": "gone", "engine_id": engine_id}))
+            self._sync_needed.set()
+
     # --- the other engines' functions ----------------------------------------------------------------------
 
     async def _listen(self) -> None:
         """Follow the announcements; reload the whole registry whenever the subscription (re)starts."""
+        first = True
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(PREFIX + "changes")
+                    await pubsub.subscribe(CHANGES_CHANNEL)
+                    if not first:
+                        await self._claim_again()
+                    first = False
                     await self._reload()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
@@ -168,23 +248,43 @@ class Cluster:
                 await asyncio.sleep(self.heartbeat_s)
 
     async def _reload(self) -> None:
-        registry = await self._redis.hgetall(PREFIX + "functions")
+        registry = await self._redis.hgetall(FUNCTIONS_KEY)
         wanted = {_text(key): _text(value) for key, value in registry.items()}
         for function_id, engine_id in list(self._remote.items()):
-            if wanted.get(function_id) != engine_id:
+            named = wanted.get(function_id)
+            if named is None and self._link_up(engine_id):
+                continue  # a restarted Redis forgot it; its engine, alive, claims it again
+            if named != engine_id:
                 self._forget(function_id)
+        others = {engine_id for engine_id in wanted.values() if engine_id != self.engine_id}
+        for engine_id in sorted(others):
+            if not await self._redis.exists(self._engine_key(engine_id)):
+                await self._purge(engine_id)  # died while nobody watched
         for function_id, engine_id in wanted.items():
             if engine_id != self.engine_id:
                 await self._learn(function_id, engine_id)
 
     async def _apply(self, change: dict[str, Any]) -> None:
-        function_id, engine_id = str(change.get("function_id")), str(change.get("engine_id"))
-        if engine_id == self.engine_id:
+        op, engine_id = change.get("op"), str(change.get("engine_id"))
+        if engine_id == self.engine_id and op != "gone":
             return
-        if change.get("op") == "add":
-            await self._learn(function_id, engine_id)
-        elif self._remote.get(function_id) == engine_id:
-            self._forget(function_id)
+        if op == "add":
+            await self._learn(str(change.get("function_id")), engine_id)
+        elif op == "remove":
+            function_id = str(change.get("function_id"))
+            if self._remote.get(function_id) == engine_id:
+                self._forget(function_id)
+            self._sync_needed.set()  # a worker here may stand by for it
+        elif op == "serves":
+            still = set(change.get("function_ids") or ())
+            for function_id, owner in list(self._remote.items()):
+                if owner == engine_id and function_id not in still:
+                    self._forget(function_id)
+        elif op == "gone":
+            for function_id, owner in list(self._remote.items()):
+                if owner == engine_id:
+                    self._forget(function_id)
+            self._sync_needed.set()
 
     async def _learn(self, function_id: str, engine_id: str) -> None:
         if self._remote.get(function_id) == engine_id:
@@ -201,31 +301,69 @@ class Cluster:
         if link is not None:
             self.core.remove_remote_function(function_id, link)
 
-    async def _link(self, engine_id: str) -> EngineLink | None:
-        """The open link to ``engine_id``, made if needed; None when that engine is gone or unreachable."""
+    # --- links ------------------------------------------------------------------------------------------------
+
+    def _link_up(self, engine_id: str) -> bool:
         link = self._links.get(engine_id)
-        if link is not None and link.alive:
-            return link
-        address = await self._redis.get(self._engine_key(engine_id))
-        if address is None:
-            return None  # its key expired: the engine is gone
-        link = EngineLink(self.core, _text(address), token=self.token)
-        try:
-            await link.open()
-        except LinkError as error:
-            log.warning("cluster: engine %s unreachable: %s", engine_id, error)
-            return None
-        self._links[engine_id] = link
-        self._tasks.append(asyncio.ensure_future(self._forget_when_closed(engine_id, link)))
+        return link is not None and link.alive
+
+    async def _link(self, engine_id: str, *, watch: bool = True) -> EngineLink | None:
+        """The open link to ``engine_id``, made if needed; None when that engine is gone or unreachable (and,
+        with ``watch``, its functions are released once its key expires)."""
+        async with self._linking.setdefault(engine_id, asyncio.Lock()):
+            link = self._links.get(engine_id)
+            if link is not None and link.alive:
+                return link
+            address = await self.address_of(engine_id)
+            if address is None:
+                return None  # its key expired: the engine is gone
+            link = EngineLink(self.core, address, token=self.token)
+            try:
+                await link.open()
+            except LinkError as error:
+                log.warning("cluster: engine %s unreachable: %s", engine_id, error)
+                if watch:
+                    self._spawn(self._check_gone(engine_id))
+                return None
+            self._links[engine_id] = link
+        self._spawn(self._when_closed(engine_id, link))
         return link
 
-    async def _forget_when_closed(self, engine_id: str, link: EngineLink) -> None:
+    async def _when_closed(self, engine_id: str, link: EngineLink) -> None:
         await link.closed.wait()
         if self._links.get(engine_id) is link:
             del self._links[engine_id]
         for function_id, owner in list(self._remote.items()):
             if owner == engine_id:
-                del self._remote[function_id]  # Core.link_lost removed them; a reload learns them again
+                del self._remote[function_id]  # Core.link_lost removed them
+        await self._check_gone(engine_id)
+
+    async def _check_gone(self, engine_id: str) -> None:
+        """After losing (or failing to make) a link: once the engine's key has expired, release its functions;
+        while it lives (a link lost to the network, not to a crash), link to it again and learn them again."""
+        if engine_id in self._watching:
+            return
+        self._watching.add(engine_id)
+        try:
+            await self._watch(engine_id)
+        finally:
+            self._watching.discard(engine_id)
+
+    async def _watch(self, engine_id: str) -> None:
+        for _ in range(int(self.ttl_s / self.heartbeat_s) + 3):
+            await asyncio.sleep(self.heartbeat_s)
+            if self._link_up(engine_id):
+                return
+            try:
+                if not await self._redis.exists(self._engine_key(engine_id)):
+                    self._addresses.pop(engine_id, None)
+                    await self._purge(engine_id)
+                    return
+                if await self._link(engine_id, watch=False) is not None:
+                    await self._reload()
+                    return
+            except (RedisError, OSError) as error:
+                log.warning("cluster: cannot check engine %s (%s)", engine_id, error)
 
 
 def _text(value: bytes | str) -> str:

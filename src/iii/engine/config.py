@@ -108,9 +108,17 @@ class EngineConfig:
     redis_url: str | None = field(
         default=None,
         metadata={
-            "help": "redis:// URL; when set, the modules keep their data in Redis (shared by engines) unless a "
-            "module's own backend setting says otherwise",
+            "help": "redis:// URL; when set, this engine joins the cluster of the engines that share it (calls and "
+            "channels cross engines), and the modules keep their data there unless a module's own backend setting "
+            "says otherwise",
             "secret": True,
+        },
+    )
+    advertise_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "with redis_url: the ws:// address the other engines of the cluster reach this one at "
+            "(default: ws://host:port, with the machine's name for a wildcard host)"
         },
     )
     modules: str = field(
@@ -161,6 +169,8 @@ class EngineConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.advertise_url is not None and not self.advertise_url.startswith(("ws://", "wss://")):
+            problems.append(f"advertise_url must be a ws:// or wss:// URL, got {self.advertise_url!r}")
         if self.log_format not in ("kv", "json"):
             problems.append(f"log_format must be kv or json, got {self.log_format!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

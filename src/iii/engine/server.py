@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,9 +39,12 @@ from picows import (
     WSUpgradeResponseWithListener,
     ws_create_server,
 )
+from redis.exceptions import RedisError
 
 from iii.engine import console
+from iii.engine.channel_relay import ChannelRelay
 from iii.engine.channels import KeyCheck, Role
+from iii.engine.cluster import Cluster, channel_owner, new_engine_id
 from iii.engine.config import EngineConfig
 from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
@@ -90,10 +94,16 @@ class Engine:
         assert rbac is None or isinstance(rbac, RbacModule)
         self.rbac: RbacModule | None = rbac
         """The rbac module (its worker port's URL), when ``--rbac-port`` is set."""
+        self.engine_id = new_engine_id()
+        """This engine's id in a cluster (and in its log)."""
+        self.cluster: Cluster | None = None
+        """This engine's part in a cluster, when ``--redis-url`` is set."""
         self._worker_ports: list[GatedPort] = []
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._sockets: set[WSTransport] = set()
+        self._relays: set[ChannelRelay] = set()
+        """Channel ends relayed to the other engines of a cluster."""
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -104,14 +114,35 @@ class Engine:
         self._server = await self.listen(self._route, self.config.host, self.config.port, start_serving=False)
         try:
             await self.modules.start()
+            if self.config.redis_url:
+                await self._join_cluster(self.config.redis_url)
         except BaseException:
             self._server.close()
+            await self.modules.stop()
             raise
         await self._server.start_serving()
         self._housekeeping = asyncio.get_running_loop().create_task(self._run_housekeeping())
         log.info("iii engine listening on %s", self.url)
         if self.http is not None:
             log.info("HTTP triggers on %s", self.http.url)
+
+    async def _join_cluster(self, redis_url: str) -> None:
+        self.cluster = Cluster(self.core, redis_url, self.engine_id, self.advertise_url, token=self.config.token)
+        try:
+            await self.cluster.start()
+        except (OSError, RedisError) as exc:
+            self.cluster = None
+            raise OSError(f"cannot join the cluster: Redis unreachable ({exc})") from None
+
+    @property
+    def advertise_url(self) -> str:
+        """Where the other engines of a cluster reach this one (``--advertise-url``, else its own address)."""
+        if self.config.advertise_url:
+            return self.config.advertise_url
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"ws://{host}:{self.port}"
 
     async def listen(self, route: Route, host: str, port: int, *, start_serving: bool = True) -> asyncio.Server:
         """A WebSocket server of this engine on ``host:port``, routed by ``route``; ``OSError`` naming the address
@@ -167,6 +198,8 @@ class Engine:
         for worker_port in self._worker_ports:
             worker_port.stop_accepting()
         await self.modules.stop_http()
+        if self.cluster is not None:
+            await self.cluster.stop()  # the others stop routing here; calls over links fail now
         self.availability.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
@@ -175,6 +208,8 @@ class Engine:
         stopped = self.core.calls.stop_all("Invocation stopped: the engine is shutting down")
         await self.modules.stop()
         self.channels.abort_all(close_codes.SERVICE_RESTART, "the engine is shutting down")
+        for relay in list(self._relays):
+            relay.close(close_codes.SERVICE_RESTART, "the engine is shutting down")
         for worker in list(self.workers.values()):
             worker.close(1001, "the engine is shutting down")
         pending = [asyncio.ensure_future(t.wait_disconnected()) for t in list(self._sockets)]
@@ -307,6 +342,18 @@ class Engine:
         role = Role(dirs[0])
         outcome, channel = self.channels.check(channel_id, keys[0], role)
         if outcome is KeyCheck.NOT_FOUND or channel is None:
+            owner = channel_owner(channel_id)
+            if self.cluster is not None and owner is not None and owner != self.engine_id:
+                return ChannelRelay(
+                    channel_id,
+                    keys[0],
+                    role,
+                    owner,
+                    self.cluster.address_of,
+                    self.config.max_message_bytes,
+                    self.track,
+                    self._relays,
+                )
             return http_error(404, "Channel not found")
         if outcome is KeyCheck.WRONG_DIRECTION:
             other = "read" if role is Role.WRITER else "write"
