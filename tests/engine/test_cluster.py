@@ -77,3 +77,44 @@ async def test_the_first_engine_to_serve_a_function_keeps_it(
         for cluster in clusters:
             await cluster.stop()
         await asyncio.sleep(0)
+
+
+async def test_a_worker_that_registered_what_another_engine_holds_stands_by_for_it(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    """B's worker registered svc::one before B joined, while A's worker held it in the cluster: B's calls go to
+    A's worker, B's worker stands by, and serves everyone once A's worker leaves."""
+    a, b = await start_engine(), await start_engine()
+    cluster_a = Cluster(a.core, redis_server.url, "A", url(a))
+    cluster_b = Cluster(b.core, redis_server.url, "B", url(b))
+    await cluster_a.start()
+    try:
+        first = await RawWorker.connect(url(a))
+        await first.register("svc::one")
+        second = await RawWorker.connect(url(b))
+        await second.register("svc::one")  # B is not in the cluster yet: its own worker serves it there
+        await cluster_b.start()
+
+        def routed_to_a() -> bool:
+            entry = b.core.functions.get("svc::one")
+            return entry is not None and isinstance(entry.owner, EngineLink)
+
+        await eventually(routed_to_a, 5, "B routes svc::one to A")
+        caller = await RawWorker.connect(url(b))
+        await caller.invoke("svc::one", {})
+        await first.serve_one(lambda d: "from A")
+        assert (await caller.recv_type("invocationresult"))["result"] == "from A"
+
+        await first.close()  # A's worker leaves: B's worker takes over, and A learns it
+        await eventually(
+            lambda: (entry := a.core.functions.get("svc::one")) is not None and isinstance(entry.owner, EngineLink),
+            5,
+            "A routes svc::one to B",
+        )
+        from_a = await RawWorker.connect(url(a))
+        await from_a.invoke("svc::one", {})
+        await second.serve_one(lambda d: "from B")
+        assert (await from_a.recv_type("invocationresult"))["result"] == "from B"
+    finally:
+        await cluster_a.stop()
+        await cluster_b.stop()

@@ -176,8 +176,12 @@ class Cluster:
             if await self._redis.hsetnx(FUNCTIONS_KEY, function_id, self.engine_id):
                 self._held.add(function_id)
                 await self._announce({"op": "add", "function_id": function_id})
-            elif _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"") == self.engine_id:
-                self._held.add(function_id)  # held since before Redis was lost
+            else:
+                holder = _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"")
+                if holder == self.engine_id:
+                    self._held.add(function_id)  # held since before Redis was lost
+                elif holder:
+                    await self._learn(function_id, holder)  # held elsewhere: this engine's worker stands by
         for function_id in sorted(self._held - served):
             self._held.discard(function_id)
             if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
