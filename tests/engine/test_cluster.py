@@ -6,7 +6,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from iii.engine import Engine
+import pytest
+
+from iii.engine import Engine, EngineConfig
 from iii.engine.cluster import Cluster
 from iii.engine.links import EngineLink
 from tests.engine.wire import RawWorker, eventually
@@ -118,3 +120,28 @@ async def test_a_worker_that_registered_what_another_engine_holds_stands_by_for_
     finally:
         await cluster_a.stop()
         await cluster_b.stop()
+
+
+async def test_redis_url_joins_the_cluster_and_the_metrics_show_it(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    a = await start_engine(modules="", redis_url=redis_server.url)
+    b = await start_engine(modules="", redis_url=redis_server.url)
+    assert b.cluster is not None and b.cluster.advertise_url == url(b)  # the default: its own address
+    server = await RawWorker.connect(url(b))
+    await server.register("svc::metered")
+    await eventually(lambda: a.core.functions.get("svc::metered") is not None, 5, "svc::metered known on A")
+    metrics = a.metrics.render().decode()
+    assert "iii_cluster_links 1.0" in metrics
+    assert "iii_cluster_remote_functions 1.0" in metrics
+    assert "iii_cluster_functions_held" in b.metrics.render().decode()
+    caller = await RawWorker.connect(url(a))
+    created = await caller.call("engine::channels::create", {})
+    channel_id = created["result"]["reader"]["channel_id"]
+    assert channel_id.startswith(f"{a.engine_id}.")  # any engine can tell where the channel lives
+
+
+def test_an_advertised_address_must_be_a_websocket_url() -> None:
+    with pytest.raises(ValueError, match="advertise_url"):
+        EngineConfig(advertise_url="http://10.0.0.2:49134")
+    assert EngineConfig(advertise_url="wss://iii.example:443").advertise_url == "wss://iii.example:443"

@@ -147,6 +147,25 @@ class Cluster:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def gauges(self) -> list[tuple[str, str, float]]:
+        """What the metrics show of the cluster: (name, help, value)."""
+        return [
+            ("iii_cluster_links", "Open links to other engines of the cluster", sum(1 for _ in self._up_links())),
+            (
+                "iii_cluster_remote_functions",
+                "Functions served by other engines, reached over links",
+                len(self._remote),
+            ),
+            (
+                "iii_cluster_functions_held",
+                "This engine's functions it holds in the cluster's registry",
+                len(self._held),
+            ),
+        ]
+
+    def _up_links(self) -> list[EngineLink]:
+        return [link for link in self._links.values() if link.alive]
+
     # --- this engine's functions --------------------------------------------------------------------------
 
     def _served_here(self) -> set[str]:

@@ -121,8 +121,10 @@ class EngineLink(WSListener):
             self.transport.disconnect()
 
     async def _ping(self) -> None:
-        while self.alive:
+        while True:
             await asyncio.sleep(self.ping_interval_s)
+            if not self.alive:
+                return
             if time.monotonic() - self._last_heard > self.ping_timeout_s:
                 log.warning("link to %s: no answer for %.1fs, dropped", self.url, self.ping_timeout_s)
                 if self.transport is not None:
@@ -204,6 +206,8 @@ class EngineLink(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         was_alive, self.alive = self.alive, False
+        if self._pinger is not None:
+            self._pinger.cancel()
         self.closed.set()
         self.resume_writing()
         for target in self._held_by:

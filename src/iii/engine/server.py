@@ -133,6 +133,12 @@ class Engine:
         except (OSError, RedisError) as exc:
             self.cluster = None
             raise OSError(f"cannot join the cluster: Redis unreachable ({exc})") from None
+        cluster = self.cluster
+        relays = self._relays
+        self.metrics.cluster_gauges = lambda: [
+            *cluster.gauges(),
+            ("iii_channel_relays_open", "Channel ends relayed to the engine that owns their channel", len(relays)),
+        ]
 
     @property
     def advertise_url(self) -> str:
