@@ -129,13 +129,17 @@ async def test_redis_url_joins_the_cluster_and_the_metrics_show_it(
     b = await start_engine(modules="", redis_url=redis_server.url)
     assert b.cluster is not None and b.cluster.advertise_url == url(b)  # the default: its own address
     server = await RawWorker.connect(url(b))
-    await server.register("svc::metered")
+    await server.send({"type": "registerfunction", "id": "svc::metered", "description": "counts things"})
     await eventually(lambda: a.core.functions.get("svc::metered") is not None, 5, "svc::metered known on A")
+    caller = await RawWorker.connect(url(a))
+    listed = await caller.call("engine::functions::list", {})
+    [row] = [row for row in listed["result"]["functions"] if row["function_id"] == "svc::metered"]
+    assert row["description"] == "counts things"
+    assert row["worker_name"] == f"engine {b.engine_id} at {url(b)}"
     metrics = a.metrics.render().decode()
     assert "iii_cluster_links 1.0" in metrics
     assert "iii_cluster_remote_functions 1.0" in metrics
-    assert "iii_cluster_functions_held" in b.metrics.render().decode()
-    caller = await RawWorker.connect(url(a))
+    assert "iii_cluster_functions_held 1.0" in b.metrics.render().decode()
     created = await caller.call("engine::channels::create", {})
     channel_id = created["result"]["reader"]["channel_id"]
     assert channel_id.startswith(f"{a.engine_id}.")  # any engine can tell where the channel lives

@@ -4,7 +4,8 @@ What Redis holds (prefix ``iii:cluster:``):
 
 * ``engine:{id}``: each engine's address (``--advertise-url``), with a short TTL that the engine refreshes every
   :attr:`Cluster.heartbeat_s`: an engine that dies drops out within :attr:`Cluster.ttl_s`;
-* ``functions``: a hash of function id → the engine serving it. The first engine to claim an id keeps it
+* ``functions``: a hash of function id → the engine serving it (and ``descriptions``: their descriptions, for
+  the other engines' listings). The first engine to claim an id keeps it
   (``HSETNX``), as the first worker keeps a function within one engine; an engine removes only its own entries,
   and the entries of an engine whose key expired are removed by whichever engine notices first;
 * ``changes``: a pub/sub channel announcing each claim and removal, an engine's whole list of claims after it
@@ -42,10 +43,12 @@ log = logging.getLogger("iii.engine.cluster")
 
 PREFIX: Final = "iii:cluster:"
 FUNCTIONS_KEY: Final = PREFIX + "functions"
+DESCRIPTIONS_KEY: Final = PREFIX + "descriptions"
 CHANGES_CHANNEL: Final = PREFIX + "changes"
 _RELEASE: Final = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
   return 1
 end
 return 0
@@ -58,6 +61,7 @@ local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   if entries[i + 1] == ARGV[1] then
     redis.call('HDEL', KEYS[1], entries[i])
+    redis.call('HDEL', KEYS[3], entries[i])
     removed = removed + 1
   end
 end
@@ -135,7 +139,7 @@ class Cluster:
                 await task
         with contextlib.suppress(RedisError, OSError):
             for function_id in sorted(self._held):
-                if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
+                if await self._redis.eval(_RELEASE, 2, FUNCTIONS_KEY, DESCRIPTIONS_KEY, function_id, self.engine_id):
                     await self._announce({"op": "remove", "function_id": function_id})
             await self._redis.delete(self._engine_key(self.engine_id))
         for link in list(self._links.values()):
@@ -194,6 +198,9 @@ class Cluster:
         for function_id in sorted(served - self._held):
             if await self._redis.hsetnx(FUNCTIONS_KEY, function_id, self.engine_id):
                 self._held.add(function_id)
+                entry = self.core.functions.get(function_id)
+                if entry is not None and entry.description:
+                    await self._redis.hset(DESCRIPTIONS_KEY, function_id, entry.description)
                 await self._announce({"op": "add", "function_id": function_id})
             else:
                 holder = _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"")
@@ -203,7 +210,7 @@ class Cluster:
                     await self._learn(function_id, holder)  # held elsewhere: this engine's worker stands by
         for function_id in sorted(self._held - served):
             self._held.discard(function_id)
-            if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
+            if await self._redis.eval(_RELEASE, 2, FUNCTIONS_KEY, DESCRIPTIONS_KEY, function_id, self.engine_id):
                 await self._announce({"op": "remove", "function_id": function_id})
 
     async def _claim_again(self) -> None:
@@ -244,7 +251,9 @@ class Cluster:
 
     async def _purge(self, engine_id: str) -> None:
         """Remove a dead engine's entries so that others may claim its functions, and say so."""
-        removed = await self._redis.eval(_PURGE, 2, FUNCTIONS_KEY, self._engine_key(engine_id), engine_id)
+        removed = await self._redis.eval(
+            _PURGE, 3, FUNCTIONS_KEY, self._engine_key(engine_id), DESCRIPTIONS_KEY, engine_id
+        )
         if removed >= 0:
             log.info("cluster: engine %s is gone (%d functions released)", engine_id, removed)
             await self._redis.publish(CHANGES_CHANNEL, json.dumps({"op": "gone", "engine_id": engine_id}))
@@ -315,7 +324,8 @@ class Cluster:
         link = await self._link(engine_id)
         if link is None:
             return
-        if self.core.add_remote_function(function_id, link):
+        description = await self._redis.hget(DESCRIPTIONS_KEY, function_id)
+        if self.core.add_remote_function(function_id, link, _text(description) if description else None):
             self._remote[function_id] = engine_id
 
     def _forget(self, function_id: str) -> None:
@@ -340,7 +350,7 @@ class Cluster:
             address = await self.address_of(engine_id)
             if address is None:
                 return None  # its key expired: the engine is gone
-            link = EngineLink(self.core, address, token=self.token)
+            link = EngineLink(self.core, address, token=self.token, name=f"engine {engine_id} at {address}")
             try:
                 await link.open()
             except LinkError as error:

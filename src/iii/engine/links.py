@@ -53,6 +53,7 @@ class EngineLink(WSListener):
         url: str,
         *,
         token: str | None = None,
+        name: str | None = None,
         ping_interval_s: float = 1.0,
         ping_timeout_s: float = 2.0,
     ) -> None:
@@ -63,7 +64,8 @@ class EngineLink(WSListener):
         self.ping_timeout_s = ping_timeout_s
         # Host
         self.worker_id = f"link-{uuid.uuid4()}"
-        self.name = f"link to {url}"
+        self.name = name or f"link to {url}"
+        """What listings show as the worker of the functions reached over the link, and logs and errors say."""
         self.write_paused = False
         self.features: frozenset[str] = frozenset()
         self.session: ConnectionSession | None = None
