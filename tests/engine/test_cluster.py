@@ -7,10 +7,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import websockets
 
 from iii.engine import Engine, EngineConfig
 from iii.engine.cluster import Cluster
 from iii.engine.links import EngineLink
+from iii.protocol import close_codes
 from tests.engine.wire import RawWorker, eventually
 from tests.redis_server import RedisServer
 
@@ -149,3 +151,23 @@ def test_an_advertised_address_must_be_a_websocket_url() -> None:
     with pytest.raises(ValueError, match="advertise_url"):
         EngineConfig(advertise_url="http://10.0.0.2:49134")
     assert EngineConfig(advertise_url="wss://iii.example:443").advertise_url == "wss://iii.example:443"
+
+
+async def test_an_end_released_at_another_engine_is_released_at_its_owner(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    """A handler on B left the writer it was given untouched; B's SDK releases it at B: the reader on A, the
+    channel's engine, learns at once (4004) instead of waiting for the channel's time to live."""
+    a = await start_engine(modules="", redis_url=redis_server.url)
+    b = await start_engine(modules="", redis_url=redis_server.url)
+    creator = await RawWorker.connect(url(a))
+    refs = (await creator.call("engine::channels::create", {}))["result"]
+    reader = await websockets.connect(
+        f"{url(a)}/ws/channels/{refs['reader']['channel_id']}?key={refs['reader']['access_key']}&dir=read"
+    )
+    holder = await RawWorker.connect(url(b))
+    answer = await holder.call("engine::channels::release", {"ends": [refs["writer"]], "reason": "handler returned"})
+    assert answer["result"] == {"released": 1}
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(reader.recv(), 5)
+    assert reader.close_code == close_codes.WRITER_RELEASED

@@ -19,7 +19,8 @@ engines whose links are up even when a restarted Redis has forgotten them: their
 cluster converges when Redis is back.
 
 Channels: in a cluster, a channel's id starts with its engine's id and a dot (:func:`channel_owner`), so any
-engine can tell where a channel lives and relay a socket for it there (:mod:`iii.engine.channel_relay`).
+engine can tell where a channel lives and relay a socket for it there (:mod:`iii.engine.channel_relay`); ends
+released at an engine that does not own them are released at their owner (:meth:`Cluster.release_elsewhere`).
 """
 
 from __future__ import annotations
@@ -31,15 +32,21 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from iii.engine.channels import channel_owner
 from iii.engine.links import EngineLink, LinkError
+from iii.protocol.codec import encode, encode_value
+from iii.protocol.messages import InvokeFunction, TriggerAction
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
 
 log = logging.getLogger("iii.engine.cluster")
+
+RELEASE_FUNCTION: Final = "engine::channels::release"
 
 PREFIX: Final = "iii:cluster:"
 FUNCTIONS_KEY: Final = PREFIX + "functions"
@@ -73,12 +80,6 @@ return removed
 def new_engine_id() -> str:
     """A fresh engine id: short (it starts every channel id of the engine), unique enough for any cluster."""
     return secrets.token_hex(6)
-
-
-def channel_owner(channel_id: str) -> str | None:
-    """The id of the engine where a channel lives, from the channel's id; None for an engine outside a cluster."""
-    owner, dot, _ = channel_id.partition(".")
-    return owner if dot and owner else None
 
 
 class Cluster:
@@ -333,6 +334,28 @@ class Cluster:
         link = self._links.get(engine_id) if engine_id is not None else None
         if link is not None:
             self.core.remove_remote_function(function_id, link)
+
+    # --- channels ---------------------------------------------------------------------------------------------
+
+    def release_elsewhere(self, ends: list[dict[str, Any]], reason: str) -> int:
+        """Release channel ends owned by other engines at their owners (``engine::channels::release`` over the
+        link, answered by no one); returns how many ends were sent on."""
+        by_owner: dict[str, list[dict[str, Any]]] = {}
+        for ref in ends:
+            owner = channel_owner(str(ref.get("channel_id", "")))
+            if owner is not None and owner != self.engine_id:
+                by_owner.setdefault(owner, []).append(ref)
+        for owner, refs in by_owner.items():
+            self._spawn(self._release_at(owner, refs, reason))
+        return sum(len(refs) for refs in by_owner.values())
+
+    async def _release_at(self, engine_id: str, ends: list[dict[str, Any]], reason: str) -> None:
+        link = await self._link(engine_id)
+        if link is None:
+            return  # that engine is gone, and its channels with it
+        payload = msgspec.Raw(encode_value({"ends": ends, "reason": reason}))
+        action = TriggerAction("void")
+        link.send_message(encode(InvokeFunction(function_id=RELEASE_FUNCTION, data=payload, action=action)))
 
     # --- links ------------------------------------------------------------------------------------------------
 

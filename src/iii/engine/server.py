@@ -43,8 +43,8 @@ from redis.exceptions import RedisError
 
 from iii.engine import console
 from iii.engine.channel_relay import ChannelRelay
-from iii.engine.channels import KeyCheck, Role
-from iii.engine.cluster import Cluster, channel_owner, new_engine_id
+from iii.engine.channels import KeyCheck, Role, channel_owner
+from iii.engine.cluster import Cluster, new_engine_id
 from iii.engine.config import EngineConfig
 from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
@@ -135,6 +135,7 @@ class Engine:
             raise OSError(f"cannot join the cluster: Redis unreachable ({exc})") from None
         cluster = self.cluster
         relays = self._relays
+        self.builtins.release_elsewhere = cluster.release_elsewhere
         self.metrics.cluster_gauges = lambda: [
             *cluster.gauges(),
             ("iii_channel_relays_open", "Channel ends relayed to the engine that owns their channel", len(relays)),
