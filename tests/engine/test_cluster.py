@@ -171,3 +171,33 @@ async def test_an_end_released_at_another_engine_is_released_at_its_owner(
     with pytest.raises(websockets.ConnectionClosed):
         await asyncio.wait_for(reader.recv(), 5)
     assert reader.close_code == close_codes.WRITER_RELEASED
+
+
+async def test_engines_present_the_engine_token_to_each_other(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    """With --token, links carry it: engines that share the token form one system; one with another token is
+    refused by the others (and its functions stay its own)."""
+    a = await start_engine(modules="", redis_url=redis_server.url, token="shared-secret")
+    b = await start_engine(modules="", redis_url=redis_server.url, token="shared-secret")
+    stranger = await start_engine(modules="", redis_url=redis_server.url, token="another-secret")
+    bearer = {"additional_headers": {"Authorization": "Bearer shared-secret"}}
+    server = await RawWorker.connect(url(b), **bearer)
+    await server.register("svc::guarded")
+    await eventually(lambda: a.core.functions.get("svc::guarded") is not None, 5, "svc::guarded known on A")
+    caller = await RawWorker.connect(url(a), **bearer)
+    await caller.invoke("svc::guarded", {})
+    await server.serve_one(lambda d: "ok")
+    assert (await caller.recv_type("invocationresult"))["result"] == "ok"
+
+    outsider = await RawWorker.connect(url(stranger), additional_headers={"Authorization": "Bearer another-secret"})
+    await outsider.register("svc::outsider")
+    assert stranger.cluster is not None
+    assert a.cluster is not None
+    cluster_a, cluster_stranger = a.cluster, stranger.cluster
+    # A heard of svc::outsider and tried to link to its engine: refused, it watches that engine instead.
+    await eventually(lambda: stranger.engine_id in cluster_a._watching, 5, "A refused by the stranger")
+    missing = await caller.call("svc::outsider", {})
+    assert missing["error"]["code"] == "function_not_found"
+    await eventually(lambda: b.engine_id in cluster_stranger._watching, 5, "the stranger refused by B")
+    assert stranger.core.functions.get("svc::guarded") is None
