@@ -7,10 +7,14 @@ before it accepts anyone, and stop after it stops accepting (the http module fir
 Routes (all WebSocket upgrades on one port):
 
 * ``/``: the worker control socket (:mod:`iii.engine.worker_socket`);
-* ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`);
+* ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`); in a
+  cluster, an end of another engine's channel is relayed to that engine (:mod:`iii.engine.channel_relay`);
 * ``/otel``: telemetry from the official SDKs, read and discarded;
 * ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
 * ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
+
+With ``--redis-url`` the engine joins a cluster (:mod:`iii.engine.cluster`) once its modules run and before it
+accepts anyone, and leaves it first when it stops.
 
 HTTP triggers are served on a port of their own, by the http module (:mod:`iii.modules.http`), and a module may
 open a port where its gate admits workers (:mod:`iii.engine.worker_ports`: the rbac module's listener).
