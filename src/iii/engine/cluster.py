@@ -350,7 +350,11 @@ class Cluster:
         return sum(len(refs) for refs in by_owner.values())
 
     async def _release_at(self, engine_id: str, ends: list[dict[str, Any]], reason: str) -> None:
-        link = await self._link(engine_id)
+        try:
+            link = await self._link(engine_id)
+        except (RedisError, OSError) as error:
+            log.warning("cluster: %d channel ends of engine %s not released there (%s)", len(ends), engine_id, error)
+            return
         if link is None:
             return  # that engine is gone, and its channels with it
         payload = msgspec.Raw(encode_value({"ends": ends, "reason": reason}))
