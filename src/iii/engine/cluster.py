@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from iii.engine.channels import channel_owner
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("iii.engine.cluster")
 
 RELEASE_FUNCTION: Final = "engine::channels::release"
+REDIS_TIMEOUT_S: Final = 5.0
 
 PREFIX: Final = "iii:cluster:"
 FUNCTIONS_KEY: Final = PREFIX + "functions"
@@ -102,7 +105,14 @@ class Cluster:
         self.token = token
         self.heartbeat_s = heartbeat_s
         self.ttl_s = ttl_s
-        self._redis = aioredis.from_url(redis_url)
+        # Commands time out, so a Redis that stops answering is an error to retry, never a hang; the subscription
+        # has a connection of its own (it is idle for as long as nothing changes), re-made by _listen alone.
+        self._redis = aioredis.from_url(
+            redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+        )
+        self._subscriber = aioredis.from_url(
+            redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
+        )
         self._links: dict[str, EngineLink] = {}
         """Open links by engine id."""
         self._linking: dict[str, asyncio.Lock] = {}
@@ -146,6 +156,7 @@ class Cluster:
         for link in list(self._links.values()):
             link.close()
         await self._redis.aclose()
+        await self._subscriber.aclose()
 
     def _spawn(self, job: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(job)
@@ -267,7 +278,7 @@ class Cluster:
         first = True
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with self._subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGES_CHANNEL)
                     if not first:
                         await self._claim_again()
