@@ -173,7 +173,7 @@ class ChannelRelay(TrackedListener):
             upstream.disconnect()
             if not self._closing:
                 self._closing = True
-                linger_close(self.transport, code.value, reason.decode(errors="replace"))
+                linger_close(self.transport, code.value, (reason or b"").decode(errors="replace"))
             return
         if self._closing or frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
             return
