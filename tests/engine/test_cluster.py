@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import redis.asyncio as aioredis
 import websockets
 
 from iii.engine import Engine, EngineConfig
@@ -201,3 +203,50 @@ async def test_engines_present_the_engine_token_to_each_other(
     assert missing["error"]["code"] == "function_not_found"
     await eventually(lambda: b.engine_id in cluster_stranger._watching, 5, "the stranger refused by B")
     assert stranger.core.functions.get("svc::guarded") is None
+
+
+async def test_an_engine_taken_for_gone_while_alive_claims_its_functions_again(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    """After a Redis restart an engine's key can be missing for a moment while its claims are back: another
+    engine may then release its functions as a dead engine's. The living engine hears it and claims them again."""
+    a = await start_engine(modules="", redis_url=redis_server.url)
+    b = await start_engine(modules="", redis_url=redis_server.url)
+    assert a.cluster is not None and b.cluster is not None
+    server = await RawWorker.connect(url(b))
+    await server.register("svc::survivor")
+
+    def routed_to_b() -> bool:
+        entry = a.core.functions.get("svc::survivor")
+        return entry is not None and isinstance(entry.owner, EngineLink)
+
+    await eventually(routed_to_b, 5, "svc::survivor known on A")
+    inspector = aioredis.from_url(redis_server.url)
+    try:
+        async with inspector.pubsub() as changes:
+            await changes.subscribe("iii:cluster:changes")
+            await inspector.delete(f"iii:cluster:engine:{b.engine_id}")
+            await a.cluster._purge(b.engine_id)  # what A does when it finds B's key missing
+            async with asyncio.timeout(5):  # B hears it and claims the function again
+                async for message in changes.listen():
+                    change = json.loads(message["data"]) if message["type"] == "message" else {}
+                    if change.get("op") == "add" and change.get("function_id") == "svc::survivor":
+                        assert change["engine_id"] == b.engine_id
+                        break
+        assert await inspector.hget("iii:cluster:functions", "svc::survivor") == b.engine_id.encode()
+    finally:
+        await inspector.aclose()
+
+    # A hears the release and then the claim, in this order: the function comes back there.
+    async def serve() -> None:
+        while True:
+            await server.serve_one(lambda d: "still here")
+
+    serving = asyncio.ensure_future(serve())
+    caller = await RawWorker.connect(url(a))
+    try:
+        async with asyncio.timeout(5):
+            while (answer := await caller.call("svc::survivor", {})).get("result") != "still here":
+                assert answer["error"]["code"] == "function_not_found"  # only until A has heard the claim
+    finally:
+        serving.cancel()

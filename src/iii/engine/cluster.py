@@ -226,8 +226,9 @@ class Cluster:
                 await self._announce({"op": "remove", "function_id": function_id})
 
     async def _claim_again(self) -> None:
-        """After a lost subscription: Redis may have restarted empty; claim everything again and tell the
-        others the whole list, so that they drop what this engine stopped serving meanwhile."""
+        """After a lost subscription: Redis may have restarted empty; say this engine is here, claim everything
+        again and tell the others the whole list, so that they drop what this engine stopped serving meanwhile."""
+        await self._heartbeat_once()
         self._held.clear()
         await self._sync_claims()
         await self._announce({"op": "serves", "function_ids": sorted(self._held)})
@@ -310,7 +311,12 @@ class Cluster:
 
     async def _apply(self, change: dict[str, Any]) -> None:
         op, engine_id = change.get("op"), str(change.get("engine_id"))
-        if engine_id == self.engine_id and op != "gone":
+        if engine_id == self.engine_id:
+            if op == "gone":  # taken for dead (its key was missing for a moment): claim everything again
+                log.warning("cluster: this engine was taken for gone; claiming its functions again")
+                await self._heartbeat_once()
+                self._held.clear()
+                self._sync_needed.set()
             return
         if op == "add":
             await self._learn(str(change.get("function_id")), engine_id)
@@ -324,7 +330,7 @@ class Cluster:
             for function_id, owner in list(self._remote.items()):
                 if owner == engine_id and function_id not in still:
                     self._forget(function_id)
-        elif op == "gone":
+        elif op == "gone":  # from another engine, about a third
             for function_id, owner in list(self._remote.items()):
                 if owner == engine_id:
                     self._forget(function_id)
