@@ -179,6 +179,27 @@ class Cluster:
             ),
         ]
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the console shows: this engine, and each other engine it knows with its link and functions."""
+        engines: dict[str, dict[str, Any]] = {}
+        for engine_id, address in self._addresses.items():
+            link = self._links.get(engine_id)
+            engines[engine_id] = {
+                "engine_id": engine_id,
+                "address": address,
+                "link": "open" if link is not None and link.alive else "down",
+                "functions": 0,
+            }
+        for engine_id in self._remote.values():
+            if engine_id in engines:
+                engines[engine_id]["functions"] += 1
+        return {
+            "engine_id": self.engine_id,
+            "address": self.advertise_url,
+            "functions_held": len(self._held),
+            "engines": sorted(engines.values(), key=lambda row: str(row["engine_id"])),
+        }
+
     def _up_links(self) -> list[EngineLink]:
         return [link for link in self._links.values() if link.alive]
 

@@ -321,7 +321,8 @@ class Engine:
         if not authorized:
             return http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
         if path == console.STATE_PATH:
-            body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots()))
+            cluster = None if self.cluster is None else {**self.cluster.snapshot(), "relays": len(self._relays)}
+            body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots(), cluster))
             headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
         else:
             body = console.page()
