@@ -22,7 +22,7 @@ Run alone: ``python bench/cluster.py [--quick] [--verify] [--repeat N]``; needs 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -114,23 +114,34 @@ def measure(quick: bool, verify: bool, repeat: int) -> list[Measurement]:
     """``repeat`` rounds of every case (see the module docstring), then the report rows."""
     size = sizes(quick)
     runs = Runs([], [], [], [], [], [], [])
-    for _ in range(repeat):
+    for round_index in range(repeat):
         with round_engines() as engines:
-            lone, a, b = engines.lone.url, engines.a.url, engines.b.url
-
-            def calls(caller: str, echo: str, pids: dict[str, int], count: int, in_flight: int) -> CallRun:
-                warmup = size.warmup if in_flight > 1 else size.warmup // 5
-                return invocations.run_workers(caller, echo, pids, count, in_flight, warmup, verify)
-
-            runs.lone.append(calls(lone, lone, engines.lone_pids, size.calls, IN_FLIGHT))
-            runs.within.append(calls(a, a, engines.cluster_pids, size.calls, IN_FLIGHT))
-            runs.across.append(calls(a, b, engines.cluster_pids, size.calls, IN_FLIGHT))
-            runs.lone_sequential.append(calls(lone, lone, engines.lone_pids, size.sequential_calls, 1))
-            runs.across_sequential.append(calls(a, b, engines.cluster_pids, size.sequential_calls, 1))
-            total = size.channel_bytes
-            runs.lone_channel.append(channel_relay.run_ends(lone, lone, engines.lone_pids, total, verify))
-            runs.across_channel.append(channel_relay.run_ends(a, b, engines.cluster_pids, total, verify))
+            run_round(engines, size, verify, runs, reverse=round_index % 2 == 1)
     return report(runs, size, verify)
+
+
+def run_round(engines: Engines, size: Sizes, verify: bool, runs: Runs, *, reverse: bool) -> None:
+    """Every case once on this round's engines, with fresh workers; ``reverse`` runs them in the reverse order
+    (every other round: neither the lone engine nor the cluster always goes first)."""
+    lone, a, b = engines.lone.url, engines.a.url, engines.b.url
+    lone_pids, cluster_pids = engines.lone_pids, engines.cluster_pids
+    total = size.channel_bytes
+
+    def calls(caller: str, echo: str, pids: dict[str, int], count: int, in_flight: int) -> CallRun:
+        warmup = size.warmup if in_flight > 1 else size.warmup // 5
+        return invocations.run_workers(caller, echo, pids, count, in_flight, warmup, verify)
+
+    cases: list[Callable[[], None]] = [
+        lambda: runs.lone.append(calls(lone, lone, lone_pids, size.calls, IN_FLIGHT)),
+        lambda: runs.within.append(calls(a, a, cluster_pids, size.calls, IN_FLIGHT)),
+        lambda: runs.across.append(calls(a, b, cluster_pids, size.calls, IN_FLIGHT)),
+        lambda: runs.lone_sequential.append(calls(lone, lone, lone_pids, size.sequential_calls, 1)),
+        lambda: runs.across_sequential.append(calls(a, b, cluster_pids, size.sequential_calls, 1)),
+        lambda: runs.lone_channel.append(channel_relay.run_ends(lone, lone, lone_pids, total, verify)),
+        lambda: runs.across_channel.append(channel_relay.run_ends(a, b, cluster_pids, total, verify)),
+    ]
+    for case in reversed(cases) if reverse else cases:
+        case()
 
 
 # --- report ----------------------------------------------------------------------------------------------
@@ -197,13 +208,14 @@ def report(runs: Runs, size: Sizes, verify: bool) -> list[Measurement]:
     across_rate = median(across_rates)
     rows.append(
         Measurement(
-            name="12a. calls across two engines (caller on A, function on B), 64 in flight",
+            name="12a. calls across two engines, 64 in flight",
             result=f"{across_rate:,.0f} calls/s",
             score=across_rate / lone_rate,
             target=TARGET_ACROSS_RATE,
             target_text=f"≥ {TARGET_ACROSS_RATE:.2f}x lone engine",
             ratio_text=f"{across_rate / lone_rate:.2f}x lone engine",
             details=(
+                f"caller on A, echo function on B (A → link → B → worker and back); "
                 f"{size.calls:,} calls per run, median of {repeat} runs [{thousands(across_rates)}] "
                 f"k calls/s, run by run [{pairwise(across_rates, lone_rates)}]x the lone engine; "
                 f"{engines_us_per_call(runs.across, ['engine A', 'engine B'])}; {shares(runs.across, CLUSTER)}; "
@@ -216,7 +228,7 @@ def report(runs: Runs, size: Sizes, verify: bool) -> list[Measurement]:
     across_median = median(across_medians)
     rows.append(
         Measurement(
-            name="12b. sequential round trip across two engines (1 in flight)",
+            name="12b. sequential round trip across two engines",
             result=(f"median {across_median:.0f} µs, p99 {median([r.p99_us for r in runs.across_sequential]):,.0f} µs"),
             score=across_median / lone_median,
             target=TARGET_ACROSS_LATENCY,
@@ -224,7 +236,8 @@ def report(runs: Runs, size: Sizes, verify: bool) -> list[Measurement]:
             higher_is_better=False,
             ratio_text=f"{across_median / lone_median:.2f}x lone engine",
             details=(
-                f"{size.sequential_calls:,} calls per run, median of {repeat} runs [{fmt_runs(across_medians, 0)}] µs "
+                f"caller on A, function on B; {size.sequential_calls:,} calls per run, median of {repeat} runs "
+                f"[{fmt_runs(across_medians, 0)}] µs "
                 f"(p99 [{fmt_runs([r.p99_us for r in runs.across_sequential], 0)}] µs), run by run "
                 f"[{pairwise(across_medians, [r.median_us for r in runs.lone_sequential])}]x the lone engine; "
                 f"{engines_us_per_call(runs.across_sequential, ['engine A', 'engine B'])} "
@@ -236,13 +249,14 @@ def report(runs: Runs, size: Sizes, verify: bool) -> list[Measurement]:
     within_rate = median(within_rates)
     rows.append(
         Measurement(
-            name="12c. calls within one engine of a cluster (both workers on A, B beside it), 64 in flight",
+            name="12c. calls within one engine of a cluster, 64 in flight",
             result=f"{within_rate:,.0f} calls/s",
             score=within_rate / lone_rate,
             target=TARGET_WITHIN_RATE,
             target_text=f"≥ {TARGET_WITHIN_RATE:.2f}x lone engine",
             ratio_text=f"{within_rate / lone_rate:.2f}x lone engine",
             details=(
+                f"both workers on A, B idle beside it; "
                 f"{size.calls:,} calls per run, median of {repeat} runs [{thousands(within_rates)}] "
                 f"k calls/s, run by run [{pairwise(within_rates, lone_rates)}]x the lone engine; "
                 f"{engines_us_per_call(runs.within, ['engine A'])}; {shares(runs.within, CLUSTER)}"
@@ -265,13 +279,14 @@ def channel_row(runs: Runs, size: Sizes, verify: bool) -> Measurement:
 
     verified = "; CRC32 verified" if verify else ""
     return Measurement(
-        name="12d. channel across two engines (writer on A, reader on B), 64 KiB frames",
+        name="12d. channel across two engines, 64 KiB frames",
         result=f"{median(across):.2f} GB/s (lone engine's relay {median(lone):.2f} GB/s)",
         score=ratio,
         target=TARGET_CHANNEL,
         target_text=f"≥ {TARGET_CHANNEL:.2f}x lone engine's relay",
         ratio_text=f"{ratio:.2f}x lone engine's relay",
         details=(
+            f"writer on A (the channel's engine), the reader's end opened at B and relayed to A; "
             f"{fmt_bytes(size.channel_bytes)} per run, median of {len(across)} runs [{fmt_runs(across)}] GB/s "
             f"(lone engine [{fmt_runs(lone)}] GB/s), run by run [{pairwise(across, lone)}]x; engine CPU per 64 KiB "
             f"frame: A {per_frame(runs.across_channel, 'engine A'):.1f} µs, B "
