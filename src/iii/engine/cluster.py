@@ -67,6 +67,7 @@ return removed
 _END_WAIT_S: Final = 0.2
 """How long leaving waits for the background tasks after each cancellation."""
 _END_ATTEMPTS: Final = 10
+"""How many times leaving cancels a background task that goes on running."""
 
 
 def new_engine_id() -> str:
