@@ -250,3 +250,21 @@ async def test_an_engine_taken_for_gone_while_alive_claims_its_functions_again(
                 assert answer["error"]["code"] == "function_not_found"  # only until A has heard the claim
     finally:
         serving.cancel()
+
+
+async def test_an_engine_leaves_the_cluster_at_once_even_when_stopped_while_joining(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    # A cancellation that lands while redis-py connects (the subscription to the announcements) can be lost, and
+    # the task then goes on listening: leaving must not wait for it. Stopped after 0..29 steps of the loop (before
+    # the fix, about half of these stops hung until cancelled from outside).
+    engine = await start_engine()
+    for steps in range(30):
+        cluster = Cluster(engine.core, redis_server.url, f"E{steps}", url(engine))
+        await cluster.start()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(cluster.stop())
+        done, _ = await asyncio.wait([stopping], timeout=5)
+        assert done, f"the cluster did not stop within 5 s when stopped {steps} loop steps after it started"
+        await stopping

@@ -51,12 +51,7 @@ def test_fifo_order_holds_per_group_under_retries_with_three_competing_consumers
     markers = tmp_path / "markers"
     markers.mkdir()
     files = [tmp_path / f"consumer-{index}.jsonl" for index in range(3)]
-    engines = [
-        EngineProcess(
-            ["--config", str(config), "--data-dir", str(tmp_path / f"engine-{i}")]
-        )
-        for i in range(3)
-    ]
+    engines = [EngineProcess(["--config", str(config), "--data-dir", str(tmp_path / f"engine-{i}")]) for i in range(3)]
     consumers: list[subprocess.Popen[str]] = []
     try:
         for engine in engines:
