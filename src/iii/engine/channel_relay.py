@@ -9,7 +9,7 @@ reach the worker as they are.
 
 Backpressure crosses the relay: when one side's outgoing buffer is full, the other side is not read, so a slow
 reader on this engine holds back the owner's relay, which holds back the writer. What a relay holds is bounded by
-the two sockets' write buffers (:data:`WRITE_BUFFER_HIGH`) and one frame.
+the two sockets' write buffers (:data:`WRITE_BUFFER_HIGH`) and what one read takes in (:data:`RECEIVE_BUFFER`).
 
 Failures are never a clean end: losing the owner (its engine killed, the network) closes the worker's socket with
 4001 for a reader (:data:`~iii.protocol.close_codes.WRITER_LOST`) or 4002 for a writer
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import quote
@@ -36,6 +37,10 @@ log = logging.getLogger("iii.engine.channels")
 
 WRITE_BUFFER_HIGH: Final = 1024 * 1024
 """Outgoing bytes either socket of a relay may have buffered before the other side is no longer read."""
+RECEIVE_BUFFER: Final = 256 * 1024
+"""Kernel receive buffer of either socket of a relay. picows reads whatever the kernel holds, and hands on every
+frame of that read even after reading is paused: with the kernel's autotuned buffer (tens of MiB on loopback)
+one read would put that much into the other socket's write buffer, past :data:`WRITE_BUFFER_HIGH`."""
 CONNECT_TIMEOUT_S: Final = 10.0
 
 AddressOf = Callable[[str], Awaitable[str | None]]
@@ -76,7 +81,7 @@ class ChannelRelay(TrackedListener):
         super().on_ws_connected(transport)
         self.transport = transport
         self._relays.add(self)
-        transport.underlying_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        _bound(transport)
         transport.underlying_transport.pause_reading()  # until the owner's end is open
         self._connecting = asyncio.ensure_future(self._connect())
 
@@ -114,7 +119,7 @@ class ChannelRelay(TrackedListener):
         if self.transport is None or self.transport.is_disconnected:
             upstream.transport.disconnect()
             return
-        upstream.transport.underlying_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        _bound(upstream.transport)
         self.transport.underlying_transport.resume_reading()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -187,6 +192,14 @@ class ChannelRelay(TrackedListener):
     def resume_upstream_writing(self) -> None:
         if self.transport is not None and not self.transport.is_disconnected:
             self.transport.underlying_transport.resume_reading()
+
+
+def _bound(transport: WSTransport) -> None:
+    """Bound what one socket of a relay holds: its outgoing buffer, and what one read takes in."""
+    transport.underlying_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+    sock = transport.underlying_transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 class _Upstream(WSListener):

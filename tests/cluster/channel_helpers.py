@@ -1,0 +1,69 @@
+"""Fixtures' building blocks for the channel tests across engines: a Redis, two engine processes in one cluster,
+and an SDK worker connected to each."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from iii import III, InitOptions, register_worker
+from iii.testing import EngineProcess
+from tests.redis_server import RedisServer
+
+
+@dataclass
+class Cluster:
+    """Engines A and B on one Redis, with a worker of our SDK on each."""
+
+    redis: RedisServer
+    a: EngineProcess
+    b: EngineProcess
+    client_a: III
+    client_b: III
+
+
+def cluster_engine(redis: RedisServer) -> EngineProcess:
+    """An engine process of the cluster on ``redis``, running no modules (the core alone)."""
+    return EngineProcess(["--redis-url", redis.url, "--modules", "", "--http-port", "-1"])
+
+
+@contextlib.contextmanager
+def start_cluster() -> Iterator[Cluster]:
+    with (
+        RedisServer() as redis,
+        cluster_engine(redis) as a,
+        cluster_engine(redis) as b,
+        contextlib.closing(_Client(a.url, "on-a")) as on_a,
+        contextlib.closing(_Client(b.url, "on-b")) as on_b,
+    ):
+        yield Cluster(redis, a, b, on_a.client, on_b.client)
+
+
+class _Client:
+    """A worker shut down on close (``contextlib.closing``)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.client = register_worker(url, InitOptions(worker_name=name))
+
+    def close(self) -> None:
+        self.client.shutdown()
+
+
+async def read_all(ws: ClientConnection) -> tuple[bytes, list[str], int | None, str]:
+    """Collect binary data and text messages until the engine closes; returns them with the close code and reason."""
+    chunks: list[bytes] = []
+    texts: list[str] = []
+    with contextlib.suppress(websockets.ConnectionClosedError):
+        async for item in ws:
+            if isinstance(item, bytes):
+                chunks.append(item)
+            else:
+                texts.append(item)
+    return b"".join(chunks), texts, ws.close_code, ws.close_reason or ""
+
+
+__all__ = ["Cluster", "cluster_engine", "read_all", "start_cluster"]
