@@ -67,13 +67,18 @@ class Pair:
         return await connect_raw(url)
 
 
+async def start_pair(start_engine: Any, redis: RedisServer, **options: Any) -> Pair:
+    """Engines A and B (with ``options``) in one cluster on ``redis``; they are stopped with ``start_engine``'s."""
+    a = await start_engine(redis_url=redis.url, modules="", **options)
+    b = await start_engine(redis_url=redis.url, modules="", **options)
+    return Pair(a, b, await RawWorker.connect(a.url))
+
+
 @pytest.fixture
 async def pair(start_engine: Any, redis_server: RedisServer) -> AsyncIterator[Pair]:
-    a = await start_engine(redis_url=redis_server.url, modules="")
-    b = await start_engine(redis_url=redis_server.url, modules="")
-    creator = await RawWorker.connect(a.url)
-    yield Pair(a, b, creator)
-    await creator.close()
+    started = await start_pair(start_engine, redis_server)
+    yield started
+    await started.creator.close()
 
 
 async def closed_with(ws: ClientConnection) -> tuple[int | None, str]:
@@ -167,6 +172,61 @@ async def test_text_messages_cross_in_order_with_the_data(pair: Pair, writer_at:
             received.append(item)
     assert received == sent
     assert reader.close_code == close_codes.NORMAL
+
+
+@pytest.mark.parametrize(("writer_at", "reader_at"), [("A", "B"), ("B", "A"), ("B", "B")])
+async def test_fragmented_messages_cross_whole(pair: Pair, writer_at: Where, reader_at: Where) -> None:
+    writer_ref, reader_ref = await pair.create()
+    reader = await pair.open(reader_at, reader_ref)
+    writer = await pair.open(writer_at, writer_ref)
+    await writer.send([b"first ", b"binary ", b"message"])  # one message in three frames
+    await writer.send(["a text ", "in two"])
+    await writer.send(b"last")
+    await writer.close()
+    assert await asyncio.wait_for(read_all(reader), DEADLINE_S) == (
+        b"first binary messagelast",
+        ["a text in two"],
+        close_codes.NORMAL,
+        "stream complete",
+    )
+
+
+async def test_a_relayed_end_answers_pings(pair: Pair) -> None:
+    _, reader_ref = await pair.create()
+    reader = await pair.open("B", reader_ref)
+    for _ in range(3):
+        await asyncio.wait_for(await reader.ping(), DEADLINE_S)
+
+
+async def test_an_oversized_frame_ends_the_stream_as_it_does_at_the_owner(
+    start_engine: Any, redis_server: RedisServer
+) -> None:
+    limited = await start_pair(start_engine, redis_server, max_message_bytes=1024 * 1024)
+    seen = {}
+    for writer_at in PLACES:
+        writer_ref, reader_ref = await limited.create()
+        reader = await limited.open("B", reader_ref)
+        writer = await limited.open(writer_at, writer_ref)
+        await writer.send(b"fits")
+        await writer.send(bytes(1024 * 1024 + 1))
+        writer_code, _ = await closed_with(writer)
+        data, _, code, reason = await asyncio.wait_for(read_all(reader), DEADLINE_S)
+        seen[writer_at] = (writer_code, data, code, reason)
+    assert seen["A"][:3] == (close_codes.MESSAGE_TOO_BIG, b"fits", close_codes.WRITER_LOST)
+    assert seen["B"] == seen["A"]
+
+
+async def test_an_expired_channel_tells_a_relayed_end_as_it_does_a_local_one(
+    start_engine: Any, redis_server: RedisServer
+) -> None:
+    expiring = await start_pair(start_engine, redis_server, channel_ttl_s=0.3)
+    seen = {}
+    for reader_at in PLACES:
+        _, reader_ref = await expiring.create()  # its writer never connects
+        reader = await expiring.open(reader_at, reader_ref)
+        seen[reader_at] = await asyncio.wait_for(read_all(reader), DEADLINE_S)
+    assert seen["A"][2] == close_codes.PEER_NEVER_CONNECTED
+    assert seen["B"] == seen["A"]
 
 
 @pytest.mark.parametrize(("first_at", "second_at"), list(itertools.product(PLACES, PLACES)))
