@@ -75,7 +75,7 @@ async def start_pair(start_engine: Any, redis: RedisServer, **options: Any) -> P
 
 
 @pytest.fixture
-async def pair(start_engine: Any, redis_server: RedisServer) -> AsyncIterator[Pair]:
+async def pair(redis_server: RedisServer, start_engine: Any) -> AsyncIterator[Pair]:
     started = await start_pair(start_engine, redis_server)
     yield started
     await started.creator.close()
@@ -199,7 +199,7 @@ async def test_a_relayed_end_answers_pings(pair: Pair) -> None:
 
 
 async def test_an_oversized_frame_ends_the_stream_as_it_does_at_the_owner(
-    start_engine: Any, redis_server: RedisServer
+    redis_server: RedisServer, start_engine: Any
 ) -> None:
     limited = await start_pair(start_engine, redis_server, max_message_bytes=1024 * 1024)
     seen = {}
@@ -217,7 +217,7 @@ async def test_an_oversized_frame_ends_the_stream_as_it_does_at_the_owner(
 
 
 async def test_an_expired_channel_tells_a_relayed_end_as_it_does_a_local_one(
-    start_engine: Any, redis_server: RedisServer
+    redis_server: RedisServer, start_engine: Any
 ) -> None:
     expiring = await start_pair(start_engine, redis_server, channel_ttl_s=0.3)
     seen = {}
