@@ -3,9 +3,14 @@ and an SDK worker connected to each."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -51,6 +56,36 @@ class _Client:
 
     def close(self) -> None:
         self.client.shutdown()
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (RFC 6455: clients mask what they send)."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return head + mask + masked
+
+
+async def pipelined(url: str, frames: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a WebSocket to ``url`` sending ``frames`` in the same write as the upgrade request, before any
+    answer (as a client may); the connection, left open."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    writer.write(request.encode() + frames)
+    await writer.drain()
+    return reader, writer
 
 
 async def read_all(ws: ClientConnection) -> tuple[bytes, list[str], int | None, str]:

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import itertools
 import random
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from iii.engine import Engine
 from iii.protocol import close_codes
 from iii.protocol.refs import channel_url
 from iii.testing import EngineProcess
-from tests.cluster.channel_helpers import Cluster, read_all, start_cluster
+from tests.cluster.channel_helpers import Cluster, masked_frame, pipelined, read_all, start_cluster
 from tests.engine.wire import RawWorker, connect_raw
 from tests.procfs import status_kib
 from tests.redis_server import RedisServer
@@ -189,6 +190,21 @@ async def test_fragmented_messages_cross_whole(pair: Pair, writer_at: Where, rea
         close_codes.NORMAL,
         "stream complete",
     )
+
+
+@pytest.mark.parametrize("writer_at", PLACES)
+async def test_frames_sent_right_behind_the_upgrade_request_are_not_lost(pair: Pair, writer_at: Where) -> None:
+    # They arrive in the same read as the request, before the relay's link to the owner is open.
+    writer_ref, reader_ref = await pair.create()
+    reader = await pair.open("A", reader_ref)
+    url = channel_url(pair.at(writer_at).url, writer_ref["channel_id"], writer_ref["access_key"], "write")
+    early = masked_frame(0x2, b"early data") + masked_frame(0x1, b"a note") + masked_frame(0x8, struct.pack("!H", 1000))
+    _, connection = await pipelined(url, early)
+    try:
+        outcome = await asyncio.wait_for(read_all(reader), DEADLINE_S)
+    finally:
+        connection.close()
+    assert outcome == (b"early data", ["a note"], close_codes.NORMAL, "stream complete")
 
 
 async def test_a_relayed_end_answers_pings(pair: Pair) -> None:

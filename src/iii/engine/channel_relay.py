@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import quote
 
-from picows import WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 
 from iii.engine.channels import Role
 from iii.engine.sockets import TrackedListener, Tracker, linger_close
@@ -74,6 +74,9 @@ class ChannelRelay(TrackedListener):
         self._closing = False
         """A close frame was sent to the worker (or it sent one): later frames from it are dropped."""
         self._connecting: asyncio.Task[None] | None = None
+        self._early: list[tuple[WSMsgType, bytes, bool]] = []
+        """Frames the worker sent before the owner's end was open, sent on once it is. A client may send them
+        right behind its upgrade request: they come in the same read, which pausing does not hold back."""
 
     # --- the worker's socket ----------------------------------------------------------------------------
 
@@ -120,23 +123,34 @@ class ChannelRelay(TrackedListener):
             upstream.transport.disconnect()
             return
         _bound(upstream.transport)
+        early, self._early = self._early, []
+        for msg_type, payload, fin in early:
+            if msg_type is WSMsgType.CLOSE:
+                self._worker_closed(self.transport, *_close_of(payload))
+                return
+            upstream.transport.send(msg_type, payload, fin)
         self.transport.underlying_transport.resume_reading()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type is WSMsgType.CLOSE:
-            if self._closing:
-                transport.disconnect()  # the worker answered our close
-                return
-            self._closing = True
-            code, reason = frame.get_close_code(), frame.get_close_message()
-            if self.upstream is not None and not self.upstream.transport.is_close_frame_sent:
-                self.upstream.transport.send_close(code, reason)
-            transport.send_close(code, reason)
-            transport.disconnect()
+        if frame.msg_type is WSMsgType.CLOSE and self._closing:
+            transport.disconnect()  # the worker answered our close
             return
-        if self._closing or self.upstream is None or frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
+        if self._closing or frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
             return
-        self.upstream.transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
+        if self.upstream is None:
+            self._early.append((frame.msg_type, frame.get_payload_as_bytes(), frame.fin))
+        elif frame.msg_type is WSMsgType.CLOSE:
+            self._worker_closed(transport, frame.get_close_code(), frame.get_close_message())
+        else:
+            self.upstream.transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
+
+    def _worker_closed(self, transport: WSTransport, code: WSCloseCode, reason: bytes) -> None:
+        """The worker closed its end: close the owner's with the same code and reason, and answer the worker."""
+        self._closing = True
+        if self.upstream is not None and not self.upstream.transport.is_close_frame_sent:
+            self.upstream.transport.send_close(code, reason)
+        transport.send_close(code, reason)
+        transport.disconnect()
 
     def pause_writing(self) -> None:  # the worker's buffer is full: stop reading the owner
         if self.upstream is not None:
@@ -192,6 +206,13 @@ class ChannelRelay(TrackedListener):
     def resume_upstream_writing(self) -> None:
         if self.transport is not None and not self.transport.is_disconnected:
             self.transport.underlying_transport.resume_reading()
+
+
+def _close_of(payload: bytes) -> tuple[WSCloseCode, bytes]:
+    """The code and reason of a close frame's payload, as picows gives them (none: ``NO_INFO``, sent on as none)."""
+    if len(payload) < 2:
+        return WSCloseCode.NO_INFO, b""
+    return WSCloseCode(int.from_bytes(payload[:2], "big")), payload[2:]
 
 
 def _bound(transport: WSTransport) -> None:
