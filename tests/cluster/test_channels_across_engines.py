@@ -340,6 +340,21 @@ async def test_stopping_the_relaying_engine_cuts_its_end_with_1012_and_the_other
     assert other_code == (close_codes.READER_LOST if relayed == "reader" else close_codes.WRITER_LOST)
 
 
+async def test_stopping_the_owner_cuts_relayed_ends_as_it_does_local_ones(pair: Pair) -> None:
+    ends = []
+    for writer_at, reader_at in [("A", "B"), ("B", "A"), ("B", "B")]:
+        writer_ref, reader_ref = await pair.create()
+        writer = await pair.open(writer_at, writer_ref)
+        reader = await pair.open(reader_at, reader_ref)
+        await writer.send(b"some")
+        assert await asyncio.wait_for(reader.recv(), DEADLINE_S) == b"some"
+        ends += [writer, reader]
+    await pair.a.stop()
+    for end in ends:
+        code, reason = await closed_with(end)
+        assert code == close_codes.SERVICE_RESTART and "shutting down" in reason
+
+
 # --- streams between SDK workers on two engine processes ---------------------------------------------------
 
 BLOCK = MIB
