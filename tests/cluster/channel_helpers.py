@@ -1,5 +1,6 @@
-"""Fixtures' building blocks for the channel tests across engines: a Redis, two engine processes in one cluster,
-and an SDK worker connected to each."""
+"""Building blocks for the channel tests across engines: a Redis with two engine processes in one cluster and an
+SDK worker on each; raw WebSocket helpers (reading a channel end to its close, a client that sends frames right
+behind its upgrade request)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,3 @@ async def read_all(ws: ClientConnection) -> tuple[bytes, list[str], int | None, 
             else:
                 texts.append(item)
     return b"".join(chunks), texts, ws.close_code, ws.close_reason or ""
-
-
-__all__ = ["Cluster", "cluster_engine", "read_all", "start_cluster"]

@@ -148,7 +148,7 @@ class ChannelRelay(TrackedListener):
         else:
             self.upstream.transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
 
-    def _worker_closed(self, transport: WSTransport, code: WSCloseCode, reason: bytes) -> None:
+    def _worker_closed(self, transport: WSTransport, code: WSCloseCode, reason: bytes | None) -> None:
         """The worker closed its end: close the owner's with the same code and reason, and answer the worker."""
         self._closing = True
         if self.upstream is not None and not self.upstream.transport.is_close_frame_sent:
