@@ -9,7 +9,7 @@ reach the worker as they are.
 
 Backpressure crosses the relay: when one side's outgoing buffer is full, the other side is not read, so a slow
 reader on this engine holds back the owner's relay, which holds back the writer. What a relay holds is bounded by
-the two sockets' write buffers (:data:`WRITE_BUFFER_HIGH`) and one frame.
+the two sockets' write buffers (:data:`WRITE_BUFFER_HIGH`) and what one read takes in (:data:`RECEIVE_BUFFER`).
 
 Failures are never a clean end: losing the owner (its engine killed, the network) closes the worker's socket with
 4001 for a reader (:data:`~iii.protocol.close_codes.WRITER_LOST`) or 4002 for a writer
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import quote
 
-from picows import WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 
 from iii.engine.channels import Role
 from iii.engine.sockets import TrackedListener, Tracker, linger_close
@@ -36,6 +37,10 @@ log = logging.getLogger("iii.engine.channels")
 
 WRITE_BUFFER_HIGH: Final = 1024 * 1024
 """Outgoing bytes either socket of a relay may have buffered before the other side is no longer read."""
+RECEIVE_BUFFER: Final = 256 * 1024
+"""Kernel receive buffer of either socket of a relay. picows reads whatever the kernel holds, and hands on every
+frame of that read even after reading is paused: with the kernel's autotuned buffer (tens of MiB on loopback)
+one read would put that much into the other socket's write buffer, past :data:`WRITE_BUFFER_HIGH`."""
 CONNECT_TIMEOUT_S: Final = 10.0
 
 AddressOf = Callable[[str], Awaitable[str | None]]
@@ -69,6 +74,9 @@ class ChannelRelay(TrackedListener):
         self._closing = False
         """A close frame was sent to the worker (or it sent one): later frames from it are dropped."""
         self._connecting: asyncio.Task[None] | None = None
+        self._early: list[tuple[WSMsgType, bytes, bool]] = []
+        """Frames the worker sent before the owner's end was open, sent on once it is. A client may send them
+        right behind its upgrade request: they come in the same read, which pausing does not hold back."""
 
     # --- the worker's socket ----------------------------------------------------------------------------
 
@@ -76,7 +84,7 @@ class ChannelRelay(TrackedListener):
         super().on_ws_connected(transport)
         self.transport = transport
         self._relays.add(self)
-        transport.underlying_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        _bound(transport)
         transport.underlying_transport.pause_reading()  # until the owner's end is open
         self._connecting = asyncio.ensure_future(self._connect())
 
@@ -118,24 +126,35 @@ class ChannelRelay(TrackedListener):
         if self.transport is None or self.transport.is_disconnected:
             upstream.transport.disconnect()
             return
-        upstream.transport.underlying_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        _bound(upstream.transport)
+        early, self._early = self._early, []
+        for msg_type, payload, fin in early:
+            if msg_type is WSMsgType.CLOSE:
+                self._worker_closed(self.transport, *_close_of(payload))
+                return
+            upstream.transport.send(msg_type, payload, fin)
         self.transport.underlying_transport.resume_reading()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type is WSMsgType.CLOSE:
-            if self._closing:
-                transport.disconnect()  # the worker answered our close
-                return
-            self._closing = True
-            code, reason = frame.get_close_code(), frame.get_close_message()
-            if self.upstream is not None and not self.upstream.transport.is_close_frame_sent:
-                self.upstream.transport.send_close(code, reason)
-            transport.send_close(code, reason)
-            transport.disconnect()
+        if frame.msg_type is WSMsgType.CLOSE and self._closing:
+            transport.disconnect()  # the worker answered our close
             return
-        if self._closing or self.upstream is None or frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
+        if self._closing or frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
             return
-        self.upstream.transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
+        if self.upstream is None:
+            self._early.append((frame.msg_type, frame.get_payload_as_bytes(), frame.fin))
+        elif frame.msg_type is WSMsgType.CLOSE:
+            self._worker_closed(transport, frame.get_close_code(), frame.get_close_message())
+        else:
+            self.upstream.transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
+
+    def _worker_closed(self, transport: WSTransport, code: WSCloseCode, reason: bytes | None) -> None:
+        """The worker closed its end: close the owner's with the same code and reason, and answer the worker."""
+        self._closing = True
+        if self.upstream is not None and not self.upstream.transport.is_close_frame_sent:
+            self.upstream.transport.send_close(code, reason)
+        transport.send_close(code, reason)
+        transport.disconnect()
 
     def pause_writing(self) -> None:  # the worker's buffer is full: stop reading the owner
         if self.upstream is not None:
@@ -191,6 +210,21 @@ class ChannelRelay(TrackedListener):
     def resume_upstream_writing(self) -> None:
         if self.transport is not None and not self.transport.is_disconnected:
             self.transport.underlying_transport.resume_reading()
+
+
+def _close_of(payload: bytes) -> tuple[WSCloseCode, bytes]:
+    """The code and reason of a close frame's payload, as picows gives them (none: ``NO_INFO``, sent on as none)."""
+    if len(payload) < 2:
+        return WSCloseCode.NO_INFO, b""
+    return WSCloseCode(int.from_bytes(payload[:2], "big")), payload[2:]
+
+
+def _bound(transport: WSTransport) -> None:
+    """Bound what one socket of a relay holds: its outgoing buffer, and what one read takes in."""
+    transport.underlying_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+    sock = transport.underlying_transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 class _Upstream(WSListener):
