@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
 
 from iii.engine import Engine
 from iii.engine.cluster import Cluster
@@ -77,3 +81,30 @@ async def test_the_first_engine_to_serve_a_function_keeps_it(
         for cluster in clusters:
             await cluster.stop()
         await asyncio.sleep(0)
+
+
+async def test_leaving_ends_even_when_redis_swallows_the_cancellation(
+    start_engine: StartEngine, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py may lose a cancellation that lands inside a command (seen with PUBLISH right after Redis came
+    back): the command returns as if nothing happened. Leaving the cluster must end all the same, or the engine
+    never stops."""
+    a = await start_engine()
+    cluster = Cluster(a.core, redis_server.url, "A", url(a))
+    await cluster.start()
+    publishing = asyncio.Event()
+
+    async def publish_swallowing_a_cancellation(*args: Any) -> int:
+        publishing.set()
+        with contextlib.suppress(asyncio.CancelledError):  # what redis-py does now and then
+            await asyncio.sleep(30)
+        return 0
+
+    monkeypatch.setattr(cluster._redis, "publish", publish_swallowing_a_cancellation)
+    worker = await RawWorker.connect(url(a))
+    await worker.register("svc::announced")  # its claim is announced: the publish above
+    await asyncio.wait_for(publishing.wait(), 5)
+    monkeypatch.undo()  # the release on leaving publishes too, normally
+    leaving = asyncio.ensure_future(cluster.stop())
+    done, _ = await asyncio.wait([leaving], timeout=5)
+    assert leaving in done, "leaving the cluster did not end"

@@ -66,6 +66,10 @@ return removed
 """Remove every entry of an engine whose key has expired (-1, nothing removed, if it is alive after all)."""
 
 
+_CANCEL_AGAIN_S: Final = 0.1
+"""How long :meth:`Cluster.stop` waits for its cancelled tasks before it cancels those still running again."""
+
+
 def new_engine_id() -> str:
     """A fresh engine id: short (it starts every channel id of the engine), unique enough for any cluster."""
     return secrets.token_hex(6)
@@ -128,11 +132,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Leave: release this engine's functions and key, close the links (their calls fail at once)."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._end_tasks()
         with contextlib.suppress(RedisError, OSError):
             for function_id in sorted(self._held):
                 if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
@@ -141,6 +141,18 @@ class Cluster:
         for link in list(self._links.values()):
             link.close()
         await self._redis.aclose()
+
+    async def _end_tasks(self) -> None:
+        """Cancel the background tasks and wait until they have ended. A task still running is cancelled again:
+        redis-py may lose a cancellation that lands inside a command (the command returns as if nothing
+        happened; seen with PUBLISH right after Redis came back), and the task would go on for ever."""
+        while self._tasks:
+            for task in list(self._tasks):
+                task.cancel()
+            ended, _ = await asyncio.wait(list(self._tasks), timeout=_CANCEL_AGAIN_S)
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("cluster: a task ended with %r", task.exception())
 
     def _spawn(self, job: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(job)
