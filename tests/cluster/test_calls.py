@@ -4,6 +4,8 @@ its functions leave A at once; B's workers, given both addresses, serve again fr
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -16,6 +18,7 @@ from iii.engine.cluster import FUNCTIONS_KEY
 from iii.sdk.options import ReconnectionConfig
 from tests.cluster.conftest import TwoEngines, engine_id
 from tests.cluster.polling import call, call_when_known, until
+from tests.interop.processes import tail
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -164,3 +167,60 @@ def call_when_known_after_loss(client: Any, function_id: str, timeout_s: float) 
 
     (answer,) = until(attempt, timeout_s, f"{function_id} answered again")
     return answer, time.monotonic() - started
+
+
+def test_b_frozen_during_a_slow_call_is_dropped_after_the_link_s_ping_timeout_and_serves_again_when_it_wakes(
+    cluster: TwoEngines,
+) -> None:
+    """SIGSTOP, not SIGKILL: B's sockets stay open and nothing says it is gone; only the link's pings can tell.
+    Once B's key has expired, A releases its functions; when B wakes up, they are B's again."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow(data: Any) -> str:
+        started.set()
+        release.wait(30)
+        return "too late"
+
+    outcome: dict[str, Any] = {}
+    with register_worker(cluster.a.url, options("caller-on-a")) as caller, register_worker(cluster.b.url) as server:
+        try:
+            server.register_function("cluster.slow", slow)
+            server.register_function("cluster.fast", lambda data: "fast")
+            until(lambda: served(caller, "cluster.slow", "cluster.fast") or None, 5, "both known on A")
+
+            def slow_call() -> None:
+                try:
+                    outcome["result"] = call(caller, "cluster.slow", {}, timeout_s=30)
+                except InvocationError as error:
+                    outcome["error"] = error
+                outcome["at"] = time.monotonic()
+
+            calling = threading.Thread(target=slow_call)
+            calling.start()
+            assert started.wait(10), "the slow call never reached B's worker"
+            frozen_at = time.monotonic()
+            os.kill(cluster.b.pid, signal.SIGSTOP)
+            try:
+                calling.join(10)
+                assert not calling.is_alive(), "the call is still waiting 10 s after B froze"
+                stopped_after = outcome["at"] - frozen_at
+                print(f"\nthe slow call failed {stopped_after * 1000:.0f} ms after B froze")
+                assert outcome["error"].code == "invocation_stopped"
+                assert stopped_after < 5  # a ping every second, dropped after 2 s of silence
+                refused_at_once(caller, "cluster.fast")
+                with redis.Redis.from_url(cluster.redis.url) as registry:
+                    until(lambda: registry.hget(FUNCTIONS_KEY, "cluster.fast") is None or None, 10, "B purged")
+            finally:
+                os.kill(cluster.b.pid, signal.SIGCONT)
+            woken_at = time.monotonic()
+            try:
+                answer, _ = call_when_known(caller, "cluster.fast", None, timeout_s=10)
+            except AssertionError as error:
+                logs = f"--- A:\n{tail(cluster.a.log_text())}\n--- B:\n{tail(cluster.b.log_text())}"
+                raise AssertionError(f"{error}\n{logs}") from None
+            assert answer == "fast"
+            print(
+                f"B's function answered calls from A again {(time.monotonic() - woken_at) * 1000:.0f} ms after B woke"
+            )
+        finally:
+            release.set()

@@ -292,6 +292,11 @@ class Cluster:
             for function_id, owner in list(self._remote.items()):
                 if owner == engine_id and function_id not in still:
                     self._forget(function_id)
+        elif op == "gone" and engine_id == self.engine_id:
+            # Taken for dead (its key expired while it was frozen, say) and its entries released: this engine
+            # says it lives, then claims its functions again, so that the others link to it and learn them.
+            await self._heartbeat_once()
+            await self._claim_again()
         elif op == "gone":
             for function_id, owner in list(self._remote.items()):
                 if owner == engine_id:
