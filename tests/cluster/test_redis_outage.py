@@ -24,6 +24,10 @@ pytestmark = pytest.mark.timeout(60)
 
 LOST = "lost the registry's announcements"
 """What an engine logs when its subscription to Redis breaks: the proof that it lived through the outage."""
+HEARTBEAT_FAILED = "heartbeat failed"
+"""Logged each time an engine cannot refresh its key in Redis (every second)."""
+EXPIRED_AFTER = 4
+"""Failed heartbeats (one a second) after which an engine's key (3 s to live) has expired."""
 PACE_S = 0.005
 """Pause between two calls of a caller: a steady stream that leaves the two cores to the engines."""
 
@@ -69,14 +73,14 @@ def calling(*callers: Caller) -> Iterator[None]:
             thread.join(10)
 
 
-def wait_for_another(engine: EngineProcess, text: str, seen: int, timeout_s: float = 10) -> int:
-    """Until the engine logged ``text`` more than ``seen`` times; how many times it has."""
+def logged(engine: EngineProcess, text: str) -> int:
+    """How many lines of the engine's log contain ``text``."""
+    return sum(text in line for line in engine.log_lines())
 
-    def count() -> int | None:
-        found = sum(text in line for line in engine.log_lines())
-        return found if found > seen else None
 
-    return until(count, timeout_s, f"the engine logged {text!r} again")
+def wait_for_another(engine: EngineProcess, text: str, seen: int, more: int = 1, timeout_s: float = 10) -> int:
+    """Until the engine logged ``text`` ``more`` times more than ``seen``; how many times it has."""
+    return until(lambda: found if (found := logged(engine, text)) >= seen + more else None, timeout_s, text)
 
 
 def echo(data: Any) -> Any:
@@ -102,13 +106,17 @@ def test_calls_never_fail_while_redis_is_away_and_registrations_converge_when_it
                 caller.wait_for_more(20, 10)
 
             # 1. Redis goes away with its data saved, and comes back with it.
-            lost_a, lost_b = (sum(LOST in line for line in engine.log_lines()) for engine in (a, b))
+            lost_a, lost_b = logged(a, LOST), logged(b, LOST)
+            failed_a, failed_b = logged(a, HEARTBEAT_FAILED), logged(b, HEARTBEAT_FAILED)
             server.halt(keep_data=True)
             lost_a, lost_b = wait_for_another(a, LOST, lost_a), wait_for_another(b, LOST, lost_b)
             on_b.register_function("cluster.b.during_outage", echo)  # B has no Redis to tell
             for caller in callers:
                 caller.wait_for_more(20, 10)  # calls go on while both engines are without Redis
             assert call(on_b, "cluster.b.during_outage", {"n": 1}) == {"n": 1}  # served on B itself
+            # Longer than the engines' keys live: the saved keys have expired when Redis loads them again.
+            wait_for_another(a, HEARTBEAT_FAILED, failed_a, more=EXPIRED_AFTER)
+            wait_for_another(b, HEARTBEAT_FAILED, failed_b, more=EXPIRED_AFTER)
             server.start()
             back = time.monotonic()
             call_when_known(on_a, "cluster.b.during_outage", {"n": 2}, timeout_s=10)
