@@ -3,7 +3,6 @@ retried while the function is not (yet) known where they are made."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,8 +14,6 @@ T = TypeVar("T")
 POLL_S = 0.002
 """Pause between two attempts: short against what is measured, long enough to leave the engines the CPU."""
 
-_pause = threading.Event()  # never set: waiting on it is a pause that no signal cuts short
-
 
 def until(attempt: Callable[[], T | None], timeout_s: float, what: str) -> T:
     """The first value of ``attempt()`` that is not None; ``AssertionError`` naming ``what`` after ``timeout_s``."""
@@ -27,7 +24,7 @@ def until(attempt: Callable[[], T | None], timeout_s: float, what: str) -> T:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s} s: {what}")
-        _pause.wait(POLL_S)
+        time.sleep(POLL_S)  # paces the polling; the condition decides
 
 
 def call(client: III, function_id: str, payload: Any = None, timeout_s: float = 5.0) -> Any:

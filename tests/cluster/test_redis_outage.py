@@ -19,6 +19,7 @@ from iii.engine.cluster import FUNCTIONS_KEY
 from iii.testing import EngineProcess
 from tests.cluster.conftest import TwoEngines
 from tests.cluster.polling import call, call_when_known, until
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,6 +84,16 @@ def wait_for_another(engine: EngineProcess, text: str, seen: int, more: int = 1,
     return until(lambda: found if (found := logged(engine, text)) >= seen + more else None, timeout_s, text)
 
 
+def wait_until_named(server: RedisServer, function_ids: set[str]) -> None:
+    """Until the registry in Redis names every one of ``function_ids`` (the engines told it again)."""
+    with redis.Redis.from_url(server.url) as registry:
+        until(
+            lambda: function_ids <= {key.decode() for key in registry.hkeys(FUNCTIONS_KEY)} or None,
+            10,
+            f"Redis names {sorted(function_ids)}",
+        )
+
+
 def echo(data: Any) -> Any:
     return data
 
@@ -124,6 +135,7 @@ def test_calls_never_fail_while_redis_is_away_and_registrations_converge_when_it
                 f"\na function registered on B during the outage answered from A {time.monotonic() - back:.2f} s "
                 "after Redis came back (with its data)"
             )
+            wait_until_named(server, {"cluster.a", "cluster.b", "cluster.b.during_outage"})
 
             # 2. Redis goes away and comes back empty: the engines tell it everything again.
             server.halt(keep_data=False)
@@ -148,12 +160,7 @@ def test_calls_never_fail_while_redis_is_away_and_registrations_converge_when_it
                 "cluster.b.during_outage",
                 "cluster.b.after_outage",
             }
-            with redis.Redis.from_url(server.url) as registry:
-                until(
-                    lambda: everything <= {key.decode() for key in registry.hkeys(FUNCTIONS_KEY)} or None,
-                    10,
-                    "the empty Redis names every function again",
-                )
+            wait_until_named(server, everything)
             for caller in callers:
                 caller.wait_for_more(20, 10)
             assert call(on_a, "cluster.b.during_outage", {"n": 5}) == {"n": 5}  # known before: still callable
