@@ -21,6 +21,7 @@ import json
 import struct
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import tcp_relay
@@ -58,8 +59,8 @@ class ChannelRun:
     bytes: int
     seconds: float
     cpu: CpuWindow
-    engine_rss_before: int
-    engine_peak_rss: int
+    engine_peak_growth: int
+    """How far the engine's peak RSS rose above its RSS before the run (the largest of the engines' rises)."""
     writer_pauses: int
     verified: bool | None
 
@@ -197,23 +198,31 @@ async def reader_main(url: str, ref: Ref, verify: bool) -> None:
 
 def run_once(total: int, verify: bool) -> ChannelRun:
     """One relay of ``total`` bytes through a fresh engine."""
+    with engine_process() as engine:
+        return run_ends(engine.url, engine.url, {"engine": engine.pid}, total, verify)
+
+
+def run_ends(writer_url: str, reader_url: str, engines: Mapping[str, int], total: int, verify: bool) -> ChannelRun:
+    """One relay of ``total`` bytes with a fresh writer on ``writer_url`` (which creates the channel there) and a
+    fresh reader on ``reader_url`` (the same engine, or another engine of a cluster, which relays the end to the
+    channel's engine). ``engines`` (name → pid) go into the CPU window; the RSS growth is the largest of theirs."""
     flag = ["--verify"] if verify else []
-    with engine_process() as engine, contextlib.ExitStack() as stack:
-        args = ["--role", "writer", "--url", engine.url, "--bytes", str(total), *flag]
+    with contextlib.ExitStack() as stack:
+        args = ["--role", "writer", "--url", writer_url, "--bytes", str(total), *flag]
         writer = stack.enter_context(Child("channel-writer", SCRIPT, args, CHILD_TIMEOUT_S))
         reader_ref = writer.expect("channel")["reader"]
-        args = ["--role", "reader", "--url", engine.url, "--ref", json.dumps(reader_ref), *flag]
+        args = ["--role", "reader", "--url", reader_url, "--ref", json.dumps(reader_ref), *flag]
         reader = stack.enter_context(Child("channel-reader", SCRIPT, args, CHILD_TIMEOUT_S))
         reader.expect("connected")
         writer.expect("connected")
-        time.sleep(0.2)  # let the engine finish attaching both ends
-        rss_before = rss_bytes(engine.pid)
-        window = CpuWindow({"engine": engine.pid, "writer": writer.pid, "reader": reader.pid})
+        time.sleep(0.2)  # let the engine(s) finish attaching both ends
+        rss_before = {name: rss_bytes(pid) for name, pid in engines.items()}
+        window = CpuWindow({**engines, "writer": writer.pid, "reader": reader.pid})
         writer.send("go")
         got = reader.expect("done")
         window.stop()
         sent = writer.expect("done")
-        peak = peak_rss_bytes(engine.pid)
+        growth = max(peak_rss_bytes(pid) - rss_before[name] for name, pid in engines.items())
         writer.send("exit")
         reader.send("exit")
     verified = check_stream("channel relay", total, got, sent, verify)
@@ -221,8 +230,7 @@ def run_once(total: int, verify: bool) -> ChannelRun:
         bytes=got["bytes"],
         seconds=got["seconds"],
         cpu=window,
-        engine_rss_before=rss_before,
-        engine_peak_rss=peak,
+        engine_peak_growth=growth,
         writer_pauses=sent["pauses"],
         verified=verified,
     )
@@ -238,7 +246,7 @@ def channel_measurement(runs: list[ChannelRun], bare_gbps: float | None) -> Meas
         f"{name} {median([r.cpu.share(name) for r in runs]) * 100:.0f}%" for name in ("engine", "writer", "reader")
     )
     foreign = median([r.cpu.foreign_share for r in runs]) * 100
-    peak_growth = max(r.engine_peak_rss - r.engine_rss_before for r in runs)
+    peak_growth = max(r.engine_peak_growth for r in runs)
     verified = "; CRC32 verified" if runs[0].verified else ""
     details = (
         f"{fmt_bytes(runs[0].bytes)} per run, median of {len(runs)} runs [{fmt_runs([r.gb_per_s for r in runs])}] "

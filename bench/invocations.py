@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,14 +248,24 @@ class CallRun:
 
 def run_once(calls: int, in_flight: int, warmup: int, verify: bool) -> CallRun:
     """One run in a fresh engine with fresh workers."""
-    with engine_process() as engine, contextlib.ExitStack() as stack:
-        echo = stack.enter_context(Child("worker-b", SCRIPT, ["--role", "echo", "--url", engine.url], CHILD_TIMEOUT_S))
+    with engine_process() as engine:
+        return run_workers(engine.url, engine.url, {"engine": engine.pid}, calls, in_flight, warmup, verify)
+
+
+def run_workers(
+    caller_url: str, echo_url: str, servers: Mapping[str, int], calls: int, in_flight: int, warmup: int, verify: bool
+) -> CallRun:
+    """One run with fresh workers: the echo worker B on ``echo_url``, the caller A on ``caller_url`` (the same
+    engine, or two engines of a cluster); ``servers`` (name → pid: the engines, a Redis) go into the CPU window
+    beside ``A`` and ``B``."""
+    with contextlib.ExitStack() as stack:
+        echo = stack.enter_context(Child("worker-b", SCRIPT, ["--role", "echo", "--url", echo_url], CHILD_TIMEOUT_S))
         echo.expect("registered")
-        args = ["--role", "caller", "--url", engine.url, "--calls", str(calls), "--in-flight", str(in_flight)]
+        args = ["--role", "caller", "--url", caller_url, "--calls", str(calls), "--in-flight", str(in_flight)]
         args += ["--warmup", str(warmup), *(["--verify"] if verify else [])]
         caller = stack.enter_context(Child("worker-a", SCRIPT, args, CHILD_TIMEOUT_S))
         warm = caller.expect("warm")
-        window = CpuWindow({"engine": engine.pid, "A": caller.pid, "B": echo.pid})
+        window = CpuWindow({**servers, "A": caller.pid, "B": echo.pid})
         caller.send("go")
         done = caller.expect("done")
         window.stop()

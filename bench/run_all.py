@@ -15,6 +15,9 @@
    process and through Redis (``--only modules``; the Redis cases start their own ``redis-server``);
 11. durable queues: enqueue → delivery to a no-op function on SQLite and on Redis, 64 enqueues in flight and
     one at a time, next to the plain invocation rate of the same session (``--only queues``).
+12. two engines as one system on Redis next to a lone engine: calls across the engines (64 in flight, one at
+    a time), calls within one engine of the cluster, a channel across the engines (``--only cluster``; starts its
+    own ``redis-server``).
 
 ``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
@@ -26,7 +29,7 @@ Besides the table (stdout), a full run of every part draws the rows that have a 
 
 Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
 ``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``,
-``bench/engine_modules.py``, ``bench/queues.py``.
+``bench/engine_modules.py``, ``bench/queues.py``, ``bench/cluster.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import time
 from pathlib import Path
 
 import channel_relay
+import cluster
 import engine_modules
 import http_triggers
 import invocations
@@ -51,7 +55,7 @@ import sdk_relay
 from _chart import draw_chart, require_matplotlib
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules", "queues")
+PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules", "queues", "cluster")
 DEFAULT_CHART = BENCH_DIR.parent / "docs" / "benchmarks.png"
 
 
@@ -117,6 +121,9 @@ def main() -> None:
     if "queues" in parts:
         print("running: queues (enqueue → delivery on SQLite and Redis) ...", file=sys.stderr, flush=True)
         rows += queues.measure(args.quick, args.verify, repeat)
+    if "cluster" in parts:
+        print("running: cluster (two engines on Redis next to a lone engine) ...", file=sys.stderr, flush=True)
+        rows += cluster.measure(args.quick, args.verify, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     header = f"{notes}; {mode}; took {time.monotonic() - started:.0f} s"
     print(f"iii-py benchmarks — {header}\n")

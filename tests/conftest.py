@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -53,7 +55,11 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
 
     yield start
     for engine in engines:
-        await engine.stop()
+        try:
+            await asyncio.wait_for(engine.stop(), ENGINE_STOP_TIMEOUT_S)
+        except TimeoutError:
+            stacks = "\n".join(_task_stack(task) for task in asyncio.all_tasks())
+            pytest.fail(f"the engine did not stop within {ENGINE_STOP_TIMEOUT_S} s; its tasks:\n{stacks}")
     for directory in data_dirs:
         directory.cleanup()
 
@@ -62,6 +68,15 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
 async def live_engine(start_engine: Callable[..., Awaitable[Engine]]) -> Engine:
     """An in-process engine with the default configuration."""
     return await start_engine()
+
+
+ENGINE_STOP_TIMEOUT_S = 30.0
+
+
+def _task_stack(task: asyncio.Task[Any]) -> str:
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return out.getvalue()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from iii import III, InitOptions, TriggerAction, register_worker
 from iii.testing import EngineProcess
 from tests.conftest import BUILD
 from tests.observe_client import observing
+from tests.redis_server import RedisServer
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -178,3 +179,18 @@ def test_the_console_shows_the_rbac_listener_with_its_rules_and_admissions(
         assert rows["exposed functions"] == 'match("api::*")'
         assert rows["auth function"].startswith("none")
         assert engine.rbac_url in browser.find_element(By.ID, "rbac-backend").text
+
+
+def test_the_console_shows_the_other_engines_of_a_cluster(browser: webdriver.Chrome, redis_server: RedisServer) -> None:
+    with (
+        EngineProcess(["--redis-url", redis_server.url]) as first,
+        EngineProcess(["--redis-url", redis_server.url]) as second,
+        register_worker(second.url, InitOptions(worker_name="far")) as far,
+    ):
+        far.register_function("far::ping", lambda data: "pong")
+        browser.get(first.url.replace("ws://", "http://") + "/console")
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda d: any(row[1:] == [second.url, "open", "1"] for row in _cells(d, "cluster")))
+        assert f"at {first.url}" in browser.find_element(By.ID, "cluster-backend").text
+        functions = {row[0]: row[1] for row in _cells(browser, "functions")}
+        assert functions["far::ping"].endswith(f"at {second.url}")  # served by the other engine

@@ -12,7 +12,7 @@ import websockets
 
 from iii.engine import Engine
 from iii.engine.links import LINK_NAME, EngineLink
-from tests.engine.wire import RawWorker
+from tests.engine.wire import RawWorker, eventually
 
 StartEngine = Callable[..., Awaitable[Engine]]
 
@@ -86,11 +86,15 @@ async def test_a_silent_engine_is_dropped_after_the_ping_timeout(start_engine: S
         assert a.core.functions.get("svc::hung") is None
 
 
-async def test_a_function_this_engine_serves_is_not_taken_over_by_a_link(start_engine: StartEngine) -> None:
+async def test_a_link_serves_what_the_cluster_says_and_the_local_worker_stands_by(start_engine: StartEngine) -> None:
+    """The cluster's registry decides: a link given an id a local worker serves takes it, the worker stands by
+    and serves again when the link goes; an id served inside the engine is never given to a link."""
     a, _b, link, _server = await linked(start_engine)
     local = await RawWorker.connect(url(a))
     await local.register("svc::local")
-    assert not a.core.add_remote_function("svc::local", link)
+    assert a.core.add_remote_function("svc::local", link)
     entry = a.core.functions.get("svc::local")
-    assert entry is not None and entry.owner is not link
+    assert entry is not None and entry.owner is link
+    assert not a.core.add_remote_function("engine::functions::list", link)
     link.close()
+    await eventually(lambda: (e := a.core.functions.get("svc::local")) is not None and e.owner is not link, 5, "back")

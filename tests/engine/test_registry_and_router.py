@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from iii.engine.registry import FunctionEntry, FunctionRegistry
 from iii.engine.router import InvocationRouter
 
@@ -75,6 +77,29 @@ def test_builtins_cannot_be_taken_over() -> None:
     registry.add_builtin("engine::x", lambda caller, data: None, "x")
     assert registry.register(FunctionEntry("engine::x", owner=FakeWorker("a"))) is not None
     assert registry.standbys("engine::x") == []  # nobody waits for a builtin
+
+
+def test_take_over_puts_the_current_owner_first_in_line() -> None:
+    """A cluster's registry names another engine: its link serves the id, the local worker stands by first and
+    serves again when the link lets the id go."""
+    registry = FunctionRegistry()
+    local, waiting, link = FakeWorker("local"), FakeWorker("waiting"), FakeWorker("link")
+    changes: list[None] = []
+    registry.change_listeners.append(lambda: changes.append(None))
+    registry.register(FunctionEntry("f", owner=local))
+    registry.register(FunctionEntry("f", owner=waiting))
+    demoted = registry.take_over(FunctionEntry("f", owner=link))
+    assert demoted is not None and demoted.owner is local
+    current = registry.get("f")
+    assert current is not None and current.owner is link
+    assert [entry.owner for entry in registry.standbys("f")] == [local, waiting]
+    assert registry.owned_by(local) == set() and registry.owned_by(link) == {"f"}
+    assert len(changes) == 2  # the first registration and the take-over
+    successor = registry.unregister("f", link)
+    assert successor is not None and successor.owner is local
+    registry.add_builtin("engine::x", lambda caller, data: None, "x")
+    with pytest.raises(ValueError):
+        registry.take_over(FunctionEntry("engine::x", owner=link))
 
 
 def test_transfer_moves_ownership_to_a_reattached_connection() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from iii.engine import introspection
@@ -108,6 +109,8 @@ class Builtins:
 
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.release_elsewhere: Callable[[list[dict[str, Any]], str], int] | None = None
+        """In a cluster, how ends of other engines' channels are released at their owners (set by the engine)."""
 
     def install(self) -> None:
         for function_id, handler, description in [
@@ -394,7 +397,7 @@ class Builtins:
             raise BuiltinInputError("'ends' must be a list of channel refs")
         given = fields.get("reason")
         reason = given if isinstance(given, str) else "released by its holder"
-        released = 0
+        released, elsewhere = 0, []
         for ref in ends:
             if not isinstance(ref, dict):
                 continue
@@ -402,8 +405,12 @@ class Builtins:
             if not isinstance(channel_id, str) or not isinstance(key, str):
                 continue
             found = self.core.channels.find(channel_id, key)
-            if found is not None and found[0].release(found[1], reason):
-                released += 1
+            if found is not None:
+                released += found[0].release(found[1], reason)
+            elif self.release_elsewhere is not None:
+                elsewhere.append({"channel_id": channel_id, "access_key": key})
+        if elsewhere and self.release_elsewhere is not None:
+            released += self.release_elsewhere(elsewhere, reason)
         return {"released": released}
 
     def channels_list(self, caller: WorkerConnection | None, data: Any) -> dict[str, Any]:

@@ -81,7 +81,11 @@ class ChannelRelay(TrackedListener):
         self._connecting = asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> None:
-        address = await self._address_of(self.owner_engine_id)
+        try:
+            address = await self._address_of(self.owner_engine_id)
+        except Exception as error:  # Redis unreachable, and this engine has never linked to the owner
+            self.close(self._lost_code, f"the channel's engine cannot be found now: {error}")
+            return
         if address is None:
             reason = f"Channel not found: engine {self.owner_engine_id} is not in the cluster"
             self.close(close_codes.POLICY_VIOLATION, reason)
@@ -169,7 +173,7 @@ class ChannelRelay(TrackedListener):
             upstream.disconnect()
             if not self._closing:
                 self._closing = True
-                linger_close(self.transport, code.value, reason.decode(errors="replace"))
+                linger_close(self.transport, code.value, (reason or b"").decode(errors="replace"))
             return
         if self._closing or frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
             return

@@ -50,6 +50,13 @@ READER_FRAME_BYTES: Final = 64 * 1024
 meaning; the official Python reader refuses messages over 1 MiB (websockets' default ``max_size``)."""
 
 
+def channel_owner(channel_id: str) -> str | None:
+    """The id of the engine where a channel lives, from the channel's id (``<engine id>.<uuid>`` in a cluster);
+    None for a channel of an engine outside a cluster."""
+    owner, dot, _ = channel_id.partition(".")
+    return owner if dot and owner else None
+
+
 class FrameKind(enum.IntEnum):
     """WebSocket opcodes of the frames a channel relays (fragments keep their opcode and fin flag)."""
 

@@ -4,7 +4,8 @@ What Redis holds (prefix ``iii:cluster:``):
 
 * ``engine:{id}``: each engine's address (``--advertise-url``), with a short TTL that the engine refreshes every
   :attr:`Cluster.heartbeat_s`: an engine that dies drops out within :attr:`Cluster.ttl_s`;
-* ``functions``: a hash of function id → the engine serving it. The first engine to claim an id keeps it
+* ``functions``: a hash of function id → the engine serving it (and ``descriptions``: their descriptions, for
+  the other engines' listings). The first engine to claim an id keeps it
   (``HSETNX``), as the first worker keeps a function within one engine; an engine removes only its own entries,
   and the entries of an engine whose key expired are removed by whichever engine notices first;
 * ``changes``: a pub/sub channel announcing each claim and removal, an engine's whole list of claims after it
@@ -18,7 +19,8 @@ engines whose links are up even when a restarted Redis has forgotten them: their
 cluster converges when Redis is back.
 
 Channels: in a cluster, a channel's id starts with its engine's id and a dot (:func:`channel_owner`), so any
-engine can tell where a channel lives and relay a socket for it there (:mod:`iii.engine.channel_relay`).
+engine can tell where a channel lives and relay a socket for it there (:mod:`iii.engine.channel_relay`); ends
+released at an engine that does not own them are released at their owner (:meth:`Cluster.release_elsewhere`).
 """
 
 from __future__ import annotations
@@ -30,22 +32,33 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from iii.engine.channels import channel_owner
 from iii.engine.links import EngineLink, LinkError
+from iii.protocol.codec import encode, encode_value
+from iii.protocol.messages import InvokeFunction, TriggerAction
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
 
 log = logging.getLogger("iii.engine.cluster")
 
+RELEASE_FUNCTION: Final = "engine::channels::release"
+REDIS_TIMEOUT_S: Final = 5.0
+
 PREFIX: Final = "iii:cluster:"
 FUNCTIONS_KEY: Final = PREFIX + "functions"
+DESCRIPTIONS_KEY: Final = PREFIX + "descriptions"
 CHANGES_CHANNEL: Final = PREFIX + "changes"
 _RELEASE: Final = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
   return 1
 end
 return 0
@@ -58,27 +71,22 @@ local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   if entries[i + 1] == ARGV[1] then
     redis.call('HDEL', KEYS[1], entries[i])
+    redis.call('HDEL', KEYS[3], entries[i])
     removed = removed + 1
   end
 end
 return removed
 """
 """Remove every entry of an engine whose key has expired (-1, nothing removed, if it is alive after all)."""
-
-
-_CANCEL_AGAIN_S: Final = 0.1
-"""How long :meth:`Cluster.stop` waits for its cancelled tasks before it cancels those still running again."""
+_END_WAIT_S: Final = 0.2
+"""How long leaving waits for the background tasks after each cancellation."""
+_END_ATTEMPTS: Final = 10
+"""How many times leaving cancels a background task that goes on running."""
 
 
 def new_engine_id() -> str:
     """A fresh engine id: short (it starts every channel id of the engine), unique enough for any cluster."""
     return secrets.token_hex(6)
-
-
-def channel_owner(channel_id: str) -> str | None:
-    """The id of the engine where a channel lives, from the channel's id; None for an engine outside a cluster."""
-    owner, dot, _ = channel_id.partition(".")
-    return owner if dot and owner else None
 
 
 class Cluster:
@@ -101,7 +109,14 @@ class Cluster:
         self.token = token
         self.heartbeat_s = heartbeat_s
         self.ttl_s = ttl_s
-        self._redis = aioredis.from_url(redis_url)
+        # Commands time out, so a Redis that stops answering is an error to retry, never a hang; the subscription
+        # has a connection of its own (it is idle for as long as nothing changes), re-made by _listen alone.
+        self._redis = aioredis.from_url(
+            redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+        )
+        self._subscriber = aioredis.from_url(
+            redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
+        )
         self._links: dict[str, EngineLink] = {}
         """Open links by engine id."""
         self._linking: dict[str, asyncio.Lock] = {}
@@ -135,29 +150,79 @@ class Cluster:
         await self._end_tasks()
         with contextlib.suppress(RedisError, OSError):
             for function_id in sorted(self._held):
-                if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
+                if await self._redis.eval(_RELEASE, 2, FUNCTIONS_KEY, DESCRIPTIONS_KEY, function_id, self.engine_id):
                     await self._announce({"op": "remove", "function_id": function_id})
             await self._redis.delete(self._engine_key(self.engine_id))
         for link in list(self._links.values()):
             link.close()
         await self._redis.aclose()
+        await self._subscriber.aclose()
 
     async def _end_tasks(self) -> None:
-        """Cancel the background tasks and wait until they have ended. A task still running is cancelled again:
-        redis-py may lose a cancellation that lands inside a command (the command returns as if nothing
-        happened; seen with PUBLISH right after Redis came back), and the task would go on for ever."""
-        while self._tasks:
-            for task in list(self._tasks):
+        """Cancel this engine's background tasks and wait for them to end.
+
+        A cancellation can be lost: one that lands while redis-py connects the subscription (seen with redis-py 8.1
+        on Python 3.11, an engine stopped just after it joined) leaves the task running, listening for
+        announcements that may never come. So each task still running after a short wait is cancelled again;
+        the second cancellation reaches it where it waits. The caller's own cancellation is not swallowed here
+        (the tasks used to be awaited under ``suppress(CancelledError)``, which also swallowed the caller's).
+        """
+        for _ in range(_END_ATTEMPTS):
+            pending = [task for task in self._tasks if not task.done()]
+            if not pending:
+                return
+            for task in pending:
                 task.cancel()
-            ended, _ = await asyncio.wait(list(self._tasks), timeout=_CANCEL_AGAIN_S)
-            for task in ended:
-                if not task.cancelled() and task.exception() is not None:
-                    log.warning("cluster: a task ended with %r", task.exception())
+            await asyncio.wait(pending, timeout=_END_WAIT_S)
+            for task in pending:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a task that failed while leaving is of no interest now
+        log.warning("cluster: %d background tasks did not end when cancelled", len(self._tasks))
 
     def _spawn(self, job: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def gauges(self) -> list[tuple[str, str, float]]:
+        """What the metrics show of the cluster: (name, help, value)."""
+        return [
+            ("iii_cluster_links", "Open links to other engines of the cluster", sum(1 for _ in self._up_links())),
+            (
+                "iii_cluster_remote_functions",
+                "Functions served by other engines, reached over links",
+                len(self._remote),
+            ),
+            (
+                "iii_cluster_functions_held",
+                "This engine's functions it holds in the cluster's registry",
+                len(self._held),
+            ),
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the console shows: this engine, and each other engine it knows with its link and functions."""
+        engines: dict[str, dict[str, Any]] = {}
+        for engine_id, address in self._addresses.items():
+            link = self._links.get(engine_id)
+            engines[engine_id] = {
+                "engine_id": engine_id,
+                "address": address,
+                "link": "open" if link is not None and link.alive else "down",
+                "functions": 0,
+            }
+        for engine_id in self._remote.values():
+            if engine_id in engines:
+                engines[engine_id]["functions"] += 1
+        return {
+            "engine_id": self.engine_id,
+            "address": self.advertise_url,
+            "functions_held": len(self._held),
+            "engines": sorted(engines.values(), key=lambda row: str(row["engine_id"])),
+        }
+
+    def _up_links(self) -> list[EngineLink]:
+        return [link for link in self._links.values() if link.alive]
 
     # --- this engine's functions --------------------------------------------------------------------------
 
@@ -187,17 +252,25 @@ class Cluster:
         for function_id in sorted(served - self._held):
             if await self._redis.hsetnx(FUNCTIONS_KEY, function_id, self.engine_id):
                 self._held.add(function_id)
+                entry = self.core.functions.get(function_id)
+                if entry is not None and entry.description:
+                    await self._redis.hset(DESCRIPTIONS_KEY, function_id, entry.description)
                 await self._announce({"op": "add", "function_id": function_id})
-            elif _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"") == self.engine_id:
-                self._held.add(function_id)  # held since before Redis was lost
+            else:
+                holder = _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"")
+                if holder == self.engine_id:
+                    self._held.add(function_id)  # held since before Redis was lost
+                elif holder:
+                    await self._learn(function_id, holder)  # held elsewhere: this engine's worker stands by
         for function_id in sorted(self._held - served):
             self._held.discard(function_id)
-            if await self._redis.eval(_RELEASE, 1, FUNCTIONS_KEY, function_id, self.engine_id):
+            if await self._redis.eval(_RELEASE, 2, FUNCTIONS_KEY, DESCRIPTIONS_KEY, function_id, self.engine_id):
                 await self._announce({"op": "remove", "function_id": function_id})
 
     async def _claim_again(self) -> None:
-        """After a lost subscription: Redis may have restarted empty; claim everything again and tell the
-        others the whole list, so that they drop what this engine stopped serving meanwhile."""
+        """After a lost subscription: Redis may have restarted empty; say this engine is here, claim everything
+        again and tell the others the whole list, so that they drop what this engine stopped serving meanwhile."""
+        await self._heartbeat_once()
         self._held.clear()
         await self._sync_claims()
         await self._announce({"op": "serves", "function_ids": sorted(self._held)})
@@ -233,7 +306,9 @@ class Cluster:
 
     async def _purge(self, engine_id: str) -> None:
         """Remove a dead engine's entries so that others may claim its functions, and say so."""
-        removed = await self._redis.eval(_PURGE, 2, FUNCTIONS_KEY, self._engine_key(engine_id), engine_id)
+        removed = await self._redis.eval(
+            _PURGE, 3, FUNCTIONS_KEY, self._engine_key(engine_id), DESCRIPTIONS_KEY, engine_id
+        )
         if removed >= 0:
             log.info("cluster: engine %s is gone (%d functions released)", engine_id, removed)
             await self._redis.publish(CHANGES_CHANNEL, json.dumps({"op": "gone", "engine_id": engine_id}))
@@ -246,7 +321,7 @@ class Cluster:
         first = True
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with self._subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGES_CHANNEL)
                     if not first:
                         await self._claim_again()
@@ -280,7 +355,12 @@ class Cluster:
 
     async def _apply(self, change: dict[str, Any]) -> None:
         op, engine_id = change.get("op"), str(change.get("engine_id"))
-        if engine_id == self.engine_id and op != "gone":
+        if engine_id == self.engine_id:
+            if op == "gone":  # taken for dead (its key was missing for a moment): claim everything again
+                log.warning("cluster: this engine was taken for gone; claiming its functions again")
+                await self._heartbeat_once()
+                self._held.clear()
+                self._sync_needed.set()
             return
         if op == "add":
             await self._learn(str(change.get("function_id")), engine_id)
@@ -294,12 +374,7 @@ class Cluster:
             for function_id, owner in list(self._remote.items()):
                 if owner == engine_id and function_id not in still:
                     self._forget(function_id)
-        elif op == "gone" and engine_id == self.engine_id:
-            # Taken for dead (its key expired while it was frozen, say) and its entries released: this engine
-            # says it lives, then claims its functions again, so that the others link to it and learn them.
-            await self._heartbeat_once()
-            await self._claim_again()
-        elif op == "gone":
+        elif op == "gone":  # from another engine, about a third
             if not self._link_up(engine_id):  # else it lives: it reads this too, and claims its functions again
                 for function_id, owner in list(self._remote.items()):
                     if owner == engine_id:
@@ -312,7 +387,8 @@ class Cluster:
         link = await self._link(engine_id)
         if link is None:
             return
-        if self.core.add_remote_function(function_id, link):
+        description = await self._redis.hget(DESCRIPTIONS_KEY, function_id)
+        if self.core.add_remote_function(function_id, link, _text(description) if description else None):
             self._remote[function_id] = engine_id
 
     def _forget(self, function_id: str) -> None:
@@ -320,6 +396,32 @@ class Cluster:
         link = self._links.get(engine_id) if engine_id is not None else None
         if link is not None:
             self.core.remove_remote_function(function_id, link)
+
+    # --- channels ---------------------------------------------------------------------------------------------
+
+    def release_elsewhere(self, ends: list[dict[str, Any]], reason: str) -> int:
+        """Release channel ends owned by other engines at their owners (``engine::channels::release`` over the
+        link, answered by no one); returns how many ends were sent on."""
+        by_owner: dict[str, list[dict[str, Any]]] = {}
+        for ref in ends:
+            owner = channel_owner(str(ref.get("channel_id", "")))
+            if owner is not None and owner != self.engine_id:
+                by_owner.setdefault(owner, []).append(ref)
+        for owner, refs in by_owner.items():
+            self._spawn(self._release_at(owner, refs, reason))
+        return sum(len(refs) for refs in by_owner.values())
+
+    async def _release_at(self, engine_id: str, ends: list[dict[str, Any]], reason: str) -> None:
+        try:
+            link = await self._link(engine_id)
+        except (RedisError, OSError) as error:
+            log.warning("cluster: %d channel ends of engine %s not released there (%s)", len(ends), engine_id, error)
+            return
+        if link is None:
+            return  # that engine is gone, and its channels with it
+        payload = msgspec.Raw(encode_value({"ends": ends, "reason": reason}))
+        action = TriggerAction("void")
+        link.send_message(encode(InvokeFunction(function_id=RELEASE_FUNCTION, data=payload, action=action)))
 
     # --- links ------------------------------------------------------------------------------------------------
 
@@ -337,7 +439,7 @@ class Cluster:
             address = await self.address_of(engine_id)
             if address is None:
                 return None  # its key expired: the engine is gone
-            link = EngineLink(self.core, address, token=self.token)
+            link = EngineLink(self.core, address, token=self.token, name=f"engine {engine_id} at {address}")
             try:
                 await link.open()
             except LinkError as error:

@@ -28,9 +28,11 @@ def page() -> bytes:
     return importlib.resources.files("iii.engine").joinpath("console.html").read_bytes()
 
 
-def state(core: Core, builtins: Builtins, modules: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the page shows, read from the engine's tables now (and the modules' summaries). Never keys
-    or tokens."""
+def state(
+    core: Core, builtins: Builtins, modules: dict[str, Any] | None = None, cluster: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything the page shows, read from the engine's tables now (and the modules' summaries, the cluster's
+    when the engine is in one). Never keys or tokens."""
     metrics = core.metrics
     relayed_bytes, _ = core.channels.relayed()
     calls_ok = metrics.invocations.get(OK, 0)
@@ -41,6 +43,7 @@ def state(core: Core, builtins: Builtins, modules: dict[str, Any] | None = None)
         "channels": core.channels.describe(),
         "observers": [observer.describe() for observer in core.observing.table],
         "modules": modules or {},
+        "cluster": cluster,
         "totals": {
             "calls_ok": calls_ok,
             "calls_failed": sum(metrics.invocations.values()) - calls_ok,

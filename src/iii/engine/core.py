@@ -263,11 +263,16 @@ class Core:
     # --- links to other engines (a cluster) -------------------------------------------------------------
 
     def add_remote_function(self, function_id: str, link: EngineLink, description: str | None = None) -> bool:
-        """Route calls of ``function_id`` over ``link`` (the engine there serves it); False if a worker of this
-        engine serves it already (first owner wins)."""
+        """Route calls of ``function_id`` over ``link``: the cluster's registry says the engine there serves it.
+        A worker of this engine that serves it too stands by (the registry decides, as the first owner does on
+        one engine); False for an id served inside this engine."""
         entry = FunctionEntry(function_id, owner=link, description=description)
-        if self.functions.register(entry) is not None:
+        try:
+            demoted = self.functions.take_over(entry)
+        except ValueError:
             return False
+        if demoted is not None and demoted.owner is not None:
+            self.observing.function_removed(function_id, demoted.owner)
         self.observing.function_registered(entry)
         return True
 

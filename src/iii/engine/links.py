@@ -53,6 +53,7 @@ class EngineLink(WSListener):
         url: str,
         *,
         token: str | None = None,
+        name: str | None = None,
         ping_interval_s: float = 1.0,
         ping_timeout_s: float = 2.0,
     ) -> None:
@@ -63,7 +64,8 @@ class EngineLink(WSListener):
         self.ping_timeout_s = ping_timeout_s
         # Host
         self.worker_id = f"link-{uuid.uuid4()}"
-        self.name = f"link to {url}"
+        self.name = name or f"link to {url}"
+        """What listings show as the worker of the functions reached over the link, and logs and errors say."""
         self.write_paused = False
         self.features: frozenset[str] = frozenset()
         self.session: ConnectionSession | None = None
@@ -121,8 +123,10 @@ class EngineLink(WSListener):
             self.transport.disconnect()
 
     async def _ping(self) -> None:
-        while self.alive:
+        while True:
             await asyncio.sleep(self.ping_interval_s)
+            if not self.alive:
+                return
             if time.monotonic() - self._last_heard > self.ping_timeout_s:
                 log.warning("link to %s: no answer for %.1fs, dropped", self.url, self.ping_timeout_s)
                 if self.transport is not None:
@@ -204,6 +208,8 @@ class EngineLink(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         was_alive, self.alive = self.alive, False
+        if self._pinger is not None:
+            self._pinger.cancel()
         self.closed.set()
         self.resume_writing()
         for target in self._held_by:

@@ -37,6 +37,8 @@ class EngineMetrics(Collector):
         """Errors the engine answered, by code (malformed messages, refusals, limits)."""
         self.module_samples: Callable[[], Iterable[tuple[str, MetricSample]]] | None = None
         """The running modules' samples, with each module's name (set by the engine)."""
+        self.cluster_gauges: Callable[[], Iterable[tuple[str, str, float]]] | None = None
+        """The cluster's gauges as (name, help, value), when the engine is in one (set by the engine)."""
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
         self._registry = CollectorRegistry(auto_describe=False)
@@ -101,6 +103,9 @@ class EngineMetrics(Collector):
         for code, count in sorted(self.errors.items()):
             errors.add_metric([code], count)
         yield errors
+        if self.cluster_gauges is not None:
+            for name, documentation, value in self.cluster_gauges():
+                yield _gauge(name, documentation, value)
         if self.module_samples is not None:
             yield from _module_families(self.module_samples())
 

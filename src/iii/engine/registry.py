@@ -137,6 +137,31 @@ class FunctionRegistry:
             self._changed()
         return None
 
+    def take_over(self, entry: FunctionEntry) -> FunctionEntry | None:
+        """Make ``entry`` the owner of its id ahead of the host that serves it now, which stands by first.
+
+        For a cluster, where the registry on Redis decides who serves an id: a local worker that registered an
+        id another engine holds waits behind the link to that engine. Returns the entry that now stands by.
+        A builtin's id is never taken over (``ValueError``).
+        """
+        host = entry.owner
+        assert host is not None
+        current = self._entries.get(entry.function_id)
+        if current is None or current.owner is host:
+            self.register(entry)
+            return None
+        if current.owner is None:
+            raise ValueError(f"{entry.function_id} is served inside the engine")
+        self._unindex(self._owned, current.owner, entry.function_id)
+        self._drop_standby(entry.function_id, host)
+        self._unindex(self._awaited, host, entry.function_id)
+        self._standbys.setdefault(entry.function_id, []).insert(0, current)
+        self._awaited.setdefault(current.owner, set()).add(entry.function_id)
+        self._entries[entry.function_id] = entry
+        self._owned.setdefault(host, set()).add(entry.function_id)
+        self._changed()
+        return current
+
     def unregister(self, function_id: str, owner: Host) -> FunctionEntry | None:
         """Withdraw ``owner``'s registration of ``function_id`` (served or standing by).
 

@@ -7,10 +7,14 @@ before it accepts anyone, and stop after it stops accepting (the http module fir
 Routes (all WebSocket upgrades on one port):
 
 * ``/``: the worker control socket (:mod:`iii.engine.worker_socket`);
-* ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`);
+* ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`); in a
+  cluster, an end of another engine's channel is relayed to that engine (:mod:`iii.engine.channel_relay`);
 * ``/otel``: telemetry from the official SDKs, read and discarded;
 * ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
 * ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
+
+With ``--redis-url`` the engine joins a cluster (:mod:`iii.engine.cluster`) once its modules run and before it
+accepts anyone, and leaves it first when it stops.
 
 HTTP triggers are served on a port of their own, by the http module (:mod:`iii.modules.http`), and a module may
 open a port where its gate admits workers (:mod:`iii.engine.worker_ports`: the rbac module's listener).
@@ -43,8 +47,8 @@ from redis.exceptions import RedisError
 
 from iii.engine import console
 from iii.engine.channel_relay import ChannelRelay
-from iii.engine.channels import KeyCheck, Role
-from iii.engine.cluster import Cluster, channel_owner, new_engine_id
+from iii.engine.channels import KeyCheck, Role, channel_owner
+from iii.engine.cluster import Cluster, new_engine_id
 from iii.engine.config import EngineConfig
 from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
@@ -133,6 +137,13 @@ class Engine:
         except (OSError, RedisError) as exc:
             self.cluster = None
             raise OSError(f"cannot join the cluster: Redis unreachable ({exc})") from None
+        cluster = self.cluster
+        relays = self._relays
+        self.builtins.release_elsewhere = cluster.release_elsewhere
+        self.metrics.cluster_gauges = lambda: [
+            *cluster.gauges(),
+            ("iii_channel_relays_open", "Channel ends relayed to the engine that owns their channel", len(relays)),
+        ]
 
     @property
     def advertise_url(self) -> str:
@@ -310,7 +321,8 @@ class Engine:
         if not authorized:
             return http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
         if path == console.STATE_PATH:
-            body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots()))
+            cluster = None if self.cluster is None else {**self.cluster.snapshot(), "relays": len(self._relays)}
+            body = encode_value(console.state(self.core, self.builtins, self.modules.snapshots(), cluster))
             headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
         else:
             body = console.page()

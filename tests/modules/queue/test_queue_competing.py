@@ -1,5 +1,8 @@
 """FIFO order per group under retries, with three competing consumer processes: three engines share one queue on
-a real Redis, each with a consumer worker of its own, and every engine's dispatcher takes messages from it."""
+a real Redis, each with a consumer worker of its own, and every engine's dispatcher takes messages from it.
+
+The engines share only the queue (``[queue] redis_url``), not a cluster: in a cluster (``--redis-url``) a function
+id has one worker across the engines, as within one engine, and the others stand by."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ PER_GROUP = 20
 CONFIG = """
 modules = "queue"
 [queue]
+redis_url = "{redis_url}"
 poll_interval_ms = 10
 [queue.queue_configs.orders]
 type = "fifo"
@@ -43,16 +47,11 @@ def test_fifo_order_holds_per_group_under_retries_with_three_competing_consumers
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "engine.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.format(redis_url=redis_server.url))
     markers = tmp_path / "markers"
     markers.mkdir()
     files = [tmp_path / f"consumer-{index}.jsonl" for index in range(3)]
-    engines = [
-        EngineProcess(
-            ["--config", str(config), "--redis-url", redis_server.url, "--data-dir", str(tmp_path / f"engine-{i}")]
-        )
-        for i in range(3)
-    ]
+    engines = [EngineProcess(["--config", str(config), "--data-dir", str(tmp_path / f"engine-{i}")]) for i in range(3)]
     consumers: list[subprocess.Popen[str]] = []
     try:
         for engine in engines:
