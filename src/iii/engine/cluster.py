@@ -345,7 +345,9 @@ class Cluster:
                 self._forget(function_id)
         others = {engine_id for engine_id in wanted.values() if engine_id != self.engine_id}
         for engine_id in sorted(others):
-            if not await self._redis.exists(self._engine_key(engine_id)):
+            # An expired key with a live link is an engine that could not refresh it (Redis was away longer
+            # than the key's TTL, and came back with its data): it lives, and claims its functions again.
+            if not self._link_up(engine_id) and not await self._redis.exists(self._engine_key(engine_id)):
                 await self._purge(engine_id)  # died while nobody watched
         for function_id, engine_id in wanted.items():
             if engine_id != self.engine_id:
@@ -373,9 +375,10 @@ class Cluster:
                 if owner == engine_id and function_id not in still:
                     self._forget(function_id)
         elif op == "gone":  # from another engine, about a third
-            for function_id, owner in list(self._remote.items()):
-                if owner == engine_id:
-                    self._forget(function_id)
+            if not self._link_up(engine_id):  # else it lives: it reads this too, and claims its functions again
+                for function_id, owner in list(self._remote.items()):
+                    if owner == engine_id:
+                        self._forget(function_id)
             self._sync_needed.set()
 
     async def _learn(self, function_id: str, engine_id: str) -> None:
