@@ -20,12 +20,13 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from iii.engine.peers import Caller, ConnectionSession, Host
+from iii.engine.peers import ConnectionSession
+from iii.engine.read_holds import ReadHolds
 from iii.protocol.codec import decode_from_engine, encode, encode_value
 from iii.protocol.messages import InvocationResult, InvokeFunction, Ping, Pong, TriggerAction, WorkerRegistered
 
@@ -44,7 +45,7 @@ class LinkError(Exception):
     """The link could not be made (no engine at the address, refused, no answer in time)."""
 
 
-class EngineLink(WSListener):
+class EngineLink(ReadHolds, WSListener):
     """This engine's worker connection to another engine (see the module docstring)."""
 
     def __init__(
@@ -57,6 +58,9 @@ class EngineLink(WSListener):
         ping_interval_s: float = 1.0,
         ping_timeout_s: float = 2.0,
     ) -> None:
+        # Results over the link for a worker of this engine whose buffer is full hold back the link's reading;
+        # calls of workers for the link hold back theirs (the other engine then stops reading its workers).
+        super().__init__()
         self.core = core
         self.url = url
         self.token = token
@@ -66,7 +70,6 @@ class EngineLink(WSListener):
         self.worker_id = f"link-{uuid.uuid4()}"
         self.name = name or f"link to {url}"
         """What listings show as the worker of the functions reached over the link, and logs and errors say."""
-        self.write_paused = False
         self.features: frozenset[str] = frozenset()
         self.session: ConnectionSession | None = None
         self.alive = False
@@ -78,10 +81,6 @@ class EngineLink(WSListener):
         self._last_heard = time.monotonic()
         self._pinger: asyncio.Task[None] | None = None
         self._fragments: bytearray | None = None
-        self._holding: set[Any] = set()
-        """Sources (workers) whose reading waits for this link's outgoing buffer to drain."""
-        self._held_by: set[Any] = set()
-        """Workers of this engine whose full buffers keep this link's reading paused."""
 
     def __repr__(self) -> str:
         return f"<engine link to {self.url}>"
@@ -180,41 +179,12 @@ class EngineLink(WSListener):
         elif isinstance(message, Pong):
             pass  # heard: _last_heard is refreshed by every frame
 
-    def hold_reading_for(self, target: Host | Caller) -> None:
-        """Stop reading the link until ``target`` (a worker of this engine that the results go to) has drained
-        its outgoing buffer: the other engine then stops reading its workers, as one engine would."""
-        from iii.engine.worker_socket import WorkerConnection  # a link is made after the server exists
-
-        if not isinstance(target, WorkerConnection) or target in self._held_by or not target.write_paused:
-            return
-        self._held_by.add(target)
-        target._holding.add(self)  # type: ignore[arg-type]  # it calls back _release, as for a worker
-        if len(self._held_by) == 1 and self.transport is not None:
-            self.transport.underlying_transport.pause_reading()
-
-    def _release(self, target: Any) -> None:
-        self._held_by.discard(target)
-        if not self._held_by and self.alive and self.transport is not None:
-            self.transport.underlying_transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        holding, self._holding = self._holding, set()
-        for source in holding:
-            source._release(self)
-
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         was_alive, self.alive = self.alive, False
         if self._pinger is not None:
             self._pinger.cancel()
         self.closed.set()
-        self.resume_writing()
-        for target in self._held_by:
-            target._holding.discard(self)
-        self._held_by.clear()
+        self.drop_holds()
         if not self._registered.done():
             self._registered.set_exception(ConnectionError("the engine closed the link before registering it"))
         if was_alive:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from picows import WSFrame, WSMsgType, WSTransport
 
-from iii.engine.links import EngineLink
+from iii.engine.read_holds import ReadHolds
 from iii.engine.sockets import TrackedListener, Tracker, answer_close, close_transport
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_inbound, encode, peek_address
@@ -26,7 +26,7 @@ from iii.protocol.messages import ErrorBody, ErrorNotice, InvocationResult
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
-    from iii.engine.peers import Caller, ConnectionSession, Host
+    from iii.engine.peers import ConnectionSession
 
 log = logging.getLogger("iii.engine.workers")
 
@@ -87,7 +87,7 @@ class Outbox:
             connection.flush()
 
 
-class WorkerConnection(TrackedListener):
+class WorkerConnection(ReadHolds, TrackedListener):
     """One worker's control socket, and what the engine knows about that worker.
 
     With a ``session`` (a worker of a module's worker port), the session learns of the connection, its messages
@@ -102,6 +102,8 @@ class WorkerConnection(TrackedListener):
         max_message_bytes: int,
         session: ConnectionSession | None = None,
     ) -> None:
+        # Backpressure between workers (ReadHolds): a worker whose outgoing buffer is full (it does not read fast
+        # enough) holds back the reading of every worker that sends it more, until its buffer drains.
         super().__init__(track)
         self.core = core
         self.session = session
@@ -124,13 +126,6 @@ class WorkerConnection(TrackedListener):
         self.outgoing: list[bytes] = []
         """Frames (header, payload, ...) waiting for the outbox's next flush."""
         self._fragments: bytearray | None = None
-        # Backpressure between workers: a worker whose outgoing buffer is full (it does not read fast enough)
-        # holds back the reading of every worker that sends it more, until its buffer drains.
-        self.write_paused = False
-        self._holding: set[WorkerConnection] = set()
-        """Workers whose reading is paused until this one's outgoing buffer drains."""
-        self._held_by: set[WorkerConnection | EngineLink] = set()
-        """Workers whose full buffers keep this one's reading paused."""
 
     def __repr__(self) -> str:
         return f"<worker {self.worker_id} {self.name!r}>"
@@ -159,30 +154,6 @@ class WorkerConnection(TrackedListener):
     def send_error_notice(self, code: str, message: str, function_id: str | None = None) -> None:
         notice = ErrorNotice(error=ErrorBody(code=code, message=message), function_id=function_id)
         self.send_message(encode(notice))
-
-    def hold_reading_for(self, target: Host | Caller) -> None:
-        """Stop reading this worker's socket until ``target``'s outgoing buffer has drained (only a worker's or an
-        engine link's buffer ever fills: any other target is ignored)."""
-        if not isinstance(target, WorkerConnection | EngineLink) or target in self._held_by or not target.write_paused:
-            return
-        self._held_by.add(target)
-        target._holding.add(self)
-        if len(self._held_by) == 1 and self.transport is not None:
-            self.transport.underlying_transport.pause_reading()
-
-    def _release(self, target: WorkerConnection | EngineLink) -> None:
-        self._held_by.discard(target)
-        if not self._held_by and self.alive and self.transport is not None:
-            self.transport.underlying_transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        holding, self._holding = self._holding, set()
-        for worker in holding:
-            worker._release(self)
 
     def check_alive(self, now: float, interval_s: float, timeout_s: float) -> bool:
         """Ping a worker silent for ``interval_s``; False when it stayed silent ``timeout_s`` after the ping.
@@ -222,10 +193,7 @@ class WorkerConnection(TrackedListener):
         super().on_ws_disconnected(transport)
         self._fragments = None
         was_alive, self.alive = self.alive, False
-        self.resume_writing()  # whoever waited on this worker's buffer goes on
-        for target in self._held_by:
-            target._holding.discard(self)
-        self._held_by.clear()
+        self.drop_holds()
         if self.session is not None:
             self.session.on_disconnected(was_alive)
         elif was_alive:  # not retired by a reattach, which hands everything over instead
