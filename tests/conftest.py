@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -68,6 +69,14 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
 async def live_engine(start_engine: Callable[..., Awaitable[Engine]]) -> Engine:
     """An in-process engine with the default configuration."""
     return await start_engine()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test run started as a background job of a non-interactive shell inherits SIGINT ignored, and so would
+    # every process the tests start: the Ctrl-C tests could not interrupt them. A program started from a
+    # terminal has SIGINT's default; the tests' children get the same (exec resets a handled signal).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 ENGINE_STOP_TIMEOUT_S = 30.0
