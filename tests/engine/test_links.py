@@ -8,13 +8,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
 import websockets
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
 from iii.engine import Engine
-from iii.engine.links import LINK_NAME, EngineLink, masked_text_frame
+from iii.engine.links import LINK_NAME, EngineLink
 from tests.engine.wire import RawWorker, eventually
 
 StartEngine = Callable[..., Awaitable[Engine]]
@@ -101,23 +98,3 @@ async def test_a_link_serves_what_the_cluster_says_and_the_local_worker_stands_b
     assert not a.core.add_remote_function("engine::functions::list", link)
     link.close()
     await eventually(lambda: (e := a.core.functions.get("svc::local")) is not None and e.owner is not link, 5, "back")
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
-def test_a_link_frames_and_masks_text_as_a_client_must(size: int) -> None:
-    """The frames a link writes itself (several messages in one write) parse as a client's masked text frames,
-    read by an independent implementation (websockets' parser)."""
-    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    mask = b"\x9a\x0b\xff\x10"
-    reader = StreamReader()
-    reader.feed_data(masked_text_frame(payload, mask) + masked_text_frame(b'{"next": 1}', b"\x00\x01\x02\x03"))
-    frames = []
-    for _ in range(2):
-        parser = Frame.parse(reader.read_exact, mask=True)
-        with pytest.raises(StopIteration) as parsed:
-            next(parser)
-        frames.append(parsed.value.value)
-    assert [(frame.opcode, frame.fin, bytes(frame.data)) for frame in frames] == [
-        (Opcode.TEXT, True, payload),
-        (Opcode.TEXT, True, b'{"next": 1}'),
-    ]

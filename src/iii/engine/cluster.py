@@ -45,7 +45,6 @@ from iii.protocol.messages import InvokeFunction, TriggerAction
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
-    from iii.engine.worker_socket import Outbox
 
 log = logging.getLogger("iii.engine.cluster")
 
@@ -101,7 +100,6 @@ class Cluster:
         advertise_url: str,
         *,
         token: str | None = None,
-        outbox: Outbox | None = None,
         heartbeat_s: float = 1.0,
         ttl_s: float = 3.0,
     ) -> None:
@@ -109,8 +107,6 @@ class Cluster:
         self.engine_id = engine_id
         self.advertise_url = advertise_url
         self.token = token
-        self.outbox = outbox
-        """The engine's outbox, which the links write through (None: each message at once)."""
         self.heartbeat_s = heartbeat_s
         self.ttl_s = ttl_s
         # Commands time out, so a Redis that stops answering is an error to retry, never a hang; the subscription
@@ -443,8 +439,7 @@ class Cluster:
             address = await self.address_of(engine_id)
             if address is None:
                 return None  # its key expired: the engine is gone
-            name = f"engine {engine_id} at {address}"
-            link = EngineLink(self.core, address, token=self.token, name=name, outbox=self.outbox)
+            link = EngineLink(self.core, address, token=self.token, name=f"engine {engine_id} at {address}")
             try:
                 await link.open()
             except LinkError as error:

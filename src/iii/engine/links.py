@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 import uuid
 from typing import TYPE_CHECKING, Final
@@ -33,14 +32,11 @@ from iii.protocol.messages import InvocationResult, InvokeFunction, Ping, Pong, 
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
-    from iii.engine.worker_socket import Outbox
 
 log = logging.getLogger("iii.engine.links")
 
 LINK_NAME: Final = "iii-engine-link"
 """The worker name a link registers with on the other engine (its listings show links as such)."""
-_BATCHED_MAX_BYTES: Final = 65536
-"""Messages larger than this are framed by picows (masking a large one in Python would cost more than a send)."""
 MAX_LINK_FRAME: Final = 2**31
 """Frames a link reads: the other engine enforces its own message limit already."""
 
@@ -59,7 +55,6 @@ class EngineLink(ReadHolds, WSListener):
         *,
         token: str | None = None,
         name: str | None = None,
-        outbox: Outbox | None = None,
         ping_interval_s: float = 1.0,
         ping_timeout_s: float = 2.0,
     ) -> None:
@@ -68,9 +63,6 @@ class EngineLink(ReadHolds, WSListener):
         super().__init__()
         self.core = core
         self.url = url
-        self._outbox = outbox
-        """The engine's outbox: messages to the other engine are written once per pass (None: one by one)."""
-        self.outgoing: list[bytes] = []
         self.token = token
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
@@ -145,29 +137,7 @@ class EngineLink(ReadHolds, WSListener):
 
     def send_message(self, payload: bytes) -> None:
         if self.alive and self.transport is not None:
-            if self._outbox is not None:
-                self._outbox.push(self, payload)  # written with the others of this pass, in flush()
-            else:
-                self.transport.send(WSMsgType.TEXT, payload)
-
-    def flush(self) -> None:
-        """Write the messages gathered for the other engine in one go (the outbox calls it once per pass).
-
-        A link is a WebSocket client, whose frames are masked: one message is left to picows; several small
-        ones are framed and masked here and written with one system call, as a worker's are, since a send per
-        message took a sixth of a busy engine's time."""
-        pending, self.outgoing = self.outgoing, []
-        transport = self.transport
-        if not pending or transport is None or transport.is_disconnected or transport.is_close_frame_sent:
-            return
-        payloads = pending[1::2]  # the outbox put an unmasked frame header before each
-        if len(payloads) == 1 or any(len(payload) > _BATCHED_MAX_BYTES for payload in payloads):
-            for payload in payloads:
-                transport.send(WSMsgType.TEXT, payload)
-            return
-        masks = secrets.token_bytes(4 * len(payloads))
-        frames = [masked_text_frame(payload, masks[4 * i : 4 * i + 4]) for i, payload in enumerate(payloads)]
-        transport.underlying_transport.writelines(frames)
+            self.transport.send(WSMsgType.TEXT, payload)
 
     # --- WSListener -------------------------------------------------------------------------------------
 
@@ -177,18 +147,6 @@ class EngineLink(ReadHolds, WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self._last_heard = time.monotonic()
-        outbox = self._outbox
-        if outbox is None:
-            self._on_frame(transport, frame)
-            return
-        outbox.reading = True  # results for workers go out together when the read is done
-        try:
-            self._on_frame(transport, frame)
-        finally:
-            if frame.last_in_buffer:
-                outbox.flush()
-
-    def _on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.TEXT:
             if frame.fin:
                 self._on_text(frame.get_payload_as_bytes())
@@ -232,20 +190,6 @@ class EngineLink(ReadHolds, WSListener):
         if was_alive:
             log.info("link to the engine at %s closed", self.url)
             self.core.link_lost(self)
-
-
-def masked_text_frame(payload: bytes, mask: bytes) -> bytes:
-    """A final text frame from a client (RFC 6455 §5.2-5.3): header, the 4-byte ``mask``, the payload masked."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, 0x80 | size))
-    elif size < 65536:
-        header = b"\x81\xfe" + size.to_bytes(2, "big")
-    else:
-        header = b"\x81\xff" + size.to_bytes(8, "big")
-    key = (mask * (size // 4 + 1))[:size]
-    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
-    return header + mask + masked
 
 
 def encode_register() -> msgspec.Raw:

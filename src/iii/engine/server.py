@@ -131,9 +131,7 @@ class Engine:
             log.info("HTTP triggers on %s", self.http.url)
 
     async def _join_cluster(self, redis_url: str) -> None:
-        self.cluster = Cluster(
-            self.core, redis_url, self.engine_id, self.advertise_url, token=self.config.token, outbox=self.outbox
-        )
+        self.cluster = Cluster(self.core, redis_url, self.engine_id, self.advertise_url, token=self.config.token)
         try:
             await self.cluster.start()
         except (OSError, RedisError) as exc:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from picows import WSFrame, WSMsgType, WSTransport
@@ -54,16 +54,6 @@ def _text_frame_header(size: int) -> bytes:
     return b"\x81\x7f" + size.to_bytes(8, "big")
 
 
-class Batched(Protocol):
-    """A connection whose messages the :class:`Outbox` gathers: a worker's socket, or an engine link."""
-
-    outgoing: list[bytes]
-    """Frames (an unmasked text frame's header, its payload, ...) waiting for the next flush."""
-
-    def flush(self) -> None:
-        """Write what is in :attr:`outgoing` in one go."""
-
-
 class Outbox:
     """Control messages on their way out, gathered per connection and written with one system call each.
 
@@ -74,12 +64,12 @@ class Outbox:
     """
 
     def __init__(self) -> None:
-        self._dirty: list[Batched] = []
+        self._dirty: list[WorkerConnection] = []
         self._scheduled = False
         self.reading = False
         """True while a worker's read is being processed: its end flushes, no callback is needed."""
 
-    def push(self, connection: Batched, payload: bytes) -> None:
+    def push(self, connection: WorkerConnection, payload: bytes) -> None:
         pending = connection.outgoing
         if not pending:
             self._dirty.append(connection)
