@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from iii.modules.state import StateSettings
+from iii.modules.state.module import open_store
 from iii.modules.state.store import Entry
 from iii.modules.streams.settings import StreamsSettings
 from iii.modules.streams.store import GroupAddress, StreamStore, open_stream_store
@@ -84,3 +86,20 @@ async def test_items_outlive_the_store_and_live_apart_from_state(
         await again.close()
     if backend == "sqlite":
         assert [path.name for path in settings_for().data_dir.glob("*.sqlite3")] == ["streams.sqlite3"]
+
+
+async def test_state_written_on_the_same_backend_is_never_seen_as_stream_items(
+    settings_for: Callable[..., StreamsSettings], store: StreamStore
+) -> None:
+    settings = settings_for()
+    state = await open_store(
+        StateSettings(data_dir=settings.data_dir, backend=settings.backend, redis_url=settings.redis_url)
+    )
+    try:
+        await state.put('["s","g"]', "i", b"1")  # the scope a stream group's items would have
+        assert await store.get(G("s", "g"), "i") is None
+        assert await store.streams() == {}
+        await store.put(G("s", "g"), "j", b"2")
+        assert await state.get('["s","g"]', "j") is None
+    finally:
+        await state.close()
