@@ -80,6 +80,12 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
     "state": ModuleSpec(
         "iii.modules.state", "StateModule", "StateSettings", "key-value state by scope (state::*, state triggers)"
     ),
+    "stream": ModuleSpec(
+        "iii.modules.streams",
+        "StreamsModule",
+        "StreamsSettings",
+        "items by stream, group and id (stream::*, stream triggers)",
+    ),
     "pubsub": ModuleSpec(
         "iii.modules.pubsub", "PubSubModule", "PubSubSettings", "topics (publish, subscribe triggers)"
     ),

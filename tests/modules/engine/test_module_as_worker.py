@@ -64,6 +64,26 @@ def test_the_state_module_serves_as_its_own_worker() -> None:
         assert (event["event_type"], event["key"], event["new_value"]) == ("state:created", "k", {"n": 1})
 
 
+def test_the_stream_module_serves_as_its_own_worker() -> None:
+    """Its calls to custom streams' functions go over the protocol too: an absent one means the backend."""
+    with module_worker("stream") as engine, register_worker(engine.url, InitOptions(worker_name="user")) as client:
+        wait_for_function(client, "stream::set")
+        events: queue.Queue[Any] = queue.Queue()
+        client.register_function("user.on_change", events.put)
+        client.register_trigger({"type": "stream", "function_id": "user.on_change", "config": {"stream_name": "s"}})
+        wait_for_binding(client, "user.on_change")
+        item = {"stream_name": "s", "group_id": "g", "item_id": "i"}
+        set_result = client.trigger({"function_id": "stream::set", "payload": {**item, "data": {"n": 1}}})
+        assert set_result == {"old_value": None, "new_value": {"n": 1}}
+        assert client.trigger({"function_id": "stream::get", "payload": item}) == {"n": 1}
+        event = events.get(timeout=10)
+        assert (event["streamName"], event["id"], event["event"]) == ("s", "i", {"type": "create", "data": {"n": 1}})
+        client.register_function("stream::get(custom)", lambda data: {"custom": data["item_id"]})
+        wait_for_function(client, "stream::get(custom)")
+        custom = {**item, "stream_name": "custom"}
+        assert client.trigger({"function_id": "stream::get", "payload": custom}) == {"custom": "i"}
+
+
 def wait_for_binding(client: Any, function_id: str, timeout_s: float = 15) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

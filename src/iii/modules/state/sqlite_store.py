@@ -49,15 +49,24 @@ class SqliteStore:
         self.path = file.path
 
     @classmethod
-    async def open(cls, data_dir: Path, *, synchronous: str = "full", batch_max_writes: int = 1024) -> SqliteStore:
-        """Create or open ``data_dir / state.sqlite3`` and start the writer thread."""
+    async def open(
+        cls,
+        data_dir: Path,
+        *,
+        synchronous: str = "full",
+        batch_max_writes: int = 1024,
+        file_name: str = FILE_NAME,
+        name: str = "state",
+    ) -> SqliteStore:
+        """Create or open ``data_dir / file_name`` (``state.sqlite3``) and start the writer thread (``name`` names
+        it in logs; the streams module keeps its items in a file of its own through this same store)."""
         file = await GroupCommitFile.open(
-            data_dir / FILE_NAME,
+            data_dir / file_name,
             synchronous=synchronous,
             batch_max_writes=batch_max_writes,
             schema=_SCHEMA,
             error_type=StoreError,
-            name="state",
+            name=name,
         )
         return cls(file)
 

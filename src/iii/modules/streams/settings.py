@@ -1,0 +1,51 @@
+"""The streams module's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Backend = Literal["sqlite", "redis"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsSettings:
+    """Where stream items live and what they may be.
+
+    ``backend`` None picks Redis when ``redis_url`` is set, else SQLite in ``data_dir``.
+    """
+
+    data_dir: Path
+    """The SQLite backend's file is ``data_dir / "streams.sqlite3"`` (created with the directory if missing)."""
+    redis_url: str | None = None
+    backend: Backend | None = None
+    max_value_bytes: int = 1024 * 1024
+    """An item whose JSON encoding is longer is refused (``VALUE_TOO_LARGE``), by set and by update."""
+    max_name_bytes: int = 256
+    """A stream name, group id or item id longer than this (UTF-8) is refused (``invalid_name``)."""
+    triggers_enabled: bool = True
+    """False: changes and events fire no ``stream`` triggers."""
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    """SQLite's ``synchronous`` in WAL mode (as the state module's)."""
+    sqlite_batch_max_writes: int = 1024
+    """At most this many writes are committed in one transaction (group commit)."""
+    redis_key_prefix: str = "iii:streams:"
+
+    def __post_init__(self) -> None:
+        if self.backend not in (None, "sqlite", "redis"):
+            raise ValueError(f"streams backend must be 'sqlite' or 'redis', not {self.backend!r}")
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("the redis streams backend needs a redis_url")
+        if self.sqlite_synchronous not in ("full", "normal"):
+            raise ValueError(f"sqlite_synchronous must be 'full' or 'normal', not {self.sqlite_synchronous!r}")
+        for name in ("max_value_bytes", "max_name_bytes", "sqlite_batch_max_writes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def resolved_backend(self) -> Backend:
+        """The backend in use: ``backend``, or Redis when a URL is given, else SQLite."""
+        if self.backend is not None:
+            return self.backend
+        return "redis" if self.redis_url else "sqlite"

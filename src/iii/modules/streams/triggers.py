@@ -1,0 +1,174 @@
+"""The ``stream`` trigger type: functions called on every change of a stream's items, and on its events.
+
+A binding's config (the reference's names): ``stream_name`` (required) restricts it to one stream;
+``group_id`` and ``item_id`` (optional; empty counts as absent, as there) to one group / one item;
+``condition_function_id`` names a function called first with the event, and a result of ``false`` skips the
+binding (any other result lets it run; a failing condition skips it and is logged). A config that is not an
+object, lacks ``stream_name``, or whose fields are not strings, is refused.
+
+The event is the reference's wrapper message, the one its subscribers get too::
+
+    {"type": "stream", "timestamp": <ms since the epoch>, "streamName", "groupId", "id": <item id or null>,
+     "event": {"type": "create" | "update", "data": <new value>}
+            | {"type": "delete", "data": <old value>}
+            | {"type": "event", "event": {"type": <the sender's type>, "data": <the sender's data>}}}
+
+(the top-level ``type`` is always ``"stream"``; what happened is ``event.type``). As in the reference each
+change is delivered by a task of its own that calls the matching bindings one after the other and waits for
+each (errors are logged, not retried), so the writer never waits for the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+
+log = logging.getLogger("iii.modules.streams")
+
+TRIGGER_TYPE: Final = "stream"
+CREATE: Final = "create"
+UPDATE: Final = "update"
+DELETE: Final = "delete"
+_OPTIONAL_FIELDS: Final = ("group_id", "item_id", "condition_function_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    binding: BindingInfo
+    stream_name: str
+    group_id: str | None
+    item_id: str | None
+    condition_function_id: str | None
+
+    def matches(self, stream_name: str, group_id: str, item_id: str | None) -> bool:
+        return (
+            self.stream_name == stream_name
+            and (self.group_id is None or self.group_id == group_id)
+            and (self.item_id is None or self.item_id == item_id)
+        )
+
+
+def change_event(stream_name: str, group_id: str, item_id: str, kind: str, data: Any) -> dict[str, Any]:
+    """The wrapper message of a change (``kind``: create, update, delete)."""
+    return _wrapper(stream_name, group_id, item_id, {"type": kind, "data": data})
+
+
+def send_event(stream_name: str, group_id: str, target: str | None, event_type: str, data: Any) -> dict[str, Any]:
+    """The wrapper message of a ``stream::send`` event."""
+    return _wrapper(stream_name, group_id, target, {"type": "event", "event": {"type": event_type, "data": data}})
+
+
+def _wrapper(stream_name: str, group_id: str, item_id: str | None, event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "stream",
+        "timestamp": time.time_ns() // 1_000_000,
+        "streamName": stream_name,
+        "groupId": group_id,
+        "id": item_id,
+        "event": event,
+    }
+
+
+class StreamTriggers:
+    """The provider of the ``stream`` trigger type (:class:`~iii.modules.api.TriggerProvider`)."""
+
+    def __init__(self, host: ModuleHost, *, enabled: bool = True) -> None:
+        self._host = host
+        self._enabled = enabled
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.delivered = 0
+        """Handler calls that answered."""
+        self.failed = 0
+        """Handler or condition calls that failed."""
+
+    def activate(self, binding: BindingInfo) -> str | None:
+        config = binding.config if binding.config is not None else {}
+        if not isinstance(config, dict):
+            return "Failed to parse trigger config: a stream trigger's config must be an object"
+        stream_name = config.get("stream_name")
+        if not isinstance(stream_name, str) or not stream_name:
+            return "Failed to parse trigger config: a stream trigger needs `stream_name`, a non-empty string"
+        fields: dict[str, str | None] = {}
+        for name in _OPTIONAL_FIELDS:
+            value = config.get(name)
+            if value is not None and not isinstance(value, str):
+                return f"Failed to parse trigger config: `{name}` must be a string"
+            fields[name] = value or None
+        self._subscriptions[binding.binding_id] = _Subscription(
+            binding, stream_name, fields["group_id"], fields["item_id"], fields["condition_function_id"]
+        )
+        return None
+
+    def deactivate(self, binding: BindingInfo) -> None:
+        self._subscriptions.pop(binding.binding_id, None)
+
+    def fire(self, event: dict[str, Any]) -> None:
+        """Deliver one wrapper message (:func:`change_event`, :func:`send_event`) to the matching bindings."""
+        if not self._enabled or self._closed:
+            return
+        matching = [
+            sub
+            for sub in self._subscriptions.values()
+            if sub.matches(event["streamName"], event["groupId"], event["id"])
+        ]
+        if not matching:
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(matching, event))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, matching: list[_Subscription], event: dict[str, Any]) -> None:
+        for sub in matching:
+            function_id = sub.binding.function_id
+            if sub.condition_function_id is not None:
+                try:
+                    verdict = await self._host.invoke(sub.condition_function_id, event)
+                except InvocationError as error:
+                    self.failed += 1
+                    log.warning(
+                        "stream trigger for %s skipped: its condition %s failed: %s",
+                        function_id,
+                        sub.condition_function_id,
+                        error,
+                    )
+                    continue
+                if verdict is False:
+                    continue
+            try:
+                await self._host.invoke(function_id, event)
+            except InvocationError as error:
+                self.failed += 1
+                log.warning(
+                    "stream trigger: %s failed on %s of %s/%s: %s",
+                    function_id,
+                    event["event"]["type"],
+                    event["streamName"],
+                    event["groupId"],
+                    error,
+                )
+            else:
+                self.delivered += 1
+
+    async def settle(self) -> None:
+        """Wait until the deliveries under way, and those they lead to, are done."""
+        while self._deliveries:
+            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop the deliveries under way (the changes they tell of are stored; their events are dropped)."""
+        self._closed = True
+        tasks = list(self._deliveries)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def binding_count(self) -> int:
+        return len(self._subscriptions)
