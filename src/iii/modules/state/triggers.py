@@ -15,12 +15,12 @@ an event.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+from iii.modules.api import BindingInfo, ModuleHost
+from iii.modules.change_deliveries import ChangeDeliveries
 
 log = logging.getLogger("iii.modules.state")
 
@@ -49,12 +49,7 @@ class StateTriggers:
         self._host = host
         self._enabled = enabled
         self._subscriptions: dict[str, _Subscription] = {}
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._closed = False
-        self.delivered = 0
-        """Handler calls that answered."""
-        self.failed = 0
-        """Handler or condition calls that failed."""
+        self._deliveries = ChangeDeliveries(host, TRIGGER_TYPE, log)
 
     def activate(self, binding: BindingInfo) -> str | None:
         config = binding.config if binding.config is not None else {}
@@ -76,7 +71,7 @@ class StateTriggers:
 
     def fire(self, event_type: str, scope: str, key: str, old_value: Any, new_value: Any) -> None:
         """Deliver one change to the matching bindings, in a task of its own."""
-        if not self._enabled or self._closed:
+        if not self._enabled or self._deliveries.closed:
             return
         matching = [sub for sub in self._subscriptions.values() if sub.matches(scope, key)]
         if not matching:
@@ -89,52 +84,28 @@ class StateTriggers:
             "old_value": old_value,
             "new_value": new_value,
         }
-        task = asyncio.get_running_loop().create_task(self._deliver(matching, event))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        what = f"{event_type} {scope}/{key}"
+        targets = [(sub.binding.function_id, sub.condition_function_id) for sub in matching]
+        self._deliveries.deliver(targets, event, what)
 
-    async def _deliver(self, matching: list[_Subscription], event: dict[str, Any]) -> None:
-        for sub in matching:
-            function_id = sub.binding.function_id
-            if sub.condition_function_id is not None:
-                try:
-                    verdict = await self._host.invoke(sub.condition_function_id, event)
-                except InvocationError as error:
-                    self.failed += 1
-                    log.warning(
-                        "state trigger for %s skipped: its condition %s failed: %s",
-                        function_id,
-                        sub.condition_function_id,
-                        error,
-                    )
-                    continue
-                if verdict is False:
-                    continue
-            try:
-                await self._host.invoke(function_id, event)
-            except InvocationError as error:
-                self.failed += 1
-                log.warning("state trigger: %s failed on %s %s/%s: %s", function_id, *_what(event), error)
-            else:
-                self.delivered += 1
+    @property
+    def delivered(self) -> int:
+        """Handler calls that answered."""
+        return self._deliveries.delivered
+
+    @property
+    def failed(self) -> int:
+        """Handler or condition calls that failed."""
+        return self._deliveries.failed
 
     async def settle(self) -> None:
         """Wait until the deliveries under way, and those they lead to, are done."""
-        while self._deliveries:
-            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+        await self._deliveries.settle()
 
     async def close(self) -> None:
         """Stop the deliveries under way (the writes they tell of are stored; their events are dropped)."""
-        self._closed = True
-        tasks = list(self._deliveries)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._deliveries.close()
 
     @property
     def binding_count(self) -> int:
         return len(self._subscriptions)
-
-
-def _what(event: dict[str, Any]) -> tuple[str, str, str]:
-    return event["event_type"], event["scope"], event["key"]

@@ -20,13 +20,13 @@ each (errors are logged, not retried), so the writer never waits for the handler
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+from iii.modules.api import BindingInfo, ModuleHost
+from iii.modules.change_deliveries import ChangeDeliveries
 
 log = logging.getLogger("iii.modules.streams")
 
@@ -81,12 +81,7 @@ class StreamTriggers:
         self._host = host
         self._enabled = enabled
         self._subscriptions: dict[str, _Subscription] = {}
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._closed = False
-        self.delivered = 0
-        """Handler calls that answered."""
-        self.failed = 0
-        """Handler or condition calls that failed."""
+        self._deliveries = ChangeDeliveries(host, TRIGGER_TYPE, log)
 
     def activate(self, binding: BindingInfo) -> str | None:
         config = binding.config if binding.config is not None else {}
@@ -111,7 +106,7 @@ class StreamTriggers:
 
     def fire(self, event: dict[str, Any]) -> None:
         """Deliver one wrapper message (:func:`change_event`, :func:`send_event`) to the matching bindings."""
-        if not self._enabled or self._closed:
+        if not self._enabled or self._deliveries.closed:
             return
         matching = [
             sub
@@ -120,54 +115,27 @@ class StreamTriggers:
         ]
         if not matching:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(matching, event))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        what = f"{event['event']['type']} of {event['streamName']}/{event['groupId']}"
+        targets = [(sub.binding.function_id, sub.condition_function_id) for sub in matching]
+        self._deliveries.deliver(targets, event, what)
 
-    async def _deliver(self, matching: list[_Subscription], event: dict[str, Any]) -> None:
-        for sub in matching:
-            function_id = sub.binding.function_id
-            if sub.condition_function_id is not None:
-                try:
-                    verdict = await self._host.invoke(sub.condition_function_id, event)
-                except InvocationError as error:
-                    self.failed += 1
-                    log.warning(
-                        "stream trigger for %s skipped: its condition %s failed: %s",
-                        function_id,
-                        sub.condition_function_id,
-                        error,
-                    )
-                    continue
-                if verdict is False:
-                    continue
-            try:
-                await self._host.invoke(function_id, event)
-            except InvocationError as error:
-                self.failed += 1
-                log.warning(
-                    "stream trigger: %s failed on %s of %s/%s: %s",
-                    function_id,
-                    event["event"]["type"],
-                    event["streamName"],
-                    event["groupId"],
-                    error,
-                )
-            else:
-                self.delivered += 1
+    @property
+    def delivered(self) -> int:
+        """Handler calls that answered."""
+        return self._deliveries.delivered
+
+    @property
+    def failed(self) -> int:
+        """Handler or condition calls that failed."""
+        return self._deliveries.failed
 
     async def settle(self) -> None:
         """Wait until the deliveries under way, and those they lead to, are done."""
-        while self._deliveries:
-            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+        await self._deliveries.settle()
 
     async def close(self) -> None:
         """Stop the deliveries under way (the changes they tell of are stored; their events are dropped)."""
-        self._closed = True
-        tasks = list(self._deliveries)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._deliveries.close()
 
     @property
     def binding_count(self) -> int:
