@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from iii.modules.api import BindingInfo, ModuleHost
-from iii.modules.change_deliveries import ChangeDeliveries
+from iii.modules.change_triggers import ChangeTriggers
 
 log = logging.getLogger("iii.modules.state")
 
@@ -42,14 +42,11 @@ class _Subscription:
         return (self.scope is None or self.scope == scope) and (self.key is None or self.key == key)
 
 
-class StateTriggers:
+class StateTriggers(ChangeTriggers[_Subscription]):
     """The provider of the ``state`` trigger type (:class:`~iii.modules.api.TriggerProvider`)."""
 
     def __init__(self, host: ModuleHost, *, enabled: bool = True) -> None:
-        self._host = host
-        self._enabled = enabled
-        self._subscriptions: dict[str, _Subscription] = {}
-        self._deliveries = ChangeDeliveries(host, TRIGGER_TYPE, log)
+        super().__init__(host, TRIGGER_TYPE, log, enabled=enabled)
 
     def activate(self, binding: BindingInfo) -> str | None:
         config = binding.config if binding.config is not None else {}
@@ -66,12 +63,9 @@ class StateTriggers:
         )
         return None
 
-    def deactivate(self, binding: BindingInfo) -> None:
-        self._subscriptions.pop(binding.binding_id, None)
-
     def fire(self, event_type: str, scope: str, key: str, old_value: Any, new_value: Any) -> None:
         """Deliver one change to the matching bindings, in a task of its own."""
-        if not self._enabled or self._deliveries.closed:
+        if not self.firing:
             return
         matching = [sub for sub in self._subscriptions.values() if sub.matches(scope, key)]
         if not matching:
@@ -85,27 +79,4 @@ class StateTriggers:
             "new_value": new_value,
         }
         what = f"{event_type} {scope}/{key}"
-        targets = [(sub.binding.function_id, sub.condition_function_id) for sub in matching]
-        self._deliveries.deliver(targets, event, what)
-
-    @property
-    def delivered(self) -> int:
-        """Handler calls that answered."""
-        return self._deliveries.delivered
-
-    @property
-    def failed(self) -> int:
-        """Handler or condition calls that failed."""
-        return self._deliveries.failed
-
-    async def settle(self) -> None:
-        """Wait until the deliveries under way, and those they lead to, are done."""
-        await self._deliveries.settle()
-
-    async def close(self) -> None:
-        """Stop the deliveries under way (the writes they tell of are stored; their events are dropped)."""
-        await self._deliveries.close()
-
-    @property
-    def binding_count(self) -> int:
-        return len(self._subscriptions)
+        self._deliver(matching, event, what)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from iii.modules.api import BindingInfo, ModuleHost
-from iii.modules.change_deliveries import ChangeDeliveries
+from iii.modules.change_triggers import ChangeTriggers
 
 log = logging.getLogger("iii.modules.streams")
 
@@ -74,14 +74,11 @@ def _wrapper(stream_name: str, group_id: str, item_id: str | None, event: dict[s
     }
 
 
-class StreamTriggers:
+class StreamTriggers(ChangeTriggers[_Subscription]):
     """The provider of the ``stream`` trigger type (:class:`~iii.modules.api.TriggerProvider`)."""
 
     def __init__(self, host: ModuleHost, *, enabled: bool = True) -> None:
-        self._host = host
-        self._enabled = enabled
-        self._subscriptions: dict[str, _Subscription] = {}
-        self._deliveries = ChangeDeliveries(host, TRIGGER_TYPE, log)
+        super().__init__(host, TRIGGER_TYPE, log, enabled=enabled)
 
     def activate(self, binding: BindingInfo) -> str | None:
         config = binding.config if binding.config is not None else {}
@@ -101,12 +98,9 @@ class StreamTriggers:
         )
         return None
 
-    def deactivate(self, binding: BindingInfo) -> None:
-        self._subscriptions.pop(binding.binding_id, None)
-
     def fire(self, event: dict[str, Any]) -> None:
         """Deliver one wrapper message (:func:`change_event`, :func:`send_event`) to the matching bindings."""
-        if not self._enabled or self._deliveries.closed:
+        if not self.firing:
             return
         matching = [
             sub
@@ -116,27 +110,4 @@ class StreamTriggers:
         if not matching:
             return
         what = f"{event['event']['type']} of {event['streamName']}/{event['groupId']}"
-        targets = [(sub.binding.function_id, sub.condition_function_id) for sub in matching]
-        self._deliveries.deliver(targets, event, what)
-
-    @property
-    def delivered(self) -> int:
-        """Handler calls that answered."""
-        return self._deliveries.delivered
-
-    @property
-    def failed(self) -> int:
-        """Handler or condition calls that failed."""
-        return self._deliveries.failed
-
-    async def settle(self) -> None:
-        """Wait until the deliveries under way, and those they lead to, are done."""
-        await self._deliveries.settle()
-
-    async def close(self) -> None:
-        """Stop the deliveries under way (the changes they tell of are stored; their events are dropped)."""
-        await self._deliveries.close()
-
-    @property
-    def binding_count(self) -> int:
-        return len(self._subscriptions)
+        self._deliver(matching, event, what)
