@@ -57,13 +57,13 @@ class Parser:
         self.max_name_bytes = max_name_bytes
 
     def set(self, data: Any) -> SetRequest:
-        fields = _object(data, "state::set")
+        fields = payload_object(data, "state::set")
         if "value" in fields:
             value = fields["value"]
         elif "data" in fields:
             value = fields["data"]  # the reference accepts `data` for `value`
         else:
-            raise _malformed("state::set", "missing field `value`")
+            raise malformed("state::set", "missing field `value`")
         return SetRequest(
             self._address(fields, "state::set"),
             value,
@@ -72,22 +72,22 @@ class Parser:
         )
 
     def get(self, data: Any) -> GetRequest:
-        fields = _object(data, "state::get")
+        fields = payload_object(data, "state::get")
         return GetRequest(self._address(fields, "state::get"), _flag(fields, "with_version", "state::get"))
 
     def delete(self, data: Any) -> DeleteRequest:
-        fields = _object(data, "state::delete")
+        fields = payload_object(data, "state::delete")
         return DeleteRequest(self._address(fields, "state::delete"), _expected_version(fields, "state::delete"))
 
     def update(self, data: Any) -> UpdateRequest:
-        fields = _object(data, "state::update")
+        fields = payload_object(data, "state::update")
         address = self._address(fields, "state::update")
         if "ops" not in fields:
-            raise _malformed("state::update", "missing field `ops`")
+            raise malformed("state::update", "missing field `ops`")
         return UpdateRequest(address, parse_ops(fields["ops"]), _expected_version(fields, "state::update"))
 
     def list(self, data: Any) -> str:
-        fields = _object(data, "state::list")
+        fields = payload_object(data, "state::list")
         return self._name(fields, "scope", "state::list", INVALID_SCOPE)
 
     def _address(self, fields: dict[str, Any], function_id: str) -> Address:
@@ -97,29 +97,38 @@ class Parser:
         )
 
     def _name(self, fields: dict[str, Any], field: str, function_id: str, code: str) -> str:
-        if field not in fields:
-            raise _malformed(function_id, f"missing field `{field}`")
-        name = fields[field]
-        if not isinstance(name, str):
-            raise _malformed(function_id, f"`{field}` must be a string")
-        if not name:
-            raise FunctionError(code, f"{function_id}: `{field}` must not be empty")
-        try:
-            size = len(name.encode())
-        except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): no backend can store it
-            raise FunctionError(code, f"{function_id}: `{field}` is not valid Unicode text") from None
-        if size > self.max_name_bytes:
-            raise FunctionError(code, f"{function_id}: `{field}` is {size} bytes, the limit is {self.max_name_bytes}")
-        return name
+        return checked_name(fields, field, function_id, code, self.max_name_bytes)
 
 
-def _malformed(function_id: str, message: str) -> FunctionError:
+def checked_name(fields: dict[str, Any], field: str, function_id: str, code: str, max_bytes: int) -> str:
+    """``fields[field]``, a non-empty string of valid Unicode of at most ``max_bytes`` UTF-8 bytes; a
+    ``deserialization_error`` when it is missing or not a string, ``code`` when it is not such a name (the
+    stream module's names are checked the same way)."""
+    if field not in fields:
+        raise malformed(function_id, f"missing field `{field}`")
+    name = fields[field]
+    if not isinstance(name, str):
+        raise malformed(function_id, f"`{field}` must be a string")
+    if not name:
+        raise FunctionError(code, f"{function_id}: `{field}` must not be empty")
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): no backend can store it
+        raise FunctionError(code, f"{function_id}: `{field}` is not valid Unicode text") from None
+    if size > max_bytes:
+        raise FunctionError(code, f"{function_id}: `{field}` is {size} bytes, the limit is {max_bytes}")
+    return name
+
+
+def malformed(function_id: str, message: str) -> FunctionError:
+    """The ``deserialization_error`` of a payload that does not have the function's fields."""
     return FunctionError(DESERIALIZATION_ERROR, f"Failed to deserialize input for {function_id}: {message}")
 
 
-def _object(data: Any, function_id: str) -> dict[str, Any]:
+def payload_object(data: Any, function_id: str) -> dict[str, Any]:
+    """``data``, which must be a JSON object."""
     if not isinstance(data, dict):
-        raise _malformed(function_id, "the payload must be an object")
+        raise malformed(function_id, "the payload must be an object")
     return data
 
 
@@ -128,12 +137,12 @@ def _expected_version(fields: dict[str, Any], function_id: str) -> int | None:
     if version is None:
         return None
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise _malformed(function_id, "`expected_version` must be an integer >= 0")
+        raise malformed(function_id, "`expected_version` must be an integer >= 0")
     return version
 
 
 def _flag(fields: dict[str, Any], name: str, function_id: str) -> bool:
     flag = fields.get(name, False)
     if not isinstance(flag, bool):
-        raise _malformed(function_id, f"`{name}` must be true or false")
+        raise malformed(function_id, f"`{name}` must be true or false")
     return flag
