@@ -40,6 +40,7 @@ from iii.modules.state.ops import MISSING, apply_ops
 from iii.modules.streams.errors import DESERIALIZATION_ERROR, FAILED, VALUE_TOO_LARGE
 from iii.modules.streams.join_triggers import JOIN, LEAVE
 from iii.modules.streams.messages import Target
+from iii.modules.streams.relay import RedisRelay
 from iii.modules.streams.requests import ItemAddress, Parser
 from iii.modules.streams.settings import StreamsSettings
 from iii.modules.streams.socket import Limits, SubscriberServer
@@ -85,6 +86,7 @@ class StreamsModule:
         self._triggers: StreamTriggers | None = None
         self._subscribers: StreamSubscribers | None = None
         self._server: SubscriberServer | None = None
+        self._relay: RedisRelay | None = None
         self._operations: Counter[tuple[str, str]] = Counter()
         """(function id, outcome ``ok`` / ``refused`` / ``failed``) -> calls."""
 
@@ -127,12 +129,19 @@ class StreamsModule:
             self._server = SubscriberServer(subscribers, limits)
             await self._server.listen(settings.host, settings.port)
             log.info("module=stream serves subscribers on %s", self._server.url)
+        if settings.redis_url:
+            self._relay = RedisRelay(
+                settings.redis_url, f"{settings.redis_key_prefix}changes", subscribers.deliver_encoded
+            )
+            await self._relay.start()
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.close()
         if self._subscribers is not None:
             await self._subscribers.close()
+        if self._relay is not None:
+            await self._relay.close()
         if self._store is not None:
             await self._store.close()  # the writes already submitted are committed first
         if self._triggers is not None:
@@ -251,7 +260,9 @@ class StreamsModule:
         """Fire the triggers of a change or event, and queue it for its subscribers."""
         assert self._triggers is not None and self._subscribers is not None
         self._triggers.fire(message)
-        self._subscribers.deliver(message)
+        encoded = self._subscribers.deliver(message)
+        if self._relay is not None:
+            self._relay.publish(encoded)
 
     async def _read_for_sync(self, target: Target) -> Any:
         """What a join's sync carries: the group's items (as ``stream::list``), or the item (as ``stream::get``)."""
