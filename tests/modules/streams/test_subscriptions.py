@@ -219,3 +219,19 @@ def _dropped(engine: Engine) -> int:
 def _subscriptions(engine: Engine) -> int:
     subscribers = stream_module(engine)._subscribers
     return subscribers.table.count if subscribers is not None else 0
+
+
+async def test_changes_made_while_a_join_reads_its_sync_come_after_the_sync(engine: Engine, worker: RawWorker) -> None:
+    # A custom stream (its list served by the worker) lets the test hold the sync's read while a change is made.
+    await worker.register("stream::list(todos)")
+    subscriber = await Subscriber.connect(url_of(engine))
+    await subscriber.send(join("s", "todos", "inbox"))
+    reading = await worker.recv_type("invokefunction")
+    assert reading["function_id"] == "stream::list(todos)"
+    await worker.result_of(
+        "stream::send", {"stream_name": "todos", "group_id": "inbox", "type": "meanwhile", "data": 1}
+    )
+    await worker.send({"type": "invocationresult", "invocation_id": reading["invocation_id"], "result": ["custom"]})
+    assert await subscriber.event() == {"id": None, "type": "sync", "data": ["custom"]}
+    assert await subscriber.event() == {"id": None, "type": "event", "event": {"type": "meanwhile", "data": 1}}
+    await subscriber.close()
