@@ -40,10 +40,11 @@ from iii.modules.streams.messages import (
 from iii.modules.streams.socket import INTERNAL_ERROR, TRY_AGAIN_LATER, Refused, SubscriberConnection, text_frame
 from iii.modules.streams.store import StoreError
 from iii.modules.streams.subscriptions import SubscriptionTable
+from iii.protocol.errors import FUNCTION_NOT_FOUND, INVOCATION_STOPPED, LIMIT_EXCEEDED, TIMEOUT
 
 log = logging.getLogger("iii.modules.streams")
 
-UNAVAILABLE: Final = frozenset(("function_not_found", "timeout", "invocation_stopped", "limit_exceeded"))
+UNAVAILABLE: Final = frozenset((FUNCTION_NOT_FOUND, TIMEOUT, INVOCATION_STOPPED, LIMIT_EXCEEDED))
 """Error codes that say the auth function could not be called (not that it refused): 503."""
 
 Sync = Callable[[Target], Awaitable[Any]]
