@@ -42,7 +42,8 @@ TRY_AGAIN_LATER: Final = 1013
 """Close code of a subscriber dropped for not keeping up (it may reconnect, and gets a fresh sync)."""
 INTERNAL_ERROR: Final = 1011
 WRITE_BATCH_BYTES: Final = 64 * 1024
-"""A subscriber's writer writes up to this much in one go, and waits for the socket past this much buffered."""
+"""A subscriber's frames are written up to this much at a time, and not while more than this waits in its socket
+(asyncio's default high-water mark: past it the socket's protocol is paused, and a drain waits)."""
 CLOSE_TIMEOUT_S: Final = 1.0
 """A close frame not sent (and answered) within this long: the transport is aborted."""
 SCRIPT: Final = Path(__file__).resolve().parent / "static" / "iii-stream.js"
@@ -245,7 +246,7 @@ class SubscriberConnection:
         frames never interleave.)"""
         self._marked = False
         transport = self._transport
-        if self.closing or self._draining is not None or transport is None or transport.is_closing():
+        if self.closing or self.ws.closed or self._draining is not None or transport is None or transport.is_closing():
             return
         while transport.get_write_buffer_size() <= WRITE_BATCH_BYTES:
             frames = self.queue.take(WRITE_BATCH_BYTES)
