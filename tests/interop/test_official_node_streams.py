@@ -343,14 +343,16 @@ def test_a_custom_stream_of_the_node_sdk_serves_the_stream_functions(
     assert not engine_complaints(engine), "\n".join(engine_complaints(engine))
 
 
-def test_a_node_worker_at_the_rbac_listener_hears_every_change_of_its_group_in_order(
+def test_node_workers_at_the_rbac_listener_hear_every_change_of_their_group_in_order(
     rbac_engine: EngineProcess, node_scripts: Path, workers: ExitStack
 ) -> None:
-    """Proves the browser SDK's way of subscribing works, with the official Node SDK in the page's place: a
+    """Proves the browser SDK's way of subscribing works, with the official Node SDK in the pages' place: a
     worker admitted at the RBAC listener by an auth function that reads its headers registers a function
     (under the prefix the auth function gives) and binds it to ``stream`` for one group; every change of that
     group made on the engine's own port reaches it, in the order the changes were made, and no change of
-    another group does. It may read the group (``stream::list``, exposed) and nothing it is not allowed."""
+    another group does, even while another page bound before it has not answered its first change yet (that
+    page then gets the rest in order too). A page may read the group (``stream::list``, exposed) and nothing
+    it is not allowed."""
     engine = rbac_engine
     admitted: list[dict[str, Any]] = []
 
@@ -358,20 +360,26 @@ def test_a_node_worker_at_the_rbac_listener_hears_every_change_of_its_group_in_o
         if data["headers"].get("x-page-token") != PAGE_TOKEN:
             raise ValueError("unknown page")
         admitted.append(data["headers"])
-        return {"function_registration_prefix": "page-1", "allowed_trigger_types": ["stream"]}
+        prefix = data["headers"]["x-page"]
+        return {"function_registration_prefix": prefix, "allowed_trigger_types": ["stream"]}
 
     with register_worker(engine.url, InitOptions(worker_name="trusted")) as trusted:
         assert trusted.register_function("trusted::auth", auth).wait_active(10)
         room = {"stream_name": "chat", "group_id": "room-1"}
         trusted.trigger({"function_id": "stream::set", "payload": {**room, "item_id": "m0", "data": {"text": "hi"}}})
-        plan = {
-            "worker_name": "page",
-            "url_env": "III_RBAC_WORKER_URL",
-            "headers": {"x-page-token": PAGE_TOKEN},
-            "bindings": [{"function_id": "chat::changed", "config": room}],
-        }
-        page = start_node(workers, node_scripts, engine, plan)
-        wait_registered(trusted, bindings={"page-1::chat::changed"})
+
+        def page_plan(name: str, hold_first: bool) -> dict[str, Any]:
+            return {
+                "worker_name": name,
+                "url_env": "III_RBAC_WORKER_URL",
+                "headers": {"x-page-token": PAGE_TOKEN, "x-page": name},
+                "bindings": [{"function_id": "chat::changed", "config": room, "hold_first": hold_first}],
+            }
+
+        slow = start_node(workers, node_scripts, engine, page_plan("slow-page", hold_first=True))
+        wait_registered(trusted, bindings={"slow-page::chat::changed"})  # bound first: a change reaches it first
+        page = start_node(workers, node_scripts, engine, page_plan("page", hold_first=False))
+        wait_registered(trusted, bindings={"page::chat::changed"})
         assert page.result("stream::list", {"stream_name": "chat", "group_id": "room-1"}) == [{"text": "hi"}]
         forbidden = page.call("stream::set", {**room, "item_id": "x", "data": 1})
         assert not forbidden["ok"] and forbidden["error"]["code"] == "FORBIDDEN", forbidden
@@ -393,9 +401,13 @@ def test_a_node_worker_at_the_rbac_listener_hears_every_change_of_its_group_in_o
             kind = "create" if result["old_value"] is None else "update"
             expected.append(change("chat", "room-1", item, kind, {"n": n}))
 
-    got = without_timestamps(page.events("chat::changed", len(expected)), since_ms)
-    assert got == expected, page.diagnostics()
-    assert page.process.held("EVENT") == []
-    assert len(admitted) == 1
+        got = without_timestamps(page.events("chat::changed", len(expected)), since_ms)
+        assert got == expected, page.diagnostics()
+        assert without_timestamps(slow.events("chat::changed", 1), since_ms) == expected[:1]
+        slow.process.send({"release": True})
+        slow_got = without_timestamps(slow.events("chat::changed", len(expected) - 1), since_ms)
+        assert slow_got == expected[1:], slow.diagnostics()
+    assert page.process.held("EVENT") == [] and slow.process.held("EVENT") == []
+    assert len(admitted) == 2
     assert PAGE_TOKEN not in engine.log_text()
     assert not engine_complaints(engine), "\n".join(engine_complaints(engine))

@@ -7,12 +7,13 @@
 // the RBAC listener), then:
 // - for each binding registers the function (once per id) with the official `registerFunction` and binds it to
 //   the `stream` trigger type with the official `registerTrigger`; every call of it prints
-//   `EVENT {"function_id", "data"}`;
+//   `EVENT {"function_id", "data"}`; with `"hold_first": true` its first call answers only once the stdin line
+//   {"release": true} comes (a page slow to take a change);
 // - for each custom stream name registers an in-memory stream with the official `createStream` (from
 //   `iii-sdk/helpers`); every call of one of its methods prints `CUSTOM {"stream", "op", "input"}`.
 // Then it prints `READY {}` (the test waits, on its own connection, until the engine has the registrations).
 //
-// Until its stdin closes, every stdin line {"id", "function_id", "payload"} is a call made with the official
+// Until its stdin closes, every other stdin line {"id", "function_id", "payload"} is a call made with the official
 // `trigger`; it prints `RESULT {"id", "ok": true, "kind": "value" | "null" | "undefined", "result"}` or
 // `RESULT {"id", "ok": false, "error": {"code", "message"}}`. Anything unexpected prints `FATAL ...` and exits 1.
 
@@ -79,10 +80,17 @@ async function main() {
   if (!url) fatal('usage', `${plan.url_env ?? 'III_URL'} is not set`)
   const iii = registerWorker(url, { workerName: plan.worker_name, headers: plan.headers ?? {} })
 
+  let release
+  const released = new Promise((resolve) => {
+    release = resolve
+  })
   const bindings = plan.bindings ?? []
   for (const functionId of new Set(bindings.map((binding) => binding.function_id))) {
+    const hold = bindings.some((binding) => binding.function_id === functionId && binding.hold_first)
+    let calls = 0
     iii.registerFunction(functionId, async (data) => {
       say('EVENT', { function_id: functionId, data })
+      if (hold && calls++ === 0) await released
       return {}
     })
   }
@@ -95,6 +103,10 @@ async function main() {
   const lines = createInterface({ input: process.stdin })
   lines.on('line', (line) => {
     const command = JSON.parse(line)
+    if (command.release) {
+      release()
+      return
+    }
     calls = calls.then(async () => {
       try {
         const result = await iii.trigger({ function_id: command.function_id, payload: command.payload, timeoutMs: 30000 })
