@@ -6,7 +6,8 @@ Each function hears the changes in the order they were made: its call for a chan
 condition) for the previous change is answered. A slow function holds up only itself: the reference calls the
 bindings of a change one after the other in one task per change, so a function bound after a slow one got the
 changes late and in the order the slow one answered them, not in the order they were made (a page of a chat
-saw messages shuffled).
+saw messages shuffled). What waits is bounded: past ``max_waiting`` changes waiting for one function (the one
+in flight included), further changes are dropped for it, counted and logged, until it catches up.
 """
 
 from __future__ import annotations
@@ -14,22 +15,34 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+
+MAX_WAITING: Final = 10_000
+"""Changes that may wait for one function (the one in flight included) before more are dropped for it: as many
+as the calls a worker may have pending (``--worker-max-pending-calls``'s default)."""
 
 
 class ChangeDeliveries:
     """The deliveries under way of one trigger type (``name`` in its log lines), with their counts."""
 
-    def __init__(self, host: ModuleHost, name: str, log: logging.Logger) -> None:
+    def __init__(self, host: ModuleHost, name: str, log: logging.Logger, *, max_waiting: int = MAX_WAITING) -> None:
         self._host = host
         self._name = name
         self._log = log
+        self._max_waiting = max_waiting
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Task[None]] = {}
         """Function id -> the latest delivery to it: the next one waits for it."""
+        self._waiting: Counter[str] = Counter()
+        """Function id -> its deliveries not done (the one in flight included)."""
+        self._dropping: set[str] = set()
+        """Functions whose changes were dropped since they last had none waiting (logged once per episode)."""
+        self.dropped = 0
+        """Changes dropped for a function that had ``max_waiting`` waiting."""
         self.closed = False
         self.delivered = 0
         """Handler calls that answered."""
@@ -42,6 +55,18 @@ class ChangeDeliveries:
         failures."""
         loop = asyncio.get_running_loop()
         for function_id, condition_function_id in targets:
+            if self._waiting[function_id] >= self._max_waiting:
+                self.dropped += 1
+                if function_id not in self._dropping:
+                    self._dropping.add(function_id)
+                    self._log.warning(
+                        "%s trigger: %s has %d changes waiting for it; its changes are dropped until it catches up",
+                        self._name,
+                        function_id,
+                        self._max_waiting,
+                    )
+                continue
+            self._waiting[function_id] += 1
             previous = self._last.get(function_id)
             task = loop.create_task(self._deliver(previous, function_id, condition_function_id, event, what))
             self._last[function_id] = task
@@ -50,6 +75,10 @@ class ChangeDeliveries:
 
     def _done(self, function_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._waiting[function_id] -= 1
+        if self._waiting[function_id] == 0:
+            del self._waiting[function_id]
+            self._dropping.discard(function_id)
         if self._last.get(function_id) is task:
             del self._last[function_id]
 
@@ -143,6 +172,11 @@ class ChangeTriggers(Generic[S]):
     def failed(self) -> int:
         """Handler or condition calls that failed."""
         return self._deliveries.failed
+
+    @property
+    def dropped(self) -> int:
+        """Changes dropped for a function that had too many waiting."""
+        return self._deliveries.dropped
 
     async def settle(self) -> None:
         """Wait until the deliveries under way, and those they lead to, are done."""
