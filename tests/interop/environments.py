@@ -6,7 +6,8 @@ registries (PyPI through pip, npm through npm). A build holds an exclusive file 
 one machine do not build into the same directory at once. Every child process has a timeout; a failed build
 raises :class:`EnvironmentBuildError` with the command's output and leaves no marker behind.
 
-Nothing here copies official tests into this repository: the sdist's own tests are downloaded and run in place.
+Nothing here copies official tests into this repository: the sdist's own tests are downloaded and run in place, and
+the official Node SDK tests are read from a clone of the iii repository that the test is given.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ BUILD_DIR: Final = REPO_ROOT / "build" / "interop"
 PYTHON_SDK_VERSION: Final = "0.25.0"
 NODE_SDK_VERSION: Final = "0.22.1"
 PYTHON_REQUIREMENTS: Final = (f"iii-sdk=={PYTHON_SDK_VERSION}", "pytest", "pytest-asyncio", "anyio", "aiohttp")
+
+NODE_SUITE_TAG: Final = f"iii/v{NODE_SDK_VERSION}"
+"""The release of the iii repository whose Node SDK tests :func:`ensure_node_suite` extracts."""
+NODE_SUITE_TESTS: Final = "sdk/packages/node/iii/tests"
+VITEST_VERSION: Final = "2.1.9"
+"""The vitest of the Node SDK's own ``devDependencies`` (``^2.1.0``) at that release."""
+NODE_SUITE_CONFIG: Final = Path(__file__).resolve().parent / "node_suite" / "vitest.config.mjs"
 
 PIP_TIMEOUT_S: Final = 900.0
 NPM_TIMEOUT_S: Final = 600.0
@@ -73,6 +81,24 @@ class NodeEnv:
     @property
     def package_dir(self) -> Path:
         return self.root / "node_modules" / "iii-sdk"
+
+
+@dataclass(frozen=True)
+class NodeSuite:
+    """An npm project with ``iii-sdk@0.22.1`` and vitest, the official Node SDK tests in ``suite/tests`` and
+    the vitest configuration that runs them against the installed package."""
+
+    root: Path
+    commit: str
+    """The commit of the iii repository the tests come from."""
+
+    @property
+    def tests(self) -> Path:
+        return self.root / "suite" / "tests"
+
+    @property
+    def vitest(self) -> Path:
+        return self.root / "node_modules" / "vitest" / "vitest.mjs"
 
 
 @contextmanager
@@ -227,3 +253,63 @@ def ensure_node_env() -> NodeEnv:
             raise EnvironmentBuildError(f"expected iii-sdk {NODE_SDK_VERSION} in {env.root}, found {installed!r}")
         _write_marker(env.root, spec)
         return env
+
+
+def _git(repository: Path, *args: str) -> bytes:
+    """The output of ``git -C repository args`` (a bare repository or a checkout); raises EnvironmentBuildError."""
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(repository), *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentBuildError(f"git {' '.join(args)} in {repository} failed: {exc}") from None
+    if completed.returncode != 0:
+        raise EnvironmentBuildError(
+            f"git {' '.join(args)} in {repository}: exit code {completed.returncode}\n"
+            f"{completed.stderr.decode(errors='replace')}"
+        )
+    return completed.stdout
+
+
+def ensure_node_suite(repository: Path) -> NodeSuite:
+    """The npm project ``build/interop/node-suite``: ``iii-sdk@0.22.1`` and ``vitest@2.1.9`` installed, the
+    official Node SDK tests of the iii repository's release ``iii/v0.22.1`` (read from ``repository``, a clone
+    of the iii repository, bare or not) in ``suite/tests``, and ``node_suite/vitest.config.mjs``.
+
+    The npm package ships no tests, and the tests do not fetch anything: the clone is the only source. Needs
+    ``git``, ``node`` and ``npm`` on ``PATH``. Raises :class:`EnvironmentBuildError`.
+    """
+    commit = _git(repository, "rev-parse", "--verify", f"{NODE_SUITE_TAG}^{{commit}}").decode().strip()
+    suite = NodeSuite(BUILD_DIR / "node-suite", commit)
+    packages = [f"iii-sdk@{NODE_SDK_VERSION}", f"vitest@{VITEST_VERSION}"]
+    spec: dict[str, object] = {
+        "kind": "node-suite",
+        "packages": packages,
+        "tests": f"{NODE_SUITE_TAG} {commit} {NODE_SUITE_TESTS}",
+        "config": NODE_SUITE_CONFIG.read_text(),
+    }
+    with _build_lock():
+        if _marker_matches(suite.root, spec) and suite.vitest.exists():
+            return suite
+        npm = shutil.which("npm")
+        if npm is None or shutil.which("node") is None:
+            raise EnvironmentBuildError("node and npm must be on PATH to run the official Node SDK tests")
+        shutil.rmtree(suite.root, ignore_errors=True)
+        suite.tests.mkdir(parents=True)
+        package = {"name": "iii-py-node-suite", "version": "0.0.0", "private": True, "type": "module"}
+        (suite.root / "package.json").write_text(json.dumps(package, indent=2) + "\n")
+        _run(
+            [npm, "install", "--no-audit", "--no-fund", "--save-exact", *packages],
+            cwd=suite.root,
+            timeout_s=NPM_TIMEOUT_S,
+        )
+        listed = _git(repository, "ls-tree", "-r", "--name-only", commit, "--", NODE_SUITE_TESTS).decode()
+        for name in listed.splitlines():
+            target = suite.tests / Path(name).relative_to(NODE_SUITE_TESTS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_git(repository, "cat-file", "blob", f"{commit}:{name}"))
+        if not (suite.tests / "setup.ts").exists():
+            raise EnvironmentBuildError(f"{NODE_SUITE_TESTS} of {NODE_SUITE_TAG} in {repository} has no setup.ts")
+        shutil.copy2(NODE_SUITE_CONFIG, suite.root / NODE_SUITE_CONFIG.name)
+        _write_marker(suite.root, spec)
+        return suite

@@ -1,28 +1,48 @@
-"""What the state and stream trigger types share: their bindings, and how they deliver a change (in a task of
-its own, to the matching bindings one after the other, each after its condition function, if any, let it through).
+"""What the state and stream trigger types share: their bindings, and how they deliver a change (to each
+matching binding's function, after its condition function, if any, let it through).
 
-As in the reference, the writer never waits for the handlers, each binding's call is awaited before the next
-one's, and errors are logged and counted, not retried.
+As in the reference, the writer never waits for the handlers, and errors are logged and counted, not retried.
+Each function hears the changes in the order they were made: its call for a change starts once its call (and
+condition) for the previous change is answered. A slow function holds up only itself: the reference calls the
+bindings of a change one after the other in one task per change, so a function bound after a slow one got the
+changes late and in the order the slow one answered them, not in the order they were made (a page of a chat
+saw messages shuffled). What waits is bounded: past ``max_waiting`` changes waiting for one function (the one
+in flight included), further changes are dropped for it, counted and logged, until it catches up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+
+MAX_WAITING: Final = 10_000
+"""Changes that may wait for one function (the one in flight included) before more are dropped for it: as many
+as the calls a worker may have pending (``--worker-max-pending-calls``'s default)."""
 
 
 class ChangeDeliveries:
     """The deliveries under way of one trigger type (``name`` in its log lines), with their counts."""
 
-    def __init__(self, host: ModuleHost, name: str, log: logging.Logger) -> None:
+    def __init__(self, host: ModuleHost, name: str, log: logging.Logger, *, max_waiting: int = MAX_WAITING) -> None:
         self._host = host
         self._name = name
         self._log = log
+        self._max_waiting = max_waiting
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[str, asyncio.Task[None]] = {}
+        """Function id -> the latest delivery to it: the next one waits for it."""
+        self._waiting: Counter[str] = Counter()
+        """Function id -> its deliveries not done (the one in flight included)."""
+        self._dropping: set[str] = set()
+        """Functions whose changes were dropped since they last had none waiting (logged once per episode)."""
+        self.dropped = 0
+        """Changes dropped for a function that had ``max_waiting`` waiting."""
         self.closed = False
         self.delivered = 0
         """Handler calls that answered."""
@@ -30,36 +50,70 @@ class ChangeDeliveries:
         """Handler or condition calls that failed."""
 
     def deliver(self, targets: Sequence[tuple[str, str | None]], event: Any, what: str) -> None:
-        """Call each ``(function id, condition function id or None)`` of ``targets`` with ``event``, in a task
-        of its own; ``what`` names the change in the log lines of failures."""
-        task = asyncio.get_running_loop().create_task(self._deliver(targets, event, what))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(self, targets: Sequence[tuple[str, str | None]], event: Any, what: str) -> None:
+        """Call each ``(function id, condition function id or None)`` of ``targets`` with ``event``, each after
+        that function's deliveries of the earlier changes; ``what`` names the change in the log lines of
+        failures."""
+        loop = asyncio.get_running_loop()
         for function_id, condition_function_id in targets:
-            if condition_function_id is not None:
-                try:
-                    verdict = await self._host.invoke(condition_function_id, event)
-                except InvocationError as error:
-                    self.failed += 1
+            if self._waiting[function_id] >= self._max_waiting:
+                self.dropped += 1
+                if function_id not in self._dropping:
+                    self._dropping.add(function_id)
                     self._log.warning(
-                        "%s trigger for %s skipped: its condition %s failed: %s",
+                        "%s trigger: %s has %d changes waiting for it; its changes are dropped until it catches up",
                         self._name,
                         function_id,
-                        condition_function_id,
-                        error,
+                        self._max_waiting,
                     )
-                    continue
-                if verdict is False:
-                    continue
+                continue
+            self._waiting[function_id] += 1
+            previous = self._last.get(function_id)
+            task = loop.create_task(self._deliver(previous, function_id, condition_function_id, event, what))
+            self._last[function_id] = task
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, function_id))
+
+    def _done(self, function_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._waiting[function_id] -= 1
+        if self._waiting[function_id] == 0:
+            del self._waiting[function_id]
+            self._dropping.discard(function_id)
+        if self._last.get(function_id) is task:
+            del self._last[function_id]
+
+    async def _deliver(
+        self,
+        previous: asyncio.Task[None] | None,
+        function_id: str,
+        condition_function_id: str | None,
+        event: Any,
+        what: str,
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own; only its end matters here
+        if condition_function_id is not None:
             try:
-                await self._host.invoke(function_id, event)
+                verdict = await self._host.invoke(condition_function_id, event)
             except InvocationError as error:
                 self.failed += 1
-                self._log.warning("%s trigger: %s failed on %s: %s", self._name, function_id, what, error)
-            else:
-                self.delivered += 1
+                self._log.warning(
+                    "%s trigger for %s skipped: its condition %s failed: %s",
+                    self._name,
+                    function_id,
+                    condition_function_id,
+                    error,
+                )
+                return
+            if verdict is False:
+                return
+        try:
+            await self._host.invoke(function_id, event)
+        except InvocationError as error:
+            self.failed += 1
+            self._log.warning("%s trigger: %s failed on %s: %s", self._name, function_id, what, error)
+        else:
+            self.delivered += 1
 
     async def settle(self) -> None:
         """Wait until the deliveries under way, and those they lead to, are done."""
@@ -118,6 +172,11 @@ class ChangeTriggers(Generic[S]):
     def failed(self) -> int:
         """Handler or condition calls that failed."""
         return self._deliveries.failed
+
+    @property
+    def dropped(self) -> int:
+        """Changes dropped for a function that had too many waiting."""
+        return self._deliveries.dropped
 
     async def settle(self) -> None:
         """Wait until the deliveries under way, and those they lead to, are done."""

@@ -150,9 +150,15 @@ class StateModule:
                 )
         if self._triggers is not None:
             yield MetricSample("state_trigger_bindings", self._triggers.binding_count, help="Bindings of `state`")
-            for outcome, value in (("ok", self._triggers.delivered), ("failed", self._triggers.failed)):
+            triggers = self._triggers
+            outcomes = {"ok": triggers.delivered, "failed": triggers.failed, "dropped": triggers.dropped}
+            for outcome, value in outcomes.items():
                 yield MetricSample(
-                    "state_trigger_calls", value, {"outcome": outcome}, help="State trigger calls", kind="counter"
+                    "state_trigger_calls",
+                    value,
+                    {"outcome": outcome},
+                    help="State trigger calls (dropped: not made, too many waiting for the function)",
+                    kind="counter",
                 )
 
     def snapshot(self) -> Mapping[str, Any]:

@@ -7,10 +7,9 @@ and is logged). A config that is not an object, or whose fields are not strings,
 
 The event (the reference's payload): ``{"type": "state", "event_type": "state:created" | "state:updated" |
 "state:deleted", "scope", "key", "old_value", "new_value"}``; ``old_value`` is null for a created key and
-``new_value`` null for a deleted one. As in the reference, each change is delivered by a task of its own
-that calls the matching bindings one after the other and waits for each (errors are logged, not retried),
-so the write's caller never waits for the handlers. Unlike the reference, deleting an absent key is not
-an event.
+``new_value`` null for a deleted one. The write's caller never waits for the handlers, and each bound
+function gets the changes in the order they were made, whatever the others do (errors are logged, not
+retried; :mod:`iii.modules.change_triggers`). Unlike the reference, deleting an absent key is not an event.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ class StateTriggers(ChangeTriggers[_Subscription]):
         return None
 
     def fire(self, event_type: str, scope: str, key: str, old_value: Any, new_value: Any) -> None:
-        """Deliver one change to the matching bindings, in a task of its own."""
+        """Deliver one change to the matching bindings (they are called after this returns)."""
         if not self.firing:
             return
         matching = [sub for sub in self._subscriptions.values() if sub.matches(scope, key)]

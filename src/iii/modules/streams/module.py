@@ -158,9 +158,15 @@ class StreamsModule:
             )
         if self._triggers is not None:
             yield MetricSample("stream_trigger_bindings", self._triggers.binding_count, help="Bindings of `stream`")
-            for outcome, value in (("ok", self._triggers.delivered), ("failed", self._triggers.failed)):
+            triggers = self._triggers
+            outcomes = {"ok": triggers.delivered, "failed": triggers.failed, "dropped": triggers.dropped}
+            for outcome, value in outcomes.items():
                 yield MetricSample(
-                    "stream_trigger_calls", value, {"outcome": outcome}, help="Stream trigger calls", kind="counter"
+                    "stream_trigger_calls",
+                    value,
+                    {"outcome": outcome},
+                    help="Stream trigger calls (dropped: not made, too many waiting for the function)",
+                    kind="counter",
                 )
 
         subscribers, server = self._subscribers, self._server

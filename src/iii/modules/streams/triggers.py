@@ -13,9 +13,9 @@ The event is the reference's wrapper message, the one its subscribers get too::
             | {"type": "delete", "data": <old value>}
             | {"type": "event", "event": {"type": <the sender's type>, "data": <the sender's data>}}}
 
-(the top-level ``type`` is always ``"stream"``; what happened is ``event.type``). As in the reference each
-change is delivered by a task of its own that calls the matching bindings one after the other and waits for
-each (errors are logged, not retried), so the writer never waits for the handlers.
+(the top-level ``type`` is always ``"stream"``; what happened is ``event.type``). The writer never waits for
+the handlers, and each bound function gets the changes in the order they were made, whatever the others do
+(errors are logged, not retried; :mod:`iii.modules.change_triggers`).
 """
 
 from __future__ import annotations
