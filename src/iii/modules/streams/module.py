@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from iii.modules.api import CallInfo, FunctionError, Handler, InvocationError, MetricSample, ModuleHost
 from iii.modules.state.ops import MISSING, apply_ops
+from iii.modules.streams.console import console_view
 from iii.modules.streams.errors import DESERIALIZATION_ERROR, FAILED, VALUE_TOO_LARGE
 from iii.modules.streams.requests import ItemAddress, Parser
 from iii.modules.streams.settings import StreamsSettings
@@ -129,7 +130,16 @@ class StreamsModule:
             "backend": self._store.kind if self._store is not None else self.settings.resolved_backend,
             "location": self._store.describe() if self._store is not None else None,
             "operations": operations,
+            "triggers": {
+                "bindings": self._triggers.binding_count if self._triggers is not None else 0,
+                "delivered": self._triggers.delivered if self._triggers is not None else 0,
+                "failed": self._triggers.failed if self._triggers is not None else 0,
+            },
         }
+
+    async def console_query(self, query: Any) -> Any:
+        """The console's Streams view (:class:`~iii.modules.api.ConsoleQueries`; :mod:`.console`)."""
+        return await console_view(self._open_store(), self.settings, query)
 
     async def settle_triggers(self) -> None:
         """Wait until the trigger calls of the changes answered so far are done (for tests and tools)."""

@@ -31,6 +31,12 @@ class StreamsSettings:
     sqlite_batch_max_writes: int = 1024
     """At most this many writes are committed in one transaction (group commit)."""
     redis_key_prefix: str = "iii:streams:"
+    console_max_groups: int = 500
+    """The console lists at most this many groups (of all streams), with the number left out."""
+    console_max_items: int = 100
+    """The console shows at most this many items of a group (the first by id), with the group's size."""
+    console_max_value_bytes: int = 512
+    """The console shows at most this much of an item's JSON."""
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "sqlite", "redis"):
@@ -39,7 +45,14 @@ class StreamsSettings:
             raise ValueError("the redis streams backend needs a redis_url")
         if self.sqlite_synchronous not in ("full", "normal"):
             raise ValueError(f"sqlite_synchronous must be 'full' or 'normal', not {self.sqlite_synchronous!r}")
-        for name in ("max_value_bytes", "max_name_bytes", "sqlite_batch_max_writes"):
+        for name in (
+            "max_value_bytes",
+            "max_name_bytes",
+            "sqlite_batch_max_writes",
+            "console_max_groups",
+            "console_max_items",
+            "console_max_value_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
