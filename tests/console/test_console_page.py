@@ -1,7 +1,8 @@
 """The live console in a real browser: headless Chromium (Debian's) driven by Selenium.
 
 A worker and a streaming channel are started; the page, left open, must show them without a reload, with
-the channel's bytes growing. A screenshot is saved as build/console.png (docs/console.png is a copy).
+the channel's bytes growing; the other tests show each view (the Streams view with its live items and a
+group of 100,000 items capped). A screenshot is saved as build/console.png (docs/console.png is a copy).
 """
 
 from __future__ import annotations
