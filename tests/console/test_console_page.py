@@ -1,11 +1,14 @@
 """The live console in a real browser: headless Chromium (Debian's) driven by Selenium.
 
 A worker and a streaming channel are started; the page, left open, must show them without a reload, with
-the channel's bytes growing. A screenshot is saved as build/console.png (docs/console.png is a copy).
+the channel's bytes growing; the other tests show each view (the Streams view with its live items and a
+group of 100,000 items capped). A screenshot is saved as build/console.png (docs/console.png is a copy).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import threading
@@ -17,6 +20,7 @@ import pytest
 from iii import III, InitOptions, TriggerAction, register_worker
 from iii.testing import EngineProcess
 from tests.conftest import BUILD
+from tests.console.bulk import fill_stream_group
 from tests.observe_client import observing
 from tests.redis_server import RedisServer
 
@@ -194,3 +198,51 @@ def test_the_console_shows_the_other_engines_of_a_cluster(browser: webdriver.Chr
         assert f"at {first.url}" in browser.find_element(By.ID, "cluster-backend").text
         functions = {row[0]: row[1] for row in _cells(browser, "functions")}
         assert functions["far::ping"].endswith(f"at {second.url}")  # served by the other engine
+
+
+_CLICK_GROUP = """
+const row = Array.from(document.querySelectorAll('#streams tbody tr')).find(r => r.dataset.group === arguments[0]);
+if (row) row.click();
+return Boolean(row);
+"""
+
+
+def _click_group(driver: webdriver.Chrome, stream_name: str, group_id: str) -> bool:
+    """Click the group's row (found and clicked in one script run: the rows are redrawn every second)."""
+    clicked: bool = driver.execute_script(_CLICK_GROUP, json.dumps([stream_name, group_id], separators=(",", ":")))
+    return clicked
+
+
+def test_the_console_shows_streams_groups_and_items_live_and_caps_a_large_group(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    asyncio.run(fill_stream_group(data_dir, "big", "all", 100_000))
+    with (
+        EngineProcess(["--modules", "state,stream", "--data-dir", str(data_dir)]) as engine,
+        register_worker(engine.url, InitOptions(worker_name="streams-demo")) as worker,
+    ):
+        item = {"stream_name": "todos", "group_id": "alice", "item_id": "t1"}
+        worker.trigger({"function_id": "stream::set", "payload": {**item, "data": {"done": False}}})
+        browser.get(engine.url.replace("ws://", "http://") + "/console")
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda d: ["todos", "alice", "1"] in _cells(d, "streams"))
+        assert ["big", "all", "100000"] in _cells(browser, "streams")
+        assert "sqlite" in browser.find_element(By.ID, "stream-backend").text
+        browser.execute_script("window.notReloaded = true")
+        wait.until(lambda d: _click_group(d, "todos", "alice"))
+        wait.until(lambda d: _cells(d, "stream-items") == [["t1", '{"done":false}']])
+        # Changes show up by themselves: an item changed, another added.
+        worker.trigger({"function_id": "stream::set", "payload": {**item, "data": {"done": True}}})
+        worker.trigger({"function_id": "stream::set", "payload": {**item, "item_id": "t2", "data": "milk"}})
+        wait.until(lambda d: _cells(d, "stream-items") == [["t1", '{"done":true}'], ["t2", '"milk"']])
+        wait.until(lambda d: ["todos", "alice", "2"] in _cells(d, "streams"))
+        wait.until(lambda d: ["stream::set", "3", "0", "0"] in _cells(d, "stream-ops"))
+        assert browser.execute_script("return window.notReloaded") is True
+        # The large group: its first 100 items, and a note saying how many there are.
+        wait.until(lambda d: _click_group(d, "big", "all"))
+        note = browser.find_element(By.ID, "stream-items-note")
+        wait.until(lambda d: note.text == "big / all: showing 100 of 100000 items (the first by id)")
+        rows = _cells(browser, "stream-items")
+        assert len(rows) == 100 and rows[0] == ["i000000", '{"n":0}'] and rows[-1][0] == "i000099"
+        assert "live" in browser.find_element(By.ID, "status").text

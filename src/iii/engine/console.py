@@ -1,6 +1,8 @@
 """The live console: ``GET /console`` (one static page, no build step, nothing fetched from elsewhere) and
 ``GET /console/state`` (the JSON it polls once a second: workers, functions, channels, observers and totals).
 
+Views that read a module's backend ask over ``/console/query`` instead (:mod:`iii.engine.console_socket`).
+
 With a token configured both need it, as an ``Authorization: Bearer`` header or, for a browser opening the
 page, ``?token=`` (the page then sends it as a header).
 """

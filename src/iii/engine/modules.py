@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from iii.modules.api import MetricSample, Module
+from iii.modules.api import ConsoleQueries, MetricSample, Module
 
 if TYPE_CHECKING:
     from iii.engine.config import EngineConfig
@@ -230,6 +230,16 @@ class RunningModules:
             except Exception:
                 log.exception("module=%s snapshot failed", module.name)
         return found
+
+    async def console_query(self, name: str, query: Any) -> Any:
+        """The running module ``name``'s answer to a console page's query (:class:`ConsoleQueries`);
+        ``LookupError`` when no such module runs or it answers none, ``ValueError`` for a malformed query."""
+        for module in self._started:
+            if module.name == name:
+                if not isinstance(module, ConsoleQueries):
+                    raise LookupError(f"module {name} answers no console queries")
+                return await module.console_query(query)
+        raise LookupError(f"module {name} is not running")
 
 
 def _describe(module: Module) -> str:

@@ -11,7 +11,8 @@ Routes (all WebSocket upgrades on one port):
   cluster, an end of another engine's channel is relayed to that engine (:mod:`iii.engine.channel_relay`);
 * ``/otel``: telemetry from the official SDKs, read and discarded;
 * ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
-* ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`).
+* ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`);
+* ``/console/query``: the console page's questions to the modules (:mod:`iii.engine.console_socket`).
 
 With ``--redis-url`` the engine joins a cluster (:mod:`iii.engine.cluster`) once its modules run and before it
 accepts anyone, and leaves it first when it stops.
@@ -50,6 +51,7 @@ from iii.engine.channel_relay import ChannelRelay
 from iii.engine.channels import KeyCheck, Role, channel_owner
 from iii.engine.cluster import Cluster, new_engine_id
 from iii.engine.config import EngineConfig
+from iii.engine.console_socket import QUERY_PATH, ConsoleSocket
 from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -309,6 +311,10 @@ class Engine:
             return DrainSocket(self.track)
         if path in console.PAGE_PATHS or path == console.STATE_PATH:
             return self._console(path, authorized)
+        if path == QUERY_PATH:
+            if not authorized:
+                return http_error(401, "unauthorized: open the console with ?token=<the engine's token>")
+            return ConsoleSocket(self.modules, self.track)
         if not authorized:
             return http_error(401, "unauthorized: missing or wrong bearer token")
         if path == "/metrics":

@@ -55,6 +55,7 @@ __all__ = [
     "BindingInfo",
     "CallInfo",
     "ChannelBrokenError",
+    "ConsoleQueries",
     "DescribingProvider",
     "FunctionDeclaration",
     "FunctionError",
@@ -419,3 +420,13 @@ class Module(Protocol):
 
     def snapshot(self) -> Mapping[str, Any]:
         """A JSON-ready summary for the console (scopes and keys, topics and subscribers, jobs and next runs)."""
+
+
+@runtime_checkable
+class ConsoleQueries(Protocol):
+    """A module whose console view needs reads a :meth:`Module.snapshot` cannot give (they await the backend,
+    or depend on what the page shows): the page asks them over ``/console/query``."""
+
+    async def console_query(self, query: Any) -> Any:
+        """Answer one question of the console page (decoded JSON in, JSON-ready out); ``ValueError`` with the
+        reason for a malformed one. The answer must be bounded in size whatever the module holds."""

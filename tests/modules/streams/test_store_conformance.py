@@ -40,6 +40,15 @@ async def test_items_list_in_id_order_and_deleted_items_leave(store: StreamStore
     assert await store.items(G("s", "empty")) == []
 
 
+async def test_first_items_gives_the_group_size_and_its_first_ids_with_their_items(store: StreamStore) -> None:
+    for item_id in ("c", "a", "d", "b"):
+        await store.put(G("s", "g"), item_id, f'"{item_id}"'.encode())
+    await store.put(G("s", "other"), "0", b"0")
+    assert await store.first_items(G("s", "g"), 2) == (4, [("a", b'"a"'), ("b", b'"b"')])
+    assert await store.first_items(G("s", "g"), 10) == (4, [("a", b'"a"'), ("b", b'"b"'), ("c", b'"c"'), ("d", b'"d"')])
+    assert await store.first_items(G("s", "empty"), 10) == (0, [])
+
+
 async def test_groups_and_streams_list_only_non_empty_ones_sorted(store: StreamStore) -> None:
     await store.put(G("orders", "beta"), "2", b"2")
     await store.put(G("orders", "alpha"), "1", b"1")

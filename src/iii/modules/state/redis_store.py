@@ -209,6 +209,19 @@ class RedisStore:
             raise StoreError(f"Redis failed: {error}") from error
         return [values[key] for key in sorted(values)]  # UTF-8 byte order is code point order, as in SQLite
 
+    async def first_entries(self, scope: str, limit: int) -> tuple[int, list[tuple[str, bytes]]]:
+        """Reads every key name of the scope (not the values) to find the first ``limit`` in order."""
+        self._check_open()
+        values_key = self._keys(scope)[0]
+        try:
+            names = sorted(cast(list[bytes], await self._client.hkeys(values_key)))
+            first = names[:limit]
+            values = cast(list[bytes | None], await self._client.hmget(values_key, first)) if first else []
+        except RedisError as error:
+            raise StoreError(f"Redis failed: {error}") from error
+        # a key deleted between the two reads is left out
+        return len(names), [(k.decode(), v) for k, v in zip(first, values, strict=True) if v is not None]
+
     async def scopes(self) -> list[str]:
         self._check_open()
         try:

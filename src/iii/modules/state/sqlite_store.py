@@ -111,6 +111,16 @@ class SqliteStore:
         rows = await self._read("SELECT value FROM state WHERE scope = ? ORDER BY key", (scope,))
         return [row[0] for row in rows]
 
+    async def first_entries(self, scope: str, limit: int) -> tuple[int, list[tuple[str, bytes]]]:
+        def run(connection: sqlite3.Connection) -> tuple[int, list[tuple[str, bytes]]]:
+            (total,) = connection.execute("SELECT COUNT(*) FROM state WHERE scope = ?", (scope,)).fetchone()
+            rows = connection.execute(
+                "SELECT key, value FROM state WHERE scope = ? ORDER BY key LIMIT ?", (scope, limit)
+            ).fetchall()
+            return total, [(row[0], row[1]) for row in rows]
+
+        return await self._file.read(run)
+
     async def scopes(self) -> list[str]:
         rows = await self._read("SELECT DISTINCT scope FROM state ORDER BY scope", ())
         return [row[0] for row in rows]

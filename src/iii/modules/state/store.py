@@ -80,6 +80,10 @@ class StateStore(Protocol):
     async def values(self, scope: str) -> list[bytes]:
         """The values of ``scope`` in key order."""
 
+    async def first_entries(self, scope: str, limit: int) -> tuple[int, list[tuple[str, bytes]]]:
+        """The number of keys of ``scope`` and its first ``limit`` (key, value) pairs in key order (a bounded
+        look at a scope of any size, for the console)."""
+
     async def scopes(self) -> list[str]:
         """The scopes that hold at least one key, sorted."""
 

@@ -3,8 +3,8 @@
 ``StreamsModule(StreamsSettings(data_dir=...))`` keeps items in SQLite under ``data_dir``, or in Redis with
 ``redis_url``, through the state module's backends. The package's parts: ``module`` (the functions and the
 Module interface), ``requests`` (payloads checked), ``triggers`` (the ``stream`` trigger type), ``store``
-(items on a state backend), ``settings``, ``errors`` (the error codes). Update ops are state's
-(:mod:`iii.modules.state.ops`).
+(items on a state backend), ``console`` (what the console's Streams view shows), ``settings``, ``errors``
+(the error codes). Update ops are state's (:mod:`iii.modules.state.ops`).
 """
 
 from iii.modules.streams.module import StreamsModule

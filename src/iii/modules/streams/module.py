@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from iii.modules.api import CallInfo, FunctionError, Handler, InvocationError, MetricSample, ModuleHost
 from iii.modules.state.ops import MISSING, apply_ops
+from iii.modules.streams.console import console_view
 from iii.modules.streams.errors import DESERIALIZATION_ERROR, FAILED, VALUE_TOO_LARGE
 from iii.modules.streams.join_triggers import JOIN, LEAVE
 from iii.modules.streams.messages import Target
@@ -193,6 +194,11 @@ class StreamsModule:
             "operations": operations,
             "subscriber_url": self._server.url if self._server is not None else None,
             "subscribers": len(self._subscribers.connections) if self._subscribers is not None else 0,
+            "triggers": {
+                "bindings": self._triggers.binding_count if self._triggers is not None else 0,
+                "delivered": self._triggers.delivered if self._triggers is not None else 0,
+                "failed": self._triggers.failed if self._triggers is not None else 0,
+            },
         }
 
     @property
@@ -200,6 +206,10 @@ class StreamsModule:
         """The subscription port's ``ws://host:port`` (the module must be started with a port)."""
         assert self._server is not None, "the stream module serves no subscription port"
         return self._server.url
+
+    async def console_query(self, query: Any) -> Any:
+        """The console's Streams view (:class:`~iii.modules.api.ConsoleQueries`; :mod:`.console`)."""
+        return await console_view(self._open_store(), self.settings, query)
 
     async def settle_triggers(self) -> None:
         """Wait until the trigger calls of the changes answered so far are done (for tests and tools)."""

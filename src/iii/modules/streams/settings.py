@@ -47,6 +47,12 @@ class StreamsSettings:
     """Bytes one subscriber may have waiting to be sent (its syncs not counted); more drops it (close 1013)."""
     subscriber_max_message_bytes: int = 64 * 1024
     """The largest message a subscriber may send (a join or a leave); a longer one closes its socket (1009)."""
+    console_max_groups: int = 500
+    """The console lists at most this many groups (of all streams), with the number left out."""
+    console_max_items: int = 100
+    """The console shows at most this many items of a group (the first by id), with the group's size."""
+    console_max_value_bytes: int = 512
+    """The console shows at most this much of an item's JSON."""
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "sqlite", "redis"):
@@ -66,6 +72,9 @@ class StreamsSettings:
             "subscriber_queue_messages",
             "subscriber_queue_bytes",
             "subscriber_max_message_bytes",
+            "console_max_groups",
+            "console_max_items",
+            "console_max_value_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

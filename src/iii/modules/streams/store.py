@@ -79,6 +79,10 @@ class StreamStore:
         """The group's items, in item id order."""
         return await self._backend.values(_scope(group))
 
+    async def first_items(self, group: GroupAddress, limit: int) -> tuple[int, list[tuple[str, bytes]]]:
+        """The group's number of items and its first ``limit`` (item id, stored JSON) pairs, in item id order."""
+        return await self._backend.first_entries(_scope(group), limit)
+
     async def groups(self, stream_name: str) -> list[str]:
         """The ids of the stream's groups that hold at least one item, sorted."""
         prefix = _stream_prefix(stream_name)
