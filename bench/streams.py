@@ -81,7 +81,7 @@ GROUP: Final = "fanout"
 ITEMS: Final = 10
 """The group's items; update ``seq`` goes to item ``seq % ITEMS``."""
 TEXT: Final = "a to-do item of a realistic size, for the benchmark of stream subscriptions"
-"""Part of every item's data (each change message is then ~300 bytes)."""
+"""Part of every item's data (each change message is then ~270 bytes)."""
 FILLER_GROUP: Final = "filler"
 """A group only the stalled subscriber joins: see :data:`FILLER_ITEMS`."""
 FILLER_BYTES: Final = 512 * 1024
@@ -476,6 +476,8 @@ class Run:
     cpu: CpuWindow
     stalled_updates: int = 0
     stalled_close: int | None = None
+    engine_system_share: float = 0.0
+    """The part of the engine's CPU time spent in the kernel (its sends, mostly)."""
 
     @property
     def updates_per_s(self) -> float:
@@ -491,6 +493,13 @@ def temporary_directory() -> Iterator[Path]:
     """A directory for the subscriber processes' arrival files."""
     with tempfile.TemporaryDirectory(prefix="iii-bench-streams-") as name:
         yield Path(name)
+
+
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU time used so far by process ``pid`` (``/proc/PID/stat``, field 15)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_metrics(engine: Any, wanted: dict[str, float], timeout_s: float = 60.0) -> dict[str, float]:
@@ -546,12 +555,14 @@ def run_case(size: Sizes, stalled: bool) -> Run:
             setter.expect("filled")
             pids = {"engine": engine.pid, "setter": setter.pid, **{c.name: c.pid for c in clients}}
             window = CpuWindow(pids)
+            engine_system = system_seconds(engine.pid)
             setter.send("go")
             sets = setter.expect("done")
             for client in clients:
                 client.send("report")
             reports = [client.expect("done") for client in clients]
             window.stop()
+            engine_system = system_seconds(engine.pid) - engine_system
             stalled_updates, stalled_close = 0, None
             after = metric_sums(metrics_url(engine), SUBSCRIBER_METRICS)  # a drop is counted when it happens
             if stall is not None:
@@ -563,7 +574,9 @@ def run_case(size: Sizes, stalled: bool) -> Run:
             for index in range(len(clients)):
                 arrivals.frombytes((directory / f"arrivals-{index}").read_bytes())
     check(size, stalled, reports, after[SUBSCRIBER_METRICS[3]] - before[SUBSCRIBER_METRICS[3]])
-    return summarize(size, stalled, sets, arrivals, window, stalled_updates, stalled_close)
+    run = summarize(size, stalled, sets, arrivals, window, stalled_updates, stalled_close)
+    run.engine_system_share = engine_system / window.used["engine"] if window.used["engine"] else 0.0
+    return run
 
 
 def check(size: Sizes, stalled: bool, reports: Sequence[dict[str, Any]], dropped: float) -> None:
@@ -680,7 +693,8 @@ def details(runs: Sequence[Run], size: Sizes) -> str:
         f"[{fmt_runs([percentile(sorted(r.last_ms), 0.99) for r in runs], 1)}] ms; the set's round trip "
         f"median {median([percentile(sorted(r.answer_ms), 0.5) for r in runs]):.2f} ms, p99 "
         f"{median([percentile(sorted(r.answer_ms), 0.99) for r in runs]):.2f} ms; engine CPU per delivered "
-        f"message {engine_us:.1f} µs; {cpu_text(runs)}; every subscriber got every update once, "
+        f"message {engine_us:.1f} µs ({median([r.engine_system_share for r in runs]) * 100:.0f}% of it in the kernel); "
+        f"{cpu_text(runs)}; every subscriber got every update once, "
         f"{'in order' if size.window == 1 else 'each item in order'}, no close"
     )
     stalled = [r for r in runs if r.stalled]
