@@ -131,11 +131,18 @@ def join_message(subscription_id: str, group_id: str = GROUP) -> bytes:
 # --- subscriber processes (child side) ---------------------------------------------------------------------
 
 
+class Item(msgspec.Struct):
+    """An item of the measured group as a change carries it (only its ``seq``: the rest is skipped unread)."""
+
+    seq: int
+
+
 class Event(msgspec.Struct):
-    """The ``event`` of a stream message (only what the subscribers look at)."""
+    """The ``event`` of a stream message (only what the subscribers look at): a change's item (a filler item is
+    a string), or a sync's list."""
 
     type: str
-    data: Any = None
+    data: Item | list[Any] | str | None = None
 
 
 class StreamMessage(msgspec.Struct):
@@ -197,12 +204,12 @@ class Subscriber(WSListener):
         if frame.msg_type is WSMsgType.TEXT:
             message = _decode_message(frame.get_payload_as_memoryview())
             kind = message.event.type
-            if kind == "update" and self.synced.done():
-                self.on_update(now, message.event.data["seq"])
+            data = message.event.data
+            if kind == "update" and isinstance(data, Item) and self.synced.done():
+                self.on_update(now, data.seq)
             elif kind == "sync" and not self.synced.done():
-                items = message.event.data
-                if not isinstance(items, list) or len(items) != ITEMS:
-                    self.tally.note_unexpected(f"socket {self.index}: sync of {items!r}, expected {ITEMS} items")
+                if not isinstance(data, list) or len(data) != ITEMS:
+                    self.tally.note_unexpected(f"socket {self.index}: sync of {data!r}, expected {ITEMS} items")
                 self.synced.set_result(None)
             else:
                 self.tally.note_unexpected(
@@ -384,7 +391,7 @@ class StalledSubscriber:
         updates = 0
         for text in texts:
             message = _decode_message(text)
-            if message.event.type == "update" and isinstance(message.event.data, dict):
+            if message.event.type == "update" and isinstance(message.event.data, Item):
                 updates += 1
         return updates, close_code
 
