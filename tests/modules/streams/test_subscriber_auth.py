@@ -135,3 +135,15 @@ async def test_without_its_auth_function_the_port_answers_503(engine: Engine) ->
         await Subscriber.connect(url_of(engine))
     assert refused.value.response.status_code == 503
     assert b"try again later" in refused.value.response.body
+
+
+async def test_an_auth_function_slower_than_auth_timeout_s_is_503(start_engine: StartEngine) -> None:
+    settings = {"stream": {**AUTH["stream"], "auth_timeout_s": 0.3}}
+    engine = await start_engine(http_port=-1, modules="stream", module_settings=settings)
+    worker = await RawWorker.connect(engine.url)
+    await worker.register("auth::stream")  # registered, and never answers
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await Subscriber.connect(url_of(engine))
+    assert refused.value.response.status_code == 503
+    assert (await worker.recv_type("invokefunction"))["function_id"] == "auth::stream"
+    await worker.close()

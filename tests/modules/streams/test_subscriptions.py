@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from iii.engine import Engine
+from iii.testing import EngineProcess
 from tests.engine.wire import RawWorker, eventually, scrape
 from tests.modules.streams.subscriber_client import StalledSubscriber, Subscriber, join, leave, stream_module
 
@@ -235,3 +236,16 @@ async def test_changes_made_while_a_join_reads_its_sync_come_after_the_sync(engi
     assert await subscriber.event() == {"id": None, "type": "sync", "data": ["custom"]}
     assert await subscriber.event() == {"id": None, "type": "event", "event": {"type": "meanwhile", "data": 1}}
     await subscriber.close()
+
+
+async def test_an_engine_process_serves_subscribers_by_default_and_says_where() -> None:
+    with EngineProcess() as engine:  # the stream module is a default one; EngineProcess asks for any free port
+        assert engine.stream_url.startswith("ws://127.0.0.1:") and not engine.stream_url.endswith("/")
+        assert f"module=stream serves subscribers on {engine.stream_url}" in engine.log_text()
+        worker = await RawWorker.connect(engine.url)
+        subscriber = await Subscriber.connect(engine.stream_url + "/stream/todos/inbox/")
+        assert (await subscriber.event())["type"] == "sync"
+        await worker.result_of("stream::set", item("a", data=1))
+        assert await subscriber.event() == {"id": "a", "type": "create", "data": 1}
+        await subscriber.close()
+        await worker.close()

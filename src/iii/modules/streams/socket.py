@@ -11,8 +11,9 @@ Routes (GET only):
 
 Admission (the auth function) is the caller's (:class:`SubscriberHooks`), decided before the upgrade.
 
-**Delivery never waits for a subscriber.** :meth:`SubscriberConnection.offer` puts the bytes in the
-connection's queue and returns; the connection's writer task sends them in order. A connection whose queue
+**Delivery never waits for a subscriber.** :meth:`SubscriberConnection.offer` puts the frame in the
+connection's queue and returns; once per turn of the event loop the connections given frames write them out,
+in order, each in one write (a task waits only for a socket that is backed up). A connection whose queue
 would pass its bounds (messages or bytes) is dropped: close 1013 with a reason, its transport aborted if the
 close cannot be sent within 1 s (a peer that does not read).
 """
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import struct
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ log = logging.getLogger("iii.modules.streams")
 TRY_AGAIN_LATER: Final = 1013
 """Close code of a subscriber dropped for not keeping up (it may reconnect, and gets a fresh sync)."""
 INTERNAL_ERROR: Final = 1011
+WRITE_BATCH_BYTES: Final = 64 * 1024
+"""A subscriber's frames are written up to this much at a time, and not while more than this waits in its socket
+(asyncio's default high-water mark: past it the socket's protocol is paused, and a drain waits)."""
 CLOSE_TIMEOUT_S: Final = 1.0
 """A close frame not sent (and answered) within this long: the transport is aborted."""
 SCRIPT: Final = Path(__file__).resolve().parent / "static" / "iii-stream.js"
@@ -84,7 +89,6 @@ class OutboundQueue:
         self.max_bytes = max_bytes
         self._entries: deque[bytes | _PendingSync] = deque()
         self.bytes = 0
-        self._ready = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,7 +99,6 @@ class OutboundQueue:
             return False
         self._entries.append(data)
         self.bytes += len(data)
-        self._ready.set()
         return True
 
     def hold(self) -> _PendingSync | None:
@@ -108,26 +111,41 @@ class OutboundQueue:
 
     def fill(self, slot: _PendingSync, data: bytes) -> None:
         slot.data = data
-        self._ready.set()
 
     def clear(self) -> None:
         self._entries.clear()
         self.bytes = 0
 
-    async def get(self) -> bytes:
-        """The next message, once there is one and it is ready (a sync not yet filled holds back the rest)."""
-        while True:
-            if self._entries:
-                head = self._entries[0]
-                if isinstance(head, bytes):
-                    self._entries.popleft()
-                    self.bytes -= len(head)
-                    return head
-                if head.data is not None:
-                    self._entries.popleft()
-                    return head.data
-            self._ready.clear()
-            await self._ready.wait()
+    def take(self, max_bytes: int) -> list[bytes]:
+        """The messages ready to be sent, in order: those before the first sync not yet filled, as long as they
+        add up to under ``max_bytes`` (at least one if any is ready)."""
+        taken: list[bytes] = []
+        size = 0
+        entries = self._entries
+        while entries and size < max_bytes:
+            head = entries[0]
+            if isinstance(head, bytes):
+                self.bytes -= len(head)
+            elif head.data is not None:
+                head = head.data
+            else:
+                break
+            entries.popleft()
+            taken.append(head)
+            size += len(head)
+        return taken
+
+
+def text_frame(data: bytes) -> bytes:
+    """``data`` as one unmasked text frame (a server's): built once per message, written to every subscriber."""
+    length = len(data)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + data
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,33 +163,106 @@ class Counts:
     """Messages written to subscribers' sockets."""
 
 
+class Flusher:
+    """Writes out the connections that were given frames, once per turn of the event loop: each connection's
+    frames of that turn go in one write (one system call), and no task is woken per message."""
+
+    def __init__(self) -> None:
+        self._due: list[SubscriberConnection] = []
+        self._scheduled = False
+
+    def mark(self, connection: SubscriberConnection) -> None:
+        self._due.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        due, self._due = self._due, []
+        for connection in due:
+            try:
+                connection.flush()
+            except Exception:  # one connection's failure must not stop the others' delivery
+                log.exception("stream: writing to subscriber %s failed", connection.address)
+                connection.close(INTERNAL_ERROR, "the engine could not write to this socket")
+
+
 class SubscriberConnection:
-    """One subscriber's WebSocket: its queue, the task that writes it out, and its frames in (:meth:`frames`)."""
+    """One subscriber's WebSocket: its queue, written out by the :class:`Flusher` (or, while the socket is
+    backed up, by a task that waits for it to drain), and its frames in (:meth:`frames`)."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, request: web.BaseRequest, context: Any, limits: Limits, counts: Counts
+        self,
+        ws: web.WebSocketResponse,
+        request: web.BaseRequest,
+        context: Any,
+        limits: Limits,
+        counts: Counts,
+        flusher: Flusher,
     ) -> None:
         self.ws = ws
         self.context = context
         self.address = _address(request)
         self._transport = request.transport
+        self._payload_writer = request.writer
         self.queue = OutboundQueue(limits.queue_messages, limits.queue_bytes)
         self._counts = counts
+        self._flusher = flusher
         self.closing = False
-        self._writer: asyncio.Task[None] | None = None
+        self._marked = False
+        self._draining: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
     def __hash__(self) -> int:
         return id(self)
 
-    def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write())
-
-    def offer(self, data: bytes) -> bool:
-        """Queue ``data`` for sending without waiting; False if the queue is full (the caller drops it)."""
+    def offer(self, frame: bytes) -> bool:
+        """Queue ``frame`` (:func:`text_frame`) for sending, without waiting; False if the queue is full (the
+        caller drops the connection)."""
         if self.closing:
             return True  # going away already: nothing more to send, and nothing to report
-        return self.queue.put(data)
+        if not self.queue.put(frame):
+            return False
+        self._due()
+        return True
+
+    def hold_sync(self) -> _PendingSync | None:
+        """A place in the queue for a sync (None if the queue is full): what comes after waits until it is filled."""
+        return self.queue.hold()
+
+    def fill_sync(self, slot: _PendingSync, frame: bytes) -> None:
+        self.queue.fill(slot, frame)
+        self._due()
+
+    def _due(self) -> None:
+        if not self._marked and self._draining is None:
+            self._marked = True
+            self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Write the frames ready, while the socket takes them; past :data:`WRITE_BATCH_BYTES` buffered, a task
+        waits for it to drain and goes on. (aiohttp writes its own frames, pongs and the close, whole too, so
+        frames never interleave.)"""
+        self._marked = False
+        transport = self._transport
+        if self.closing or self.ws.closed or self._draining is not None or transport is None or transport.is_closing():
+            return
+        while transport.get_write_buffer_size() <= WRITE_BATCH_BYTES:
+            frames = self.queue.take(WRITE_BATCH_BYTES)
+            if not frames:
+                return
+            transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+            self._counts.sent += len(frames)
+        self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self._payload_writer.drain()
+        except (ConnectionError, RuntimeError):
+            return  # the socket ended; the reader sees it too and ends the connection
+        self._draining = None
+        self.flush()
 
     async def frames(self) -> AsyncIterator[str | bytes]:
         """The client's data frames (text as ``str``, binary as ``bytes``) until the socket ends."""
@@ -181,15 +272,6 @@ class SubscriberConnection:
             elif message.type is WSMsgType.ERROR:
                 return
 
-    async def _write(self) -> None:
-        try:
-            while True:
-                data = await self.queue.get()
-                await self.ws.send_frame(data, WSMsgType.TEXT)
-                self._counts.sent += 1
-        except (ConnectionError, RuntimeError):
-            pass  # the socket ended; the reader sees it too and ends the connection
-
     def close(self, code: int, reason: str) -> None:
         """Stop sending and close with ``code`` and ``reason`` (in the background; the transport is aborted if
         the close cannot be sent within :data:`CLOSE_TIMEOUT_S`). Only the first call counts."""
@@ -197,14 +279,14 @@ class SubscriberConnection:
             return
         self.closing = True
         self.queue.clear()
-        if self._writer is not None:
-            self._writer.cancel()
+        self._stop_draining()
         self._closer = asyncio.get_running_loop().create_task(self._close(code, close_reason(reason)))
 
+    def _stop_draining(self) -> None:
+        if self._draining is not None:
+            self._draining.cancel()
+
     async def _close(self, code: int, reason: str) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT_S)
         except (TimeoutError, ConnectionError, RuntimeError):
@@ -213,10 +295,8 @@ class SubscriberConnection:
 
     async def finish(self) -> None:
         """After the reader ended: stop writing, and wait for a close under way."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        self.closing = True
+        self._stop_draining()
         if self._closer is not None:
             await self._closer
 
@@ -235,6 +315,7 @@ class SubscriberServer:
         self._hooks = hooks
         self._limits = limits
         self.counts = Counts()
+        self._flusher = Flusher()
         self.host = ""
         self._server = web.Server(self._handle, access_log=None)
         self._listener: asyncio.Server | None = None
@@ -296,9 +377,8 @@ class SubscriberServer:
         except Refused as refused:
             return _text(refused.status, refused.reason)
         await ws.prepare(request)
-        connection = SubscriberConnection(ws, request, context, self._limits, self.counts)
+        connection = SubscriberConnection(ws, request, context, self._limits, self.counts, self._flusher)
         self.connections.add(connection)
-        connection.start()
         try:
             await self._hooks.serve(connection, first)
         finally:

@@ -12,8 +12,9 @@ Redis relay for the other engines' (:meth:`deliver_encoded`).
   subscribes, then reads the group (or item) and fills the place: changes made meanwhile wait behind the sync,
   so the client never sees a change before the state it applies to (one made just before the read may come
   after a sync that has it already: applying it again changes nothing).
-* **A change** is encoded once, and the same bytes are offered to each connection it goes to (once per
-  connection, :mod:`iii.modules.streams.subscriptions`). A connection whose queue is full is dropped (1013).
+* **A change** is encoded once, as a WebSocket frame, and the same bytes are offered to each connection it goes
+  to (once per connection, :mod:`iii.modules.streams.subscriptions`). A connection whose queue is full is
+  dropped (1013).
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from iii.modules.streams.messages import (
     sync_message,
     unauthorized_message,
 )
-from iii.modules.streams.socket import INTERNAL_ERROR, TRY_AGAIN_LATER, Refused, SubscriberConnection
+from iii.modules.streams.socket import INTERNAL_ERROR, TRY_AGAIN_LATER, Refused, SubscriberConnection, text_frame
 from iii.modules.streams.store import StoreError
 from iii.modules.streams.subscriptions import SubscriptionTable
+from iii.protocol.errors import FUNCTION_NOT_FOUND, INVOCATION_STOPPED, LIMIT_EXCEEDED, TIMEOUT
 
 log = logging.getLogger("iii.modules.streams")
 
-UNAVAILABLE: Final = frozenset(("function_not_found", "timeout", "invocation_stopped", "limit_exceeded"))
+UNAVAILABLE: Final = frozenset((FUNCTION_NOT_FOUND, TIMEOUT, INVOCATION_STOPPED, LIMIT_EXCEEDED))
 """Error codes that say the auth function could not be called (not that it refused): 503."""
 
 Sync = Callable[[Target], Awaitable[Any]]
@@ -78,7 +80,7 @@ class StreamSubscribers:
     def deliver(self, message: dict[str, Any]) -> bytes:
         """Send a wrapper message to its subscribers; returns its encoding (for the other engines)."""
         data = encode(message)
-        self._offer(data, message["streamName"], message["groupId"], message["id"])
+        self._offer(text_frame(data), message["streamName"], message["groupId"], message["id"])
         return data
 
     def deliver_encoded(self, data: bytes) -> None:
@@ -88,11 +90,11 @@ class StreamSubscribers:
         except msgspec.DecodeError as error:
             log.warning("stream: a change from another engine is not a stream message (%s); ignored", error)
             return
-        self._offer(data, address.streamName, address.groupId, address.id)
+        self._offer(text_frame(data), address.streamName, address.groupId, address.id)
 
-    def _offer(self, data: bytes, stream_name: str, group_id: str, item_id: str | None) -> None:
+    def _offer(self, frame: bytes, stream_name: str, group_id: str, item_id: str | None) -> None:
         for connection in self.table.recipients(stream_name, group_id, item_id):
-            if not connection.offer(data):
+            if not connection.offer(frame):
                 self._drop(connection)
 
     def _drop(self, connection: SubscriberConnection) -> None:
@@ -175,12 +177,12 @@ class StreamSubscribers:
 
     async def _join(self, connection: SubscriberConnection, target: Target) -> None:
         if not await self.joins.admits(target, connection.context):
-            if not connection.offer(unauthorized_message(target)):
+            if not connection.offer(text_frame(unauthorized_message(target))):
                 self._drop(connection)
             return
         if connection.closing:
             return
-        slot = connection.queue.hold()
+        slot = connection.hold_sync()
         if slot is None:
             self._drop(connection)
             return
@@ -193,7 +195,7 @@ class StreamSubscribers:
             log.warning("stream: sync of %s/%s failed: %s", target.stream_name, target.group_id, error)
             connection.close(INTERNAL_ERROR, f"cannot read {target.stream_name}/{target.group_id} now")
             return
-        connection.queue.fill(slot, sync_message(target, data))
+        connection.fill_sync(slot, text_frame(sync_message(target, data)))
 
     # --- reports --------------------------------------------------------------------------------------------
 
