@@ -15,7 +15,10 @@ answered and fanned out):
   process on the machine, as the setter's call times are);
 * **stalled** (the second case): one more subscriber, a raw socket in the driver with a small receive buffer,
   joins and then never reads. The engine must drop it (close code 1013, counted in
-  ``iii_stream_subscribers_dropped_total``) and the other subscribers must get every update as before.
+  ``iii_stream_subscribers_dropped_total``) and the other subscribers must get every update as before. So that
+  this happens within the run, it also joins a group of its own, to which the setter writes large items before
+  the measured sets, filling its socket's buffers (:func:`filler_items`), and the engine's subscriber queue
+  (``[stream] subscriber_queue_messages``, in both cases) holds half the sets: it is dropped about halfway.
 
 After a warm-up of a few sets (not measured) the setter makes the measured sets. Checked in every run: every
 subscriber got every update exactly once, each item's updates in order (with ``--window 1``: all updates in
@@ -30,9 +33,10 @@ subscriber. Reported:
 * the CPU of the engine (per delivered message), of the setter and of the subscriber processes, and of other
   processes on the machine during the window.
 
-The two cases run interleaved, each round in a fresh engine (every other round the stalled case first).
+The two cases run interleaved, each in a fresh engine (every other round the stalled case first).
 
-Run alone: ``python bench/streams.py [--quick] [--repeat N] [--subscribers N] [--updates N] [--window N]``.
+Run alone: ``python bench/streams.py [--quick] [--repeat N] [--subscribers N] [--updates N] [--window N]
+[--queue-messages N]``.
 """
 
 from __future__ import annotations
