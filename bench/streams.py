@@ -252,8 +252,8 @@ class Subscriber(WSListener):
             self.synced.set_exception(ConnectionError(f"socket {self.index} closed before its sync"))
 
 
-async def subscribers_main(url: str, first: int, count: int, updates: int, out: str) -> None:
-    """Open ``count`` subscriber sockets (numbered from ``first``), join, report ``joined``; on ``report``, wait
+async def subscribers_main(url: str, count: int, updates: int, out: str) -> None:
+    """Open ``count`` subscriber sockets, join, report ``joined``; on ``report``, wait
     (bounded) for every update on every socket, write the arrival times to ``out`` and report ``done``."""
     commands = Commands()
     raise_nofile_limit(count + 256)
@@ -277,7 +277,6 @@ async def subscribers_main(url: str, first: int, count: int, updates: int, out: 
     await asyncio.to_thread(Path(out).write_bytes, tally.arrivals.tobytes())
     emit(
         "done",
-        first=first,
         complete=tally.complete,
         duplicates=tally.duplicates,
         misordered=tally.misordered,
@@ -549,12 +548,10 @@ def run_case(size: Sizes, stalled: bool) -> Run:
                 for i in range(CLIENT_PROCESSES)
             ]
             clients: list[Child] = []
-            first = 0
             for index, count in enumerate(shares):
-                args = ["--role", "subscribers", "--url", stream_url, "--first", str(first), "--count", str(count)]
+                args = ["--role", "subscribers", "--url", stream_url, "--count", str(count)]
                 args += ["--updates", str(total), "--out", str(directory / f"arrivals-{index}")]
                 clients.append(stack.enter_context(Child(f"subscribers-{index}", SCRIPT, args, CHILD_TIMEOUT_S)))
-                first += count
             for client in clients:
                 client.expect("joined")
             stall = StalledSubscriber(stream_url) if stalled else None
@@ -565,14 +562,14 @@ def run_case(size: Sizes, stalled: bool) -> Run:
             setter.send(f"fill {filler_items()} {FILLER_BYTES}")  # in both cases, so that they differ only in the stall
             setter.expect("filled")
             pids = {"engine": engine.pid, "setter": setter.pid, **{c.name: c.pid for c in clients}}
-            window = CpuWindow(pids)
+            cpu = CpuWindow(pids)
             engine_system = system_seconds(engine.pid)
             setter.send("go")
             sets = setter.expect("done")
             for client in clients:
                 client.send("report")
             reports = [client.expect("done") for client in clients]
-            window.stop()
+            cpu.stop()
             engine_system = system_seconds(engine.pid) - engine_system
             stalled_updates, stalled_close = 0, None
             after = metric_sums(metrics_url(engine), SUBSCRIBER_METRICS)  # a drop is counted when it happens
@@ -585,8 +582,8 @@ def run_case(size: Sizes, stalled: bool) -> Run:
             for index in range(len(clients)):
                 arrivals.frombytes((directory / f"arrivals-{index}").read_bytes())
     check(size, stalled, reports, after[SUBSCRIBER_METRICS[3]] - before[SUBSCRIBER_METRICS[3]])
-    run = summarize(size, stalled, sets, arrivals, window, stalled_updates, stalled_close)
-    run.engine_system_share = engine_system / window.used["engine"] if window.used["engine"] else 0.0
+    run = summarize(size, stalled, sets, arrivals, cpu, stalled_updates, stalled_close)
+    run.engine_system_share = engine_system / cpu.used["engine"] if cpu.used["engine"] else 0.0
     return run
 
 
@@ -619,7 +616,7 @@ def summarize(
     stalled: bool,
     sets: dict[str, Any],
     arrivals: array.array[int],
-    window: CpuWindow,
+    cpu: CpuWindow,
     stalled_updates: int,
     stalled_close: int | None,
 ) -> Run:
@@ -642,7 +639,7 @@ def summarize(
         last_ms=last_ms,
         median_ms=median_ms,
         answer_ms=answer_ms,
-        cpu=window,
+        cpu=cpu,
         stalled_updates=stalled_updates,
         stalled_close=stalled_close,
     )
@@ -763,7 +760,7 @@ def main() -> None:
         lambda args: measure(args.quick, args.repeat, args.subscribers, args.updates, args.window, args.queue_messages),
         {
             "subscribers": lambda args: run_role(
-                lambda: subscribers_main(args.url, args.first, args.count, args.updates, args.out), CHILD_TIMEOUT_S
+                lambda: subscribers_main(args.url, args.count, args.updates, args.out), CHILD_TIMEOUT_S
             ),
             "setter": lambda args: run_sdk_role(
                 lambda: setter_main(args.url, args.updates, args.window), CHILD_TIMEOUT_S
@@ -772,7 +769,7 @@ def main() -> None:
         quick_help="100 sets to 100 subscribers, one round",
         default_repeat=3,
         options=options,
-        role_options={"url": str, "first": int, "count": int, "out": str},  # --updates, --window: options()
+        role_options={"url": str, "count": int, "out": str},  # --updates, --window: options()
     )
 
 
