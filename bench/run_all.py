@@ -18,6 +18,8 @@
 12. two engines as one system on Redis next to a lone engine: calls across the engines (64 in flight, one at
     a time), calls within one engine of the cluster, a channel across the engines (``--only cluster``; starts its
     own ``redis-server``).
+13. stream subscriptions: ``stream::set`` changes fanned out to 1,000 subscriber sockets of one group, and the
+    same with one stalled subscriber that the engine must drop (``--only streams``).
 
 ``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
@@ -29,7 +31,7 @@ Besides the table (stdout), a full run of every part draws the rows that have a 
 
 Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
 ``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``,
-``bench/engine_modules.py``, ``bench/queues.py``, ``bench/cluster.py``.
+``bench/engine_modules.py``, ``bench/queues.py``, ``bench/cluster.py``, ``bench/streams.py``.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ import memory
 import queues
 import sdk_calls
 import sdk_relay
+import streams
 from _chart import draw_chart, require_matplotlib
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules", "queues", "cluster")
+PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules", "queues", "cluster", "streams")
 DEFAULT_CHART = BENCH_DIR.parent / "docs" / "benchmarks.png"
 
 
@@ -124,6 +127,9 @@ def main() -> None:
     if "cluster" in parts:
         print("running: cluster (two engines on Redis next to a lone engine) ...", file=sys.stderr, flush=True)
         rows += cluster.measure(args.quick, args.verify, repeat)
+    if "streams" in parts:
+        print("running: stream subscriptions (fan-out to 1,000 subscribers) ...", file=sys.stderr, flush=True)
+        rows += streams.measure(args.quick, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     header = f"{notes}; {mode}; took {time.monotonic() - started:.0f} s"
     print(f"iii-py benchmarks — {header}\n")
