@@ -249,3 +249,28 @@ async def test_an_engine_process_serves_subscribers_by_default_and_says_where() 
         assert await subscriber.event() == {"id": "a", "type": "create", "data": 1}
         await subscriber.close()
         await worker.close()
+
+
+async def test_a_stalled_subscriber_holds_little_engine_memory_before_it_is_dropped(start_engine: StartEngine) -> None:
+    """Without a bound on the socket's send buffer, the kernel grows it (up to 4 MiB and more) behind a stalled
+    peer before the bounded queue holds anything: hundreds of 10 KB changes absorbed per stalled subscriber."""
+    engine = await start_engine(
+        http_port=-1,
+        modules="stream",
+        module_settings={"stream": {"subscriber_queue_messages": 8, "sqlite_synchronous": "normal"}},
+    )
+    module = stream_module(engine)
+    stalled = await StalledSubscriber.connect(module.url)
+    stalled.send(join("s", "todos", "inbox"))
+    await eventually(lambda: _subscriptions(engine) == 1)
+    worker = await RawWorker.connect(engine.url)
+    padding = "x" * 10_000
+    made = 0
+    while _dropped(engine) == 0 and made < 2000:
+        await worker.result_of("stream::set", item(f"i{made % 10}", data={"n": made, "padding": padding}))
+        made += 1
+    assert _dropped(engine) == 1
+    # the queue's 8 messages, the transport's batch and the bounded kernel buffer: about 1 MB at most
+    assert made * 10_000 < 1_200_000, f"{made} changes of 10 KB were absorbed before the subscriber was dropped"
+    stalled.close()
+    await worker.close()

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import struct
 from collections import deque
 from collections.abc import AsyncIterator
@@ -44,6 +45,12 @@ INTERNAL_ERROR: Final = 1011
 WRITE_BATCH_BYTES: Final = 64 * 1024
 """A subscriber's frames are written up to this much at a time, and not while more than this waits in its socket
 (asyncio's default high-water mark: past it the socket's protocol is paused, and a drain waits)."""
+SEND_BUFFER_BYTES: Final = 128 * 1024
+"""Each subscriber socket's kernel send buffer (``SO_SNDBUF``; Linux doubles it for its bookkeeping). Left to
+itself the kernel grows a send buffer up to ``net.ipv4.tcp_wmem``'s maximum (4 MiB and more) behind a peer
+that does not read, before the bounded queue holds anything: that would be the real bound of a stalled
+subscriber's memory, hundreds of changes, instead of the queue's. 128 KiB still fills a loopback or LAN
+round trip with room to spare."""
 CLOSE_TIMEOUT_S: Final = 1.0
 """A close frame not sent (and answered) within this long: the transport is aborted."""
 SCRIPT: Final = Path(__file__).resolve().parent / "static" / "iii-stream.js"
@@ -377,6 +384,7 @@ class SubscriberServer:
         except Refused as refused:
             return _text(refused.status, refused.reason)
         await ws.prepare(request)
+        _bound_send_buffer(request)
         connection = SubscriberConnection(ws, request, context, self._limits, self.counts, self._flusher)
         self.connections.add(connection)
         try:
@@ -385,6 +393,13 @@ class SubscriberServer:
             self.connections.discard(connection)
             await connection.finish()
         return ws
+
+
+def _bound_send_buffer(request: web.BaseRequest) -> None:
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):  # a socket that is already gone: its reader ends the connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
 
 def _text(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
