@@ -109,10 +109,11 @@ def filler_items() -> int:
     """How many filler items the setter writes before the measured sets, to the group only the stalled subscriber
     joins: 2 MiB more than the system's largest TCP send buffer (``net.ipv4.tcp_wmem``, 4 MiB by default).
 
-    The engine's send buffer of a socket that is not read grows to that size, and would take ~11,000 changes of
-    the measured group to fill; the filler fills it at once, so that the stalled subscriber's queue then
-    overflows within the measured sets, as it would later with changes alone. The ~2 MiB left in its queue
-    stay under the queue's byte bound (8 MiB).
+    The engine's send buffer of a socket that is not read is 256 KiB (its ``SO_SNDBUF``, doubled by the kernel),
+    which ~1,000 changes of the measured group would fill; older engines let it grow to the maximum (~11,000
+    changes), which is what the filler is sized for. It fills the buffers at once, so that the stalled
+    subscriber's queue then overflows within the measured sets, as it would later with changes alone. What the
+    buffers do not take waits in its queue (under 6 MiB, within the queue's byte bound of 8 MiB).
     """
     try:
         largest = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
