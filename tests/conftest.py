@@ -49,7 +49,7 @@ async def start_engine() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
         if "data_dir" not in overrides:  # the modules' files go to a directory of this engine alone
             data_dirs.append(tempfile.TemporaryDirectory(prefix="iii-engine-data-"))
             overrides["data_dir"] = data_dirs[-1].name
-        engine = Engine(EngineConfig(**{"port": 0, "http_port": 0, **overrides}))
+        engine = Engine(EngineConfig(**{"port": 0, "http_port": 0, "stream_port": 0, **overrides}))
         await engine.start()
         engines.append(engine)
         return engine

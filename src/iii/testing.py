@@ -24,10 +24,11 @@ from typing import IO, Final
 _LISTENING: Final = re.compile(r"listening on (ws://[^\s\"]+)")
 _HTTP_LISTENING: Final = re.compile(r"HTTP triggers on (http://[^\s\"]+)")
 _RBAC_LISTENING: Final = re.compile(r"module=rbac serves workers on (ws://[^\s\"]+)")
+_STREAM_LISTENING: Final = re.compile(r"module=stream serves subscribers on (ws://[^\s\"]+)")
 
 
 class EngineProcess:
-    """``python -m iii engine --port 0 --http-port 0`` in a child process.
+    """``python -m iii engine --port 0 --http-port 0 --stream-port 0`` in a child process.
 
     :meth:`start` returns once the engine logs the address it listens on (or raises ``RuntimeError``
     with the log if it exits or does not get there within ``start_timeout_s``).
@@ -39,7 +40,7 @@ class EngineProcess:
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 30.0,
     ) -> None:
-        self.args = ["--host", "127.0.0.1", "--port", "0", "--http-port", "0", *args]
+        self.args = ["--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--stream-port", "0", *args]
         self._data_dir: tempfile.TemporaryDirectory[str] | None = None
         if "--data-dir" not in self.args:  # the modules' files go to a directory of this engine alone
             self._data_dir = tempfile.TemporaryDirectory(prefix="iii-engine-data-")
@@ -54,6 +55,8 @@ class EngineProcess:
         """Where the engine serves HTTP triggers (empty with ``--http-port -1``)."""
         self.rbac_url = ""
         """Where the RBAC worker listener takes workers (empty without ``--rbac-port``)."""
+        self.stream_url = ""
+        """Where clients subscribe to streams (empty when the stream module does not run, or ``--stream-port -1``)."""
         self._lines: list[str] = []
         self._new_line = threading.Condition()
         self._ready = threading.Event()
@@ -91,8 +94,11 @@ class EngineProcess:
                 self._lines.append(line.rstrip("\n"))
                 self._new_line.notify_all()
             rbac = _RBAC_LISTENING.search(line) if not self.rbac_url else None
+            subscribers = _STREAM_LISTENING.search(line) if not self.stream_url else None
             if rbac:  # logged before the engine's own port: the modules start first
                 self.rbac_url = rbac.group(1)
+            elif subscribers:  # so is this
+                self.stream_url = subscribers.group(1)
             elif not self.url:
                 match = _LISTENING.search(line)
                 if match:

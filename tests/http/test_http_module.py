@@ -45,7 +45,7 @@ async def test_with_http_port_minus_one_the_engine_serves_no_http(
 def test_an_http_port_in_use_is_a_clear_error(engine: EngineProcess) -> None:
     http_port = engine.http_url.rsplit(":", 1)[1]
     clash = subprocess.run(
-        [sys.executable, "-m", "iii", "engine", "--port", "0", "--http-port", http_port],
+        [sys.executable, "-m", "iii", "engine", "--port", "0", "--stream-port", "-1", "--http-port", http_port],
         capture_output=True,
         text=True,
         timeout=30,

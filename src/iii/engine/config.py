@@ -89,6 +89,16 @@ class EngineConfig:
             "(0 = any free port; unset = no listener)"
         },
     )
+    stream_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the stream module's subscription port (WebSocket clients)"}
+    )
+    stream_port: int = field(
+        default=3112,
+        metadata={
+            "help": "port where clients subscribe to streams, when the stream module runs (0 = any free port, "
+            "-1 = none)"
+        },
+    )
     memory_trim_interval_s: float = field(
         default=10.0, metadata={"help": "how often freed memory is handed back to the system (0 = never)"}
     )
@@ -122,16 +132,17 @@ class EngineConfig:
         },
     )
     modules: str = field(
-        default="state,pubsub,cron,queue,http_functions",
+        default="state,stream,pubsub,cron,queue,http_functions",
         metadata={
-            "help": "the modules to run, comma-separated (empty: none): state, pubsub, cron, queue, http_functions"
+            "help": "the modules to run, comma-separated (empty: none): state, stream, pubsub, cron, queue, "
+            "http_functions"
         },
     )
     module_settings: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict,
         metadata={
-            "help": "per-module settings, from the TOML file's tables ([state], [pubsub], [cron], [queue], "
-            "[http_functions], [rbac])",
+            "help": "per-module settings, from the TOML file's tables ([state], [stream], [pubsub], [cron], "
+            "[queue], [http_functions], [rbac])",
             "file_only": True,
         },
     )
@@ -144,6 +155,8 @@ class EngineConfig:
             problems.append(f"port must be 0..65535, got {self.port}")
         if not -1 <= self.http_port <= 65535:
             problems.append(f"http_port must be -1..65535, got {self.http_port}")
+        if not -1 <= self.stream_port <= 65535:
+            problems.append(f"stream_port must be -1..65535, got {self.stream_port}")
         if self.rbac_port is not None and not 0 <= self.rbac_port <= 65535:
             problems.append(f"rbac_port must be 0..65535, got {self.rbac_port}")
         for name in (

@@ -2,8 +2,9 @@
 
 A module is built from its settings dataclass: the two settings every module shares (``data_dir``: where its
 embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
-config file's table named after it (``[state]``, ``[pubsub]``, ``[cron]``, ``[queue]``, ``[http_functions]``,
-``[rbac]``).
+config file's table named after it (``[state]``, ``[stream]``, ``[pubsub]``, ``[cron]``, ``[queue]``,
+``[http_functions]``, ``[rbac]``). The stream module's subscription port is the engine's own setting
+(``--stream-host``, ``--stream-port``), as the http module's is.
 Each module gets its own :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
 
 The http module is the engine's other front door: it runs unless ``--http-port`` is -1 (it is not listed in
@@ -68,12 +69,21 @@ def http_settings(config: EngineConfig) -> dict[str, Any]:
     }
 
 
+def stream_settings(config: EngineConfig) -> dict[str, Any]:
+    """The stream module's subscription port, from the engine's ``--stream-host`` and ``--stream-port``."""
+    return {"host": config.stream_host, "port": config.stream_port}
+
+
 def rbac_settings(config: EngineConfig) -> dict[str, Any]:
     """The rbac module's address, from the engine's ``--rbac-host`` and ``--rbac-port``."""
     return {"host": config.rbac_host, "port": config.rbac_port or 0}
 
 
-_START_HINTS: Final = {HTTP: " (set --http-port, -1 for none)", RBAC: " (set --rbac-port, 0 for any free port)"}
+_START_HINTS: Final = {
+    HTTP: " (set --http-port, -1 for none)",
+    RBAC: " (set --rbac-port, 0 for any free port)",
+    "stream": " (set --stream-port, -1 for none)",
+}
 """Appended to the error of a module that cannot bind its address (an ``OSError``, as the engine's own)."""
 
 CATALOG: Final[Mapping[str, ModuleSpec]] = {
@@ -84,7 +94,8 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "iii.modules.streams",
         "StreamsModule",
         "StreamsSettings",
-        "items by stream, group and id (stream::*, stream triggers)",
+        "items by stream, group and id (stream::*, stream triggers), and clients' subscriptions to them",
+        from_engine=stream_settings,
     ),
     "pubsub": ModuleSpec(
         "iii.modules.pubsub", "PubSubModule", "PubSubSettings", "topics (publish, subscribe triggers)"

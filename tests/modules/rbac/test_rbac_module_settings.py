@@ -60,7 +60,20 @@ def test_the_engine_says_where_the_listener_is_and_serves_it_on_loopback(tmp_pat
         # The listener's port is taken: another engine cannot have it, and says which flag to change.
         rbac_port = engine.rbac_url.rsplit(":", 1)[1]
         clash = subprocess.run(
-            [sys.executable, "-m", "iii", "engine", "--port", "0", "--http-port", "-1", "--rbac-port", rbac_port],
+            [
+                sys.executable,
+                "-m",
+                "iii",
+                "engine",
+                "--port",
+                "0",
+                "--http-port",
+                "-1",
+                "--stream-port",
+                "-1",
+                "--rbac-port",
+                rbac_port,
+            ],
             capture_output=True,
             text=True,
             timeout=30,

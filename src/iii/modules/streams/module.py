@@ -13,10 +13,14 @@ results):
 * ``stream::list_groups {stream_name}`` -> the ids of the stream's non-empty groups (a list), sorted.
 * ``stream::list_all {}`` -> ``{"stream": [{"id", "groups"}], "count"}``, every stream holding an item.
 * ``stream::send {stream_name, group_id, type, data, id?}`` -> null: an event for the group's subscribers,
-  not stored. Until subscriptions are served it reaches the ``stream`` triggers only.
+  not stored.
 
-Each change (and each event) fires the ``stream`` triggers (:mod:`iii.modules.streams.triggers`) before it is
-answered; deleting an absent item changes nothing and fires nothing.
+Each change (and each event) fires the ``stream`` triggers (:mod:`iii.modules.streams.triggers`) and is
+queued for the group's subscribers (:mod:`iii.modules.streams.subscribers`, on the subscription port of
+:mod:`iii.modules.streams.socket`; with Redis, the other engines' subscribers too,
+:mod:`iii.modules.streams.relay`) before it is answered; deleting an absent item changes nothing and fires
+nothing. The ``stream:join`` / ``stream:leave`` trigger types (:mod:`iii.modules.streams.join_triggers`) are
+told of subscribers.
 
 Custom streams (the reference's, made by the SDKs' deprecated ``create_stream``): when a worker serves
 ``stream::<op>(<stream_name>)`` (e.g. ``stream::get(todos)``), ``stream::<op>`` on that stream calls it
@@ -34,9 +38,14 @@ from typing import Any, Final
 from iii.modules.api import CallInfo, FunctionError, Handler, InvocationError, MetricSample, ModuleHost
 from iii.modules.state.ops import MISSING, apply_ops
 from iii.modules.streams.errors import DESERIALIZATION_ERROR, FAILED, VALUE_TOO_LARGE
+from iii.modules.streams.join_triggers import JOIN, LEAVE
+from iii.modules.streams.messages import Target
+from iii.modules.streams.relay import RedisRelay
 from iii.modules.streams.requests import ItemAddress, Parser
 from iii.modules.streams.settings import StreamsSettings
+from iii.modules.streams.socket import Limits, SubscriberServer
 from iii.modules.streams.store import Entry, StoreError, StreamStore, decode, encode, open_stream_store
+from iii.modules.streams.subscribers import StreamSubscribers
 from iii.modules.streams.triggers import (
     CREATE,
     DELETE,
@@ -75,6 +84,9 @@ class StreamsModule:
         self._store: StreamStore | None = None
         self._host: ModuleHost | None = None
         self._triggers: StreamTriggers | None = None
+        self._subscribers: StreamSubscribers | None = None
+        self._server: SubscriberServer | None = None
+        self._relay: RedisRelay | None = None
         self._operations: Counter[tuple[str, str]] = Counter()
         """(function id, outcome ``ok`` / ``refused`` / ``failed``) -> calls."""
 
@@ -98,8 +110,38 @@ class StreamsModule:
         ]
         for function_id, run, description in functions:
             host.register_function(function_id, self._handler(function_id, run), description=description)
+        settings = self.settings
+        self._subscribers = subscribers = StreamSubscribers(
+            host,
+            self._read_for_sync,
+            max_name_bytes=settings.max_name_bytes,
+            auth_function=settings.auth_function,
+            auth_timeout_s=settings.auth_timeout_s,
+        )
+        host.register_trigger_type(JOIN, subscribers.joins, description="A client joins a stream subscription")
+        host.register_trigger_type(LEAVE, subscribers.leaves, description="A client leaves a stream subscription")
+        if settings.port >= 0:
+            limits = Limits(
+                settings.subscriber_queue_messages,
+                settings.subscriber_queue_bytes,
+                settings.subscriber_max_message_bytes,
+            )
+            self._server = SubscriberServer(subscribers, limits)
+            await self._server.listen(settings.host, settings.port)
+            log.info("module=stream serves subscribers on %s", self._server.url)
+        if settings.redis_url:
+            self._relay = RedisRelay(
+                settings.redis_url, f"{settings.redis_key_prefix}changes", subscribers.deliver_encoded
+            )
+            await self._relay.start()
 
     async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+        if self._subscribers is not None:
+            await self._subscribers.close()
+        if self._relay is not None:
+            await self._relay.close()
         if self._store is not None:
             await self._store.close()  # the writes already submitted are committed first
         if self._triggers is not None:
@@ -121,6 +163,20 @@ class StreamsModule:
                     "stream_trigger_calls", value, {"outcome": outcome}, help="Stream trigger calls", kind="counter"
                 )
 
+        subscribers, server = self._subscribers, self._server
+        if subscribers is not None and server is not None:
+            yield MetricSample("stream_subscribers", len(subscribers.connections), help="Open subscriber connections")
+            yield MetricSample("stream_subscriptions", subscribers.table.count, help="Subscriptions of the subscribers")
+            yield MetricSample(
+                "stream_subscriber_messages", server.counts.sent, help="Messages sent to subscribers", kind="counter"
+            )
+            yield MetricSample(
+                "stream_subscribers_dropped",
+                subscribers.dropped,
+                help="Subscribers dropped (close 1013) for not keeping up",
+                kind="counter",
+            )
+
     def snapshot(self) -> Mapping[str, Any]:
         operations: dict[str, dict[str, int]] = {}
         for (function_id, outcome), count in sorted(self._operations.items()):
@@ -129,7 +185,15 @@ class StreamsModule:
             "backend": self._store.kind if self._store is not None else self.settings.resolved_backend,
             "location": self._store.describe() if self._store is not None else None,
             "operations": operations,
+            "subscriber_url": self._server.url if self._server is not None else None,
+            "subscribers": len(self._subscribers.connections) if self._subscribers is not None else 0,
         }
+
+    @property
+    def url(self) -> str:
+        """The subscription port's ``ws://host:port`` (the module must be started with a port)."""
+        assert self._server is not None, "the stream module serves no subscription port"
+        return self._server.url
 
     async def settle_triggers(self) -> None:
         """Wait until the trigger calls of the changes answered so far are done (for tests and tools)."""
@@ -189,9 +253,23 @@ class StreamsModule:
         return encoded
 
     def _fire_change(self, address: ItemAddress, kind: str, data: Any) -> None:
-        assert self._triggers is not None
         group = address.group
-        self._triggers.fire(change_event(group.stream_name, group.group_id, address.item_id, kind, data))
+        self._publish(change_event(group.stream_name, group.group_id, address.item_id, kind, data))
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        """Fire the triggers of a change or event, and queue it for its subscribers."""
+        assert self._triggers is not None and self._subscribers is not None
+        self._triggers.fire(message)
+        encoded = self._subscribers.deliver(message)
+        if self._relay is not None:
+            self._relay.publish(encoded)
+
+    async def _read_for_sync(self, target: Target) -> Any:
+        """What a join's sync carries: the group's items (as ``stream::list``), or the item (as ``stream::get``)."""
+        group = {"stream_name": target.stream_name, "group_id": target.group_id}
+        if target.item_id is None:
+            return await self._list(group)
+        return await self._get({**group, "item_id": target.item_id})
 
     @staticmethod
     def _item_payload(address: ItemAddress, **more: Any) -> dict[str, Any]:
@@ -294,7 +372,6 @@ class StreamsModule:
 
     async def _send(self, data: Any) -> Any:
         request = self._parser.send(data)
-        assert self._triggers is not None
         group = request.group
-        self._triggers.fire(send_event(group.stream_name, group.group_id, request.id, request.event_type, request.data))
+        self._publish(send_event(group.stream_name, group.group_id, request.id, request.event_type, request.data))
         return None

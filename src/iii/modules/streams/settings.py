@@ -31,6 +31,22 @@ class StreamsSettings:
     sqlite_batch_max_writes: int = 1024
     """At most this many writes are committed in one transaction (group commit)."""
     redis_key_prefix: str = "iii:streams:"
+    """Items live under this prefix in Redis, and changes are published on ``<prefix>changes`` for the other
+    engines' subscribers."""
+    host: str = "127.0.0.1"
+    """Where the subscription port listens (the engine's ``--stream-host``)."""
+    port: int = -1
+    """The subscription port (the engine's ``--stream-port``, 3112 by default there): 0 any free port, -1 none."""
+    auth_function: str | None = None
+    """A function that admits each subscriber before its upgrade (``{"context": ...}``), or refuses it (401)."""
+    auth_timeout_s: float = 10.0
+    """An auth function that has not answered this long leaves the client refused with 503."""
+    subscriber_queue_messages: int = 1024
+    """Messages one subscriber may have waiting to be sent; one more drops it (close 1013)."""
+    subscriber_queue_bytes: int = 8 * 1024 * 1024
+    """Bytes one subscriber may have waiting to be sent (its syncs not counted); more drops it (close 1013)."""
+    subscriber_max_message_bytes: int = 64 * 1024
+    """The largest message a subscriber may send (a join or a leave); a longer one closes its socket (1009)."""
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "sqlite", "redis"):
@@ -39,7 +55,18 @@ class StreamsSettings:
             raise ValueError("the redis streams backend needs a redis_url")
         if self.sqlite_synchronous not in ("full", "normal"):
             raise ValueError(f"sqlite_synchronous must be 'full' or 'normal', not {self.sqlite_synchronous!r}")
-        for name in ("max_value_bytes", "max_name_bytes", "sqlite_batch_max_writes"):
+        if not -1 <= self.port <= 65535:
+            raise ValueError(f"port must be -1..65535, not {self.port}")
+        if self.auth_timeout_s <= 0:
+            raise ValueError(f"auth_timeout_s must be positive, not {self.auth_timeout_s}")
+        for name in (
+            "max_value_bytes",
+            "max_name_bytes",
+            "sqlite_batch_max_writes",
+            "subscriber_queue_messages",
+            "subscriber_queue_bytes",
+            "subscriber_max_message_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 

@@ -21,14 +21,16 @@ each (errors are logged, not retried), so the writer never waits for the handler
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 from iii.modules.api import BindingInfo, ModuleHost
 from iii.modules.change_triggers import ChangeTriggers
+from iii.modules.streams.messages import change_event, send_event
 
 log = logging.getLogger("iii.modules.streams")
+
+__all__ = ["CREATE", "DELETE", "TRIGGER_TYPE", "UPDATE", "StreamTriggers", "change_event", "send_event"]
 
 TRIGGER_TYPE: Final = "stream"
 CREATE: Final = "create"
@@ -51,27 +53,6 @@ class _Subscription:
             and (self.group_id is None or self.group_id == group_id)
             and (self.item_id is None or self.item_id == item_id)
         )
-
-
-def change_event(stream_name: str, group_id: str, item_id: str, kind: str, data: Any) -> dict[str, Any]:
-    """The wrapper message of a change (``kind``: create, update, delete)."""
-    return _wrapper(stream_name, group_id, item_id, {"type": kind, "data": data})
-
-
-def send_event(stream_name: str, group_id: str, target: str | None, event_type: str, data: Any) -> dict[str, Any]:
-    """The wrapper message of a ``stream::send`` event."""
-    return _wrapper(stream_name, group_id, target, {"type": "event", "event": {"type": event_type, "data": data}})
-
-
-def _wrapper(stream_name: str, group_id: str, item_id: str | None, event: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "stream",
-        "timestamp": time.time_ns() // 1_000_000,
-        "streamName": stream_name,
-        "groupId": group_id,
-        "id": item_id,
-        "event": event,
-    }
 
 
 class StreamTriggers(ChangeTriggers[_Subscription]):
