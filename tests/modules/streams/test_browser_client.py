@@ -3,14 +3,16 @@
 The port here is a small aiohttp server that plays the engine's part message by message, so the client's own
 contracts are checked one by one, including what a real engine never sends: how messages reach group and item
 subscriptions, that the views follow syncs and changes, that a message it does not understand is ignored with a
-console.warn, and that after a dropped connection it reconnects and joins again, getting a fresh sync. The
-example page against a real engine is ``test_live_list_page.py``.
+console.warn, and that after a dropped connection it reconnects and joins again, getting a fresh sync. Then the
+same with a real engine that stops and starts again. The example page against a real engine is
+``test_live_list_page.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket as sockets
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -19,6 +21,8 @@ from aiohttp import WSCloseCode, web
 from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from iii import register_worker
+from iii.testing import EngineProcess
 from tests.browser import require_browser, start_chrome
 from tests.conftest import ROOT
 
@@ -246,3 +250,52 @@ async def test_after_a_dropped_connection_the_client_reconnects_joins_again_and_
     assert await asyncio.wait_for(scripted.ended.get(), WAIT_S) is second
     assert second.close_code == 1000
     assert (await page_log(browser, 8))[7:] == [["status", "closed", 1000, True]]
+
+
+# Loads the client from the engine's stream port into the page (arguments[0]: its http:// address).
+_LOAD = """
+const [base, done] = [arguments[0], arguments[arguments.length - 1]];
+const script = document.createElement("script");
+script.src = base + "/iii-stream.js";
+script.onload = () => done(typeof iiiStream);
+script.onerror = () => done("failed");
+document.head.appendChild(script);
+"""
+
+
+def _free_port() -> int:
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_the_client_comes_back_when_a_real_engine_restarts(browser: webdriver.Chrome) -> None:
+    """The engine stops (its subscribers get 1001) and another starts on the same stream port, with other data:
+    the client reconnects by itself, joins again, and its view becomes the new engine's."""
+    stream_port = str(_free_port())
+    group = {"stream_name": "todos", "group_id": "inbox"}
+
+    def put(engine: EngineProcess, item_id: str) -> None:
+        with register_worker(engine.url) as client:
+            client.trigger(
+                {"function_id": "stream::set", "payload": {**group, "item_id": item_id, "data": {"id": item_id}}}
+            )
+
+    def view(driver: webdriver.Chrome) -> Any:
+        return driver.execute_script("return Object.fromEntries(group.items)")
+
+    with EngineProcess(["--stream-port", stream_port, "--http-port", "-1"]) as first:
+        put(first, "before")
+        base = first.stream_url.replace("ws://", "http://")
+        browser.get(base + "/iii-stream.js")  # a page of the engine's origin (about:blank may not load from it)
+        assert browser.execute_async_script(_LOAD, base) == "object"
+        browser.execute_script(SUBSCRIBE.replace("iiiStream.connect()", f"iiiStream.connect({base!r})"))
+        WebDriverWait(browser, WAIT_S).until(lambda d: view(d) == {"before": {"id": "before"}}, "no first sync")
+    WebDriverWait(browser, WAIT_S).until(lambda d: ["status", "closed", 1001, True] in d.execute_script("return log"))
+    with EngineProcess(["--stream-port", stream_port, "--http-port", "-1"]) as second:
+        put(second, "after")
+        WebDriverWait(browser, WAIT_S).until(lambda d: view(d) == {"after": {"id": "after"}}, "no sync after restart")
+        statuses = [entry[1] for entry in browser.execute_script("return log") if entry[0] == "status"]
+        assert statuses[:3] == ["connecting", "open", "closed"] and statuses[-1] == "open", statuses
+        browser.execute_script("client.close()")

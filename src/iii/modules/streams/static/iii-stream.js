@@ -13,7 +13,8 @@
  *
  * Contracts:
  * - A subscription lives until leave() or client.close(), across reconnections: when the socket drops, the
- *   client reconnects with exponential backoff (250 ms doubling to 10 s, with jitter) and joins every
+ *   client reconnects with exponential backoff (250 ms doubling to 10 s, each delay cut by a random part of
+ *   up to half, so that the pages of a restarted engine do not all come back at once) and joins every
  *   subscription again, so each one gets a fresh sync (changes made while disconnected are not replayed; the
  *   sync replaces what the client held).
  * - A group's items are keyed by their own `id` field in a sync (the engine sends values, not ids) and by the
@@ -26,7 +27,7 @@
 
   const BACKOFF_FIRST_MS = 250;
   const BACKOFF_MAX_MS = 10000;
-  /** What the engine's event.type may be: the stream port's messages (the engine's README, "Messages"). */
+  /** The event types the stream port sends (README, "Streams"); any other is warned about and ignored. */
   const EVENT_TYPES = new Set(["sync", "create", "update", "delete", "event", "unauthorized"]);
 
   /** ws(s):// from ws(s):// or http(s):// (an http URL names the same port). */
@@ -235,7 +236,7 @@
         let retryInMs = null;
         if (this.reconnect) {
           const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this._failures);
-          retryInMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2); // jitter: not all pages at once
+          retryInMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
           this._failures += 1;
           this._retry = setTimeout(() => this._open(), retryInMs);
         }
