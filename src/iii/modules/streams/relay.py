@@ -43,6 +43,7 @@ class RedisRelay:
         self._waiting: asyncio.Queue[bytes] = asyncio.Queue(MAX_WAITING)
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._closing = False
         self.published = 0
         self.received = 0
         self.lost = 0
@@ -66,9 +67,9 @@ class RedisRelay:
                 log.warning("stream: Redis is not keeping up; %d changes not sent to other engines", self.lost)
 
     async def _publish(self) -> None:
-        while True:
+        while not self._closing:
             message = await self._waiting.get()
-            while True:
+            while not self._closing:
                 try:
                     await self._redis.publish(self._channel, message)
                     self.published += 1
@@ -78,7 +79,7 @@ class RedisRelay:
                     await asyncio.sleep(RETRY_S)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
@@ -97,8 +98,15 @@ class RedisRelay:
                 await asyncio.sleep(RETRY_S)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closing = True
+        # redis-py can swallow a cancellation that lands inside a command (the task then goes on): the flag ends
+        # the loops, and a task still running is cancelled again.
+        for _ in range(3):
+            running = [task for task in self._tasks if not task.done()]
+            if not running:
+                break
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=1.0)
         if self._redis is not None:
             await self._redis.aclose()
