@@ -132,7 +132,7 @@ def page_url(engine: EngineProcess, token: str) -> str:
 
 def open_page(driver: webdriver.Chrome, url: str, state: str = "open") -> None:
     driver.get(url)
-    WebDriverWait(driver, WAIT_S).until(lambda d: status(d)[0] == state, f"no {state} status: {status(driver)}")
+    WebDriverWait(driver, WAIT_S).until(lambda d: status(d)[0] == state, f"the page never showed {state}")
 
 
 @pytest.fixture(scope="module")
