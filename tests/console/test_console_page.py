@@ -9,43 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from iii import III, InitOptions, TriggerAction, register_worker
 from iii.testing import EngineProcess
+from tests.browser import require_browser, start_chrome
 from tests.conftest import BUILD
 from tests.console.bulk import fill_stream_group
 from tests.observe_client import observing
 from tests.redis_server import RedisServer
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("III_REQUIRE_BROWSER"):  # set by .ci/run, which installs both
-        raise RuntimeError("the console test needs Debian's chromium and chromium-driver (apt-get install them)")
-    pytest.skip("no chromium/chromedriver here (CI installs them)", allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402 - only once the browser is known to exist
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+require_browser()
 
 WAIT_S = 20
 
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = start_chrome()
     try:
         yield driver
     finally:
