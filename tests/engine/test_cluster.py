@@ -370,3 +370,36 @@ async def test_an_engine_leaves_the_cluster_at_once_even_when_stopped_while_join
         done, _ = await asyncio.wait([stopping], timeout=5)
         assert done, f"the cluster did not stop within 5 s when stopped {steps} loop steps after it started"
         await stopping
+
+
+async def test_a_function_held_by_an_engine_that_died_after_its_watch_gave_up_is_claimed_all_the_same(
+    start_engine: StartEngine, redis_server: RedisServer
+) -> None:
+    """Engine Z holds svc::orphan but cannot be reached while its key lives on (a partition), long enough for A's
+    watch of it to give up; then Z dies (its key goes) and no one purges it. A, whose worker serves svc::orphan,
+    must claim it all the same (before, nothing tried again: it stayed Z's, and A's calls of it went nowhere)."""
+    a = await start_engine()
+    async with aioredis.from_url(redis_server.url) as registry:
+        await registry.set(f"{PREFIX}engine:Z", "ws://127.0.0.1:9")  # nothing listens there
+        await registry.hset(FUNCTIONS_KEY, "svc::orphan", "Z")
+        cluster_a = Cluster(a.core, redis_server.url, "A", url(a), heartbeat_s=0.2, ttl_s=0.6)
+        await cluster_a.start()
+        try:
+            worker = await RawWorker.connect(url(a))
+            await worker.register("svc::orphan")
+            await eventually(lambda: "Z" in cluster_a._watching, 5, "A watches Z")
+            await eventually(lambda: "Z" not in cluster_a._watching, 10, "A's watch of Z gives up (Z's key lives)")
+            await registry.delete(f"{PREFIX}engine:Z")  # Z dies; no one is watching
+
+            async def held_by_a() -> bool:
+                return await registry.hget(FUNCTIONS_KEY, "svc::orphan") == b"A"
+
+            async with asyncio.timeout(5):
+                while not await held_by_a():  # noqa: ASYNC110 - Redis tells no one of a hash field's change
+                    await asyncio.sleep(0.05)
+            caller = await RawWorker.connect(url(a))
+            await caller.invoke("svc::orphan", {})
+            await worker.serve_one(lambda d: "from A")
+            assert (await caller.recv_type("invocationresult"))["result"] == "from A"
+        finally:
+            await cluster_a.stop()

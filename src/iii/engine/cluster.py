@@ -260,6 +260,8 @@ class Cluster:
                 holder = _text(await self._redis.hget(FUNCTIONS_KEY, function_id) or b"")
                 if holder == self.engine_id:
                     self._held.add(function_id)  # held since before Redis was lost
+                elif holder and await self.address_of(holder) is None:
+                    await self._purge(holder)  # its engine is gone and no one purged it: claim on the next pass
                 elif holder:
                     await self._learn(function_id, holder)  # held elsewhere: this engine's worker stands by
         for function_id in sorted(self._held - served):
@@ -293,6 +295,10 @@ class Cluster:
                 await self._heartbeat_once()
             except (RedisError, OSError) as error:
                 log.warning("cluster: heartbeat failed (%s)", error)
+            if self._served_here() - self._held:
+                # Served here but held elsewhere: try again each beat, since the news that frees it (a purge, an
+                # announcement) can be lost with Redis or a watch that gave up; a live holder costs two commands.
+                self._sync_needed.set()
 
     async def address_of(self, engine_id: str) -> str | None:
         """The address of a live engine of the cluster; None if it is not (or no longer) one."""
