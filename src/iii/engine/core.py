@@ -121,9 +121,9 @@ class Core:
         self.availability = Availability(self)
         self._worker_left: list[Callable[[str], None]] = []
         self._kinds: dict[str, tuple[str, KindAcceptor]] = {}
+        """The module and acceptor of each function kind, by its ``registerfunction`` field."""
         self._telemetry: tuple[str, TelemetrySink] | None = None
         """The module that receives the SDKs' telemetry, and its sink (None: it is dropped)."""
-        """The module and acceptor of each function kind, by its ``registerfunction`` field."""
         self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
             InvokeFunction: self._on_invoke,
             InvocationResult: self.calls.on_result,

@@ -252,8 +252,9 @@ class RefusingSocket(TrackedListener):
 class TelemetrySocket(TrackedListener):
     """``/otel``: the SDKs' telemetry. Each binary message (its fragments joined) goes to ``deliver``; text
     frames are ignored. While ``wanted()`` is false (no module receives telemetry) everything is read and
-    dropped unassembled. A message larger than ``max_message_bytes`` is dropped (logged) and the socket goes on:
-    one bad message must not cost the SDK its connection."""
+    dropped unassembled. A message larger than ``max_message_bytes`` is dropped (logged once per socket, so that
+    a sender cannot flood the log) and the socket goes on: one bad message must not cost the SDK its
+    connection."""
 
     def __init__(
         self,
@@ -268,6 +269,8 @@ class TelemetrySocket(TrackedListener):
         self._max_bytes = max_message_bytes
         self._fragments: bytearray | None = None
         """The message being received, while its fragments arrive (None: none, or one being skipped)."""
+        self._oversized = 0
+        """Messages dropped for their size."""
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
@@ -294,13 +297,18 @@ class TelemetrySocket(TrackedListener):
 
     def _check_size(self) -> bool:
         if self._fragments is not None and len(self._fragments) > self._max_bytes:
-            log.warning("dropped a telemetry message over %d bytes", self._max_bytes)
             self._fragments = None
+            self._drop_oversized()
             return False
         return True
 
     def _complete(self, message: bytes) -> None:
         if len(message) > self._max_bytes:
-            log.warning("dropped a telemetry message over %d bytes", self._max_bytes)
+            self._drop_oversized()
             return
         self._deliver(message)
+
+    def _drop_oversized(self) -> None:
+        self._oversized += 1
+        if self._oversized == 1:
+            log.warning("dropped a telemetry message over %d bytes (--max-message-bytes)", self._max_bytes)

@@ -235,7 +235,8 @@ class WorkerConnection(ReadHolds, TrackedListener):
             payload = frame.get_payload_as_memoryview()
             if bytes(payload[:4]) in _TELEMETRY_PREFIXES:
                 # Telemetry belongs on /otel, but the reference takes it here too.
-                self.core.on_telemetry(bytes(payload))
+                if self.core.receives_telemetry:
+                    self.core.on_telemetry(bytes(payload))
                 return
             self.core.send_error_notice(
                 self, errors.INVALID_MESSAGE, "binary frames are not accepted on the control socket; send JSON text"

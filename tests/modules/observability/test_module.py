@@ -145,6 +145,14 @@ async def test_malformed_messages_are_counted_and_dropped_and_the_next_one_is_ke
     assert counted[(("outcome", "stored"), ("signal", "logs"))] == 1
 
 
+async def test_a_message_over_max_message_bytes_is_dropped_undecoded(start_observability: StartObservability) -> None:
+    module, host = await start_observability(max_message_bytes=400)
+    send(host, logs_message("x" * 400))
+    send(host, logs_message("fits"))
+    assert [row["body"] for row in (await host.call("engine::logs::list", {}))["logs"]] == ["fits"]
+    assert samples(module, "observability_messages_total")[(("outcome", "too_large"), ("signal", "logs"))] == 1
+
+
 async def test_the_bounds_hold_the_oldest_records_go_and_are_counted(start_observability: StartObservability) -> None:
     module, host = await start_observability(logs_max_count=3, spans_max_count=100, spans_max_bytes=1500)
     for index in range(5):

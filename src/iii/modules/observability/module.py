@@ -5,7 +5,8 @@ It receives the engine's telemetry (:meth:`~iii.modules.api.ModuleHost.receive_t
 (:mod:`.otlp`) and keeps the records in three rings (:class:`.store.Ring`), each bounded by a count and by bytes
 (``[observability]`` settings): past a bound the oldest records go, counted in
 ``iii_observability_dropped_total{signal}``. A message that does not decode is dropped whole and counted in
-``iii_observability_messages_total{signal, outcome="malformed"}``; the connection it came on goes on.
+``iii_observability_messages_total{signal, outcome="malformed"}`` (one over ``max_message_bytes``, undecoded, as
+``too_large``); the connection it came on goes on.
 
 Functions, with the reference's names, inputs and answers (times in its units: filters in Unix milliseconds,
 records in nanoseconds):
@@ -55,7 +56,7 @@ LEVELS: Final = {
 }
 """``engine::log::<level>``: the severity text and number of its records (the reference's)."""
 MALFORMED_LOG_INTERVAL_S: Final = 60.0
-"""A malformed message is logged (a warning) at most this often; all are counted."""
+"""A dropped message (malformed, too large) is logged (a warning) at most this often; all are counted."""
 _NS_PER_MS: Final = 1_000_000
 _MAX_LIMIT: Final = 10_000
 """At most this many records in one answer."""
@@ -73,8 +74,13 @@ class ObservabilitySettings:
     spans_max_bytes: int = 16 * 1024 * 1024
     metrics_max_count: int = 10_000
     metrics_max_bytes: int = 8 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024
+    """A larger telemetry message is dropped undecoded (counted as ``too_large``): decoding runs on the engine's
+    loop, and the SDKs' batches are far smaller."""
 
     def __post_init__(self) -> None:
+        if self.max_message_bytes < 1:
+            raise ValueError("observability needs max_message_bytes >= 1")
         for name in ("logs", "spans", "metrics"):
             if getattr(self, f"{name}_max_count") < 1 or getattr(self, f"{name}_max_bytes") < 1:
                 raise ValueError(f"observability needs {name}_max_count >= 1 and {name}_max_bytes >= 1")
@@ -128,23 +134,26 @@ class ObservabilityModule:
         if not self._running:
             return
         signal = otlp.SIGNALS.get(message[:4], "unknown")
+        if len(message) > self.settings.max_message_bytes:
+            self._count(signal, "too_large")
+            self._warn(f"dropped a telemetry message ({signal}) of {len(message)} bytes, over max_message_bytes")
+            return
         try:
             signal, records = otlp.decode(message)
             self._keep(self._ring(signal), records)
         except otlp.MalformedTelemetry as exc:
             self._count(signal, "malformed")
-            now = time.monotonic()
-            if now - self._last_malformed_log >= MALFORMED_LOG_INTERVAL_S:
-                self._last_malformed_log = now
-                log.warning(
-                    "dropped a malformed telemetry message (%s, %d bytes): %s; %d so far",
-                    signal,
-                    len(message),
-                    exc,
-                    self._messages.get((signal, "malformed"), 0),
-                )
+            self._warn(f"dropped a malformed telemetry message ({signal}, {len(message)} bytes): {exc}")
             return
         self._count(signal, "stored")
+
+    def _warn(self, what: str) -> None:
+        """Log a dropped message, at most once a :data:`MALFORMED_LOG_INTERVAL_S` (all are counted)."""
+        now = time.monotonic()
+        if now - self._last_malformed_log >= MALFORMED_LOG_INTERVAL_S:
+            self._last_malformed_log = now
+            dropped = sum(n for (_, outcome), n in self._messages.items() if outcome != "stored")
+            log.warning("%s; %d dropped so far (iii_observability_messages_total)", what, dropped)
 
     def _keep(self, ring: Ring[dict[str, Any]], records: Iterable[dict[str, Any]]) -> None:
         for record in records:
@@ -395,7 +404,7 @@ class ObservabilityModule:
                 "observability_messages_total",
                 count,
                 {"signal": signal, "outcome": outcome},
-                "Telemetry messages received (stored, or malformed and dropped)",
+                "Telemetry messages received (stored, or dropped: malformed, too_large)",
                 "counter",
             )
 
