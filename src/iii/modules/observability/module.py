@@ -60,7 +60,6 @@ MALFORMED_LOG_INTERVAL_S: Final = 60.0
 _NS_PER_MS: Final = 1_000_000
 _MAX_LIMIT: Final = 10_000
 """At most this many records in one answer."""
-_SIGNALS: Final = ("logs", "spans", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
