@@ -2,6 +2,7 @@
 functions (``engine::log::*``, ``engine::logs::*``, ``engine::traces::*``, ``engine::metrics::list``,
 ``engine::health::check``)."""
 
-from .module import ObservabilityModule, ObservabilitySettings
+from .module import ObservabilityModule
+from .settings import ObservabilitySettings
 
 __all__ = ["ObservabilityModule", "ObservabilitySettings"]

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -42,7 +41,8 @@ from iii._version import __version__
 from iii.modules.api import CallInfo, FunctionError, MetricSample, ModuleHost
 from iii.protocol.errors import DESERIALIZATION_ERROR
 
-from . import otlp
+from . import otlp, queries
+from .settings import ObservabilitySettings
 from .store import Ring
 
 log = logging.getLogger("iii.modules.observability")
@@ -57,32 +57,6 @@ LEVELS: Final = {
 """``engine::log::<level>``: the severity text and number of its records (the reference's)."""
 MALFORMED_LOG_INTERVAL_S: Final = 60.0
 """A dropped message (malformed, too large) is logged (a warning) at most this often; all are counted."""
-_NS_PER_MS: Final = 1_000_000
-_MAX_LIMIT: Final = 10_000
-"""At most this many records in one answer."""
-
-
-@dataclass(frozen=True, slots=True)
-class ObservabilitySettings:
-    """The ``[observability]`` table: how much each store keeps (the oldest go past either bound). A record's
-    bytes are the size of its JSON; Python's objects for it take a few times that."""
-
-    logs_max_count: int = 10_000
-    logs_max_bytes: int = 8 * 1024 * 1024
-    spans_max_count: int = 10_000
-    spans_max_bytes: int = 16 * 1024 * 1024
-    metrics_max_count: int = 10_000
-    metrics_max_bytes: int = 8 * 1024 * 1024
-    max_message_bytes: int = 16 * 1024 * 1024
-    """A larger telemetry message is dropped undecoded (counted as ``too_large``): decoding runs on the engine's
-    loop, and the SDKs' batches are far smaller."""
-
-    def __post_init__(self) -> None:
-        if self.max_message_bytes < 1:
-            raise ValueError("observability needs max_message_bytes >= 1")
-        for name in ("logs", "spans", "metrics"):
-            if getattr(self, f"{name}_max_count") < 1 or getattr(self, f"{name}_max_bytes") < 1:
-                raise ValueError(f"observability needs {name}_max_count >= 1 and {name}_max_bytes >= 1")
 
 
 class ObservabilityModule:
@@ -166,11 +140,11 @@ class ObservabilityModule:
 
     def _logger(self, severity_text: str, severity_number: int) -> Callable[[Any, CallInfo], None]:
         def log_record(data: Any, call: CallInfo) -> None:
-            payload = _object(data)
+            payload = queries.as_object(data)
             message = payload.get("message")
             if not isinstance(message, str):
                 raise FunctionError(DESERIALIZATION_ERROR, "message must be a string")
-            fields = {key: _optional_str(payload, key) for key in ("trace_id", "span_id", "service_name")}
+            fields = {key: queries.optional_str(payload, key) for key in ("trace_id", "span_id", "service_name")}
             extra = payload.get("data")
             now = time.time_ns()
             record: dict[str, Any] = {
@@ -193,40 +167,13 @@ class ObservabilityModule:
 
         return log_record
 
-    # --- logs ----------------------------------------------------------------------------------------
+    # --- queries -------------------------------------------------------------------------------------
 
     def _list_logs(self, data: Any, call: CallInfo) -> dict[str, Any]:
-        query = _object(data)
-        trace_id = _optional_str(query, "trace_id")
-        span_id = _optional_str(query, "span_id")
-        severity_min = _optional_int(query, "severity_min")
-        severity_text = _optional_str(query, "severity_text")
-        service = (_optional_str(query, "service_name") or "").lower()
-        start_ns, end_ns = _window(query)
-        offset, limit = _optional_int(query, "offset") or 0, _optional_int(query, "limit")
-
-        def wanted(record: dict[str, Any]) -> bool:
-            stamp = record["timestamp_unix_nano"]
-            return (
-                (trace_id is None or record["trace_id"] == trace_id)
-                and (span_id is None or record["span_id"] == span_id)
-                and (severity_min is None or record["severity_number"] >= severity_min)
-                and (severity_text is None or record["severity_text"].lower() == severity_text.lower())
-                and (start_ns is None or stamp >= start_ns)
-                and (end_ns is None or stamp <= end_ns)
-                and (not service or service in record["service_name"].lower())
-            )
-
-        found = sorted(
-            (record for record in self.logs if wanted(record)), key=lambda r: r["timestamp_unix_nano"], reverse=True
-        )
-        asked = {key: query.get(key) for key in LOGS_QUERY_KEYS}
-        return {
-            "logs": _page(found, offset, limit),
-            "total": len(found),
-            "query": asked,
-            "timestamp": time.time_ns() // _NS_PER_MS,
-        }
+        query = queries.as_object(data)
+        logs, total = queries.list_logs(self.logs, query)
+        asked = {key: query.get(key) for key in queries.LOGS_QUERY_KEYS}
+        return {"logs": logs, "total": total, "query": asked, "timestamp": queries.now_ms()}
 
     @staticmethod
     def _clear(ring: Ring[dict[str, Any]]) -> Callable[[Any, CallInfo], dict[str, Any]]:
@@ -236,79 +183,12 @@ class ObservabilityModule:
 
         return clear
 
-    # --- traces --------------------------------------------------------------------------------------
-
     def _list_traces(self, data: Any, call: CallInfo) -> dict[str, Any]:
-        query = _object(data)
-        offset, limit = _optional_int(query, "offset") or 0, _optional_int(query, "limit") or 100
-        trace_id = _optional_str(query, "trace_id")
-        trace_ids = query.get("trace_ids")
-        if trace_ids is not None and not (
-            isinstance(trace_ids, list) and all(isinstance(item, str) for item in trace_ids)
-        ):
-            raise FunctionError(DESERIALIZATION_ERROR, "trace_ids must be a list of strings")
-        wanted_ids = {trace_id} if trace_id is not None else set(trace_ids) if trace_ids is not None else None
-        service = (_optional_str(query, "service_name") or "").lower()
-        name = (_optional_str(query, "name") or "").lower()
-        status = (_optional_str(query, "status") or "").lower()
-        min_ms, max_ms = _optional_float(query, "min_duration_ms"), _optional_float(query, "max_duration_ms")
-        start_ns, end_ns = _window(query)
-        required = _pairs(query, "attributes")
-        excluded = _pairs(query, "exclude_attributes")
-        include_internal = query.get("include_internal") is True
-        search_all = query.get("search_all_spans") is True
-        spans = list(self.spans)
-        present = {span["span_id"] for span in spans}
-
-        def wanted(span: dict[str, Any]) -> bool:
-            attributes = {(pair[0], pair[1]) for pair in span["attributes"]}
-            duration_ms = _duration_ms(span)
-            return (
-                (search_all or span["parent_span_id"] is None or span["parent_span_id"] not in present)
-                and (wanted_ids is None or span["trace_id"] in wanted_ids)
-                and (include_internal or not _internal(span))
-                and not (attributes & excluded)
-                and required <= attributes
-                and service in span["service_name"].lower()
-                and name in span["name"].lower()
-                and status in span["status"].lower()
-                and (min_ms is None or duration_ms >= min_ms)
-                and (max_ms is None or duration_ms <= max_ms)
-                and (start_ns is None or span["end_time_unix_nano"] >= start_ns)
-                and (end_ns is None or span["start_time_unix_nano"] <= end_ns)
-            )
-
-        found = [span for span in spans if wanted(span)]
-        sort_by = query.get("sort_by")
-        key: Callable[[dict[str, Any]], Any] = {
-            "duration": _duration_ms,
-            "duration_ms": _duration_ms,
-            "service_name": lambda span: span["service_name"],
-            "name": lambda span: span["name"],
-        }.get(sort_by if isinstance(sort_by, str) else "", lambda span: span["start_time_unix_nano"])
-        sort_order = query.get("sort_order")
-        found.sort(key=key, reverse=isinstance(sort_order, str) and sort_order.lower() == "desc")
-        return {
-            "spans": _page(found, offset, limit),
-            "total": len(found),
-            "offset": offset,
-            "limit": limit,
-            "storage": self._storage(),
-        }
+        spans, total, offset, limit = queries.list_traces(self.spans, queries.as_object(data))
+        return {"spans": spans, "total": total, "offset": offset, "limit": limit, "storage": self._storage()}
 
     def _trace_tree(self, data: Any, call: CallInfo) -> dict[str, Any]:
-        trace_id = _optional_str(_object(data), "trace_id")
-        if trace_id is None:
-            raise FunctionError(DESERIALIZATION_ERROR, "trace_id (a string) is required")
-        spans = sorted(
-            (span for span in self.spans if span["trace_id"] == trace_id), key=lambda s: s["start_time_unix_nano"]
-        )
-        nodes = {span["span_id"]: {**span, "children": []} for span in spans}
-        roots: list[dict[str, Any]] = []
-        for node in nodes.values():
-            parent = nodes.get(node["parent_span_id"]) if node["parent_span_id"] is not None else None
-            (parent["children"] if parent is not None and parent is not node else roots).append(node)
-        return {"roots": roots, "storage": self._storage()}
+        return {"roots": queries.trace_tree(self.spans, queries.as_object(data)), "storage": self._storage()}
 
     def _storage(self) -> dict[str, Any]:
         """The reference's ``storage`` status: no archive here; ``partial`` once spans were dropped."""
@@ -318,56 +198,13 @@ class ObservabilityModule:
             "dropped_spans": self.spans.dropped,
         }
 
-    # --- metrics and health --------------------------------------------------------------------------
-
     def _list_metrics(self, data: Any, call: CallInfo) -> dict[str, Any]:
-        query = _object(data)
-        metric_name = _optional_str(query, "metric_name")
-        start_ns, end_ns = _window(query)
-        sdk_metrics = [
-            metric
-            for metric in self.metric_points
-            if (metric_name is None or metric["name"] == metric_name)
-            and (start_ns is None or metric["timestamp_unix_nano"] >= start_ns)
-            and (end_ns is None or metric["timestamp_unix_nano"] <= end_ns)
-        ]
+        query = queries.as_object(data)
         return {
-            "engine_metrics": self._invocation_metrics(),
-            "sdk_metrics": sdk_metrics,
-            "timestamp": time.time_ns() // _NS_PER_MS,
-            "query": {key: query.get(key) for key in ("start_time", "end_time", "aggregate_interval", "metric_name")},
-        }
-
-    def _invocation_metrics(self) -> dict[str, Any]:
-        """Invocations and their latencies, from the stored spans of function executions (``execute <id>``, what
-        the SDKs record around a handler)."""
-        by_function: dict[str, int] = {}
-        durations: list[float] = []
-        errors = 0
-        for span in self.spans:
-            function_id = _executed_function(span)
-            if function_id is None:
-                continue
-            by_function[function_id] = by_function.get(function_id, 0) + 1
-            durations.append(_duration_ms(span))
-            errors += span["status"] == "error"
-        durations.sort()
-        return {
-            "invocations": {
-                "total": len(durations),
-                "success": len(durations) - errors,
-                "error": errors,
-                "deferred": 0,
-                "by_function": by_function,
-            },
-            "performance": {
-                "avg_duration_ms": sum(durations) / len(durations) if durations else 0.0,
-                "p50_duration_ms": _percentile(durations, 0.50),
-                "p95_duration_ms": _percentile(durations, 0.95),
-                "p99_duration_ms": _percentile(durations, 0.99),
-                "min_duration_ms": durations[0] if durations else 0.0,
-                "max_duration_ms": durations[-1] if durations else 0.0,
-            },
+            "engine_metrics": queries.invocation_metrics(self.spans),
+            "sdk_metrics": queries.list_sdk_metrics(self.metric_points, query),
+            "timestamp": queries.now_ms(),
+            "query": {key: query.get(key) for key in queries.METRICS_QUERY_KEYS},
         }
 
     def _health(self, data: Any, call: CallInfo) -> dict[str, Any]:
@@ -384,7 +221,7 @@ class ObservabilityModule:
                     stored_spans=len(self.spans), hot_bytes=self.spans.bytes, dropped=self.spans.dropped
                 ),
             },
-            "timestamp": time.time_ns() // _NS_PER_MS,
+            "timestamp": queries.now_ms(),
             "version": __version__,
         }
 
@@ -439,88 +276,3 @@ LOG_REQUEST_FORMAT: Final = {
     },
     "required": ["message"],
 }
-LOGS_QUERY_KEYS: Final = (
-    "trace_id",
-    "span_id",
-    "severity_min",
-    "severity_text",
-    "start_time",
-    "end_time",
-    "offset",
-    "limit",
-)
-
-
-def _object(data: Any) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise FunctionError(DESERIALIZATION_ERROR, "the input must be an object")
-    return data
-
-
-def _optional_str(query: Mapping[str, Any], key: str) -> str | None:
-    value = query.get(key)
-    if value is not None and not isinstance(value, str):
-        raise FunctionError(DESERIALIZATION_ERROR, f"{key} must be a string")
-    return value
-
-
-def _optional_int(query: Mapping[str, Any], key: str) -> int | None:
-    value = query.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise FunctionError(DESERIALIZATION_ERROR, f"{key} must be a non-negative integer")
-    return value
-
-
-def _optional_float(query: Mapping[str, Any], key: str) -> float | None:
-    value = query.get(key)
-    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-        raise FunctionError(DESERIALIZATION_ERROR, f"{key} must be a number")
-    return None if value is None else float(value)
-
-
-def _window(query: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """``start_time`` and ``end_time`` (Unix milliseconds) in nanoseconds."""
-    start, end = _optional_int(query, "start_time"), _optional_int(query, "end_time")
-    return (None if start is None else start * _NS_PER_MS), (None if end is None else end * _NS_PER_MS)
-
-
-def _pairs(query: Mapping[str, Any], key: str) -> set[tuple[str, str]]:
-    value = query.get(key)
-    if value is None:
-        return set()
-    if not isinstance(value, list) or not all(
-        isinstance(pair, list) and len(pair) == 2 and all(isinstance(item, str) for item in pair) for pair in value
-    ):
-        raise FunctionError(DESERIALIZATION_ERROR, f"{key} must be a list of [key, value] string pairs")
-    return {(pair[0], pair[1]) for pair in value}
-
-
-def _page(records: list[dict[str, Any]], offset: int, limit: int | None) -> list[dict[str, Any]]:
-    return records[offset : offset + min(_MAX_LIMIT, _MAX_LIMIT if limit is None else limit)]
-
-
-def _duration_ms(span: dict[str, Any]) -> float:
-    end: int = span["end_time_unix_nano"] or time.time_ns()
-    start: int = span["start_time_unix_nano"]
-    return max(0, end - start) / _NS_PER_MS
-
-
-def _internal(span: dict[str, Any]) -> bool:
-    """An engine-internal span, hidden from listings unless asked for (the reference's rule)."""
-    return any(
-        (key == "iii.function.kind" and value == "internal") or (key == "function_id" and value.startswith("engine::"))
-        for key, value in span["attributes"]
-    )
-
-
-def _executed_function(span: dict[str, Any]) -> str | None:
-    name: str = span["name"]
-    return name[len("execute ") :] if name.startswith("execute ") else None
-
-
-def _percentile(ordered: list[float], fraction: float) -> float:
-    if not ordered:
-        return 0.0
-    return float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))])
