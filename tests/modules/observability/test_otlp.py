@@ -80,6 +80,15 @@ def test_structured_values_and_the_python_sdks_hex_bytes_decode() -> None:
     assert records[0]["attributes"] == {"raw": "00ff", "data": {"a": [1.5, True]}}
 
 
+def test_base64_bytes_as_protobufs_json_writes_them_decode_to_hex() -> None:
+    document = json.loads(logs_message("x")[4:])
+    document["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["attributes"] = [
+        {"key": "raw", "value": {"bytesValue": "AP8="}}
+    ]
+    _, records = otlp.decode(b"LOGS" + json.dumps(document).encode())
+    assert records[0]["attributes"] == {"raw": "00ff"}
+
+
 def test_metrics_carry_their_type_and_points() -> None:
     signal, records = otlp.decode(metrics_message("worker.memory", 42))
     assert signal == "metrics"
