@@ -55,6 +55,7 @@ def _run_caller(args: list[str], engine_pid: int | None) -> dict[str, float]:
     with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as worker:
         assert worker.stdout is not None
         cpu0 = 0.0
+        result: dict[str, float] | None = None
         for line in worker.stdout:
             message = json.loads(line)
             if "measuring" in message:
@@ -65,11 +66,14 @@ def _run_caller(args: list[str], engine_pid: int | None) -> dict[str, float]:
                 result["engine_us_per_call"] = (cpu1 - cpu0) / message["calls"] * 1e6
         if worker.wait(60) != 0:
             raise RuntimeError(f"the worker exited with {worker.returncode}")
+    if result is None:
+        raise RuntimeError("the worker printed no result")
     return result
 
 
 async def capture(python: Path, seconds: float, in_flight: int) -> list[bytes]:
-    """The telemetry messages an official worker sends while calling through an in-process engine."""
+    """The telemetry messages two official workers send while one calls the other through an in-process engine
+    (whose observability module keeps them too)."""
     data_dir = tempfile.TemporaryDirectory(prefix="iii-bench-")
     config = EngineConfig(host="127.0.0.1", port=0, http_port=0, stream_port=0, data_dir=data_dir.name)
     engine = Engine(config)
