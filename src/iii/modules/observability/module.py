@@ -9,7 +9,7 @@ It receives the engine's telemetry (:meth:`~iii.modules.api.ModuleHost.receive_t
 ``too_large``); the connection it came on goes on.
 
 Functions, with the reference's names, inputs and answers (times in its units: filters in Unix milliseconds,
-records in nanoseconds):
+records in nanoseconds); each handler reads its input and runs a query of :mod:`.queries` over the rings:
 
 * ``engine::log::info|warn|error|debug|trace`` ``{message, data?, trace_id?, span_id?, service_name?}``: a log
   record from the caller (severity 9, 13, 17, 5, 1); answers null.
