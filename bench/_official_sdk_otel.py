@@ -6,8 +6,8 @@
   ``{"measuring": true}`` when the warm-up ends and ``{"calls": N, "seconds": S}`` at the end. It is a process
   of its own: the official SDK runs a function registered by the same worker without the engine.
 
-Every call is spans (the caller's and the handler's), which each SDK batches to the engine's ``/otel`` every
-100 ms.
+The callee's SDK records a span around each execution of the handler (the caller's records none) and batches
+them to the engine's ``/otel`` every 100 ms.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""What the observability module's ingestion costs the engine (it runs by default; the official SDKs send a span
-per call and per handler execution, batched every 100 ms).
+"""What the observability module's ingestion costs the engine (it runs by default; the official Python SDK sends a
+span per execution of a handler, batched every 100 ms).
 
 * **micro**: the engine CPU per span and per log record received. Telemetry messages are captured from two
   official Python SDK workers (PyPI ``iii-sdk`` 0.25.0, telemetry on, ``bench/_official_sdk_otel.py``), one
