@@ -109,7 +109,7 @@ async def test_with_a_token_nothing_gets_in_without_it() -> None:
         # Where a client cannot send a header, the token may come in the URL.
         in_query = await RawWorker.connect(engine.url + f"/?token={token}")
         await in_query.ping()
-        # The Node SDK's telemetry socket can carry no token: it is let in (what it sends is dropped), so it
+        # The Node SDK's telemetry socket can carry no token: it is let in (what it sends is only stored), so it
         # does not reconnect forever.
         telemetry = await connect_raw(engine.url + "/otel")
         await telemetry.send(b"LOGS{}")

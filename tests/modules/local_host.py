@@ -3,7 +3,8 @@
 It keeps what a module registers and lets a test act as the rest of the system: call the module's functions
 (:meth:`LocalHost.call`), serve functions the module invokes (:meth:`LocalHost.serve`), bind functions to the
 module's trigger types (:meth:`LocalHost.bind`), register functions of the module's kind as a worker would
-(:meth:`LocalHost.register_kind`) and say that a worker left (:meth:`LocalHost.worker_left`).
+(:meth:`LocalHost.register_kind`), say that a worker left (:meth:`LocalHost.worker_left`) and send the module
+telemetry (:attr:`LocalHost.telemetry`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from iii.modules.api import (
     FunctionRegistration,
     Handler,
     InvocationError,
+    TelemetrySink,
     TriggerProvider,
     WorkerGate,
 )
@@ -43,6 +45,8 @@ class LocalHost:
         self._void_tasks: set[asyncio.Task[Any]] = set()
         self.gate: WorkerGate | None = None
         """The gate of the worker port the module opened (:meth:`serve_workers`), for the test to knock on."""
+        self.telemetry: TelemetrySink | None = None
+        """Where the module receives telemetry (:meth:`receive_telemetry`), for the test to send it."""
 
     # --- ModuleHost ------------------------------------------------------------------------------------
 
@@ -96,6 +100,10 @@ class LocalHost:
 
     async def create_channel(self, buffer_frames: int = 64) -> Any:
         raise NotImplementedError("LocalHost has no channels: test a module that uses them on an engine")
+
+    def receive_telemetry(self, sink: TelemetrySink) -> None:
+        assert self.telemetry is None, "telemetry received twice"
+        self.telemetry = sink
 
     async def serve_workers(self, host: str, port: int, gate: WorkerGate) -> Any:
         """No port is opened: the gate is kept for the test (:attr:`gate`)."""

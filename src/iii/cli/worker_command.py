@@ -1,6 +1,7 @@
 """``iii worker MODULE``: run one of the engine's modules (state, pubsub, cron, queue, http) as its own worker process.
 
-http_functions cannot: it serves functions that other workers register, which only the engine can do.
+http_functions and observability cannot: they serve functions that other workers register, or receive the
+telemetry other workers send, which only the engine can do.
 
 The module is the same code the engine runs inside itself; here it serves its functions and trigger types
 through a worker connection, next to any engine (ours or the reference). Its settings come from the same
@@ -69,7 +70,7 @@ def worker(
         raise click.ClickException(str(exc)) from None
     try:
         asyncio.run(run_module_worker(instance, client))
-    except NotImplementedError as exc:  # a module that runs inside the engine only (http_functions)
+    except NotImplementedError as exc:  # a module that runs inside the engine only (http_functions, observability)
         raise click.ClickException(str(exc)) from None
     finally:
         client.shutdown()

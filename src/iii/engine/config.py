@@ -132,10 +132,10 @@ class EngineConfig:
         },
     )
     modules: str = field(
-        default="state,stream,pubsub,cron,queue,http_functions",
+        default="state,stream,pubsub,cron,queue,http_functions,observability",
         metadata={
             "help": "the modules to run, comma-separated (empty: none): state, stream, pubsub, cron, queue, "
-            "http_functions"
+            "http_functions, observability"
         },
     )
     module_settings: Mapping[str, Mapping[str, Any]] = field(

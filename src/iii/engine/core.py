@@ -70,6 +70,7 @@ from iii.protocol.messages import (
 if TYPE_CHECKING:
     from iii.engine.links import EngineLink
     from iii.engine.worker_socket import WorkerConnection
+    from iii.modules.api import TelemetrySink
 
 log = logging.getLogger("iii.engine")
 
@@ -121,6 +122,8 @@ class Core:
         self._worker_left: list[Callable[[str], None]] = []
         self._kinds: dict[str, tuple[str, KindAcceptor]] = {}
         """The module and acceptor of each function kind, by its ``registerfunction`` field."""
+        self._telemetry: tuple[str, TelemetrySink] | None = None
+        """The module that receives the SDKs' telemetry, and its sink (None: it is dropped)."""
         self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
             InvokeFunction: self._on_invoke,
             InvocationResult: self.calls.on_result,
@@ -152,6 +155,29 @@ class Core:
         if provided is not None:
             raise ValueError(f"module {module}: functions with {field!r} are served by module {provided[0]}")
         self._kinds[field] = (module, accept)
+
+    def provide_telemetry_sink(self, module: str, sink: TelemetrySink) -> None:
+        """Have ``module``'s ``sink`` receive the telemetry messages the server accepts; ``ValueError`` if another
+        module receives them already."""
+        if self._telemetry is not None:
+            raise ValueError(f"module {module}: telemetry is received by module {self._telemetry[0]}")
+        self._telemetry = (module, sink)
+
+    @property
+    def receives_telemetry(self) -> bool:
+        """Whether a module receives telemetry (else the server need not even assemble the messages)."""
+        return self._telemetry is not None
+
+    def on_telemetry(self, message: bytes) -> None:
+        """Hand one telemetry message to the module that receives them, if any; a sink that raises loses only this
+        message (logged), never the connection it came on."""
+        if self._telemetry is None:
+            return
+        module, sink = self._telemetry
+        try:
+            sink.receive(message)
+        except Exception:
+            log.exception("module=%s failed on a telemetry message of %d bytes; dropped", module, len(message))
 
     # --- workers --------------------------------------------------------------------------------
 

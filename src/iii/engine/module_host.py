@@ -31,6 +31,7 @@ from iii.modules.api import (
     FunctionRegistration,
     Handler,
     InvocationError,
+    TelemetrySink,
     TriggerProvider,
     WorkerGate,
     WorkerPort,
@@ -225,6 +226,9 @@ class InProcessHost:
         if self._ports is None:
             raise RuntimeError(f"module {self._module}: this engine has no server to open a worker port on")
         return await self._ports.open_worker_port(self._module, host, port, gate)
+
+    def receive_telemetry(self, sink: TelemetrySink) -> None:
+        self._core.provide_telemetry_sink(self._module, sink)
 
 
 def _served_by(handler: Handler) -> BuiltinHandler:

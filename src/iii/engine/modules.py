@@ -3,8 +3,8 @@
 A module is built from its settings dataclass: the two settings every module shares (``data_dir``: where its
 embedded backend keeps files; ``redis_url``: when set, its data lives in Redis) plus its own, taken from the
 config file's table named after it (``[state]``, ``[stream]``, ``[pubsub]``, ``[cron]``, ``[queue]``,
-``[http_functions]``, ``[rbac]``). The stream module's subscription port is the engine's own setting
-(``--stream-host``, ``--stream-port``), as the http module's is.
+``[http_functions]``, ``[observability]``, ``[rbac]``). The stream module's subscription port is the engine's
+own setting (``--stream-host``, ``--stream-port``), as the http module's is.
 Each module gets its own :class:`~iii.engine.module_host.InProcessHost` and nothing else of the engine.
 
 The http module is the engine's other front door: it runs unless ``--http-port`` is -1 (it is not listed in
@@ -112,6 +112,12 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "HttpFunctionsModule",
         "HttpFunctionsSettings",
         "functions behind an HTTP endpoint (registered with an invocation), called by the engine",
+    ),
+    "observability": ModuleSpec(
+        "iii.modules.observability",
+        "ObservabilityModule",
+        "ObservabilitySettings",
+        "the workers' logs, spans and metrics, kept in bounded memory (engine::log::*, logs, traces, metrics)",
     ),
     HTTP: ModuleSpec(
         "iii.modules.http",

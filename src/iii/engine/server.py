@@ -9,7 +9,7 @@ Routes (all WebSocket upgrades on one port):
 * ``/``: the worker control socket (:mod:`iii.engine.worker_socket`);
 * ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel (:mod:`iii.engine.sockets`); in a
   cluster, an end of another engine's channel is relayed to that engine (:mod:`iii.engine.channel_relay`);
-* ``/otel``: telemetry from the official SDKs, read and discarded;
+* ``/otel``: telemetry from the SDKs, for the module that receives it (read and discarded when none does);
 * ``GET /metrics`` (plain HTTP): Prometheus metrics (:mod:`iii.engine.metrics`);
 * ``GET /console`` and ``/console/state`` (plain HTTP): the live console page (:mod:`iii.engine.console`);
 * ``/console/query``: the console page's questions to the modules (:mod:`iii.engine.console_socket`).
@@ -56,7 +56,7 @@ from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from iii.engine.modules import RunningModules
-from iii.engine.sockets import ChannelSocket, DrainSocket, RefusingSocket, http_error
+from iii.engine.sockets import ChannelSocket, RefusingSocket, TelemetrySocket, http_error
 from iii.engine.worker_ports import GatedPort, Route
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.modules.api import WorkerGate
@@ -307,8 +307,9 @@ class Engine:
             return WorkerConnection(self.core, self.track, self.outbox, self.config.max_message_bytes)
         if path == "/otel":
             # The official Node SDK's telemetry socket carries neither a header nor a query: refused, it would
-            # reconnect forever. Telemetry is read and dropped, so accepting it gives nothing away.
-            return DrainSocket(self.track)
+            # reconnect forever. Telemetry only goes in (it is stored, never answered), so accepting it gives
+            # nothing away.
+            return self.telemetry_socket()
         if path in console.PAGE_PATHS or path == console.STATE_PATH:
             return self._console(path, authorized)
         if path == QUERY_PATH:
@@ -350,6 +351,13 @@ class Engine:
             return True
         in_query = parse_qs(query).get("token", [""])[0]
         return secrets.compare_digest(in_query.encode(), token.encode())
+
+    def telemetry_socket(self) -> TelemetrySocket:
+        """The listener of an ``/otel`` connection: its messages go to the core's telemetry sink, if any."""
+        core = self.core
+        return TelemetrySocket(
+            core.on_telemetry, lambda: core.receives_telemetry, self.config.max_message_bytes, self.track
+        )
 
     def route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener:
         """The socket of one channel end, given its key (``?key=...&dir=read|write``), or why not."""

@@ -4,7 +4,8 @@
   :class:`iii.engine.channels.Channel`.
 * :class:`RefusingSocket`: completes the upgrade only to close at once with a code and a reason (an end
   already taken, a missing token), so the client learns why.
-* :class:`DrainSocket`: ``/otel``; reads and discards everything, so official SDKs stop retrying.
+* :class:`TelemetrySocket`: ``/otel``; hands each binary message to the module that receives telemetry (through
+  the core), or reads and discards it when none does (the official SDKs would otherwise retry forever).
 
 Every listener reads its socket until it closes, and picows answers pings on all of them.
 """
@@ -248,9 +249,66 @@ class RefusingSocket(TrackedListener):
             transport.disconnect()
 
 
-class DrainSocket(TrackedListener):
-    """Reads and discards everything (telemetry from the official SDKs)."""
+class TelemetrySocket(TrackedListener):
+    """``/otel``: the SDKs' telemetry. Each binary message (its fragments joined) goes to ``deliver``; text
+    frames are ignored. While ``wanted()`` is false (no module receives telemetry) everything is read and
+    dropped unassembled. A message larger than ``max_message_bytes`` is dropped (logged once per socket, so that
+    a sender cannot flood the log) and the socket goes on: one bad message must not cost the SDK its
+    connection."""
+
+    def __init__(
+        self,
+        deliver: Callable[[bytes], None],
+        wanted: Callable[[], bool],
+        max_message_bytes: int,
+        tracker: Tracker = _untracked,
+    ) -> None:
+        super().__init__(tracker)
+        self._deliver = deliver
+        self._wanted = wanted
+        self._max_bytes = max_message_bytes
+        self._fragments: bytearray | None = None
+        """The message being received, while its fragments arrive (None: none, or one being skipped)."""
+        self._oversized = 0
+        """Messages dropped for their size."""
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type is WSMsgType.CLOSE:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.BINARY:
+            self._fragments = None
+            if not self._wanted():
+                return
+            if frame.fin:
+                self._complete(frame.get_payload_as_bytes())
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+                self._check_size()
+        elif msg_type is WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                return  # of a text message, of a dropped one, or of nothing
+            self._fragments += frame.get_payload_as_memoryview()
+            if self._check_size() and frame.fin:
+                message, self._fragments = bytes(self._fragments), None
+                self._complete(message)
+        elif msg_type is WSMsgType.TEXT:
+            self._fragments = None
+        elif msg_type is WSMsgType.CLOSE:
             answer_close(transport, frame)
+
+    def _check_size(self) -> bool:
+        if self._fragments is not None and len(self._fragments) > self._max_bytes:
+            self._fragments = None
+            self._drop_oversized()
+            return False
+        return True
+
+    def _complete(self, message: bytes) -> None:
+        if len(message) > self._max_bytes:
+            self._drop_oversized()
+            return
+        self._deliver(message)
+
+    def _drop_oversized(self) -> None:
+        self._oversized += 1
+        if self._oversized == 1:
+            log.warning("dropped a telemetry message over %d bytes (--max-message-bytes)", self._max_bytes)

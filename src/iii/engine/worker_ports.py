@@ -6,7 +6,7 @@ Routes (WebSocket upgrades):
   (admitted by the module's :class:`~iii.modules.api.WorkerGate`, then held to its policy);
 * ``/ws/channels/{channel_id}?key=…&dir=read|write``: one end of a channel, as on the engine's port (the key is
   the capability: an SDK connected here opens its channels here);
-* ``/otel``: telemetry, read and dropped, as on the engine's port.
+* ``/otel``: telemetry, as on the engine's port.
 
 Nothing else: the metrics, the console and the engine's token belong to the engine's own port.
 """
@@ -23,7 +23,7 @@ from picows import WSListener, WSTransport, WSUpgradeRequest, WSUpgradeResponseW
 from iii.engine.config import EngineConfig
 from iii.engine.core import Core
 from iii.engine.sessions import GatedSession
-from iii.engine.sockets import DrainSocket, http_error
+from iii.engine.sockets import http_error
 from iii.engine.worker_socket import Outbox, WorkerConnection
 from iii.modules.api import WorkerGate
 from iii.protocol.refs import CHANNEL_PATH_PREFIX
@@ -47,6 +47,8 @@ class Server(Protocol):
     async def listen(self, route: Route, host: str, port: int, *, start_serving: bool = True) -> asyncio.Server: ...
 
     def route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener: ...
+
+    def telemetry_socket(self) -> WSListener: ...
 
 
 def request_headers(request: WSUpgradeRequest) -> dict[str, str]:
@@ -109,5 +111,5 @@ class GatedPort:
             session = GatedSession(engine.core, self._gate, self._module, request_headers(request), query)
             return WorkerConnection(engine.core, engine.track, engine.outbox, engine.config.max_message_bytes, session)
         if path == "/otel":
-            return DrainSocket(engine.track)
+            return engine.telemetry_socket()
         return None  # picows answers 404

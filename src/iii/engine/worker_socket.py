@@ -234,7 +234,10 @@ class WorkerConnection(ReadHolds, TrackedListener):
         elif msg_type is WSMsgType.BINARY:
             payload = frame.get_payload_as_memoryview()
             if bytes(payload[:4]) in _TELEMETRY_PREFIXES:
-                return  # telemetry belongs on /otel; accepted and dropped like the reference engine
+                # Telemetry belongs on /otel, but the reference takes it here too.
+                if self.core.receives_telemetry:
+                    self.core.on_telemetry(bytes(payload))
+                return
             self.core.send_error_notice(
                 self, errors.INVALID_MESSAGE, "binary frames are not accepted on the control socket; send JSON text"
             )

@@ -40,6 +40,10 @@ Contracts:
   then held to the :class:`WorkerPolicy` the gate gave it: which functions it may see and call, what its
   registrations become (or whether they are refused), and which of its calls the module answers itself. Inside
   the engine only: over the worker protocol a worker cannot let others in.
+* Telemetry (:meth:`ModuleHost.receive_telemetry`): the binary messages the SDKs send to the engine's ``/otel``
+  socket (their logs, spans and metrics) go to the module's :class:`TelemetrySink`, one module at a time. With
+  no sink, the engine reads them and drops them. Inside the engine only: over the worker protocol a worker
+  does not see other workers' telemetry.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ __all__ = [
     "ModuleHost",
     "ModuleReader",
     "ModuleWriter",
+    "TelemetrySink",
     "TriggerDeclaration",
     "TriggerProvider",
     "TriggerTypeDeclaration",
@@ -356,6 +361,16 @@ class WorkerPort(Protocol):
         """Stop taking connections, and close those it took (idempotent)."""
 
 
+class TelemetrySink(Protocol):
+    """Where the telemetry the engine accepts goes (:meth:`ModuleHost.receive_telemetry`)."""
+
+    def receive(self, message: bytes) -> None:
+        """One binary message as an SDK sent it on ``/otel`` (or, as the reference allows, on its worker socket):
+        a 4-byte tag, ``OTLP`` (spans), ``LOGS`` or ``MTRC`` (metrics), then the OTLP/JSON export request. Any
+        other bytes may arrive too: the sink judges them. Called on the engine's loop for each message, so it must
+        not wait; anything it raises is logged and the message dropped, and the sending connection goes on."""
+
+
 class ModuleHost(Protocol):
     """What a module may do: the capabilities of any worker (see the module docstring)."""
 
@@ -402,6 +417,12 @@ class ModuleHost(Protocol):
         """Open another port for workers, where ``gate`` admits each (see the module docstring). Channel sockets
         (``/ws/channels/...``) are served there too; ``OSError`` if the address cannot be bound. Only inside the
         engine: a host over the worker protocol raises ``NotImplementedError``."""
+
+    def receive_telemetry(self, sink: TelemetrySink) -> None:
+        """Have ``sink`` receive the telemetry the engine accepts from now on (see :class:`TelemetrySink`; once
+        the module has stopped, its sink should drop what still comes); ``ValueError`` if another module
+        receives it already. Only inside the engine: a host over the worker protocol raises
+        ``NotImplementedError``."""
 
 
 class Module(Protocol):

@@ -30,6 +30,7 @@ from iii.modules.api import (
     Handler,
     InvocationError,
     Module,
+    TelemetrySink,
     TriggerProvider,
     WorkerGate,
     WorkerPort,
@@ -126,6 +127,12 @@ class WorkerHost:
         """Not over the worker protocol: a worker cannot let other workers in."""
         raise NotImplementedError(
             f"module {self._module} opens a port where it admits workers: it runs inside the engine only"
+        )
+
+    def receive_telemetry(self, sink: TelemetrySink) -> None:
+        """Not over the worker protocol: a worker does not see other workers' telemetry."""
+        raise NotImplementedError(
+            f"module {self._module} receives the workers' telemetry: it runs inside the engine only"
         )
 
     def call_on_module_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:

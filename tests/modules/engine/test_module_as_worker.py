@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from iii import InitOptions, register_worker
 from iii.testing import EngineProcess
 
@@ -93,12 +95,13 @@ def wait_for_binding(client: Any, function_id: str, timeout_s: float = 15) -> No
     raise AssertionError(f"the binding of {function_id} was not active within {timeout_s} s")
 
 
-def test_the_http_functions_module_says_it_runs_inside_the_engine_only() -> None:
-    """A worker cannot serve the functions other workers register: ``iii worker http_functions`` says so and
-    exits, instead of serving nothing."""
+@pytest.mark.parametrize("module", ["http_functions", "observability"])
+def test_a_module_of_the_engine_alone_says_it_runs_inside_the_engine_only(module: str) -> None:
+    """A worker can neither serve the functions other workers register (``http_functions``) nor receive their
+    telemetry (``observability``): ``iii worker MODULE`` says so and exits, instead of serving nothing."""
     with EngineProcess(["--modules", ""]) as engine:
         completed = subprocess.run(
-            [sys.executable, "-m", "iii", "worker", "http_functions", "--url", engine.url],
+            [sys.executable, "-m", "iii", "worker", module, "--url", engine.url],
             capture_output=True,
             text=True,
             timeout=60,

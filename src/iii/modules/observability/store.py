@@ -1,0 +1,57 @@
+"""A ring buffer bounded by count and by bytes: the newest records are kept, the oldest dropped and counted."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Ring(Generic[T]):
+    """At most ``max_count`` records of at most ``max_bytes`` together (each added with its size, an estimate of
+    what it holds in memory). Adding past either bound drops the oldest records until both hold again;
+    :attr:`dropped` counts them. A record larger than ``max_bytes`` on its own is not kept (counted as dropped)."""
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        if max_count < 1 or max_bytes < 1:
+            raise ValueError("a ring needs max_count >= 1 and max_bytes >= 1")
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[T, int]] = deque()
+        self.bytes = 0
+        """The sizes of the records held, summed."""
+        self.dropped = 0
+        """Records dropped to keep the bounds, since the start."""
+        self.added = 0
+        """Records added, since the start."""
+
+    def add(self, item: T, size: int) -> None:
+        """Keep ``item`` (of ``size`` bytes) as the newest record, dropping the oldest ones past the bounds."""
+        self.added += 1
+        if size > self.max_bytes:
+            self.dropped += 1
+            return
+        self._items.append((item, size))
+        self.bytes += size
+        while len(self._items) > self.max_count or self.bytes > self.max_bytes:
+            _, old_size = self._items.popleft()
+            self.bytes -= old_size
+            self.dropped += 1
+
+    def clear(self) -> None:
+        """Forget every record (not counted as dropped)."""
+        self._items.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        """The records, oldest first."""
+        return (item for item, _ in self._items)
+
+    def newest_first(self) -> Iterator[T]:
+        """The records, newest first."""
+        return (item for item, _ in reversed(self._items))
