@@ -25,6 +25,7 @@ records in nanoseconds); each handler reads its input and runs a query of :mod:`
 * ``engine::metrics::list`` ``{metric_name?, start_time?, end_time?}`` → ``{engine_metrics, sdk_metrics,
   timestamp, query}``: the metrics the SDKs sent, and the invocations and their latencies as the stored spans
   of function executions show them.
+* The console's Logs and Trace views ask over ``/console/query`` (:mod:`.console`).
 * ``engine::health::check`` → ``{status, components: {otel, metrics, logs, spans}, timestamp, version}``.
 """
 
@@ -42,6 +43,7 @@ from iii.modules.api import CallInfo, FunctionError, MetricSample, ModuleHost
 from iii.protocol.errors import DESERIALIZATION_ERROR
 
 from . import otlp, queries
+from .console import console_view
 from .settings import ObservabilitySettings
 from .store import Ring
 
@@ -224,6 +226,10 @@ class ObservabilityModule:
             "timestamp": queries.now_ms(),
             "version": __version__,
         }
+
+    async def console_query(self, query: Any) -> Any:
+        """The console's Logs and Trace views (:class:`~iii.modules.api.ConsoleQueries`; :mod:`.console`)."""
+        return console_view(self.logs, self.spans, query)
 
     # --- module --------------------------------------------------------------------------------------
 

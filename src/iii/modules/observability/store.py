@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from typing import Generic, TypeVar
@@ -26,6 +27,9 @@ class Ring(Generic[T]):
         """Records dropped to keep the bounds, since the start."""
         self.added = 0
         """Records added, since the start."""
+        self.kept = 0
+        """Records kept (added within the bytes bound), since the start: the newest held record is the
+        ``kept``-th, so a reader that saw ``kept == n`` finds the newer ones with :meth:`since`."""
 
     def add(self, item: T, size: int) -> None:
         """Keep ``item`` (of ``size`` bytes) as the newest record, dropping the oldest ones past the bounds."""
@@ -34,6 +38,7 @@ class Ring(Generic[T]):
             self.dropped += 1
             return
         self._items.append((item, size))
+        self.kept += 1
         self.bytes += size
         while len(self._items) > self.max_count or self.bytes > self.max_bytes:
             _, old_size = self._items.popleft()
@@ -51,6 +56,11 @@ class Ring(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         """The records, oldest first."""
         return (item for item, _ in self._items)
+
+    def since(self, kept: int) -> list[T]:
+        """The records kept after the ``kept``-th (those still held), oldest first."""
+        newer = min(len(self._items), max(0, self.kept - kept))
+        return [item for item, _ in itertools.islice(self._items, len(self._items) - newer, None)]
 
     def newest_first(self) -> Iterator[T]:
         """The records, newest first."""
