@@ -43,3 +43,15 @@ def test_clear_forgets_the_records_without_counting_them_dropped() -> None:
 def test_bounds_below_one_are_refused() -> None:
     with pytest.raises(ValueError):
         Ring(max_count=0, max_bytes=10)
+
+
+def test_since_gives_the_records_kept_after_a_count_still_held() -> None:
+    ring: Ring[int] = Ring(max_count=3, max_bytes=100)
+    for item in range(5):
+        ring.add(item, 10)
+    ring.add(99, 1000)  # over max_bytes: not kept, so not counted by `kept`
+    assert ring.kept == 5
+    assert (ring.since(0), ring.since(3), ring.since(5), ring.since(7)) == ([2, 3, 4], [3, 4], [], [])
+    ring.clear()
+    ring.add(5, 10)
+    assert (ring.kept, ring.since(4), ring.since(5), ring.since(6)) == (6, [5], [5], [])

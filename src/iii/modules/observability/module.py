@@ -25,8 +25,9 @@ records in nanoseconds); each handler reads its input and runs a query of :mod:`
 * ``engine::metrics::list`` ``{metric_name?, start_time?, end_time?}`` → ``{engine_metrics, sdk_metrics,
   timestamp, query}``: the metrics the SDKs sent, and the invocations and their latencies as the stored spans
   of function executions show them.
-* The console's Logs and Trace views ask over ``/console/query`` (:mod:`.console`).
 * ``engine::health::check`` → ``{status, components: {otel, metrics, logs, spans}, timestamp, version}``.
+
+The console's Logs and Trace views ask over ``/console/query`` (:meth:`console_query`, :mod:`.console`).
 """
 
 from __future__ import annotations
