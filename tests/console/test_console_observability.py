@@ -1,6 +1,7 @@
 """The console's Logs and Trace views in headless Chromium, against an engine process (the observability module
 runs by default): a log line written through ``engine::log::info`` appears in the open page without a reload,
-coloured by its level and filtered by the page's filters; its trace id opens the Trace view, which draws the
+coloured by its level and filtered by the page's filters (and an official PyPI worker's ``Logger`` line, with the
+span the SDK records around its handler); its trace id opens the Trace view, which draws the
 trace's spans (sent on ``/otel`` as the official SDKs send them) one row each, nested by parent, on a timeline.
 """
 
@@ -9,22 +10,28 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from iii import III, register_worker
 from iii.testing import EngineProcess
 from tests.browser import require_browser, start_chrome
+from tests.interop.environments import ensure_python_env
+from tests.interop.processes import WorkerProcess, child_env, tail
 from tests.modules.observability.frames import CHILD, ROOT, TRACE, span, spans_message
 
 require_browser()
 
 WAIT_S = 20
+OFFICIAL_WORKER = Path(__file__).resolve().parents[1] / "interop" / "official_python_telemetry.py"
 GRANDCHILD, SIBLING = "1" * 16, "2" * 16
 
 _ROWS = (
@@ -41,6 +48,11 @@ def _rows(driver: webdriver.Chrome, table: str) -> list[dict[str, Any]]:
 
 def _messages(driver: webdriver.Chrome) -> list[str]:
     return [str(row["cells"][3]) for row in _rows(driver, "log-lines") if len(row["cells"]) == 5]
+
+
+def _trace_link(driver: webdriver.Chrome, message: str) -> WebElement:
+    """The trace id link of the log line whose message is ``message`` (rows are appended, never redrawn)."""
+    return driver.find_element(By.XPATH, f'//table[@id="log-lines"]//tr[td[text()="{message}"]]//a')
 
 
 @pytest.fixture
@@ -111,7 +123,7 @@ def test_a_log_line_appears_live_and_its_trace_id_opens_the_trace_on_a_timeline(
             ),
         )
     )
-    browser.find_element(By.CSS_SELECTOR, "#log-lines a.trace-link").click()
+    _trace_link(browser, marker).click()
     expected = [
         ("call orders.get", "0", "10.000 ms"),
         ("execute orders.get", "1", "6.000 ms"),
@@ -142,3 +154,31 @@ def test_a_trace_id_entered_by_hand_is_shown_and_an_unknown_one_says_so(
     field.clear()
     field.send_keys("f" * 32 + "\n")
     wait.until(lambda d: [r["cells"][0] for r in _rows(d, "trace-spans")] == [f"no span of trace {'f' * 32} is stored"])
+
+
+@pytest.mark.timeout(1200)  # includes building the official environment on a cold machine
+def test_an_official_workers_logger_line_and_its_span_are_shown(
+    browser: webdriver.Chrome, engine: EngineProcess
+) -> None:
+    official = ensure_python_env()
+    browser.get(engine.url.replace("ws://", "http://") + "/console")
+    wait = WebDriverWait(browser, WAIT_S)
+    marker = f"hello from python {uuid.uuid4().hex}"
+    function_id = "telemetry.python.greet"
+    env = child_env(engine, {"OTEL_SERVICE_NAME": "telemetry-python"})
+    argv: list[str | Path] = [official.root / "bin" / "python", OFFICIAL_WORKER, function_id, marker]
+    with WorkerProcess("telemetry-python", argv, cwd=official.root, env=env) as worker:
+        worker.wait_ready(60, prefix="CALLED ")
+        try:
+            wait.until(lambda d: marker in _messages(d))
+        except TimeoutException:
+            raise AssertionError(f"{_messages(browser)}\n{worker.output()}\n{tail(engine.log_text())}") from None
+        (row,) = [row for row in _rows(browser, "log-lines") if marker in row["cells"]]
+        assert row["cls"] == "level-INFO" and row["cells"][1:3] == ["INFO", "telemetry-python"]
+        _trace_link(browser, marker).click()
+        wait.until(
+            lambda d: (
+                [(r["cells"][0], r["cells"][1]) for r in _rows(d, "trace-spans")][:1]
+                == [(f"execute {function_id}", "telemetry-python")]
+            )
+        )
