@@ -61,7 +61,8 @@ def log_line(record: dict[str, Any]) -> Text:
     stamp = datetime.datetime.fromtimestamp(record["timestamp_unix_nano"] / 1e9)
     name, style = _level(record["severity_number"])
     body = str(record.get("body", "")).replace("\r", "\\r").replace("\n", "\\n")
-    line = Text(stamp.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
+    line = Text()  # (a style given to Text() would be the whole line's)
+    line.append(stamp.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
     line.append(f"{name:<5}", style=style)
     line.append(f" {record.get('service_name') or 'unknown'} ", style="cyan")
     line.append(body)
@@ -142,7 +143,8 @@ def span_label(span: dict[str, Any], trace_start_ns: int) -> Text:
     duration_ms = max(0, end_ns - span["start_time_unix_nano"]) / NS_PER_MS
     offset_ms = (span["start_time_unix_nano"] - trace_start_ns) / NS_PER_MS
     status = span.get("status") or "unset"
-    label = Text(span["name"] or "(unnamed)", style="bold")
+    label = Text()
+    label.append(span["name"] or "(unnamed)", style="bold")
     label.append(f"  {span.get('service_name') or 'unknown'}", style="cyan")
     label.append(f"  {duration_ms:.2f} ms")
     label.append(f"  {status}", style="red" if status == "error" else "green" if status == "ok" else "dim")
