@@ -105,7 +105,13 @@ class _Tail:
 @click.option("--follow", "-f", is_flag=True, help="keep printing new records until Ctrl-C")
 @click.option("--worker", help="only records of services whose name contains this (case-insensitive)")
 @click.option("--level", type=click.Choice(list(SEVERITY_MIN)), help="only records at this level or above")
-@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=100, show_default=True, help="the newest N first")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_PAGE),
+    default=100,
+    show_default=True,
+    help="how many of the newest records to print",
+)
 @engine_options
 def logs(follow: bool, worker: str | None, level: str | None, limit: int, url: str | None, token: str | None) -> None:
     """Print the workers' log records the engine keeps, oldest first, coloured by level (-f: and the new ones,
