@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import websockets.sync.client
 
 from iii import III, register_worker
 from iii.testing import EngineProcess
 from tests.cli.test_cli import iii
 from tests.interop.environments import ensure_python_env
 from tests.interop.processes import WorkerProcess, child_env, tail
+from tests.modules.observability.frames import logs_message
 
 NESTED_WORKER = Path(__file__).resolve().parent / "official_python_nested.py"
 ARRIVAL_S = 2.0
@@ -118,6 +120,17 @@ class Terminal:
                     raise AssertionError(f"ended before printing {text!r}: {self.output!r}") from None
         return time.monotonic()
 
+    def read_to_end(self) -> None:
+        """Read what the ended command left on the terminal."""
+        while select.select([self.master], [], [], 5.0)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: nothing more
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -125,24 +138,36 @@ class Terminal:
         os.close(self.master)
 
 
-def test_logs_follow_shows_a_new_line_within_seconds_in_colour_and_ctrl_c_exits_0(
+def test_logs_follow_shows_new_and_late_lines_within_seconds_in_colour_and_ctrl_c_exits_0(
     engine: EngineProcess, client: III
 ) -> None:
     service = f"tail-{uuid.uuid4().hex[:8]}"
-    log(client, "info", "before the tail", service)
-    terminal = Terminal("logs", "-f", "--worker", service, "--url", engine.url)
+    for n in range(3):
+        log(client, "info", f"before the tail {n}", service)
+    terminal = Terminal("logs", "-f", "--limit", "2", "--worker", service, "--url", engine.url)
     try:
-        terminal.wait_for("before the tail", 30.0)  # the command is running and has printed what was there
+        terminal.wait_for("before the tail 2", 30.0)  # the command is running and has printed what was there
+        earlier_ns = time.time_ns()  # a stamp after the first page's and before the next line's
         log(client, "error", "during the tail", service)
         logged = time.monotonic()
         seen = terminal.wait_for("during the tail", 10.0)
         assert seen - logged <= ARRIVAL_S, terminal.output
-        assert terminal.output.count(b"before the tail") == 1, terminal.output  # printed once, not per ask
         assert b"\x1b[31mERROR" in terminal.output, terminal.output  # red, on a terminal
+
+        # A worker's SDK sends its records in batches: one stamped before the line just printed still shows.
+        late = logs_message("late from a batch", service=service, timeUnixNano=str(earlier_ns))
+        with websockets.sync.client.connect(engine.url + "/otel") as telemetry:
+            telemetry.send(late)
+            sent = time.monotonic()
+            assert terminal.wait_for("late from a batch", 10.0) - sent <= ARRIVAL_S, terminal.output
 
         terminal.process.send_signal(signal.SIGINT)
         assert terminal.process.wait(timeout=30) == 0, terminal.output
-        assert b"Traceback" not in terminal.output and b"Aborted" not in terminal.output, terminal.output
+        terminal.read_to_end()
+        text = _ANSI.sub(b"", terminal.output)
+        assert b"Traceback" not in text and b"Aborted" not in text, terminal.output
+        assert text.count(b"before the tail 1") == text.count(b"during the tail") == 1, text  # once, not per ask
+        assert b"before the tail 0" not in text, text  # --limit 2 left it out, and the tail did not bring it back
     finally:
         terminal.close()
 

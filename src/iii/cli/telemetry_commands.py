@@ -2,7 +2,7 @@
 
 Both ask the module's functions (``engine::logs::list``, ``engine::traces::tree``) on a connection of their own.
 The module has no push of new records yet, so ``iii logs -f`` asks again every :data:`POLL_S` for the records
-stamped since the last one it printed.
+it has not printed (see :class:`_Tail`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from iii.sdk.client import III
 POLL_S: Final = 0.25
 """How often ``iii logs -f`` asks for new records."""
 NS_PER_MS: Final = 1_000_000
+LOOKBACK_S: Final = 5.0
+"""How late a record may reach the engine (after a newer one was printed) and still be shown by ``-f``."""
+LOOKBACK_NS: Final = int(LOOKBACK_S * 1e9)
 MAX_PAGE: Final = 10_000
 """The most records ``engine::logs::list`` answers at once (its limit)."""
 SEVERITY_MIN: Final = {"debug": 5, "info": 9, "warn": 13, "error": 17}
@@ -76,29 +79,50 @@ def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class _Tail:
-    """The records not printed yet: ``engine::logs::list`` filters by whole milliseconds, so each ask starts
-    at the millisecond of the newest record printed and the records of that millisecond already printed are
-    left out."""
+    """The records not printed yet. A record is stamped by its worker when it is logged and reaches the engine
+    later (the SDKs send every 100 ms), possibly after a newer record of another worker was printed; so each ask
+    reaches :data:`LOOKBACK_S` back from the newest record printed, and the records of that window already printed
+    (remembered by their stamp, service, span and message) are left out. A record that arrives later still is
+    not shown by the tail; nor one older than the first page when ``--limit`` cut that page short."""
 
     def __init__(self, query: dict[str, Any]) -> None:
         self.query = query
-        self.newest_ns = -1
-        self.printed_at_newest: set[tuple[Any, ...]] = set()
+        self.newest_ns: int | None = None
+        self.cutoff_ns = 0
+        """Records older than this are not shown (set by :meth:`first`)."""
+        self.printed: dict[tuple[Any, ...], int] = {}
+        """The records printed within the window: identity -> stamp."""
 
-    def new(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def new(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """``records`` (newest first, as the engine answers) oldest first, without those already printed."""
+        fresh = []
         for record in sorted(records, key=lambda r: r["timestamp_unix_nano"]):
-            stamp, identity = record["timestamp_unix_nano"], _identity(record)
-            if stamp < self.newest_ns or (stamp == self.newest_ns and identity in self.printed_at_newest):
-                continue
-            if stamp > self.newest_ns:
-                self.newest_ns, self.printed_at_newest = stamp, set()
-            self.printed_at_newest.add(identity)
-            yield record
+            identity = _identity(record)
+            if identity not in self.printed and record["timestamp_unix_nano"] >= self.cutoff_ns:
+                self.printed[identity] = record["timestamp_unix_nano"]
+                fresh.append(record)
+        if self.printed:
+            self.newest_ns = max(self.newest_ns or 0, *self.printed.values())
+            floor = self._floor_ms(self.newest_ns) * NS_PER_MS  # what the next ask reaches back to, exactly
+            self.printed = {identity: stamp for identity, stamp in self.printed.items() if stamp >= floor}
+        return fresh
+
+    def first(self, records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        """The first page (the newest ``limit`` records) oldest first; when it is full, the older records the
+        limit left out are not shown later either."""
+        fresh = self.new(records)
+        if len(records) >= limit and fresh:
+            self.cutoff_ns = fresh[0]["timestamp_unix_nano"]
+        return fresh
 
     def next_query(self) -> dict[str, Any]:
-        start = {"start_time": self.newest_ns // NS_PER_MS} if self.newest_ns >= 0 else {}
+        """The next ask: from :data:`LOOKBACK_S` before the newest record printed (the filter is in Unix ms)."""
+        start = {} if self.newest_ns is None else {"start_time": self._floor_ms(self.newest_ns)}
         return {**self.query, **start, "limit": MAX_PAGE}
+
+    @staticmethod
+    def _floor_ms(newest_ns: int) -> int:
+        return max(0, newest_ns - LOOKBACK_NS) // NS_PER_MS
 
 
 @click.command()
@@ -126,7 +150,7 @@ def logs(follow: bool, worker: str | None, level: str | None, limit: int, url: s
     try:
         with connected(url, token) as client:
             answer = _ask(client, "engine::logs::list", {**query, "limit": limit})
-            for record in tail.new(answer["logs"]):
+            for record in tail.first(answer["logs"], limit):
                 console.print(log_line(record))
             while follow:
                 time.sleep(POLL_S)
