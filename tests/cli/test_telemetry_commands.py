@@ -1,0 +1,216 @@
+"""``iii logs`` and ``iii trace``, run for real (``python -m iii ...``) against a real engine: log records written
+through ``engine::log::*`` with our SDK, and the logs and spans of an OFFICIAL PyPI worker whose call crosses two
+of its functions (``official_python_nested.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets.sync.client
+
+from iii import III, register_worker
+from iii.testing import EngineProcess
+from tests.cli.test_cli import iii
+from tests.interop.environments import ensure_python_env
+from tests.interop.processes import WorkerProcess, child_env, tail
+from tests.modules.observability.frames import logs_message
+
+NESTED_WORKER = Path(__file__).resolve().parent / "official_python_nested.py"
+ARRIVAL_S = 2.0
+"""How soon a line logged while ``iii logs -f`` runs must be on its terminal (it asks every 0.25 s)."""
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+
+pytestmark = pytest.mark.timeout(1200)  # includes building the official environment on a cold machine
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineProcess]:
+    with EngineProcess([]) as running:  # the default modules: observability among them
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(engine: EngineProcess) -> Iterator[III]:
+    with register_worker(engine.url) as running:
+        yield running
+
+
+def log(client: III, level: str, message: str, service: str) -> None:
+    client.trigger({"function_id": f"engine::log::{level}", "payload": {"message": message, "service_name": service}})
+
+
+def lines_of(output: bytes) -> list[str]:
+    return output.decode().splitlines()
+
+
+def test_logs_prints_each_record_on_a_line_with_its_level_oldest_first(engine: EngineProcess, client: III) -> None:
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+    for level in ("debug", "info", "warn", "error"):
+        log(client, level, f"{level} says\nhello", service)
+
+    done = iii(engine, "logs", "--worker", service)
+
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(maxsplit=3)[1:] for line in lines_of(done.stdout)]
+    assert rows == [
+        ["DEBUG", service, "debug says\\nhello"],  # a line break in a message cannot start a line of its own
+        ["INFO", service, "info says\\nhello"],
+        ["WARN", service, "warn says\\nhello"],
+        ["ERROR", service, "error says\\nhello"],
+    ], done.stdout
+
+
+def test_logs_filters_by_worker_minimum_level_and_limit(engine: EngineProcess, client: III) -> None:
+    mine, other = f"mine-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    for n, level in enumerate(("debug", "info", "warn", "error", "info")):
+        log(client, level, f"mine {n}", mine)
+    log(client, "error", "not mine", other)
+
+    def messages(*args: str) -> list[str]:
+        done = iii(engine, "logs", *args)
+        assert done.returncode == 0, done.stderr
+        return [line.split(maxsplit=3)[3] for line in lines_of(done.stdout)]
+
+    assert messages("--worker", mine.upper()) == [f"mine {n}" for n in range(5)]  # case-insensitive
+    assert messages("--worker", mine, "--level", "warn") == ["mine 2", "mine 3"]
+    assert messages("--worker", mine, "--level", "error") == ["mine 3"]
+    assert messages("--worker", mine, "--limit", "2") == ["mine 3", "mine 4"]  # the newest two, oldest first
+    assert "not mine" in messages("--level", "error") and "mine 3" in messages("--level", "error")
+    refused = iii(engine, "logs", "--level", "loud")
+    assert refused.returncode == 2 and b"loud" in refused.stderr
+
+
+class Terminal:
+    """``iii ARGS`` on a pseudo-terminal of its own, its output read as it comes."""
+
+    def __init__(self, *args: str) -> None:
+        master, slave = pty.openpty()
+        env = {key: value for key, value in os.environ.items() if key not in ("III_URL", "III_TOKEN")}
+        env.update(TERM="xterm-256color", COLUMNS="200")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "iii", *args], stdin=slave, stdout=slave, stderr=slave, env=env
+        )
+        os.close(slave)
+        self.master = master
+        self.output = b""
+
+    def wait_for(self, text: str, timeout_s: float) -> float:
+        """Read until ``text`` is on the terminal (colours aside); when it came (``time.monotonic``)."""
+        deadline = time.monotonic() + timeout_s
+        while text.encode() not in _ANSI.sub(b"", self.output):
+            left = deadline - time.monotonic()
+            assert left > 0, f"never printed {text!r}: {self.output!r}"
+            readable, _, _ = select.select([self.master], [], [], left)
+            if readable:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:  # EIO: the command ended
+                    raise AssertionError(f"ended before printing {text!r}: {self.output!r}") from None
+        return time.monotonic()
+
+    def read_to_end(self) -> None:
+        """Read what the ended command left on the terminal."""
+        while select.select([self.master], [], [], 5.0)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: nothing more
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+
+
+def test_logs_follow_shows_new_and_late_lines_within_seconds_in_colour_and_ctrl_c_exits_0(
+    engine: EngineProcess, client: III
+) -> None:
+    service = f"tail-{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        log(client, "info", f"before the tail {n}", service)
+    terminal = Terminal("logs", "-f", "--limit", "2", "--worker", service, "--url", engine.url)
+    try:
+        terminal.wait_for("before the tail 2", 30.0)  # the command is running and has printed what was there
+        earlier_ns = time.time_ns()  # a stamp after the first page's and before the next line's
+        log(client, "error", "during the tail", service)
+        logged = time.monotonic()
+        seen = terminal.wait_for("during the tail", 10.0)
+        assert seen - logged <= ARRIVAL_S, terminal.output
+        assert b"\x1b[31mERROR" in terminal.output, terminal.output  # red, on a terminal
+
+        # A worker's SDK sends its records in batches: one stamped before the line just printed still shows.
+        late = logs_message("late from a batch", service=service, timeUnixNano=str(earlier_ns))
+        with websockets.sync.client.connect(engine.url + "/otel") as telemetry:
+            telemetry.send(late)
+            sent = time.monotonic()
+            assert terminal.wait_for("late from a batch", 10.0) - sent <= ARRIVAL_S, terminal.output
+
+        terminal.process.send_signal(signal.SIGINT)
+        assert terminal.process.wait(timeout=30) == 0, terminal.output
+        terminal.read_to_end()
+        text = _ANSI.sub(b"", terminal.output)
+        assert b"Traceback" not in text and b"Aborted" not in text, terminal.output
+        assert text.count(b"before the tail 1") == text.count(b"during the tail") == 1, text  # once, not per ask
+        assert b"before the tail 0" not in text, text  # --limit 2 left it out, and the tail did not bring it back
+    finally:
+        terminal.close()
+
+
+def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess, client: III) -> None:
+    python = ensure_python_env().root
+    prefix, marker = f"nested{uuid.uuid4().hex[:8]}", f"hello {uuid.uuid4().hex}"
+    env = child_env(engine, {"OTEL_SERVICE_NAME": "nested-python"})
+    with WorkerProcess(
+        "nested-python", [python / "bin" / "python", NESTED_WORKER, prefix, marker], cwd=python, env=env
+    ) as worker:
+        worker.wait_ready(60, prefix="CALLED ")
+        names = {f"execute {prefix}.outer", f"execute {prefix}.inner"}
+        deadline = time.monotonic() + 10
+        while True:  # until the worker's SDK has sent both spans (it sends every 100 ms)
+            answer = client.trigger({"function_id": "engine::traces::list", "payload": {"search_all_spans": True}})
+            spans = [span for span in answer["spans"] if span["name"] in names]
+            if len(spans) == 2:
+                break
+            assert time.monotonic() < deadline, f"{answer}\n{worker.output()}\n{tail(engine.log_text())}"
+        trace_id = spans[0]["trace_id"]
+
+        done = iii(engine, "trace", trace_id)
+
+        assert done.returncode == 0, done.stderr
+        lines = lines_of(done.stdout)
+        assert lines[0] == f"trace {trace_id}", done.stdout
+        outer = next(i for i, line in enumerate(lines) if f"execute {prefix}.outer " in line)
+        inner = next(i for i, line in enumerate(lines) if f"execute {prefix}.inner " in line)
+        # the child is below its parent and drawn one level deeper
+        assert inner == outer + 1, done.stdout
+        depth = lines[inner].index("execute") - lines[outer].index("execute")
+        assert depth == 4, done.stdout
+        row = re.compile(r"execute \S+  nested-python  [0-9.]+ ms  ok  \+[0-9.]+ ms$")
+        assert row.search(lines[outer]) and row.search(lines[inner]), done.stdout
+        assert lines[outer].endswith("+0.00 ms"), done.stdout  # the root starts the trace
+
+        logs = iii(engine, "logs", "--worker", "nested-python")
+        assert f"WARN  nested-python {marker} inner trace={trace_id[:8]}" in logs.stdout.decode(), logs.stdout
+
+
+def test_trace_of_an_unknown_id_says_so_and_exits_1(engine: EngineProcess) -> None:
+    done = iii(engine, "trace", "0" * 32)
+    assert done.returncode == 1
+    assert f"no trace {'0' * 32} in the engine's store".encode() in done.stderr
+    assert b"Traceback" not in done.stderr
