@@ -560,6 +560,8 @@ def _metric_with(**fields: Any) -> tuple[bytes, Doc]:
     return b"MTRC", document
 
 
+_POINT = {"timeUnixNano": "5", "asInt": "7"}
+
 REFUSED_BY_BOTH = {
     "not an object": (b"LOGS", [1]),
     "a list where an object is": (b"LOGS", {"resourceLogs": {"x": 1}}),
@@ -575,6 +577,10 @@ DECODED_ANYWAY = {
     "two values of a oneof (the first in the decoder's order wins)": (
         _log_with(body={"stringValue": "s", "intValue": "1"}),
         {"body": "s"},
+    ),
+    "a gauge and a sum (the gauge wins, as a gauge)": (
+        _metric_with(gauge={"dataPoints": [_POINT]}, sum={"isMonotonic": True, "dataPoints": []}),
+        {"metric_type": "gauge", "data_points": [{"value": 7.0, "attributes": [], "timestamp_unix_nano": 5}]},
     ),
     "a negative time (kept, as sent)": (_log_with(timeUnixNano=-3), {"timestamp_unix_nano": -3}),
     "an intValue beyond int64 (kept)": (_log_with(body={"intValue": str(2**64)}), {"body": str(2**64)}),
