@@ -261,9 +261,8 @@ _uint64 = st.integers(0, 2**64 - 1)
 _time = st.one_of(st.just(0), st.integers(1, 2**63 - 1))
 
 
-def _int64(json_form: bool) -> st.SearchStrategy[Any]:
-    """A 64-bit integer as OTLP/JSON sends it: a string (protobuf's JSON) or a number (as some writers do)."""
-    return st.integers(-(2**63), 2**63 - 1).flatmap(lambda n: st.sampled_from([n, str(n)]) if json_form else st.just(n))
+_int64 = st.integers(-(2**63), 2**63 - 1).flatmap(lambda n: st.sampled_from([n, str(n)]))
+"""A 64-bit integer as OTLP/JSON sends it: a string (protobuf's JSON) or a number (as some writers do)."""
 
 
 def _unsigned(strategy: st.SearchStrategy[int]) -> st.SearchStrategy[Any]:
@@ -271,6 +270,8 @@ def _unsigned(strategy: st.SearchStrategy[int]) -> st.SearchStrategy[Any]:
 
 
 _doubles = st.floats(allow_nan=False, allow_infinity=False)
+_json_doubles = st.one_of(_doubles, _doubles.map(repr), st.sampled_from(["Infinity", "-Infinity"]))
+"""A double as JSON has it: a number, or a string as protobuf's JSON allows (the infinities only so)."""
 
 
 def _bytes_pair(raw: bytes) -> st.SearchStrategy[Pair]:
@@ -297,8 +298,8 @@ def _same(document: Any) -> Pair:
 _scalar_values: st.SearchStrategy[Pair] = st.one_of(
     _texts.map(lambda s: _same({"stringValue": s})),
     st.booleans().map(lambda b: _same({"boolValue": b})),
-    _int64(json_form=True).map(lambda n: _same({"intValue": n})),
-    _doubles.map(lambda d: _same({"doubleValue": d})),
+    _int64.map(lambda n: _same({"intValue": n})),
+    _json_doubles.map(lambda d: _same({"doubleValue": d})),
     st.binary(max_size=12).flatmap(_bytes_pair),
     st.just(_same({})),
 )
@@ -443,8 +444,8 @@ def _number_point(draw: st.DrawFn) -> Pair:
     value = draw(
         st.one_of(
             st.just({}),
-            _int64(json_form=True).map(lambda n: {"asInt": n}),
-            _doubles.map(lambda d: {"asDouble": d}),
+            _int64.map(lambda n: {"asInt": n}),
+            _json_doubles.map(lambda d: {"asDouble": d}),
         )
     )
     return {**fields, **value, "attributes": attributes[0]}, {**fields, **value, "attributes": attributes[1]}
@@ -459,9 +460,9 @@ def _histogram_point(draw: st.DrawFn) -> Pair:
             {
                 "timeUnixNano": _unsigned(_time),
                 "count": _unsigned(_uint64),
-                "sum": _doubles,
-                "min": _doubles,
-                "max": _doubles,
+                "sum": _json_doubles,
+                "min": _json_doubles,
+                "max": _json_doubles,
             }
         )
     )
