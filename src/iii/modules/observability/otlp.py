@@ -427,9 +427,13 @@ def metric_records(request: _MetricsRequest) -> list[dict[str, Any]]:
 def _points(metric: _Metric) -> tuple[str, list[dict[str, Any]]]:
     """The reference's metric type and data points of a metric (an exponential histogram or a summary, which
     the SDKs do not send, has none)."""
-    numbers = metric.gauge if metric.gauge is not None else metric.sum
+    # One kind of data is set (protobuf's oneof); a message with more is taken by the first of gauge, sum and
+    # histogram, its type and points both from that one.
+    numbers: _Gauge | _Sum | None = metric.gauge
+    metric_type = "gauge"
+    if numbers is None and metric.sum is not None:
+        numbers, metric_type = metric.sum, "counter" if metric.sum.is_monotonic else "updowncounter"
     if numbers is not None:
-        metric_type = "gauge" if metric.sum is None else "counter" if metric.sum.is_monotonic else "updowncounter"
         return metric_type, [
             {
                 "value": float(point.as_int if point.as_int is not None else point.as_double or 0.0),
