@@ -32,11 +32,12 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
-from iii.modules.api import CallInfo, FunctionError, Handler, MetricSample, ModuleHost
+from iii.modules.api import FunctionError, MetricSample, ModuleHost
 from iii.modules.state.errors import DESERIALIZATION_ERROR, FAILED, VALUE_TOO_LARGE, VERSION_MISMATCH
 from iii.modules.state.ops import MISSING, apply_ops
 from iii.modules.state.redis_store import RedisStore
 from iii.modules.state.requests import Address, Parser
+from iii.modules.state.serving import counted_handler
 from iii.modules.state.settings import StateSettings
 from iii.modules.state.sqlite_store import SqliteStore
 from iii.modules.state.store import Applied, Entry, StateStore, StoreError, VersionConflict, decode, encode
@@ -113,7 +114,13 @@ class StateModule:
             ("state::list_groups", self._list_groups, "List all state groups"),
         ]
         for function_id, run, description in functions:
-            host.register_function(function_id, self._handler(function_id, run), description=description)
+            host.register_function(
+                function_id,
+                counted_handler(
+                    function_id, run, self._operations, (FAILED[function_id], _FAILURE_MESSAGES[function_id]), log
+                ),
+                description=description,
+            )
         await self.refresh_stats()
         self._stats_task = asyncio.get_running_loop().create_task(self._refresh_periodically())
 
@@ -203,24 +210,6 @@ class StateModule:
         if self._store is None:
             raise StoreError("the state module is not started")
         return self._store
-
-    def _handler(self, function_id: str, run: Callable[[Any], Awaitable[Any]]) -> Handler:
-        """``run`` as a handler: bad requests answered with their code, backend failures with the reference's."""
-
-        async def handle(data: Any, call: CallInfo) -> Any:
-            try:
-                result = await run(data)
-            except FunctionError:
-                self._operations[function_id, "refused"] += 1
-                raise
-            except StoreError as error:
-                self._operations[function_id, "failed"] += 1
-                log.warning("%s failed: %s", function_id, error)
-                raise FunctionError(FAILED[function_id], f"{_FAILURE_MESSAGES[function_id]}: {error}") from error
-            self._operations[function_id, "ok"] += 1
-            return result
-
-        return handle
 
     def _encode(self, value: Any, function_id: str) -> bytes:
         try:

@@ -35,8 +35,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
-from iii.modules.api import CallInfo, FunctionError, Handler, InvocationError, MetricSample, ModuleHost
+from iii.modules.api import FunctionError, InvocationError, MetricSample, ModuleHost
 from iii.modules.state.ops import MISSING, apply_ops
+from iii.modules.state.serving import counted_handler
 from iii.modules.streams.console import console_view
 from iii.modules.streams.errors import DESERIALIZATION_ERROR, FAILED, VALUE_TOO_LARGE
 from iii.modules.streams.join_triggers import JOIN, LEAVE
@@ -110,7 +111,13 @@ class StreamsModule:
             ("stream::send", self._send, "Send a custom event to stream subscribers"),
         ]
         for function_id, run, description in functions:
-            host.register_function(function_id, self._handler(function_id, run), description=description)
+            host.register_function(
+                function_id,
+                counted_handler(
+                    function_id, run, self._operations, (FAILED[function_id], _FAILURE_MESSAGES[function_id]), log
+                ),
+                description=description,
+            )
         settings = self.settings
         self._subscribers = subscribers = StreamSubscribers(
             host,
@@ -222,24 +229,6 @@ class StreamsModule:
         if self._store is None:
             raise StoreError("the stream module is not started")
         return self._store
-
-    def _handler(self, function_id: str, run: Callable[[Any], Awaitable[Any]]) -> Handler:
-        """``run`` as a handler: bad requests answered with their code, backend failures with the reference's."""
-
-        async def handle(data: Any, call: CallInfo) -> Any:
-            try:
-                result = await run(data)
-            except FunctionError:
-                self._operations[function_id, "refused"] += 1
-                raise
-            except StoreError as error:
-                self._operations[function_id, "failed"] += 1
-                log.warning("%s failed: %s", function_id, error)
-                raise FunctionError(FAILED[function_id], f"{_FAILURE_MESSAGES[function_id]}: {error}") from error
-            self._operations[function_id, "ok"] += 1
-            return result
-
-        return handle
 
     async def _custom(self, operation: str, stream_name: str, payload: dict[str, Any]) -> Any:
         """The result of the stream's custom ``stream::<operation>(<stream_name>)``, or ``_NOT_CUSTOM``."""
