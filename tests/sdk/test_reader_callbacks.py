@@ -20,6 +20,8 @@ from iii.testing import EngineProcess
 WAIT_S = 10.0
 """Bound of every wait: a test that would hang fails after this instead."""
 CALL = {"timeout_ms": 20_000}
+# A function registered by `worker` is called from another connection (`caller`), whose messages the engine may
+# read first: each test waits until the engine answered the registration (`wait_active`) before calling it.
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_callbacks_of_a_sync_reader_run_in_its_thread_in_stream_order(worker: II
         reader.on_message(on_message)
         return len(reader.read_all())
 
-    worker.register_function("cb.read_in_order", read)
+    assert worker.register_function("cb.read_in_order", read).wait_active(WAIT_S)
     channel = caller.create_channel()
     channel.writer.send_message("begin")
     channel.writer.write(b"x" * 1000)
@@ -119,8 +121,8 @@ def test_a_blocking_callback_leaves_the_workers_other_calls_running(worker: III,
         released.set()
         return "released"
 
-    worker.register_function("cb.read_blocking", read)
-    worker.register_function("cb.release", release)
+    assert worker.register_function("cb.read_blocking", read).wait_active(WAIT_S)
+    assert worker.register_function("cb.release", release).wait_active(WAIT_S)
     channel = caller.create_channel()
     channel.writer.write(b"before")
     channel.writer.send_message("wait here")
@@ -151,7 +153,7 @@ def test_async_callbacks_of_a_sync_reader_run_on_the_sdk_loop(worker: III, calle
         reader.on_message(on_message)
         return str(reader.read_all().decode())
 
-    worker.register_function("cb.read_async_callback", read)
+    assert worker.register_function("cb.read_async_callback", read).wait_active(WAIT_S)
     channel = caller.create_channel()
     channel.writer.write(b"data")
     channel.writer.send_message("hello")
