@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -62,6 +62,16 @@ MALFORMED_LOG_INTERVAL_S: Final = 60.0
 """A dropped message (malformed, too large) is logged (a warning) at most this often; all are counted."""
 
 
+class RecordListener(Protocol):
+    """Told of every batch of records the module keeps, after they are in their ring (on the engine's loop: it
+    must not block; what takes time it queues)."""
+
+    def on_records(self, signal: str, records: list[dict[str, Any]], raw: bytes | None) -> None:
+        """``signal`` is ``"spans"``, ``"logs"`` or ``"metrics"``; ``records`` as the rings hold them;
+        ``raw`` the OTLP/JSON export request they were decoded from (its 4-byte tag removed), or None when the
+        records were made here (``engine::log::*``, the engine's own spans)."""
+
+
 class ObservabilityModule:
     """Keeps the workers' telemetry and serves it (see the module docstring)."""
 
@@ -77,6 +87,11 @@ class ObservabilityModule:
         self._last_malformed_log = -MALFORMED_LOG_INTERVAL_S
         self._running = False
         self._encoder = msgspec.json.Encoder()
+        self._listeners: list[RecordListener] = []
+
+    def add_listener(self, listener: RecordListener) -> None:
+        """Have ``listener`` told of every batch of records kept from now on."""
+        self._listeners.append(listener)
 
     async def start(self, host: ModuleHost) -> None:
         host.receive_telemetry(self)
@@ -116,7 +131,7 @@ class ObservabilityModule:
             return
         try:
             signal, records = otlp.decode(message)
-            self._keep(self._ring(signal), records)
+            self.keep(signal, records, message[4:])
         except otlp.MalformedTelemetry as exc:
             self._count(signal, "malformed")
             self._warn(f"dropped a malformed telemetry message ({signal}, {len(message)} bytes): {exc}")
@@ -131,9 +146,17 @@ class ObservabilityModule:
             dropped = sum(n for (_, outcome), n in self._messages.items() if outcome != "stored")
             log.warning("%s; %d dropped so far (iii_observability_messages_total)", what, dropped)
 
-    def _keep(self, ring: Ring[dict[str, Any]], records: Iterable[dict[str, Any]]) -> None:
+    def keep(self, signal: str, records: list[dict[str, Any]], raw: bytes | None = None) -> None:
+        """Keep ``records`` of ``signal`` (``"spans"``, ``"logs"``, ``"metrics"``) in their ring and tell the
+        listeners; ``raw`` as :meth:`RecordListener.on_records` has it."""
+        ring = self._ring(signal)
         for record in records:
             ring.add(record, len(self._encoder.encode(record)))
+        for listener in self._listeners:
+            try:
+                listener.on_records(signal, records, raw)
+            except Exception:  # one listener's failure must not lose the records for the others
+                log.exception("a telemetry listener failed on %d %s records", len(records), signal)
 
     def _count(self, signal: str, outcome: str) -> None:
         key = (signal, outcome)
@@ -166,7 +189,7 @@ class ObservabilityModule:
             }
             if call.worker_id is not None:
                 record["worker_id"] = call.worker_id
-            self._keep(self.logs, (record,))
+            self.keep("logs", [record])
 
         return log_record
 
