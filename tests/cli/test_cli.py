@@ -51,11 +51,15 @@ def served(shared_engine: EngineProcess) -> Iterator[III]:
         def echo(data: Any) -> Any:  # the engine tells the callee who called; the caller need not see it
             return {k: v for k, v in data.items() if k != "_caller_worker_id"} if isinstance(data, dict) else data
 
-        client.register_function({"id": "cli.echo", "description": "returns its payload"}, echo)
-        client.register_function("cli.fail", fail)
-        client.register_function("cli.ignore", lambda data: {"ignored": True})
-        client.register_function("files.sha256", sha256)
-        client.register_function("pipe.flip", copy)
+        served = [
+            client.register_function({"id": "cli.echo", "description": "returns its payload"}, echo),
+            client.register_function("cli.fail", fail),
+            client.register_function("cli.ignore", lambda data: {"ignored": True}),
+            client.register_function("files.sha256", sha256),
+            client.register_function("pipe.flip", copy),
+        ]
+        # The CLI calls them from its own connection, which the engine may read before this one's registrations.
+        assert all(function.wait_active(10) for function in served)
         yield client
 
 

@@ -61,11 +61,15 @@ def served(shared_engine: EngineProcess) -> Iterator[Served]:
             async for _chunk in source:  # stdin never ends here: only a broken input ends this
                 reading.set()
 
-        client.register_function("pipe.fail_midway", fail_midway)
-        client.register_function("pipe.fail_at_once", fail_at_once)
-        client.register_function("pipe.head", head)
-        client.register_function("pipe.ignore", lambda data: {"ignored": True})
-        client.register_function("pipe.drain", drain)
+        served = [
+            client.register_function("pipe.fail_midway", fail_midway),
+            client.register_function("pipe.fail_at_once", fail_at_once),
+            client.register_function("pipe.head", head),
+            client.register_function("pipe.ignore", lambda data: {"ignored": True}),
+            client.register_function("pipe.drain", drain),
+        ]
+        # The CLI calls them from its own connection, which the engine may read before this one's registrations.
+        assert all(function.wait_active(10) for function in served)
         yield Served(client, reading)
 
 

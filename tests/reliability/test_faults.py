@@ -115,7 +115,7 @@ def test_a_killed_caller_lets_the_target_finish_and_leaves_nothing(shared_engine
         finished.set()
         return "done"
 
-    client.register_function("faults.slow", slow)
+    assert client.register_function("faults.slow", slow).wait_active(10)  # before another connection calls it
     caller = _victim(shared_engine, "caller", "faults.slow", "-")
     assert started.wait(10)
     _kill(caller)
