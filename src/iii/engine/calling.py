@@ -234,16 +234,16 @@ class Calls:
         function_id = entry.function_id
         internal = entry.handler is not None and entry.kind is None
         attributes = [
-            ("faas.invoked_name", function_id),
-            ("faas.trigger", "other"),
-            ("function_id", function_id),
-            ("iii.function.kind", "internal" if internal else "user"),
+            ["faas.invoked_name", function_id],
+            ["faas.trigger", "other"],
+            ["function_id", function_id],
+            ["iii.function.kind", "internal" if internal else "user"],
         ]
         if entry.owner is not None:
-            attributes.append(("iii.worker.id", entry.owner.worker_id))
+            attributes.append(["iii.worker.id", entry.owner.worker_id])
         if source is not None:
-            attributes.append(("iii.caller.worker_id", source.worker_id))
-        return spans.start(f"call {function_id}", traceparent, attributes)
+            attributes.append(["iii.caller.worker_id", source.worker_id])
+        return spans.start_with(f"call {function_id}", traceparent, attributes)
 
     @staticmethod
     def _end_span(span: OpenSpan, error: msgspec.Raw) -> None:

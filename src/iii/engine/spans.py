@@ -139,13 +139,18 @@ class EngineSpans:
 
     def start(self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()) -> OpenSpan:
         """A span named ``name``, a child of ``traceparent`` (a new trace when it names none)."""
+        return self.start_with(name, traceparent, [[key, value] for key, value in attributes])
+
+    def start_with(self, name: str, traceparent: str | None, attributes: list[list[str]]) -> OpenSpan:
+        """:meth:`start` with the attributes as the span keeps them (``[key, value]`` lists, taken over: the
+        calls' path builds them so, once)."""
         parent = parse_traceparent(traceparent)
         if parent is None:
             trace_id, parent_id, flags = f"{_getrandbits(128) or 1:032x}", None, "01"
         else:
             trace_id, parent_id, flags = parent
         span_id = f"{_getrandbits(64) or 1:016x}"
-        return OpenSpan(self, name, trace_id, span_id, parent_id, flags, [[key, value] for key, value in attributes])
+        return OpenSpan(self, name, trace_id, span_id, parent_id, flags, attributes)
 
     def end(self, span: OpenSpan, error: tuple[str, str] | None = None) -> None:
         """End ``span`` now: status ``ok``, or ``error`` with ``(code, message)`` as the reference records a
