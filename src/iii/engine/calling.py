@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from iii.engine.worker_socket import WorkerConnection
 
 log = logging.getLogger("iii.engine")
+
+_SPAN_ATTRIBUTE_LISTS: Final = 4096
+"""At most this many attribute lists of call spans are kept for reuse."""
 
 
 def error_raw(code: str, message: str) -> msgspec.Raw:
@@ -115,6 +118,8 @@ class Calls:
         """The observers of calls (set by the core), if the engine has them."""
         self.spans: EngineSpans | None = None
         """The engine's own spans (set by the core when a module receives telemetry; :mod:`iii.engine.spans`)."""
+        self._span_attributes: dict[tuple[str, str | None, str | None], tuple[str, list[list[str]]]] = {}
+        """The names and attributes of ``call <fn>`` spans, by (function, serving worker, calling worker)."""
 
     def expire(self) -> None:
         """Fail the calls whose deadline has passed (``TIMEOUT``); the server calls this on its ticks."""
@@ -225,25 +230,33 @@ class Calls:
             source.hold_reading_for(owner)
         return None
 
-    @staticmethod
     def _call_span(
-        spans: EngineSpans, entry: FunctionEntry, traceparent: str | None, source: WorkerConnection | None
+        self, spans: EngineSpans, entry: FunctionEntry, traceparent: str | None, source: WorkerConnection | None
     ) -> OpenSpan:
         """The ``call <fn>`` span of a call of ``entry``, with the reference's attributes and who serves it and
-        who asked."""
+        who asked. The attributes of the calls between the same workers are one list, made once: spans share it
+        (their records are read-only; :meth:`~iii.engine.spans.OpenSpan.set` copies it)."""
         function_id = entry.function_id
-        internal = entry.handler is not None and entry.kind is None
-        attributes = [
-            ["faas.invoked_name", function_id],
-            ["faas.trigger", "other"],
-            ["function_id", function_id],
-            ["iii.function.kind", "internal" if internal else "user"],
-        ]
-        if entry.owner is not None:
-            attributes.append(["iii.worker.id", entry.owner.worker_id])
-        if source is not None:
-            attributes.append(["iii.caller.worker_id", source.worker_id])
-        return spans.start_with(f"call {function_id}", traceparent, attributes)
+        owner_id = entry.owner.worker_id if entry.owner is not None else None
+        source_id = source.worker_id if source is not None else None
+        key = (function_id, owner_id, source_id)
+        made = self._span_attributes.get(key)
+        if made is None:
+            internal = entry.handler is not None and entry.kind is None
+            attributes = [
+                ["faas.invoked_name", function_id],
+                ["faas.trigger", "other"],
+                ["function_id", function_id],
+                ["iii.function.kind", "internal" if internal else "user"],
+            ]
+            if owner_id is not None:
+                attributes.append(["iii.worker.id", owner_id])
+            if source_id is not None:
+                attributes.append(["iii.caller.worker_id", source_id])
+            if len(self._span_attributes) >= _SPAN_ATTRIBUTE_LISTS:  # workers come and go: start over
+                self._span_attributes.clear()
+            made = self._span_attributes[key] = (f"call {function_id}", attributes)
+        return spans.start_with(made[0], traceparent, made[1])
 
     @staticmethod
     def _end_span(span: OpenSpan, error: msgspec.Raw) -> None:

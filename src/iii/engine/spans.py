@@ -118,8 +118,9 @@ class OpenSpan:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
     def set(self, key: str, value: str) -> None:
-        """Add an attribute (a string, as the stored spans hold them)."""
-        self.attributes.append([key, value])
+        """Add an attribute (a string, as the stored spans hold them). The list is copied, not changed: spans may
+        share one (:meth:`EngineSpans.start_with`)."""
+        self.attributes = [*self.attributes, [key, value]]
 
     def end(self, error: tuple[str, str] | None = None) -> None:
         """End the span now (:meth:`EngineSpans.end`); once."""
@@ -142,8 +143,8 @@ class EngineSpans:
         return self.start_with(name, traceparent, [[key, value] for key, value in attributes])
 
     def start_with(self, name: str, traceparent: str | None, attributes: list[list[str]]) -> OpenSpan:
-        """:meth:`start` with the attributes as the span keeps them (``[key, value]`` lists, taken over: the
-        calls' path builds them so, once)."""
+        """:meth:`start` with the attributes as the span keeps them (``[key, value]`` lists), never changed: the
+        calls' path gives the spans of the calls between the same workers one list."""
         parent = parse_traceparent(traceparent)
         if parent is None:
             trace_id, parent_id, flags = f"{_getrandbits(128) or 1:032x}", None, "01"
@@ -175,8 +176,7 @@ class EngineSpans:
             code, message = error
             record["status"] = "error"
             record["status_description"] = message
-            span.attributes.append(["error.type", code])
-            span.attributes.append(["error.message", message])
+            record["attributes"] = [*span.attributes, ["error.type", code], ["error.message", message]]
             record["events"].append(
                 {
                     "name": "exception",
