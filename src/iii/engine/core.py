@@ -394,7 +394,7 @@ class Core:
             ENQUEUE_PROVIDER,
             payload,
             caller=answer,
-            caller_invocation_id=caller_id or receipt if answer is not None else None,
+            caller_invocation_id=(caller_id or receipt) if answer is not None else None,
             timeout_s=self.config.invocation_timeout_s,
             source=worker,
             traceparent=traceparent,
