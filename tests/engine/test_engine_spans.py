@@ -273,3 +273,23 @@ async def test_with_no_module_receiving_telemetry_nothing_is_recorded(start_engi
     await caller.recv_type("invocationresult")
     assert (delivery["traceparent"], delivery["baggage"]) == (TRACEPARENT, "k=v")
     assert engine.core.spans is None and engine.core.calls.spans is None
+
+
+def test_only_a_w3c_traceparent_names_a_parent() -> None:
+    """Proves what the engine takes as its spans' parent: a W3C ``traceparent``, lower-case hex, not all zeros,
+    version 00 exactly as long as it is, a later version possibly longer; anything else starts a new trace."""
+    span = "00f067aa0ba902b7"
+    assert parse_traceparent(TRACEPARENT) == (TRACE_ID, span, "01")
+    assert parse_traceparent(f"01-{TRACE_ID}-{span}-00-more") == (TRACE_ID, span, "00")
+    refused = [
+        None,
+        "",
+        "00-abc-def-01",
+        TRACEPARENT.upper(),
+        f"ff-{TRACE_ID}-{span}-01",
+        f"00-{'0' * 32}-{span}-01",
+        f"00-{TRACE_ID}-{'0' * 16}-01",
+        f"{TRACEPARENT}-more",
+        f"01-{TRACE_ID}-{span}-01more",
+    ]
+    assert [parse_traceparent(value) for value in refused] == [None] * len(refused)
