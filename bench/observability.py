@@ -8,8 +8,13 @@ span per execution of a handler, batched every 100 ms).
 * **calls**: the same official caller's calls/s (``--in-flight`` at once, for ``--seconds``) through a fresh
   engine process with the default modules and with the same list less ``observability``, alternating run by
   run (``--runs`` pairs), with the engine's CPU per call over each measured window.
+* **engine spans**: what the engine's own spans cost it (it records a ``call <fn>`` span per routed call when a
+  module receives telemetry): the lean workers of part 3 (``bench/invocations.py``: no SDK, no telemetry of their
+  own, 64 calls in flight, ``--span-calls`` calls) through a fresh engine with the default modules and with the
+  same list less ``observability``, alternating (``--runs`` pairs); calls/s and the engine's CPU per call.
 
-Run: ``python bench/observability.py [--runs N] [--seconds S] [--in-flight K] [--repeat R]``.
+Run: ``python bench/observability.py [--runs N] [--seconds S] [--in-flight K] [--repeat R] [--span-calls N]
+[--no-calls] [--only-spans]``.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from _common import BENCH_DIR, cpu_seconds, engine_process
+from invocations import run_workers
 from sdk_relay import official_python
 
 from iii.engine.config import EngineConfig
@@ -87,6 +93,9 @@ async def capture(python: Path, seconds: float, in_flight: int) -> list[bytes]:
         def receive(self, message: bytes) -> None:
             messages.append(bytes(message))
             sink.receive(message)
+
+        def keep(self, signal: str, records: list[dict[str, Any]]) -> None:
+            sink.keep(signal, records)
 
     engine.core._telemetry = (name, Capture())
     try:
@@ -153,6 +162,31 @@ def calls(python: Path, args: argparse.Namespace) -> None:
     )
 
 
+def engine_spans(args: argparse.Namespace) -> None:
+    """The engine's span recording on and off, with clients that cost the engine as little as they can."""
+    results: dict[str, list[tuple[float, float]]] = {"with": [], "without": []}
+    for run in range(args.runs):
+        order = ("with", "without") if run % 2 == 0 else ("without", "with")
+        for case in order:
+            modules = DEFAULT_MODULES if case == "with" else WITHOUT
+            with engine_process(["--modules", modules]) as engine:
+                done = run_workers(engine.url, engine.url, {"engine": engine.pid}, args.span_calls, 64, 5_000, False)
+            cpu_us = done.cpu.used["engine"] / done.calls * 1e6
+            results[case].append((done.calls_per_s, cpu_us))
+            print(
+                f"spans run {run + 1} {case:7} observability: {done.calls_per_s:,.0f} calls/s, "
+                f"engine {cpu_us:.1f} µs CPU per call",
+                flush=True,
+            )
+    rate = {case: statistics.median(r[0] for r in rs) for case, rs in results.items()}
+    cpu = {case: statistics.median(r[1] for r in rs) for case, rs in results.items()}
+    print(
+        f"engine spans, lean workers, 64 in flight: calls/s median with {rate['with']:,.0f}, without "
+        f"{rate['without']:,.0f} ({(1 - rate['with'] / rate['without']) * 100:+.1f}% fewer with); engine CPU per "
+        f"call median with {cpu['with']:.1f} µs, without {cpu['without']:.1f} µs"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="pairs of calls runs (with, without)")
@@ -160,11 +194,15 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=20, help="passes of receive over the captured messages")
     parser.add_argument("--no-calls", action="store_true")
+    parser.add_argument("--span-calls", type=int, default=100_000, help="calls per run of the engine spans part")
+    parser.add_argument("--only-spans", action="store_true", help="only the engine spans part")
     args = parser.parse_args()
-    python = official_python()
-    micro(python, args)
-    if not args.no_calls:
-        calls(python, args)
+    if not args.only_spans:
+        python = official_python()
+        micro(python, args)
+        if not args.no_calls:
+            calls(python, args)
+    engine_spans(args)
 
 
 if __name__ == "__main__":

@@ -203,7 +203,10 @@ def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess,
         assert depth == 4, done.stdout
         row = re.compile(r"execute \S+  nested-python  [0-9.]+ ms  ok  \+[0-9.]+ ms$")
         assert row.search(lines[outer]) and row.search(lines[inner]), done.stdout
-        assert lines[outer].endswith("+0.00 ms"), done.stdout  # the root starts the trace
+        # the root, starting the trace, is the engine's span of the call (iii.engine.spans), the handler's under it
+        root = re.compile(rf"call {prefix}\.outer  iii  [0-9.]+ ms  ok  \+0\.00 ms$")
+        assert outer == 2 and root.search(lines[1]), done.stdout
+        assert lines[outer].index("execute") - lines[1].index("call") == 4, done.stdout
 
         logs = iii(engine, "logs", "--worker", "nested-python")
         assert f"WARN  nested-python {marker} inner trace={trace_id[:8]}" in logs.stdout.decode(), logs.stdout

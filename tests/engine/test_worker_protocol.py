@@ -38,13 +38,16 @@ async def test_a_call_reaches_the_host_and_the_result_comes_back_under_the_calle
     caller = await RawWorker.connect(live_engine.url)
     await host.register("math::double")
 
-    invocation_id = await caller.invoke("math::double", {"n": 21}, traceparent="00-abc-def-01")
+    traceparent = f"00-{'a' * 32}-{'b' * 16}-01"
+    invocation_id = await caller.invoke("math::double", {"n": 21}, traceparent=traceparent, baggage="k=v")
     delivery = await host.serve_one(lambda d: {"n": d["data"]["n"] * 2})
     answer = await caller.recv_type("invocationresult")
 
     assert delivery["invocation_id"] != invocation_id  # the engine's own dispatch id
     assert delivery["data"] == {"n": 21, "_caller_worker_id": caller.worker_id}
-    assert delivery["traceparent"] == "00-abc-def-01"
+    # The same trace; the parent is the engine's span of the call (tests/engine/test_engine_spans.py).
+    assert delivery["traceparent"].startswith(f"00-{'a' * 32}-") and delivery["traceparent"] != traceparent
+    assert delivery["baggage"] == "k=v"
     assert "action" not in delivery and "namespace" not in delivery
     assert answer == {
         "type": "invocationresult",

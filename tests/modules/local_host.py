@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from iii.modules.api import (
@@ -71,7 +71,16 @@ class LocalHost:
         assert field not in self.kinds, f"function kind {field} provided twice"
         self.kinds[field] = kind
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
+    async def invoke(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> Any:
         self.invocations.append((function_id, data))
         target = self.served.get(function_id)
         if target is None:
@@ -100,6 +109,10 @@ class LocalHost:
 
     async def create_channel(self, buffer_frames: int = 64) -> Any:
         raise NotImplementedError("LocalHost has no channels: test a module that uses them on an engine")
+
+    def start_span(self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()) -> None:
+        """No spans: a module's work here is not traced."""
+        return None
 
     def receive_telemetry(self, sink: TelemetrySink) -> None:
         assert self.telemetry is None, "telemetry received twice"

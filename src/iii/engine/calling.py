@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -32,6 +32,7 @@ from iii.engine.registry import (
     FunctionRegistry,
 )
 from iii.engine.router import InvocationRouter, PendingCall
+from iii.engine.spans import EngineSpans, OpenSpan, call_span_wanted
 from iii.protocol import errors
 from iii.protocol.codec import decode_value, encode, encode_value, with_caller_worker_id
 from iii.protocol.messages import JSON_NULL, Delivery, InvocationResult, is_null
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iii.engine")
 
+_SPAN_ATTRIBUTE_LISTS: Final = 4096
+"""At most this many attribute lists of call spans are kept for reuse."""
+
 
 def error_raw(code: str, message: str) -> msgspec.Raw:
     """An ``invocationresult.error`` value."""
@@ -50,12 +54,22 @@ def error_raw(code: str, message: str) -> msgspec.Raw:
 
 def _error_code(error: msgspec.Raw) -> str:
     """The ``code`` of an ``invocationresult.error`` (for metrics; ``invocation_failed`` if it has none)."""
+    return _error_parts(error)[0]
+
+
+def _error_parts(error: msgspec.Raw) -> tuple[str, str]:
+    """The ``code`` (``invocation_failed`` if it has none) and ``message`` of an ``invocationresult.error``."""
     try:
         value = decode_value(error)
     except (msgspec.DecodeError, RecursionError):
         value = None
-    code = value.get("code") if isinstance(value, dict) else None
-    return code if isinstance(code, str) and code else errors.INVOCATION_FAILED
+    if not isinstance(value, dict):
+        return errors.INVOCATION_FAILED, ""
+    code, message = value.get("code"), value.get("message")
+    return (
+        code if isinstance(code, str) and code else errors.INVOCATION_FAILED,
+        message if isinstance(message, str) else "",
+    )
 
 
 def _builtin_error(entry: FunctionEntry, exc: Exception) -> msgspec.Raw:
@@ -102,6 +116,10 @@ class Calls:
         self._builtin_tasks: set[asyncio.Task[Any]] = set()
         self.observing: Observing | None = None
         """The observers of calls (set by the core), if the engine has them."""
+        self.spans: EngineSpans | None = None
+        """The engine's own spans (set by the core when a module receives telemetry; :mod:`iii.engine.spans`)."""
+        self._span_attributes: dict[tuple[str, str | None, str | None], tuple[str, list[list[str]]]] = {}
+        """The names and attributes of ``call <fn>`` spans, by (function, serving worker, calling worker)."""
 
     def expire(self) -> None:
         """Fail the calls whose deadline has passed (``TIMEOUT``); the server calls this on its ticks."""
@@ -145,12 +163,19 @@ class Calls:
         observe.v1: the callee learns who called (``caller``: ``caller_info`` as given, or the ``source`` worker
         stamped by the engine with the handler it ``asserted_caller``), the call's ``observe_depth`` and, for an
         observer's activation, ``activation``; a call of a function with observers is watched until it ends.
+
+        Spans (:mod:`iii.engine.spans`): when the engine records them, the call gets a ``call <fn>`` span, a child
+        of ``traceparent``, and the callee a ``traceparent`` naming that span.
         """
         entry = self.functions.get(function_id)
         if entry is None:
             return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
         if entry.handler is not None:
-            self._run_builtin(entry, data, caller, caller_invocation_id, source)
+            span = None
+            if self.spans is not None and call_span_wanted(function_id, entry.kind is None, traceparent is not None):
+                span = self._call_span(self.spans, entry, traceparent, source)
+                traceparent = span.traceparent
+            self._run_builtin(entry, data, caller, caller_invocation_id, source, traceparent, span)
             return None
         owner = entry.owner
         assert owner is not None
@@ -171,6 +196,9 @@ class Calls:
             caller_invocation_id,
             self.config.invocation_timeout_s if timeout_s is None else timeout_s,
         )
+        if self.spans is not None and call_span_wanted(function_id, False, traceparent is not None):
+            call.span = span = self._call_span(self.spans, entry, traceparent, source)
+            traceparent = span.traceparent
         # The common case (no observers, a callee that does not speak observe.v1) costs two lookups: who called
         # is worked out only for observers and for callees that read it.
         observing = self.observing
@@ -202,6 +230,39 @@ class Calls:
             source.hold_reading_for(owner)
         return None
 
+    def _call_span(
+        self, spans: EngineSpans, entry: FunctionEntry, traceparent: str | None, source: WorkerConnection | None
+    ) -> OpenSpan:
+        """The ``call <fn>`` span of a call of ``entry``, with the reference's attributes and who serves it and
+        who asked. The attributes of the calls between the same workers are one list, made once: spans share it
+        (their records are read-only; :meth:`~iii.engine.spans.OpenSpan.set` copies it)."""
+        function_id = entry.function_id
+        owner_id = entry.owner.worker_id if entry.owner is not None else None
+        source_id = source.worker_id if source is not None else None
+        key = (function_id, owner_id, source_id)
+        made = self._span_attributes.get(key)
+        if made is None:
+            internal = entry.handler is not None and entry.kind is None
+            attributes = [
+                ["faas.invoked_name", function_id],
+                ["faas.trigger", "other"],
+                ["function_id", function_id],
+                ["iii.function.kind", "internal" if internal else "user"],
+            ]
+            if owner_id is not None:
+                attributes.append(["iii.worker.id", owner_id])
+            if source_id is not None:
+                attributes.append(["iii.caller.worker_id", source_id])
+            if len(self._span_attributes) >= _SPAN_ATTRIBUTE_LISTS:  # workers come and go: start over
+                self._span_attributes.clear()
+            made = self._span_attributes[key] = (f"call {function_id}", attributes)
+        return spans.start_with(made[0], traceparent, made[1])
+
+    @staticmethod
+    def _end_span(span: OpenSpan, error: msgspec.Raw) -> None:
+        """End a call's span with the call's outcome (an ``invocationresult.error``, or null)."""
+        span.end(None if is_null(error) else _error_parts(error))
+
     def _run_builtin(
         self,
         entry: FunctionEntry,
@@ -209,23 +270,34 @@ class Calls:
         caller: Caller | None,
         caller_invocation_id: str | None,
         source: WorkerConnection | None,
+        traceparent: str | None = None,
+        span: OpenSpan | None = None,
     ) -> None:
         """Run a function served inside the engine (``engine::*``, a module's); answer at once, or when the
-        awaitable it returned completes."""
+        awaitable it returned completes. While it runs, the engine's trace context is ``traceparent`` (for
+        what it starts: :attr:`~iii.engine.spans.EngineSpans.context`)."""
         assert entry.handler is not None
         if entry.kind is not None and source is not None:  # a worker's function: its caller is named, as for any
             data = with_caller_worker_id(data, source.worker_id)
+        spans = self.spans
+        outer = None
+        if spans is not None:
+            outer, spans.context = spans.context, traceparent
         try:
             value = entry.handler(source, decode_value(data))
         except Exception as exc:
-            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
+            error = _builtin_error(entry, exc)
+            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error, span)
             return
+        finally:
+            if spans is not None:
+                spans.context = outer
         if inspect.isawaitable(value):
-            task = asyncio.ensure_future(self._finish_builtin(entry, value, caller, caller_invocation_id, source))
+            task = asyncio.ensure_future(self._finish_builtin(entry, value, caller, caller_invocation_id, source, span))
             self._builtin_tasks.add(task)
             task.add_done_callback(self._builtin_tasks.discard)
             return
-        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value))
+        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value), span)
 
     async def _finish_builtin(
         self,
@@ -234,27 +306,32 @@ class Calls:
         caller: Caller | None,
         caller_invocation_id: str | None,
         source: WorkerConnection | None,
+        span: OpenSpan | None,
     ) -> None:
         try:
             value = await pending
         except asyncio.CancelledError:  # the engine is stopping
             error = error_raw(errors.INVOCATION_STOPPED, "Invocation stopped: the engine is shutting down")
-            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error)
+            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error, span)
             raise
         except Exception as exc:
-            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
+            error = _builtin_error(entry, exc)
+            self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error, span)
             return
-        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value))
+        self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value), span)
 
-    @staticmethod
     def _answer_builtin(
+        self,
         entry: FunctionEntry,
         caller: Caller | None,
         caller_invocation_id: str | None,
         source: WorkerConnection | None,
         result: msgspec.Raw,
         error: msgspec.Raw,
+        span: OpenSpan | None = None,
     ) -> None:
+        if span is not None:
+            self._end_span(span, error)
         if caller is None or caller_invocation_id is None:
             return
         caller.deliver_result(caller_invocation_id, entry.function_id, result, error)
@@ -269,6 +346,8 @@ class Calls:
             return
         outcome = OK if is_null(message.error) else _error_code(message.error)
         self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
+        if call.span is not None:
+            self._end_span(call.span, message.error)
         if call.observed is not None and self.observing is not None:
             self.observing.end(call, message.result, message.error)
         if call.caller is not None and call.caller_invocation_id is not None:
@@ -276,12 +355,24 @@ class Calls:
             if call.caller.write_paused:
                 worker.hold_reading_for(call.caller)
 
+    def abandon(self, caller: Caller) -> int:
+        """Stop waiting on behalf of ``caller`` (it disconnected, or stopped waiting): the hosts' late results go
+        nowhere. The calls' spans end now, marked ``iii.call.abandoned``. Returns how many calls there were."""
+        calls = self.router.drop_caller(caller)
+        for call in calls:
+            if call.span is not None:
+                call.span.set("iii.call.abandoned", "true")
+                call.span.end()
+        return len(calls)
+
     def fail(self, calls: list[PendingCall], code: str, message: str) -> None:
         """Answer ``calls`` with the error ``code`` (they are over: stopped, timed out, their host left)."""
         error = error_raw(code, message)
         now = time.monotonic()
         for call in calls:
             self.metrics.call_finished(code, now - call.started_at)
+            if call.span is not None:
+                call.span.end((code, message))
             if call.observed is not None and self.observing is not None:
                 self.observing.end(call, JSON_NULL, error)
             if call.caller is not None and call.caller_invocation_id is not None:

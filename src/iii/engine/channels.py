@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from iii.engine.channel_states import (
     CONNECTED,
@@ -44,6 +44,9 @@ from iii.engine.channel_states import (
     end_after,
 )
 from iii.protocol import close_codes
+
+if TYPE_CHECKING:
+    from iii.engine.spans import OpenSpan
 
 READER_FRAME_BYTES: Final = 64 * 1024
 """The largest data frame a reader is sent. Binary data is a byte stream, so frame boundaries carry no
@@ -125,6 +128,7 @@ class Channel:
         "reader",
         "reader_key",
         "reader_state",
+        "span",
         "writer",
         "writer_departed",
         "writer_in_binary",
@@ -169,6 +173,9 @@ class Channel:
         bounded by the socket's receive buffer), so its end is known now, not when the reader catches up."""
         self.end_code: int | None = None
         self.end_reason = ""
+        self.span: OpenSpan | None = None
+        """Its lifetime's span, when the engine records spans and it was created in a trace (ended when the
+        channel is forgotten)."""
 
     # --- the writer side -------------------------------------------------------------------------------
 
@@ -525,6 +532,8 @@ class ChannelManager:
             self.finished_bytes += channel.bytes_relayed
             self.finished_frames += channel.frames_relayed
         self._awaiting.pop(channel.channel_id, None)
+        if channel.span is not None:
+            _end_span(channel)
         if channel.owner_id is not None:
             owned = self._by_owner.get(channel.owner_id)
             if owned is not None:
@@ -583,3 +592,20 @@ class ChannelManager:
     def describe(self) -> list[dict[str, Any]]:
         now = self._clock()
         return [channel.describe(now) for channel in self._channels.values()]
+
+
+def _end_span(channel: Channel) -> None:
+    """End a channel's lifetime span: what it relayed, and how it ended (an error unless its writer ended the
+    stream cleanly)."""
+    span = channel.span
+    assert span is not None
+    channel.span = None
+    span.set("iii.channel.bytes", str(channel.bytes_relayed))
+    span.set("iii.channel.frames", str(channel.frames_relayed))
+    if channel.end_code is not None:
+        span.set("iii.channel.close_code", str(channel.end_code))
+    if channel.end_code == close_codes.NORMAL:
+        span.end()
+        return
+    reason = channel.end_reason or "the channel was cut off before its stream ended"
+    span.end((f"channel_{channel.end_code}" if channel.end_code is not None else "channel_cut", reason))

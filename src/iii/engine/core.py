@@ -25,7 +25,7 @@ from iii.engine.builtins import Builtins
 from iii.engine.calling import Calls, error_raw
 from iii.engine.channels import ChannelManager
 from iii.engine.config import EngineConfig
-from iii.engine.enqueue import ENQUEUE_PROVIDER, EnqueueAnswer, enqueue_request
+from iii.engine.enqueue import ENQUEUE_PROVIDER, EnqueueAnswer, enqueue_request, enqueue_span
 from iii.engine.metrics import EngineMetrics
 from iii.engine.observer_records import ObserveRefused, parse_descriptor
 from iii.engine.observing import ENGINE_FEATURES, Observing
@@ -37,6 +37,7 @@ from iii.engine.registry import (
     FunctionRegistry,
 )
 from iii.engine.router import InvocationRouter
+from iii.engine.spans import EngineSpans
 from iii.engine.triggers import TriggerRegistry
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_value, detached, encode
@@ -124,6 +125,9 @@ class Core:
         """The module and acceptor of each function kind, by its ``registerfunction`` field."""
         self._telemetry: tuple[str, TelemetrySink] | None = None
         """The module that receives the SDKs' telemetry, and its sink (None: it is dropped)."""
+        self.spans: EngineSpans | None = None
+        """The engine's own spans, kept by the module that receives telemetry (None: there is none, no span is
+        recorded; :mod:`iii.engine.spans`)."""
         self._handlers: dict[type[Any], Callable[[WorkerConnection, Any], None]] = {
             InvokeFunction: self._on_invoke,
             InvocationResult: self.calls.on_result,
@@ -162,6 +166,7 @@ class Core:
         if self._telemetry is not None:
             raise ValueError(f"module {module}: telemetry is received by module {self._telemetry[0]}")
         self._telemetry = (module, sink)
+        self.spans = self.calls.spans = EngineSpans(sink)
 
     @property
     def receives_telemetry(self) -> bool:
@@ -211,7 +216,7 @@ class Core:
         stopped = self.router.take_target(worker)
         who = worker.name or worker.worker_id
         self.calls.fail(stopped, errors.INVOCATION_STOPPED, f"Invocation stopped: worker {who} disconnected")
-        abandoned = self.router.drop_caller(worker)
+        abandoned = self.calls.abandon(worker)
         orphans = self.channels.forget_unconnected_of(worker.worker_id)
         self._send_all(self.triggers.remove_worker(worker))
         log.info(
@@ -374,16 +379,25 @@ class Core:
             text = "an enqueue action needs a 'queue' (the name of the queue)"
             self._refuse_call(worker, caller_id, function_id, errors.ENQUEUE_ERROR, text)
             return
-        receipt, payload = enqueue_request(queue, function_id, message.data, message.traceparent, message.baggage)
-        answer = EnqueueAnswer(worker, caller_id, function_id, receipt) if caller_id is not None else None
+        traceparent = message.traceparent
+        span = None
+        if self.spans is not None:
+            span = enqueue_span(self.spans, queue, function_id, traceparent)
+            traceparent = span.traceparent
+        receipt, payload = enqueue_request(queue, function_id, message.data, traceparent, message.baggage)
+        answer = None
+        if caller_id is not None or span is not None:  # the enqueuer's answer, the span's end
+            answer = EnqueueAnswer(
+                worker if caller_id is not None else None, caller_id or receipt, function_id, receipt, span
+            )
         problem = self.calls.start(
             ENQUEUE_PROVIDER,
             payload,
             caller=answer,
-            caller_invocation_id=caller_id,
+            caller_invocation_id=(caller_id or receipt) if answer is not None else None,
             timeout_s=self.config.invocation_timeout_s,
             source=worker,
-            traceparent=message.traceparent,
+            traceparent=traceparent,
             baggage=message.baggage,
         )
         if problem is not None:

@@ -5,6 +5,10 @@ core knows no queue: it calls :data:`ENQUEUE_PROVIDER` (``engine::queue::enqueue
 or by any worker that registers it) with ``{queue, function_id, data, messageReceiptId, traceparent,
 baggage}``, a fresh receipt id, and answers the caller ``{"messageReceiptId": ...}`` once the provider has
 accepted the message, or ``enqueue_error`` with the provider's message (the reference engine's shapes).
+
+When the engine records spans (:mod:`iii.engine.spans`), an enqueue gets the reference's ``enqueue <fn> → <queue>``
+span, a child of the enqueuer's ``traceparent``, from the action until the provider answers; the message carries
+a ``traceparent`` naming it, so the delivery's spans, however much later, are its children.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from iii.protocol.messages import JSON_NULL, is_null
 
 if TYPE_CHECKING:
     from iii.engine.peers import Caller
+    from iii.engine.spans import EngineSpans, OpenSpan
 
 ENQUEUE_PROVIDER: Final = "engine::queue::enqueue"
 
@@ -41,19 +46,44 @@ def enqueue_request(
     return receipt, msgspec.Raw(encode_value(payload))
 
 
+def enqueue_span(spans: EngineSpans, queue: str, function_id: str, traceparent: str | None) -> OpenSpan:
+    """The span of one enqueue (the reference's name and attributes)."""
+    attributes = [
+        ("function_id", function_id),
+        ("queue", queue),
+        ("messaging.system", "iii-queue"),
+        ("messaging.destination.name", queue),
+        ("messaging.operation.type", "publish"),
+    ]
+    return spans.start(f"enqueue {function_id} \u2192 {queue}", traceparent, attributes)
+
+
 class EnqueueAnswer:
-    """The provider's caller for one enqueue: turns its outcome into the enqueuer's answer."""
+    """The provider's caller for one enqueue: turns its outcome into the enqueuer's answer (none for a caller
+    that wants none), and ends the enqueue's span, if it has one."""
 
     write_paused = False
     """The answer is one small message: the provider is never held back for it."""
 
-    def __init__(self, caller: Caller, invocation_id: str, function_id: str, receipt: str) -> None:
+    def __init__(
+        self,
+        caller: Caller | None,
+        invocation_id: str,
+        function_id: str,
+        receipt: str,
+        span: OpenSpan | None = None,
+    ) -> None:
         self._caller = caller
         self._invocation_id = invocation_id
         self._function_id = function_id
         self._receipt = receipt
+        self._span = span
 
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
+        if self._span is not None:
+            self._span.end(None if is_null(error) else _error_fields(error))
+        if self._caller is None:
+            return
         if is_null(error):
             answer = msgspec.Raw(encode_value({"messageReceiptId": self._receipt}))
             self._caller.deliver_result(self._invocation_id, self._function_id, answer, JSON_NULL)

@@ -15,13 +15,14 @@ import asyncio
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from iii.engine.module_channels import InProcessChannel
 from iii.engine.registry import BuiltinFailure, BuiltinHandler
+from iii.engine.spans import OpenSpan
 from iii.modules.api import (
     BindingInfo,
     CallInfo,
@@ -41,8 +42,8 @@ from iii.protocol.codec import decode_value, encode_value
 from iii.protocol.messages import JSON_NULL, is_null
 
 if TYPE_CHECKING:
+    from iii.engine.calling import Calls
     from iii.engine.core import Core
-    from iii.engine.router import InvocationRouter
     from iii.engine.triggers import Binding
     from iii.engine.worker_socket import WorkerConnection
 
@@ -70,9 +71,9 @@ class _Answer:
 
     write_paused = False
 
-    def __init__(self, future: asyncio.Future[Any], router: InvocationRouter) -> None:
+    def __init__(self, future: asyncio.Future[Any], calls: Calls) -> None:
         self._future = future
-        self._router = router
+        self._calls = calls
         future.add_done_callback(self._on_done)
 
     def deliver_result(self, invocation_id: str, function_id: str, result: msgspec.Raw, error: msgspec.Raw) -> None:
@@ -90,7 +91,7 @@ class _Answer:
 
     def _on_done(self, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
-            self._router.drop_caller(self)  # the module stopped waiting: a late result goes nowhere
+            self._calls.abandon(self)  # the module stopped waiting: a late result goes nowhere
 
 
 class _Provider:
@@ -195,17 +196,26 @@ class InProcessHost:
         self._core.provide_function_kind(field, self._module, accept)
 
     def invoke(
-        self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> asyncio.Future[Any]:
         """The call starts now; the future gives its result (see :mod:`iii.modules.api`)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         problem = self._core.calls.start(
             function_id,
             _as_raw(data),
-            caller=_Answer(future, self._core.router),
+            caller=_Answer(future, self._core.calls),
             caller_invocation_id=f"{self._module}-{next(self._call_ids)}",
             timeout_s=timeout_s,
             metadata=_as_raw(metadata),
+            traceparent=traceparent,
+            baggage=baggage,
         )
         if problem is not None:
             future.set_exception(InvocationError(*problem))
@@ -226,6 +236,12 @@ class InProcessHost:
         if self._ports is None:
             raise RuntimeError(f"module {self._module}: this engine has no server to open a worker port on")
         return await self._ports.open_worker_port(self._module, host, port, gate)
+
+    def start_span(
+        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()
+    ) -> OpenSpan | None:
+        spans = self._core.spans
+        return None if spans is None else spans.start(name, traceparent, attributes)
 
     def receive_telemetry(self, sink: TelemetrySink) -> None:
         self._core.provide_telemetry_sink(self._module, sink)

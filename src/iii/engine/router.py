@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from iii.engine.deadlines import Deadlines
 from iii.engine.peers import Caller, Host
+from iii.engine.spans import OpenSpan
 
 
 class PendingCall:
@@ -25,6 +26,7 @@ class PendingCall:
         "dispatch_id",
         "function_id",
         "observed",
+        "span",
         "started_at",
         "target",
     )
@@ -47,6 +49,8 @@ class PendingCall:
         self.deadline_slot = 0.0
         self.observed: object | None = None
         """What its observers need of it when it ends (:mod:`iii.engine.observing`), if it has any."""
+        self.span: OpenSpan | None = None
+        """Its ``call <fn>`` span, when the engine records spans (:mod:`iii.engine.spans`)."""
 
 
 class DispatchIds:
@@ -127,12 +131,13 @@ class InvocationRouter:
         self._by_target.pop(target, None)
         return calls
 
-    def drop_caller(self, caller: Caller) -> int:
-        """Stop waiting on behalf of ``caller`` (it disconnected); the hosts' late results are dropped."""
+    def drop_caller(self, caller: Caller) -> list[PendingCall]:
+        """Stop waiting on behalf of ``caller`` (it disconnected); the hosts' late results are dropped. Returns
+        the calls dropped."""
         calls = [self._pending[d] for d in self._by_caller.pop(caller, ())]
         for call in calls:
             self._forget(call)
-        return len(calls)
+        return calls
 
     def retarget(self, old: Host, new: Host) -> None:
         """Move calls sent to ``old`` to ``new`` (a reattaching worker will answer them there)."""

@@ -41,9 +41,10 @@ Contracts:
   registrations become (or whether they are refused), and which of its calls the module answers itself. Inside
   the engine only: over the worker protocol a worker cannot let others in.
 * Telemetry (:meth:`ModuleHost.receive_telemetry`): the binary messages the SDKs send to the engine's ``/otel``
-  socket (their logs, spans and metrics) go to the module's :class:`TelemetrySink`, one module at a time. With
-  no sink, the engine reads them and drops them. Inside the engine only: over the worker protocol a worker
-  does not see other workers' telemetry.
+  socket (their logs, spans and metrics) go to the module's :class:`TelemetrySink`, one module at a time, and
+  so do the engine's own spans (:meth:`TelemetrySink.keep`). With no sink, the engine reads the messages and
+  drops them, and records no span. Inside the engine only: over the worker protocol a worker does not see
+  other workers' telemetry.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ __all__ = [
     "ModuleChannel",
     "ModuleHost",
     "ModuleReader",
+    "ModuleSpan",
     "ModuleWriter",
     "TelemetrySink",
     "TriggerDeclaration",
@@ -370,6 +372,27 @@ class TelemetrySink(Protocol):
         other bytes may arrive too: the sink judges them. Called on the engine's loop for each message, so it must
         not wait; anything it raises is logged and the message dropped, and the sending connection goes on."""
 
+    def keep(self, signal: str, records: list[dict[str, Any]]) -> None:
+        """Records the engine made itself: ``signal`` ``"spans"``, its own spans (:mod:`iii.engine.spans`), in the
+        shape of the decoded ones (``trace_id``, ``span_id``, ``parent_span_id``, ``name``, times in Unix
+        nanoseconds, ``status``, ``attributes`` as ``[key, value]`` string pairs, ``service_name``, ...).
+        Called on the engine's loop, at most once a turn of it, with what ended since: it must not wait."""
+
+
+class ModuleSpan(Protocol):
+    """A span the engine records for something a module does (:meth:`ModuleHost.start_span`)."""
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C ``traceparent`` naming this span: pass it to the calls the work makes
+        (:meth:`ModuleHost.invoke`), so that their spans are its children."""
+
+    def set(self, key: str, value: str) -> None:
+        """Add an attribute."""
+
+    def end(self, error: tuple[str, str] | None = None) -> None:
+        """End the span now: its work succeeded, or failed with ``(code, message)``. Call it once."""
+
 
 class ModuleHost(Protocol):
     """What a module may do: the capabilities of any worker (see the module docstring)."""
@@ -398,11 +421,19 @@ class ModuleHost(Protocol):
         """
 
     def invoke(
-        self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> Awaitable[Any]:
         """Call ``function_id``; the awaitable gives its result or raises :class:`InvocationError` (see the module
-        docstring). ``metadata`` goes with the call (the callee's invocation metadata), as a worker's
-        ``invokefunction`` carries it."""
+        docstring). ``metadata`` goes with the call (the callee's invocation metadata), and so do ``traceparent``
+        and ``baggage`` (W3C trace context: the call's span is a child of ``traceparent``), as a worker's
+        ``invokefunction`` carries them."""
 
     def invoke_void(self, function_id: str, data: Any) -> None:
         """Call ``function_id`` without waiting for (or getting) its result."""
@@ -417,6 +448,13 @@ class ModuleHost(Protocol):
         """Open another port for workers, where ``gate`` admits each (see the module docstring). Channel sockets
         (``/ws/channels/...``) are served there too; ``OSError`` if the address cannot be bound. Only inside the
         engine: a host over the worker protocol raises ``NotImplementedError``."""
+
+    def start_span(
+        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()
+    ) -> ModuleSpan | None:
+        """A span for work the module does (an HTTP exchange, say), a child of ``traceparent`` (a new trace when
+        it names none), kept with the engine's own spans; None when the engine records no spans (no module
+        receives telemetry, or the module runs over the worker protocol): then there is nothing to end."""
 
     def receive_telemetry(self, sink: TelemetrySink) -> None:
         """Have ``sink`` receive the telemetry the engine accepts from now on (see :class:`TelemetrySink`; once

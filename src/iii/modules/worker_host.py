@@ -18,7 +18,7 @@ import collections
 import inspect
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final
 
 from iii.errors import ChannelBrokenError, ChannelError, FunctionError
@@ -90,7 +90,18 @@ class WorkerHost:
             "engine only (a worker cannot take other workers' registrations)"
         )
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
+    async def invoke(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> Any:
+        """The call over the worker protocol; ``traceparent`` and ``baggage`` are not sent (our SDK's
+        ``trigger`` takes its trace context from the handler it runs in)."""
         request: dict[str, Any] = {"function_id": function_id, "payload": data}
         if timeout_s is not None:
             request["timeout_ms"] = max(1, int(timeout_s * 1000))
@@ -128,6 +139,10 @@ class WorkerHost:
         raise NotImplementedError(
             f"module {self._module} opens a port where it admits workers: it runs inside the engine only"
         )
+
+    def start_span(self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()) -> None:
+        """No spans over the worker protocol: the engine records them for modules inside it only."""
+        return None
 
     def receive_telemetry(self, sink: TelemetrySink) -> None:
         """Not over the worker protocol: a worker does not see other workers' telemetry."""

@@ -57,8 +57,18 @@ class HttpExchange:
     """One request and its response: the middleware and function calls, the two channels, and the decision of
     what to answer."""
 
-    def __init__(self, module: HttpModule, request: web.BaseRequest, match: Match) -> None:
+    def __init__(
+        self,
+        module: HttpModule,
+        request: web.BaseRequest,
+        match: Match,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> None:
         self.module = module
+        self.traceparent = traceparent
+        """The trace context of the exchange's calls (its span's, when the engine records spans)."""
+        self.baggage = baggage
         self.settings = module.settings
         self.request = request
         self.route = match.route
@@ -119,6 +129,8 @@ class HttpExchange:
             self._payload(json_value, body_channel, response_channel),
             timeout_s=_CALL_DEADLINE_S,
             metadata=route.metadata,
+            traceparent=self.traceparent,
+            baggage=self.baggage,
         )
         self._call = asyncio.ensure_future(call)  # inside the engine, already a future: the call has started
         self._call.add_done_callback(self._on_call_done)
@@ -172,7 +184,11 @@ class HttpExchange:
         )
         timeout_s = self.settings.timeout_s
         for function_id in self.route.middleware:
-            call = asyncio.ensure_future(self.module.host.invoke(function_id, payload, timeout_s=timeout_s))
+            call = asyncio.ensure_future(
+                self.module.host.invoke(
+                    function_id, payload, timeout_s=timeout_s, traceparent=self.traceparent, baggage=self.baggage
+                )
+            )
             try:
                 async with asyncio.timeout(timeout_s):
                     await asyncio.wait((call, self._decision), return_when=asyncio.FIRST_COMPLETED)

@@ -12,7 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from iii.modules.api import BindingInfo, MetricSample, ModuleHost
+from iii.modules.api import BindingInfo, MetricSample, ModuleHost, ModuleSpan
 from iii.modules.http.exchange import READ_BUFSIZE, TRIGGER_TYPE, HttpExchange
 from iii.modules.http.responses import error_response
 from iii.modules.http.routes import (
@@ -197,10 +197,45 @@ class HttpModule:
             )
         assert self._slots is not None
         async with self._slots:
-            exchange = HttpExchange(self, request, found)
+            span = self._exchange_span(request, found.route)
+            traceparent = request.headers.get("traceparent") if span is None else span.traceparent
+            exchange = HttpExchange(self, request, found, traceparent, request.headers.get("baggage"))
             self.exchanges.add(exchange)
+            response = None
             try:
-                return await exchange.run()
+                response = await exchange.run()
+                return response
             finally:
                 self.exchanges.discard(exchange)
                 exchange.finish()
+                if span is not None:
+                    _end_exchange_span(span, response)
+
+    def _exchange_span(self, request: web.BaseRequest, route: Route) -> ModuleSpan | None:
+        """The span of one exchange, as the reference names it (``GET /users/:id``), a child of the request's
+        ``traceparent`` header (a new trace without one); None when the engine records no spans."""
+        internal = route.function_id.startswith("engine::")
+        attributes = [
+            ("http.request.method", request.method),
+            ("http.route", route.pattern.path),
+            ("url.path", request.path),
+            ("url.query", request.query_string),
+            ("url.scheme", request.scheme),
+            ("server.address", request.host),
+            ("user_agent.original", request.headers.get("User-Agent", "")),
+            ("function_id", route.function_id),
+            ("iii.function.kind", "internal" if internal else "user"),
+        ]
+        return self.host.start_span(
+            f"{request.method} {route.pattern.path}", request.headers.get("traceparent"), attributes
+        )
+
+
+def _end_exchange_span(span: ModuleSpan, response: web.StreamResponse | None) -> None:
+    """End an exchange's span with its response's status: a 5xx, or no response at all, is an error (OpenTelemetry's
+    rule for a server span; a 4xx is the client's)."""
+    if response is None:
+        span.end(("http_exchange_failed", "the exchange ended without a response (the client went away)"))
+        return
+    span.set("http.response.status_code", str(response.status))
+    span.end((f"http_{response.status}", f"HTTP {response.status}") if response.status >= 500 else None)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from iii.modules.api import BindingInfo, CallInfo, FunctionError, MetricSample, ModuleHost
+from iii.modules.api import BindingInfo, CallInfo, FunctionError, InvocationError, MetricSample, ModuleHost
 from iii.modules.queue.dispatcher import Dispatcher, QueueStats, now_ms
 from iii.modules.queue.redis_store import RedisQueueStore
 from iii.modules.queue.settings import DEFAULT_QUEUE, QueueConfig, QueueSettings
@@ -254,7 +254,34 @@ class QueueModule:
 
     async def _invoke(self, message: StoredMessage) -> Any:
         assert self._host is not None
-        return await self._host.invoke(message.function_id, decode_value(message.data))
+        # The delivery's span (the reference's ``fn_queue <queue>``) is a child of the enqueue's (the message's
+        # trace context), and the call's is a child of the delivery's; baggage passes as it was enqueued.
+        attributes = [
+            ("function_id", message.function_id),
+            ("queue", message.queue),
+            ("attempt", str(message.attempts + 1)),
+            ("delivery_id", message.message_id),
+            ("messaging.system", "iii-queue"),
+            ("messaging.destination.name", message.queue),
+            ("messaging.operation.type", "process"),
+        ]
+        span = self._host.start_span(f"fn_queue {message.queue}", message.traceparent, attributes)
+        traceparent = message.traceparent if span is None else span.traceparent
+        try:
+            result = await self._host.invoke(
+                message.function_id, decode_value(message.data), traceparent=traceparent, baggage=message.baggage
+            )
+        except InvocationError as error:
+            if span is not None:
+                span.end((error.code, error.message))
+            raise
+        except BaseException:
+            if span is not None:
+                span.end(("invocation_stopped", "the delivery was stopped"))
+            raise
+        if span is not None:
+            span.end()
+        return result
 
     def _open_store(self) -> QueueStore:
         if self._store is None:
