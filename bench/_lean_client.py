@@ -46,11 +46,20 @@ class IdMaker:
         return f"{self._prefix}{self._counter:012x}"
 
 
-def encode_call(invocation_id: str, function_id: str, data: Any, action: TriggerAction | None = None) -> bytes:
+def encode_call(
+    invocation_id: str,
+    function_id: str,
+    data: Any,
+    action: TriggerAction | None = None,
+    traceparent: str | None = None,
+) -> bytes:
     """An ``invokefunction`` message as a worker sends it; ``data`` is any JSON-encodable value; ``action`` e.g.
-    ``TriggerAction(type="enqueue", queue="default")``."""
+    ``TriggerAction(type="enqueue", queue="default")``; ``traceparent`` the call's trace context, if any."""
     raw = msgspec.Raw(encode_value(data))
-    return encode(InvokeFunction(function_id=function_id, invocation_id=invocation_id, data=raw, action=action))
+    message = InvokeFunction(
+        function_id=function_id, invocation_id=invocation_id, data=raw, action=action, traceparent=traceparent
+    )
+    return encode(message)
 
 
 class WorkerClient(WSListener):

@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from _common import (
@@ -121,8 +121,10 @@ class Caller:
         request: Callable[[int], Any] = echo_request,
         matches: Callable[[int, msgspec.Raw], bool] = echo_matches,
         action: TriggerAction | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.client = client
+        self.traceparent = traceparent
         self.verify = verify
         self.function_id = function_id
         self.request = request
@@ -143,7 +145,7 @@ class Caller:
         """Send the next call and remember when it left."""
         self.seq += 1
         invocation_id = self.client.ids.next()
-        encoded = encode_call(invocation_id, self.function_id, self.request(self.seq), self.action)
+        encoded = encode_call(invocation_id, self.function_id, self.request(self.seq), self.action, self.traceparent)
         self.outstanding[invocation_id] = (self.seq, time.perf_counter_ns())
         self.client.send(encoded)
         self.sent += 1
@@ -198,12 +200,17 @@ async def wait_until_registered(client: WorkerClient, timeout_s: float = 30.0, f
         await asyncio.sleep(0.02)
 
 
-async def caller_main(url: str, calls: int, in_flight: int, warmup: int, verify: bool) -> None:
-    """Wait for B's function, warm up, then make ``calls`` calls on ``go`` and report."""
+TRACEPARENT: Final = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+"""The trace context of a traced caller's calls (``--traced 1``): one sampled trace, as a traced client's."""
+
+
+async def caller_main(url: str, calls: int, in_flight: int, warmup: int, verify: bool, traced: bool = False) -> None:
+    """Wait for B's function, warm up, then make ``calls`` calls on ``go`` and report; ``traced``: every call
+    carries :data:`TRACEPARENT`."""
     commands = Commands()
     client = await WorkerClient.connect(url)
     attempts = await wait_until_registered(client)
-    caller = Caller(client, verify)
+    caller = Caller(client, verify, traceparent=TRACEPARENT if traced else None)
     await caller.run(warmup, in_flight)
     sample = encode_call(client.ids.next(), FUNCTION_ID, Payload(seq=1, sku="SKU-0001", note=NOTE))
     emit("warm", probe_attempts=attempts, message_bytes=len(sample))
@@ -253,16 +260,23 @@ def run_once(calls: int, in_flight: int, warmup: int, verify: bool) -> CallRun:
 
 
 def run_workers(
-    caller_url: str, echo_url: str, servers: Mapping[str, int], calls: int, in_flight: int, warmup: int, verify: bool
+    caller_url: str,
+    echo_url: str,
+    servers: Mapping[str, int],
+    calls: int,
+    in_flight: int,
+    warmup: int,
+    verify: bool,
+    traced: bool = False,
 ) -> CallRun:
     """One run with fresh workers: the echo worker B on ``echo_url``, the caller A on ``caller_url`` (the same
     engine, or two engines of a cluster); ``servers`` (name → pid: the engines, a Redis) go into the CPU window
-    beside ``A`` and ``B``."""
+    beside ``A`` and ``B``; ``traced``: A's calls carry a sampled ``traceparent``."""
     with contextlib.ExitStack() as stack:
         echo = stack.enter_context(Child("worker-b", SCRIPT, ["--role", "echo", "--url", echo_url], CHILD_TIMEOUT_S))
         echo.expect("registered")
         args = ["--role", "caller", "--url", caller_url, "--calls", str(calls), "--in-flight", str(in_flight)]
-        args += ["--warmup", str(warmup), *(["--verify"] if verify else [])]
+        args += ["--warmup", str(warmup), "--traced", str(int(traced)), *(["--verify"] if verify else [])]
         caller = stack.enter_context(Child("worker-a", SCRIPT, args, CHILD_TIMEOUT_S))
         warm = caller.expect("warm")
         window = CpuWindow({**servers, "A": caller.pid, "B": echo.pid})
@@ -349,13 +363,14 @@ def main() -> None:
         {
             "echo": lambda args: run_role(lambda: echo_main(args.url), CHILD_TIMEOUT_S),
             "caller": lambda args: run_role(
-                lambda: caller_main(args.url, args.calls, args.in_flight, args.warmup, args.verify), CHILD_TIMEOUT_S
+                lambda: caller_main(args.url, args.calls, args.in_flight, args.warmup, args.verify, bool(args.traced)),
+                CHILD_TIMEOUT_S,
             ),
         },
         quick_help="20,000 / 2,000 calls, one run",
         verify_help="check that every result echoes its call's data",
         default_repeat=5,
-        role_options={"url": str, "calls": int, "in-flight": int, "warmup": int},
+        role_options={"url": str, "calls": int, "in-flight": int, "warmup": int, "traced": int},
     )
 
 

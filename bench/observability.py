@@ -8,10 +8,12 @@ span per execution of a handler, batched every 100 ms).
 * **calls**: the same official caller's calls/s (``--in-flight`` at once, for ``--seconds``) through a fresh
   engine process with the default modules and with the same list less ``observability``, alternating run by
   run (``--runs`` pairs), with the engine's CPU per call over each measured window.
-* **engine spans**: what the engine's own spans cost it (it records a ``call <fn>`` span per routed call when a
-  module receives telemetry): the lean workers of part 3 (``bench/invocations.py``: no SDK, no telemetry of their
-  own, 64 calls in flight, ``--span-calls`` calls) through a fresh engine with the default modules and with the
-  same list less ``observability``, alternating (``--runs`` pairs); calls/s and the engine's CPU per call.
+* **engine spans**: what the engine's own spans cost it (when a module receives telemetry it records a ``call
+  <fn>`` span per routed call that came in a sampled trace): the lean workers of part 3 (``bench/invocations.py``:
+  no SDK, no telemetry of their own, 64 calls in flight, ``--span-calls`` calls) through a fresh engine with the
+  same list of modules less ``observability``, with the default modules and calls in no trace, and with the
+  default modules and every call carrying a sampled ``traceparent``, rotating (``--runs`` rounds); calls/s and
+  the engine's CPU per call.
 
 Run: ``python bench/observability.py [--runs N] [--seconds S] [--in-flight K] [--repeat R] [--span-calls N]
 [--no-calls] [--only-spans]``.
@@ -162,29 +164,40 @@ def calls(python: Path, args: argparse.Namespace) -> None:
     )
 
 
+SPAN_CASES: Final = {
+    "without": ("without observability", False),
+    "untraced": ("with it, calls in no trace", False),
+    "traced": ("with it, calls in a trace", True),
+}
+"""The engine-spans part's cases: name -> (label, whether the caller's calls carry a sampled traceparent)."""
+
+
 def engine_spans(args: argparse.Namespace) -> None:
-    """The engine's span recording on and off, with clients that cost the engine as little as they can."""
-    results: dict[str, list[tuple[float, float]]] = {"with": [], "without": []}
+    """The engine's span recording, with clients that cost the engine as little as they can: no telemetry module;
+    the module, with calls that carry no trace context (the engine records nothing for them); the module, with
+    calls in a sampled trace (a ``call <fn>`` span each). The cases rotate run by run."""
+    results: dict[str, list[tuple[float, float]]] = {case: [] for case in SPAN_CASES}
+    cases = list(SPAN_CASES)
     for run in range(args.runs):
-        order = ("with", "without") if run % 2 == 0 else ("without", "with")
-        for case in order:
-            modules = DEFAULT_MODULES if case == "with" else WITHOUT
+        for case in cases[run % 3 :] + cases[: run % 3]:
+            label, traced = SPAN_CASES[case]
+            modules = WITHOUT if case == "without" else DEFAULT_MODULES
             with engine_process(["--modules", modules]) as engine:
-                done = run_workers(engine.url, engine.url, {"engine": engine.pid}, args.span_calls, 64, 5_000, False)
+                done = run_workers(
+                    engine.url, engine.url, {"engine": engine.pid}, args.span_calls, 64, 5_000, False, traced
+                )
             cpu_us = done.cpu.used["engine"] / done.calls * 1e6
             results[case].append((done.calls_per_s, cpu_us))
             print(
-                f"spans run {run + 1} {case:7} observability: {done.calls_per_s:,.0f} calls/s, "
-                f"engine {cpu_us:.1f} µs CPU per call",
+                f"spans run {run + 1} {label:28}: {done.calls_per_s:,.0f} calls/s, engine {cpu_us:.1f} µs CPU per call",
                 flush=True,
             )
     rate = {case: statistics.median(r[0] for r in rs) for case, rs in results.items()}
     cpu = {case: statistics.median(r[1] for r in rs) for case, rs in results.items()}
-    print(
-        f"engine spans, lean workers, 64 in flight: calls/s median with {rate['with']:,.0f}, without "
-        f"{rate['without']:,.0f} ({(1 - rate['with'] / rate['without']) * 100:+.1f}% fewer with); engine CPU per "
-        f"call median with {cpu['with']:.1f} µs, without {cpu['without']:.1f} µs"
-    )
+    print("engine spans, lean workers, 64 in flight (medians):")
+    for case, (label, _) in SPAN_CASES.items():
+        ratio = rate[case] / rate["without"]
+        print(f"  {label:28}: {rate[case]:,.0f} calls/s ({ratio:.2f}x), engine {cpu[case]:.1f} µs CPU per call")
 
 
 def main() -> None:

@@ -197,16 +197,16 @@ def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess,
         assert lines[0] == f"trace {trace_id}", done.stdout
         outer = next(i for i, line in enumerate(lines) if f"execute {prefix}.outer " in line)
         inner = next(i for i, line in enumerate(lines) if f"execute {prefix}.inner " in line)
-        # the child is below its parent and drawn one level deeper
+        # the child is below its parent and drawn one level deeper (the official SDK runs its own function's call
+        # in process: no engine hop between them)
         assert inner == outer + 1, done.stdout
         depth = lines[inner].index("execute") - lines[outer].index("execute")
         assert depth == 4, done.stdout
         row = re.compile(r"execute \S+  nested-python  [0-9.]+ ms  ok  \+[0-9.]+ ms$")
         assert row.search(lines[outer]) and row.search(lines[inner]), done.stdout
-        # the root, starting the trace, is the engine's span of the call (iii.engine.spans), the handler's under it
-        root = re.compile(rf"call {prefix}\.outer  iii  [0-9.]+ ms  ok  \+0\.00 ms$")
-        assert outer == 2 and root.search(lines[1]), done.stdout
-        assert lines[outer].index("execute") - lines[1].index("call") == 4, done.stdout
+        # the root starts the trace: the worker's own call of outer carried no trace context, so the engine
+        # recorded no span for it (iii.engine.spans joins traces, it does not start them for calls)
+        assert outer == 1 and lines[outer].endswith("+0.00 ms"), done.stdout
 
         logs = iii(engine, "logs", "--worker", "nested-python")
         assert f"WARN  nested-python {marker} inner trace={trace_id[:8]}" in logs.stdout.decode(), logs.stdout

@@ -176,10 +176,11 @@ def test_an_official_workers_logger_line_and_its_span_are_shown(
         (row,) = [row for row in _rows(browser, "log-lines") if marker in row["cells"]]
         assert row["cls"] == "level-INFO" and row["cells"][1:3] == ["INFO", "telemetry-python"]
         _trace_link(browser, marker).click()
-        # the engine's span of the call (iii.engine.spans) first, the handler's span under it
+        # the handler's span is the root: the worker's own call carried no trace context, so the engine recorded
+        # no span for it (a row of one cell, "loading" or "no span", may show first)
         wait.until(
             lambda d: (
-                [(r["cells"][0], r["cells"][1]) for r in _rows(d, "trace-spans")][:2]
-                == [(f"call {function_id}", "iii"), (f"execute {function_id}", "telemetry-python")]
+                [r["cells"][:2] for r in _rows(d, "trace-spans")][:1]
+                == [[f"execute {function_id}", "telemetry-python"]]
             )
         )

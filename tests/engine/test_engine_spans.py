@@ -81,22 +81,22 @@ async def test_a_call_between_workers_is_caller_span_then_engine_span_then_calle
     }
 
 
-async def test_a_call_without_trace_context_starts_a_trace_at_the_engine(live_engine: Engine) -> None:
-    """Proves a call with no ``traceparent`` (or one that is not one) gets a new trace, rooted at the engine's
-    span, which ``engine::traces::list`` shows by default (a user function's call is not internal)."""
+async def test_a_call_outside_a_sampled_trace_gets_no_engine_span(live_engine: Engine) -> None:
+    """Proves the engine joins traces and does not start them for calls: a call with no ``traceparent``, one
+    that is not one, or one whose trace is not sampled reaches the callee with the context as it was sent and
+    leaves no span (so a client that traces nothing pays nothing for the engine's spans)."""
     host = await RawWorker.connect(live_engine.url)
     caller = await RawWorker.connect(live_engine.url)
     await host.register("svc::plain")
-    for sent in (None, "00-abc-def-01"):
+    unsampled = f"00-{TRACE_ID}-{CALLER_SPAN}-00"
+    for sent in (None, "00-abc-def-01", unsampled):
         extra = {} if sent is None else {"traceparent": sent}
         await caller.invoke("svc::plain", {}, **extra)
         delivery = await host.serve_one(lambda d: "ok")
         await caller.recv_type("invocationresult")
-        trace_id, span_id = named_by(delivery["traceparent"])
-        listed = await caller.result_of("engine::traces::list", {"trace_id": trace_id})
-        assert [(s["name"], s["span_id"], s["parent_span_id"]) for s in listed["spans"]] == [
-            ("call svc::plain", span_id, None)
-        ]
+        assert delivery.get("traceparent") == sent
+    listed = await caller.result_of("engine::traces::list", {"search_all_spans": True, "include_internal": True})
+    assert [span["name"] for span in listed["spans"]] == []
 
 
 async def test_a_failed_call_has_an_error_span(live_engine: Engine) -> None:

@@ -110,7 +110,9 @@ class LocalHost:
     async def create_channel(self, buffer_frames: int = 64) -> Any:
         raise NotImplementedError("LocalHost has no channels: test a module that uses them on an engine")
 
-    def start_span(self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()) -> None:
+    def start_span(
+        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = (), *, root: bool = False
+    ) -> None:
         """No spans: a module's work here is not traced."""
         return None
 

@@ -164,15 +164,15 @@ class Calls:
         stamped by the engine with the handler it ``asserted_caller``), the call's ``observe_depth`` and, for an
         observer's activation, ``activation``; a call of a function with observers is watched until it ends.
 
-        Spans (:mod:`iii.engine.spans`): when the engine records them, the call gets a ``call <fn>`` span, a child
-        of ``traceparent``, and the callee a ``traceparent`` naming that span.
+        Spans (:mod:`iii.engine.spans`): when the engine records them and ``traceparent`` is in a sampled trace,
+        the call gets a ``call <fn>`` span, its child, and the callee a ``traceparent`` naming that span.
         """
         entry = self.functions.get(function_id)
         if entry is None:
             return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
         if entry.handler is not None:
             span = None
-            if self.spans is not None and call_span_wanted(function_id, entry.kind is None, traceparent is not None):
+            if self.spans is not None and call_span_wanted(function_id, traceparent):
                 span = self._call_span(self.spans, entry, traceparent, source)
                 traceparent = span.traceparent
             self._run_builtin(entry, data, caller, caller_invocation_id, source, traceparent, span)
@@ -196,7 +196,7 @@ class Calls:
             caller_invocation_id,
             self.config.invocation_timeout_s if timeout_s is None else timeout_s,
         )
-        if self.spans is not None and call_span_wanted(function_id, False, traceparent is not None):
+        if self.spans is not None and call_span_wanted(function_id, traceparent):
             call.span = span = self._call_span(self.spans, entry, traceparent, source)
             traceparent = span.traceparent
         # The common case (no observers, a callee that does not speak observe.v1) costs two lookups: who called

@@ -37,7 +37,7 @@ from iii.engine.registry import (
     FunctionRegistry,
 )
 from iii.engine.router import InvocationRouter
-from iii.engine.spans import EngineSpans
+from iii.engine.spans import EngineSpans, in_trace
 from iii.engine.triggers import TriggerRegistry
 from iii.protocol import close_codes, errors
 from iii.protocol.codec import MalformedMessage, decode_value, detached, encode
@@ -381,7 +381,7 @@ class Core:
             return
         traceparent = message.traceparent
         span = None
-        if self.spans is not None:
+        if self.spans is not None and in_trace(traceparent):
             span = enqueue_span(self.spans, queue, function_id, traceparent)
             traceparent = span.traceparent
         receipt, payload = enqueue_request(queue, function_id, message.data, traceparent, message.baggage)

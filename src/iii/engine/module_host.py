@@ -22,7 +22,7 @@ import msgspec
 
 from iii.engine.module_channels import InProcessChannel
 from iii.engine.registry import BuiltinFailure, BuiltinHandler
-from iii.engine.spans import OpenSpan
+from iii.engine.spans import OpenSpan, in_trace
 from iii.modules.api import (
     BindingInfo,
     CallInfo,
@@ -238,10 +238,12 @@ class InProcessHost:
         return await self._ports.open_worker_port(self._module, host, port, gate)
 
     def start_span(
-        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()
+        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = (), *, root: bool = False
     ) -> OpenSpan | None:
         spans = self._core.spans
-        return None if spans is None else spans.start(name, traceparent, attributes)
+        if spans is None or not (root or in_trace(traceparent)):
+            return None
+        return spans.start(name, traceparent, attributes)
 
     def receive_telemetry(self, sink: TelemetrySink) -> None:
         self._core.provide_telemetry_sink(self._module, sink)

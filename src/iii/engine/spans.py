@@ -11,10 +11,11 @@ make an :class:`EngineSpans` at all; without one no span is started and the call
 With one, a span costs its ids (``random.getrandbits``), two clock reads and its record; the records go to the
 module in batches, once per turn of the event loop (:meth:`~iii.modules.api.TelemetrySink.keep`).
 
-Which calls get a ``call <fn>`` span (:func:`call_span_wanted`): every call of a function a worker serves, and a
-call of a function served inside the engine (``engine::*``, a module's) only when its caller sent trace context,
-as the reference engine decides, so that the engine's machinery and the console's polling do not each start a
-trace. The observability functions are never traced: the pipeline must not observe itself.
+The engine joins traces; it starts one only where work enters the system from outside (an HTTP request). A call
+or an enqueue gets its span only when it came with a sampled ``traceparent`` (:func:`in_trace`): the official
+SDKs send one with every call, so their traces show the engine's hop, while a call sent without context (a lean
+client, the console's polling, the engine's own machinery) costs nothing, and the callee's SDK starts the trace.
+The observability functions are never traced: the pipeline must not observe itself.
 """
 
 from __future__ import annotations
@@ -80,12 +81,17 @@ def parse_traceparent(traceparent: str | None) -> tuple[str, str, str] | None:
     return trace_id, span_id, flags
 
 
-def call_span_wanted(function_id: str, served_inside: bool, has_context: bool) -> bool:
-    """Whether a call of ``function_id`` gets a ``call <fn>`` span (see the module docstring); ``served_inside``:
-    the function is served inside the engine by the engine or a module (not a worker's)."""
-    if served_inside and not has_context:
-        return False
-    return not function_id.startswith(UNTRACED_PREFIXES)
+def in_trace(traceparent: str | None) -> bool:
+    """Whether ``traceparent`` names a parent in a sampled trace (the W3C flags' lowest bit): the engine's spans
+    join such traces only."""
+    parent = parse_traceparent(traceparent)
+    return parent is not None and int(parent[2], 16) & 1 == 1
+
+
+def call_span_wanted(function_id: str, traceparent: str | None) -> bool:
+    """Whether a call of ``function_id`` that came with ``traceparent`` gets a ``call <fn>`` span (see the module
+    docstring)."""
+    return traceparent is not None and not function_id.startswith(UNTRACED_PREFIXES) and in_trace(traceparent)
 
 
 class OpenSpan:

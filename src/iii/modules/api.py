@@ -450,11 +450,13 @@ class ModuleHost(Protocol):
         engine: a host over the worker protocol raises ``NotImplementedError``."""
 
     def start_span(
-        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()
+        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = (), *, root: bool = False
     ) -> ModuleSpan | None:
-        """A span for work the module does (an HTTP exchange, say), a child of ``traceparent`` (a new trace when
-        it names none), kept with the engine's own spans; None when the engine records no spans (no module
-        receives telemetry, or the module runs over the worker protocol): then there is nothing to end."""
+        """A span for work the module does (a queue delivery, an HTTP exchange), a child of ``traceparent``, kept
+        with the engine's own spans. None when ``traceparent`` names no sampled trace, unless ``root`` (work that
+        enters the system here, as an HTTP request: a new trace is started), and when the engine records no spans
+        (no module receives telemetry, or the module runs over the worker protocol): then there is nothing to
+        end."""
 
     def receive_telemetry(self, sink: TelemetrySink) -> None:
         """Have ``sink`` receive the telemetry the engine accepts from now on (see :class:`TelemetrySink`; once

@@ -140,7 +140,9 @@ class WorkerHost:
             f"module {self._module} opens a port where it admits workers: it runs inside the engine only"
         )
 
-    def start_span(self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()) -> None:
+    def start_span(
+        self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = (), *, root: bool = False
+    ) -> None:
         """No spans over the worker protocol: the engine records them for modules inside it only."""
         return None
 

@@ -227,7 +227,7 @@ class HttpModule:
             ("iii.function.kind", "internal" if internal else "user"),
         ]
         return self.host.start_span(
-            f"{request.method} {route.pattern.path}", request.headers.get("traceparent"), attributes
+            f"{request.method} {route.pattern.path}", request.headers.get("traceparent"), attributes, root=True
         )
 
 
