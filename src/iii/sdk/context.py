@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -27,6 +27,8 @@ class InvocationContext:
     request, a trigger) or the id was not sent. ``metadata``, ``traceparent`` and ``baggage`` are the call's.
     ``observe_depth`` counts the observer activations (observe.v1) that led to this call; the calls the handler
     makes carry it on, so that the engine can stop a loop of observers calling what they observe.
+    ``trace_id`` and ``span_id`` name the span this SDK records around the handler (None with telemetry off);
+    the calls the handler makes name that span as their parent.
     """
 
     function_id: str
@@ -36,11 +38,23 @@ class InvocationContext:
     traceparent: str | None = None
     baggage: str | None = None
     observe_depth: int = 0
+    trace_id: str | None = None
+    span_id: str | None = None
+    telemetry: Any = field(default=None, repr=False, compare=False)
+    """The exporter of the worker serving the call (where the handler's log records go), if it sends any."""
 
     @functools.cached_property
     def as_caller(self) -> msgspec.Raw:
         """``invokefunction.caller`` for the calls made from this invocation (encoded once, when first needed)."""
         return msgspec.Raw(msgspec.json.encode({"function_id": self.function_id, "invocation_id": self.invocation_id}))
+
+    @functools.cached_property
+    def outgoing_traceparent(self) -> str | None:
+        """``traceparent`` for the calls made from this invocation: its span as their parent, or (telemetry off,
+        or a trace not sampled) the call's own, so that the trace goes on."""
+        if self.trace_id is not None and self.span_id is not None:
+            return f"00-{self.trace_id}-{self.span_id}-01"
+        return self.traceparent
 
 
 _CURRENT: contextvars.ContextVar[InvocationContext | None] = contextvars.ContextVar(
