@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -40,8 +40,6 @@ class InvocationContext:
     observe_depth: int = 0
     trace_id: str | None = None
     span_id: str | None = None
-    telemetry: Any = field(default=None, repr=False, compare=False)
-    """The exporter of the worker serving the call (where the handler's log records go), if it sends any."""
 
     @functools.cached_property
     def as_caller(self) -> msgspec.Raw:
@@ -67,10 +65,22 @@ def current_invocation() -> InvocationContext | None:
     return _CURRENT.get()
 
 
-def handler_context(invocation: InvocationContext) -> contextvars.Context:
-    """A copy of the current context in which :func:`current_invocation` returns ``invocation``."""
+_TELEMETRY: contextvars.ContextVar[Any] = contextvars.ContextVar("iii_current_telemetry", default=None)
+
+
+def current_telemetry() -> Any:
+    """The telemetry exporter of the worker whose handler the calling code runs in (None outside handlers, or
+    when that worker sends none): where the handler's log records go."""
+    return _TELEMETRY.get()
+
+
+def handler_context(invocation: InvocationContext, telemetry: Any = None) -> contextvars.Context:
+    """A copy of the current context in which :func:`current_invocation` returns ``invocation`` (and
+    :func:`current_telemetry` ``telemetry``)."""
     context = contextvars.copy_context()
     context.run(_CURRENT.set, invocation)
+    if telemetry is not None:
+        context.run(_TELEMETRY.set, telemetry)
     return context
 
 

@@ -116,8 +116,8 @@ class Server:
                 observe_depth=message.observe_depth or 0,
                 trace_id=span.trace_id if span is not None else None,
                 span_id=span.span_id if span is not None else None,
-                telemetry=telemetry,
-            )
+            ),
+            telemetry,
         )
         if function.is_async:
             self.track(self._portal.loop.create_task(self._run_async(invocation, args), context=context))

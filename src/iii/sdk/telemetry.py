@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import threading
 import time
 import traceback
@@ -43,7 +44,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 
 from iii._version import __version__
 from iii.protocol import otlp
-from iii.sdk.context import current_invocation
+from iii.sdk.context import current_invocation, current_telemetry
 from iii.sdk.terms import EngineTerms
 
 if TYPE_CHECKING:
@@ -135,22 +136,24 @@ class TelemetrySettings:
 # --- trace context -----------------------------------------------------------------------------------
 
 
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?", re.IGNORECASE)
+_NO_TRACE: Final = "0" * 32
+_NO_SPAN: Final = "0" * 16
+
+
 def parse_traceparent(traceparent: str | None) -> tuple[str, str, bool] | None:
-    """``(trace id, parent span id, sampled)`` of a W3C ``traceparent``; None if absent or malformed."""
-    if not traceparent or len(traceparent) < 55:
+    """``(trace id, parent span id, sampled)`` of a W3C ``traceparent``; None if absent or malformed (version
+    ``ff``, an all-zero id)."""
+    if not traceparent:
         return None
-    parts = traceparent.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2 or parts[0] == "ff":
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None:
         return None
-    trace_id, span_id = parts[1].lower(), parts[2].lower()
-    try:
-        flags = int(parts[3], 16)
-        int(trace_id, 16), int(span_id, 16)
-    except ValueError:
+    version, trace_id, span_id, flags = match.groups()
+    trace_id, span_id = trace_id.lower(), span_id.lower()
+    if version.lower() == "ff" or trace_id == _NO_TRACE or span_id == _NO_SPAN:
         return None
-    if not trace_id.strip("0") or not span_id.strip("0"):
-        return None
-    return trace_id, span_id, bool(flags & 1)
+    return trace_id, span_id, bool(int(flags, 16) & 1)
 
 
 def new_trace_id() -> str:
@@ -512,9 +515,9 @@ class _Routing:
                 self._handler = None
 
     def exporter(self) -> Exporter | None:
-        invocation = current_invocation()
-        if invocation is not None and isinstance(invocation.telemetry, Exporter):
-            return invocation.telemetry if invocation.telemetry.settings.logs_enabled else None
+        serving = current_telemetry()
+        if isinstance(serving, Exporter):
+            return serving if serving.settings.logs_enabled else None
         for ref in reversed(self._exporters):
             found = ref()
             if found is not None:
