@@ -83,7 +83,8 @@ def test_a_span_message_is_an_export_trace_request_with_every_field_as_meant() -
         "exception.type": "bad",
         "exception.stacktrace": "Trace...",
     }
-    assert second.parent_span_id == b"" and second.status.code == 1
+    assert second.parent_span_id == b"" and second.status.code == 1 and second.kind == 1
+    assert second.name == "execute root" and not second.events and not second.attributes
 
     signal, records = decoder.decode(message)
     assert signal == "spans"
@@ -147,3 +148,24 @@ def test_traceparent_and_baggage_are_read_as_w3c_defines_them() -> None:
         assert parse_traceparent(bad) is None, bad
     assert parse_traceparent(f"00-{TRACE}-{'0' * 16}-01") is None
     assert baggage_entries("a=1, b = two%20words ;prop=x,broken,=nokey") == [("a", "1"), ("b", "two words")]
+
+
+@given(st.text(), st.text(), st.integers(min_value=0, max_value=2**64 - 1), st.dictionaries(st.text(), values))
+def test_a_span_holds_any_name_status_message_time_and_attributes(
+    name: str, message: str, start: int, attributes: dict[str, Any]
+) -> None:
+    text = otlp.span_json(
+        TRACE,
+        PARENT,
+        None,
+        name,
+        start,
+        start,
+        status_code=otlp.STATUS_ERROR,
+        status_message=message,
+        attributes=otlp.attributes(attributes),
+    )
+    request = _parsed(otlp.spans_message(RESOURCE, SCOPE, [text]), ExportTraceServiceRequest())
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    assert (span.name, span.status.message, span.start_time_unix_nano) == (name, message, start)
+    assert {kv.key: _value(kv.value) for kv in span.attributes} == _expected(attributes)

@@ -7,13 +7,15 @@ observability module reads the tags from here (its decoder is :mod:`iii.modules.
 
 Encoding follows protobuf's JSON mapping (lowerCamelCase field names, 64-bit integers as decimal strings, enums
 as numbers, bytes values in base64) with one exception the iii engines and SDKs share: trace and span ids are
-lower-case hex, not base64. Absent fields are left out. The structs below are msgspec's, so a whole batch is
-encoded in one pass.
+lower-case hex, not base64. Absent fields are left out. Log records are msgspec structs (a batch is encoded in
+one pass); a span is written with one format string (:func:`span_json`), which costs a third of building a struct
+for it, on a path our SDK takes once per function execution.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -38,31 +40,12 @@ class _Out(msgspec.Struct, rename="camel", omit_defaults=True):
     pass
 
 
-class Status(_Out):
-    code: int = STATUS_UNSET
-    message: str = ""
-
-
 class Event(_Out):
+    """A span's event, for :func:`span_json`."""
+
     name: str
     time_unix_nano: str
     attributes: Attributes = []
-
-
-class Span(_Out):
-    """One span. Ids in hex (``parent_span_id`` empty for a root span); times in Unix ns as decimal strings."""
-
-    trace_id: str
-    span_id: str
-    name: str
-    start_time_unix_nano: str
-    end_time_unix_nano: str
-    kind: int
-    """Always written (protobuf's default, 0, is "unspecified")."""
-    parent_span_id: str = ""
-    attributes: Attributes = []
-    events: list[Event] = []
-    status: Status | None = None
 
 
 class LogRecord(_Out):
@@ -85,20 +68,6 @@ class Scope(_Out):
 
 class _Resource(_Out):
     attributes: Attributes = []
-
-
-class _ScopeSpans(_Out):
-    scope: Scope
-    spans: list[Span]
-
-
-class _ResourceSpans(_Out):
-    resource: _Resource
-    scope_spans: list[_ScopeSpans]
-
-
-class _TracesRequest(_Out):
-    resource_spans: list[_ResourceSpans]
 
 
 class _ScopeLogs(_Out):
@@ -146,10 +115,50 @@ def attributes(pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Attribut
     return [{"key": str(key), "value": any_value(value)} for key, value in items]
 
 
-def spans_message(resource: Attributes, scope: Scope, spans: list[Span]) -> bytes:
-    """The ``/otel`` message (tag ``OTLP``) carrying ``spans`` of one resource and scope."""
-    request = _TracesRequest([_ResourceSpans(_Resource(resource), [_ScopeSpans(scope, spans)])])
-    return _tagged(SPANS, request)
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string (span names repeat: one per function)."""
+    return _encoder.encode(text).decode()
+
+
+def span_json(
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str | None,
+    name: str,
+    start_time_unix_nano: int,
+    end_time_unix_nano: int,
+    *,
+    kind: int = SPAN_KIND_INTERNAL,
+    status_code: int = STATUS_UNSET,
+    status_message: str = "",
+    attributes: Attributes | None = None,
+    events: list[Event] | None = None,
+) -> str:
+    """One OTLP/JSON ``Span``, for :func:`spans_message`. The ids must be hex (they are written as they are);
+    ``parent_span_id`` None or empty for a root span. Written with one format string, not a struct per span: this
+    runs once per function execution in our SDK."""
+    parent = f',"parentSpanId":"{parent_span_id}"' if parent_span_id else ""
+    text = (
+        f'{{"traceId":"{trace_id}","spanId":"{span_id}"{parent},"name":{_quoted(name)},"kind":{kind},'
+        f'"startTimeUnixNano":"{start_time_unix_nano}","endTimeUnixNano":"{end_time_unix_nano}"'
+    )
+    if attributes:
+        text += f',"attributes":{_encoder.encode(attributes).decode()}'
+    if events:
+        text += f',"events":{_encoder.encode(events).decode()}'
+    if status_code or status_message:
+        message = f',"message":{_quoted(status_message)}' if status_message else ""
+        text += f',"status":{{"code":{status_code}{message}}}'
+    return text + "}"
+
+
+def spans_message(resource: Attributes, scope: Scope, spans: list[str]) -> bytes:
+    """The ``/otel`` message (tag ``OTLP``) carrying ``spans`` (each from :func:`span_json`) of one resource and
+    scope."""
+    head = f'{{"resourceSpans":[{{"resource":{{"attributes":{_encoder.encode(resource).decode()}}},"scopeSpans":[{{'
+    body = f'"scope":{_encoder.encode(scope).decode()},"spans":[{",".join(spans)}]}}]}}]}}'
+    return SPANS + (head + body).encode()
 
 
 def logs_message(resource: Attributes, scope: Scope, records: list[LogRecord]) -> bytes:

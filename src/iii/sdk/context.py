@@ -78,10 +78,14 @@ def handler_context(invocation: InvocationContext, telemetry: Any = None) -> con
     """A copy of the current context in which :func:`current_invocation` returns ``invocation`` (and
     :func:`current_telemetry` ``telemetry``)."""
     context = contextvars.copy_context()
-    context.run(_CURRENT.set, invocation)
-    if telemetry is not None:
-        context.run(_TELEMETRY.set, telemetry)
+    context.run(_enter, invocation, telemetry)
     return context
+
+
+def _enter(invocation: InvocationContext, telemetry: Any) -> None:
+    _CURRENT.set(invocation)
+    if telemetry is not None:
+        _TELEMETRY.set(telemetry)
 
 
 def take_caller(data: Any) -> str | None:

@@ -460,30 +460,31 @@ class Exporter:
             pass
 
 
-def _encoded_span(span: ExecutionSpan, end_ns: int, error: Any) -> otlp.Span:
-    events: list[otlp.Event] = []
+def _encoded_span(span: ExecutionSpan, end_ns: int, error: Any) -> str:
+    """The span as OTLP/JSON: status ok, or error with the error's message and an ``exception`` event."""
+    events = None
     if error is None:
-        status = otlp.Status(otlp.STATUS_OK)
+        status, message = otlp.STATUS_OK, ""
     else:
         message = str(error.get("message", "")) if isinstance(error, Mapping) else str(error)
-        status = otlp.Status(otlp.STATUS_ERROR, message)
+        status = otlp.STATUS_ERROR
         details: dict[str, Any] = {"exception.message": message}
         if isinstance(error, Mapping):
             details["exception.type"] = str(error.get("code", ""))
             if error.get("stacktrace"):
                 details["exception.stacktrace"] = str(error["stacktrace"])
-        events.append(otlp.Event("exception", str(end_ns), otlp.attributes(details)))
-    return otlp.Span(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        name=span.name,
-        start_time_unix_nano=str(span.start_ns),
-        end_time_unix_nano=str(end_ns),
-        kind=otlp.SPAN_KIND_INTERNAL,
-        parent_span_id=span.parent_span_id or "",
-        attributes=otlp.attributes(baggage_entries(span.baggage)) if span.baggage else [],
+        events = [otlp.Event("exception", str(end_ns), otlp.attributes(details))]
+    return otlp.span_json(
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.name,
+        span.start_ns,
+        end_ns,
+        status_code=status,
+        status_message=message,
+        attributes=otlp.attributes(baggage_entries(span.baggage)) if span.baggage else None,
         events=events,
-        status=status,
     )
 
 
