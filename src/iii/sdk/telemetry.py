@@ -256,7 +256,8 @@ class Exporter:
         self._spans: deque[tuple[ExecutionSpan, int, Any]] = deque()
         self._logs: deque[otlp.LogRecord] = deque()
         self.dropped = 0
-        """Records dropped: the queue was full (the engine slow or unreachable), or one was too big to send."""
+        """Records dropped: the queue was full (the engine slow or unreachable), one was too big to send, or they
+        were still queued at shutdown (approximate when several threads log at once)."""
         self.sent = 0
         """Records handed to the socket."""
         self._scheduled = False
@@ -448,8 +449,15 @@ class Exporter:
             socket.transport.send_close(WSCloseCode.OK)
             socket.transport.disconnect()
 
+    def forked(self) -> None:
+        """In a forked child: this exporter's loop did not come along; it takes nothing more."""
+        self._closed = True
+        _routing.discard(self)
+
     async def _drain(self) -> None:
         if not self._spans and not self._logs:
+            return
+        if self._failures:  # the engine did not take the socket lately: shutdown does not wait for it again
             return
         if self._socket is None or not self._socket.open:
             if self._connecting is not None:
