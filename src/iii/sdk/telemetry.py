@@ -7,7 +7,7 @@ What is recorded, as the official SDKs do:
   event; the call's baggage entries become its attributes;
 * the calls a handler makes carry ``traceparent`` naming that span, and the call's baggage unchanged
   (:mod:`iii.sdk.calls`); with telemetry off they carry the call's own ``traceparent``, so a trace is not cut;
-* Python ``logging`` records of the program (not the ``iii`` package's own) and :class:`Logger` lines, with the
+* Python ``logging`` records of the program (not the SDK's own nor its transport's) and :class:`Logger` lines, with the
   trace and span ids of the handler they are made in.
 
 How it is sent: records are queued in memory (bounded: :data:`MAX_QUEUED` spans and as many log records; more
