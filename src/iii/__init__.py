@@ -30,6 +30,7 @@ from iii.sdk.context import InvocationContext, current_invocation
 from iii.sdk.functions import FunctionRef, FunctionStatus
 from iii.sdk.http import HttpRequest, StreamResponse, http_response
 from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
+from iii.sdk.telemetry import Logger
 
 __all__ = [
     "DEFAULT_ENGINE_URL",
@@ -52,6 +53,7 @@ __all__ = [
     "InitOptions",
     "InvocationContext",
     "InvocationError",
+    "Logger",
     "ReconnectionConfig",
     "StreamChannelRef",
     "StreamResponse",

@@ -56,6 +56,8 @@ def build_invocation(request: Mapping[str, Any], default_timeout_ms: int) -> tup
     if current is not None:  # a call from a handler says so: observers see it, and their loops stay bounded
         message.caller = current.as_caller
         message.observe_depth = current.observe_depth or None
+        message.traceparent = current.outgoing_traceparent  # and it continues the handler's trace
+        message.baggage = current.baggage
     return message, timeout_ms
 
 

@@ -59,6 +59,7 @@ from iii.sdk.options import InitOptions, resolve_urls
 from iii.sdk.payloads import describe_error, encode_payload
 from iii.sdk.portal import Portal
 from iii.sdk.serving import Server
+from iii.sdk.telemetry import Exporter, TelemetrySettings
 from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
 log = logging.getLogger("iii.sdk")
@@ -93,7 +94,16 @@ class III:
         self._provided: dict[str, TriggerConfig[Any]] = {}
         """Bindings delivered to this worker as a provider, by binding id."""
         self._ends: weakref.WeakSet[ChannelReader | ChannelWriter] = weakref.WeakSet()
-        self._server = Server(self._portal, self._functions, self._conn.send, self._release_ends, self._materialize)
+        settings = TelemetrySettings.of(self.options)
+        self.telemetry = (
+            Exporter(settings, self._portal.loop, lambda: self._conn.address, self._headers, self._conn.terms)
+            if settings.enabled
+            else None
+        )
+        """This worker's spans and log records on their way to the engine (None when ``otel`` disables them)."""
+        self._server = Server(
+            self._portal, self._functions, self._conn.send, self._release_ends, self._materialize, self.telemetry
+        )
         self._runner = self._portal.submit(self._conn.run())
         lifecycle.track(self)
 
@@ -165,6 +175,8 @@ class III:
         if running:
             await asyncio.wait(running, timeout=5)
         await self._flush_streams()
+        if self.telemetry is not None:
+            await self.telemetry.close()
         await self._conn.close()
         self._runner.cancel()
 

@@ -27,6 +27,8 @@ class InvocationContext:
     request, a trigger) or the id was not sent. ``metadata``, ``traceparent`` and ``baggage`` are the call's.
     ``observe_depth`` counts the observer activations (observe.v1) that led to this call; the calls the handler
     makes carry it on, so that the engine can stop a loop of observers calling what they observe.
+    ``trace_id`` and ``span_id`` name the span this SDK records around the handler (None with telemetry off);
+    the calls the handler makes name that span as their parent.
     """
 
     function_id: str
@@ -36,11 +38,21 @@ class InvocationContext:
     traceparent: str | None = None
     baggage: str | None = None
     observe_depth: int = 0
+    trace_id: str | None = None
+    span_id: str | None = None
 
     @functools.cached_property
     def as_caller(self) -> msgspec.Raw:
         """``invokefunction.caller`` for the calls made from this invocation (encoded once, when first needed)."""
         return msgspec.Raw(msgspec.json.encode({"function_id": self.function_id, "invocation_id": self.invocation_id}))
+
+    @functools.cached_property
+    def outgoing_traceparent(self) -> str | None:
+        """``traceparent`` for the calls made from this invocation: its span as their parent, or (telemetry off,
+        or a trace not sampled) the call's own, so that the trace goes on."""
+        if self.trace_id is not None and self.span_id is not None:
+            return f"00-{self.trace_id}-{self.span_id}-01"
+        return self.traceparent
 
 
 _CURRENT: contextvars.ContextVar[InvocationContext | None] = contextvars.ContextVar(
@@ -53,11 +65,27 @@ def current_invocation() -> InvocationContext | None:
     return _CURRENT.get()
 
 
-def handler_context(invocation: InvocationContext) -> contextvars.Context:
-    """A copy of the current context in which :func:`current_invocation` returns ``invocation``."""
+_TELEMETRY: contextvars.ContextVar[Any] = contextvars.ContextVar("iii_current_telemetry", default=None)
+
+
+def current_telemetry() -> Any:
+    """The telemetry exporter of the worker whose handler the calling code runs in (None outside handlers, or
+    when that worker sends none): where the handler's log records go."""
+    return _TELEMETRY.get()
+
+
+def handler_context(invocation: InvocationContext, telemetry: Any = None) -> contextvars.Context:
+    """A copy of the current context in which :func:`current_invocation` returns ``invocation`` (and
+    :func:`current_telemetry` ``telemetry``)."""
     context = contextvars.copy_context()
-    context.run(_CURRENT.set, invocation)
+    context.run(_enter, invocation, telemetry)
     return context
+
+
+def _enter(invocation: InvocationContext, telemetry: Any) -> None:
+    _CURRENT.set(invocation)
+    if telemetry is not None:
+        _TELEMETRY.set(telemetry)
 
 
 def take_caller(data: Any) -> str | None:

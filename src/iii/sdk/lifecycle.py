@@ -84,6 +84,8 @@ def _forked() -> None:
     neither flushes nor waits for them (their sockets belong to the parent)."""
     for client in list(_clients):
         client._portal.forked()
+        if client.telemetry is not None:
+            client.telemetry.forked()
         if client._keepalive is not None:
             client._keepalive.set()
     _clients.clear()

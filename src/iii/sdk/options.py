@@ -43,9 +43,14 @@ class InitOptions:
     every channel socket. ``connect_timeout_s`` bounds the first connection: :func:`register_worker` raises
     :class:`~iii.errors.EngineUnavailableError` when the engine cannot be reached within it. A connection
     that goes silent (no traffic for ``ping_idle_s``, then no answer to a ping for ``ping_timeout_s``) is
-    dropped and reconnected, and the calls waiting on it fail, instead of hanging on a dead network. Official-SDK
-    options this SDK does not use (``otel``, ``telemetry``, ``enable_metrics_reporting``) are accepted and
-    ignored.
+    dropped and reconnected, and the calls waiting on it fail, instead of hanging on a dead network.
+
+    ``otel`` (a mapping, or the official SDK's ``OtelConfig``) sets the worker's telemetry
+    (:mod:`iii.sdk.telemetry`): ``{"enabled": False}`` (or ``OTEL_ENABLED=false``) sends no spans nor logs;
+    ``logs_enabled``, ``service_name`` (``OTEL_SERVICE_NAME``; default: the worker's name), ``service_version``,
+    ``service_namespace``, ``service_instance_id``, ``spans_flush_interval_ms`` as in the official SDK; its
+    other fields are ignored. Official-SDK options this SDK does not use (``telemetry``,
+    ``enable_metrics_reporting``) are accepted and ignored.
     """
 
     worker_name: str | None = None

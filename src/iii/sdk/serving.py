@@ -27,6 +27,7 @@ from iii.sdk.context import InvocationContext, handler_context, take_caller
 from iii.sdk.functions import FunctionTable, RegisteredFunction
 from iii.sdk.payloads import encode_payload, failure
 from iii.sdk.portal import Portal
+from iii.sdk.telemetry import ExecutionSpan, Exporter
 
 log = logging.getLogger("iii.sdk")
 
@@ -47,6 +48,8 @@ class Invocation:
     ends: list[End] = field(default_factory=list)
     awaitable: Any = None
     """What a sync callable returned when it is awaitable (awaited on the SDK loop)."""
+    span: ExecutionSpan | None = None
+    """The span recorded around the handler (None with telemetry off)."""
 
 
 class Server:
@@ -59,8 +62,10 @@ class Server:
         send: Callable[[Any], bool],
         release_ends: Callable[[list[dict[str, Any]], str], None],
         materialize: Materialize,
+        telemetry: Exporter | None = None,
     ) -> None:
         self._portal = portal
+        self._telemetry = telemetry
         self._functions = functions
         self._send = send
         self._release_ends = release_ends
@@ -87,6 +92,10 @@ class Server:
             self.reply(invocation_id, message.function_id, error=not_here)
             return
         invocation = Invocation(invocation_id, function)
+        telemetry = self._telemetry
+        span = None
+        if telemetry is not None:
+            span = invocation.span = telemetry.start_span(function.function_id, message.traceparent, message.baggage)
         try:
             data = decode_value(message.data)
             caller = take_caller(data)
@@ -105,7 +114,10 @@ class Server:
                 traceparent=message.traceparent,
                 baggage=message.baggage,
                 observe_depth=message.observe_depth or 0,
-            )
+                trace_id=span.trace_id if span is not None else None,
+                span_id=span.span_id if span is not None else None,
+            ),
+            telemetry,
         )
         if function.is_async:
             self.track(self._portal.loop.create_task(self._run_async(invocation, args), context=context))
@@ -157,6 +169,8 @@ class Server:
     def _complete(self, invocation: Invocation, *, result: Any = None, error: Any = None) -> None:
         """Answer the call, then finish the channel ends the handler was given and left unfinished."""
         self.reply(invocation.invocation_id, invocation.function.function_id, result=result, error=error)
+        if invocation.span is not None and self._telemetry is not None:
+            self._telemetry.end_span(invocation.span, error)
         unfinished = [end for end in invocation.ends if not end._kept and not end._finished()]
         if unfinished:
             reason = f"the handler of {invocation.function.function_id} returned without finishing it"

@@ -1,6 +1,7 @@
 """Decoding the SDKs' telemetry messages into the records the stores keep.
 
-A message is a 4-byte tag (``OTLP`` spans, ``LOGS`` logs, ``MTRC`` metrics) and an OTLP/JSON export request
+A message is a 4-byte tag (``OTLP`` spans, ``LOGS`` logs, ``MTRC`` metrics: :mod:`iii.protocol.otlp`, where
+our SDK encodes its own) and an OTLP/JSON export request
 (what the official SDKs send: the Python one writes it by hand, the Node one with OpenTelemetry's JSON
 serializers). It is decoded in one pass by msgspec into the typed structs below: OTLP/JSON's field names
 (lowerCamelCase), trace and span ids in hex, 64-bit integers as strings or numbers, enums as numbers. A field of
@@ -23,11 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
-SPANS: Final = b"OTLP"
-LOGS: Final = b"LOGS"
-METRICS: Final = b"MTRC"
-SIGNALS: Final = {SPANS: "spans", LOGS: "logs", METRICS: "metrics"}
-"""Each tag and the signal it carries."""
+from iii.protocol.otlp import LOGS, METRICS, SPANS
+from iii.protocol.otlp import SIGNALS as SIGNALS  # the module reads it here
 
 _STATUS_NAMES: Final = {0: "unset", 1: "ok", 2: "error"}
 
