@@ -40,6 +40,8 @@ class LocalHost:
         """Functions of the test's "workers" that the module may invoke."""
         self.invocations: list[tuple[str, Any]] = []
         """Every invoke/invoke_void the module made, in order."""
+        self.call_context: list[tuple[Any, str | None]] = []
+        """The metadata and traceparent of each invocation, in the order of :attr:`invocations`."""
         self._left_callbacks: list[Callable[[str], None]] = []
         self._binding_ids = itertools.count(1)
         self._void_tasks: set[asyncio.Task[Any]] = set()
@@ -71,8 +73,17 @@ class LocalHost:
         assert field not in self.kinds, f"function kind {field} provided twice"
         self.kinds[field] = kind
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
+    async def invoke(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
+    ) -> Any:
         self.invocations.append((function_id, data))
+        self.call_context.append((metadata, traceparent))
         target = self.served.get(function_id)
         if target is None:
             raise InvocationError("function_not_found", f"Function {function_id} not found")

@@ -195,7 +195,13 @@ class InProcessHost:
         self._core.provide_function_kind(field, self._module, accept)
 
     def invoke(
-        self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
     ) -> asyncio.Future[Any]:
         """The call starts now; the future gives its result (see :mod:`iii.modules.api`)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -206,6 +212,7 @@ class InProcessHost:
             caller_invocation_id=f"{self._module}-{next(self._call_ids)}",
             timeout_s=timeout_s,
             metadata=_as_raw(metadata),
+            traceparent=traceparent,
         )
         if problem is not None:
             future.set_exception(InvocationError(*problem))

@@ -398,11 +398,19 @@ class ModuleHost(Protocol):
         """
 
     def invoke(
-        self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
     ) -> Awaitable[Any]:
         """Call ``function_id``; the awaitable gives its result or raises :class:`InvocationError` (see the module
         docstring). ``metadata`` goes with the call (the callee's invocation metadata), as a worker's
-        ``invokefunction`` carries it."""
+        ``invokefunction`` carries it; so does ``traceparent``, the W3C trace context the call continues (the
+        callee's SDK records its span in that trace). A host over the worker protocol may leave it out (the SDK's
+        calls carry the SDK's own context)."""
 
     def invoke_void(self, function_id: str, data: Any) -> None:
         """Call ``function_id`` without waiting for (or getting) its result."""

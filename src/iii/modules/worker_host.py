@@ -90,7 +90,16 @@ class WorkerHost:
             "engine only (a worker cannot take other workers' registrations)"
         )
 
-    async def invoke(self, function_id: str, data: Any, *, timeout_s: float | None = None, metadata: Any = None) -> Any:
+    async def invoke(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        timeout_s: float | None = None,
+        metadata: Any = None,
+        traceparent: str | None = None,
+    ) -> Any:
+        """The call goes with the SDK's own trace context: the SDK's trigger requests have no ``traceparent``."""
         request: dict[str, Any] = {"function_id": function_id, "payload": data}
         if timeout_s is not None:
             request["timeout_ms"] = max(1, int(timeout_s * 1000))

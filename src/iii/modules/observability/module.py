@@ -47,6 +47,7 @@ from . import otlp, queries
 from .console import console_view
 from .settings import ObservabilitySettings
 from .store import Ring
+from .triggers import ObservabilityTriggers
 
 log = logging.getLogger("iii.modules.observability")
 
@@ -88,6 +89,8 @@ class ObservabilityModule:
         self._running = False
         self._encoder = msgspec.json.Encoder()
         self._listeners: list[RecordListener] = []
+        self.triggers: ObservabilityTriggers | None = None
+        """The ``log`` and ``trace`` trigger types (:mod:`.triggers`), once started."""
 
     def add_listener(self, listener: RecordListener) -> None:
         """Have ``listener`` told of every batch of records kept from now on."""
@@ -95,6 +98,9 @@ class ObservabilityModule:
 
     async def start(self, host: ModuleHost) -> None:
         host.receive_telemetry(self)
+        self.triggers = ObservabilityTriggers(host)
+        self.triggers.register(host)
+        self.add_listener(self.triggers)
         for level, (text, number) in LEVELS.items():
             host.register_function(
                 f"engine::log::{level}",
@@ -117,6 +123,8 @@ class ObservabilityModule:
 
     async def stop(self) -> None:
         self._running = False
+        if self.triggers is not None:
+            await self.triggers.close()
 
     # --- ingestion -----------------------------------------------------------------------------------
 
@@ -273,6 +281,8 @@ class ObservabilityModule:
                 "Telemetry messages received (stored, or dropped: malformed, too_large)",
                 "counter",
             )
+        if self.triggers is not None:
+            yield from self.triggers.metrics()
 
     def snapshot(self) -> Mapping[str, Any]:
         return {
