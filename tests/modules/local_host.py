@@ -124,10 +124,13 @@ class LocalHost:
 
     # --- the test's side -------------------------------------------------------------------------------
 
-    async def call(self, function_id: str, data: Any, worker_id: str | None = "test-worker") -> Any:
-        """Call one of the module's functions as a worker would; raises FunctionError as the module did."""
+    async def call(
+        self, function_id: str, data: Any, worker_id: str | None = "test-worker", traceparent: str | None = None
+    ) -> Any:
+        """Call one of the module's functions as a worker would (in the trace context ``traceparent``, if given);
+        raises FunctionError as the module did."""
         handler = self.functions[function_id]
-        result = handler(data, CallInfo(worker_id=worker_id))
+        result = handler(data, CallInfo(worker_id=worker_id, traceparent=traceparent))
         if inspect.isawaitable(result):
             result = await result
         return result

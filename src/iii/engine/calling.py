@@ -25,6 +25,7 @@ from iii.engine.observer_records import OBSERVE_FEATURE
 from iii.engine.observing import Observing, stamp_caller
 from iii.engine.peers import Caller
 from iii.engine.registry import (
+    CALL_TRACEPARENT,
     BuiltinFailure,
     BuiltinInputError,
     BuiltinLimitError,
@@ -150,7 +151,7 @@ class Calls:
         if entry is None:
             return errors.FUNCTION_NOT_FOUND, f"Function {function_id} not found"
         if entry.handler is not None:
-            self._run_builtin(entry, data, caller, caller_invocation_id, source)
+            self._run_builtin(entry, data, caller, caller_invocation_id, source, traceparent)
             return None
         owner = entry.owner
         assert owner is not None
@@ -209,17 +210,21 @@ class Calls:
         caller: Caller | None,
         caller_invocation_id: str | None,
         source: WorkerConnection | None,
+        traceparent: str | None = None,
     ) -> None:
         """Run a function served inside the engine (``engine::*``, a module's); answer at once, or when the
-        awaitable it returned completes."""
+        awaitable it returned completes. The handler sees ``traceparent`` in :data:`CALL_TRACEPARENT`."""
         assert entry.handler is not None
         if entry.kind is not None and source is not None:  # a worker's function: its caller is named, as for any
             data = with_caller_worker_id(data, source.worker_id)
+        context = CALL_TRACEPARENT.set(traceparent)
         try:
             value = entry.handler(source, decode_value(data))
         except Exception as exc:
             self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, _builtin_error(entry, exc))
             return
+        finally:
+            CALL_TRACEPARENT.reset(context)
         if inspect.isawaitable(value):
             task = asyncio.ensure_future(self._finish_builtin(entry, value, caller, caller_invocation_id, source))
             self._builtin_tasks.add(task)

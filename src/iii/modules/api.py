@@ -96,9 +96,11 @@ class InvocationError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CallInfo:
-    """Who made a call: the calling worker's id (None for a call from inside the engine)."""
+    """Who made a call: the calling worker's id (None for a call from inside the engine), and the W3C trace
+    context the call came with (None if it came with none)."""
 
     worker_id: str | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from iii.modules.observability.triggers import (
     DeliveryTraces,
     ObservabilityTriggers,
     record_level,
+    traceparent_ids,
 )
 from tests.modules.local_host import LocalHost
 from tests.modules.observability.conftest import StartObservability
@@ -69,6 +70,25 @@ def test_delivery_traces_are_recognised_and_others_are_not() -> None:
     assert traces.caused(trace_id)
     assert not traces.caused(OTHER_TRACE) and not traces.caused(None) and not traces.caused(trace_id[:31])
     assert not DeliveryTraces().caused(trace_id), "another module's key must not recognise this one's traces"
+
+
+def test_a_traceparent_names_its_trace_and_span() -> None:
+    assert traceparent_ids(f"00-{OTHER_TRACE}-00f067aa0ba902b7-01") == (OTHER_TRACE, "00f067aa0ba902b7")
+    assert traceparent_ids(f"00-{OTHER_TRACE.upper()}-00F067AA0BA902B7-00") == (OTHER_TRACE, "00f067aa0ba902b7")
+    for bad in (None, "", "00-xyz-00f067aa0ba902b7-01", f"00-{'0' * 32}-00f067aa0ba902b7-01", f"00-{OTHER_TRACE}-01"):
+        assert traceparent_ids(bad) == (None, None), bad
+
+
+async def test_engine_log_records_carry_the_trace_context_of_the_call_unless_given_ids(
+    start_observability: StartObservability,
+) -> None:
+    _, host = await start_observability()
+    traceparent = f"00-{OTHER_TRACE}-00f067aa0ba902b7-01"
+    await host.call("engine::log::info", {"message": "in context"}, traceparent=traceparent)
+    await host.call("engine::log::info", {"message": "own ids", "trace_id": THIRD_TRACE}, traceparent=traceparent)
+    rows = {row["body"]: row for row in (await host.call("engine::logs::list", {}))["logs"]}
+    assert (rows["in context"]["trace_id"], rows["in context"]["span_id"]) == (OTHER_TRACE, "00f067aa0ba902b7")
+    assert (rows["own ids"]["trace_id"], rows["own ids"]["span_id"]) == (THIRD_TRACE, None)
 
 
 async def test_a_log_binding_gets_the_records_of_its_level_in_the_references_shape(
@@ -127,10 +147,8 @@ async def test_what_a_log_handler_logs_in_its_delivery_trace_does_not_fire_log_t
     handled: asyncio.Queue[str] = asyncio.Queue()
 
     async def handler(record: dict[str, Any]) -> None:
-        _, traceparent = host.call_context[-1]
-        assert traceparent is not None
-        trace_id = traceparent.split("-")[1]
-        await host.call("engine::log::info", {"message": f"handled {record['body']}", "trace_id": trace_id})
+        _, traceparent = host.call_context[-1]  # what an SDK passes on to the calls its handler makes
+        await host.call("engine::log::info", {"message": f"handled {record['body']}"}, traceparent=traceparent)
         handled.put_nowait(record["body"])
 
     host.serve("audit::all", handler)

@@ -78,6 +78,18 @@ _LEVEL_NAMES: Final = {**{level: level for level in LEVELS}, "warning": "warn", 
 _TRACE_FILTERS: Final = ("service_name", "status")
 
 
+def traceparent_ids(traceparent: str | None) -> tuple[str | None, str | None]:
+    """The trace id and span id a W3C traceparent (``00-<32 hex>-<16 hex>-<2 hex>``) names; (None, None) for
+    none, or one of another shape."""
+    parts = traceparent.split("-") if traceparent else []
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None, None
+    trace_id, span_id = parts[1].lower(), parts[2].lower()
+    if not all(c in "0123456789abcdef" for c in trace_id + span_id) or set(trace_id) == {"0"}:
+        return None, None
+    return trace_id, span_id
+
+
 def record_level(record: dict[str, Any]) -> str | None:
     """The level of a log record: by its severity number, else its text; None when it has neither."""
     number = record.get("severity_number")
