@@ -104,10 +104,12 @@ class DeliveryTraces:
     the last 16 hex digits are a keyed hash (a key of this module's own) of the first 16."""
 
     def __init__(self) -> None:
-        self._key = os.urandom(16)
+        self._keyed = hashlib.blake2b(digest_size=8, key=os.urandom(16))
 
     def _tag(self, head: str) -> str:
-        return hashlib.blake2b(head.encode(), digest_size=8, key=self._key).hexdigest()
+        tag = self._keyed.copy()  # cheaper than keying a new one for every record
+        tag.update(head.encode())
+        return tag.hexdigest()
 
     def traceparent(self) -> str:
         """A new W3C traceparent (sampled) in a trace of the module's own."""
@@ -246,17 +248,18 @@ class LogTriggers:
     def on_logs(self, records: list[dict[str, Any]]) -> None:
         if not self._bindings:
             return
+        bindings = list(self._bindings.values())
         for record in records:
+            level = record_level(record)
+            matching = [binding for binding, wanted in bindings if wanted is None or wanted == level]
+            if not matching:
+                continue
             if self._traces.caused(record.get("trace_id")):
                 self.skipped += 1
                 continue
-            level = record_level(record)
-            payload: dict[str, Any] | None = None
-            for binding, wanted in self._bindings.values():
-                if wanted is None or wanted == level:
-                    if payload is None:
-                        payload = {name: record.get(name) for name in LOG_PAYLOAD_FIELDS}
-                    self._deliveries.deliver(binding, payload)
+            payload = {name: record.get(name) for name in LOG_PAYLOAD_FIELDS}
+            for binding in matching:
+                self._deliveries.deliver(binding, payload)
 
 
 @dataclass(frozen=True, slots=True)
