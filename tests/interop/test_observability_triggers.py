@@ -1,8 +1,9 @@
 """The ``log`` and ``trace`` trigger types with real workers: an official PyPI worker
-(``official_python_obs_triggers.py``) and ours bind them on an engine with its default modules, and get exactly
-the records and ticks their configs match, from ``engine::log::*`` calls and from the official worker's
-``Logger`` over ``/otel``; the official handlers log (with the ``Logger`` and through ``engine::log::*``) at the
-level they are bound to, and are never told of their own lines.
+(``official_python_obs_triggers.py``), an official Node worker (``node/obs_log_trigger.mjs``) and ours bind them
+on an engine with its default modules, and get exactly the records and ticks their configs match, from
+``engine::log::*`` calls and from the official workers' ``Logger`` over ``/otel``; the official handlers log (with
+the ``Logger``, and the Python one through ``engine::log::*`` too) at the level they are bound to, and are never
+told of their own lines.
 
 No sleeps: each test waits for what must arrive, then sends a last record (or makes a last call) and waits for
 it; deliveries to a binding are in order, so what the binding got before the last one is all it got.
@@ -119,6 +120,37 @@ def test_log_bindings_get_exactly_the_records_of_their_level_and_never_their_own
     for body in handled:
         assert kept[body]["trace_id"] not in (None, logger_line["trace_id"]), kept[body]
     assert not engine_complaints(engine), tail(engine.log_text())
+
+
+def test_an_official_node_workers_log_binding_gets_its_level_and_never_its_own_lines(
+    request: pytest.FixtureRequest, engine: EngineProcess, client: III
+) -> None:
+    """Proves the same of the official Node SDK: its ``log`` binding gets the records of its level, from
+    ``engine::log::*`` and its own ``Logger``, and the line its handler logs at that level fires nothing."""
+    request.getfixturevalue("node_env")
+    scripts = request.getfixturevalue("node_scripts")
+    service = "obs-triggers-node"
+    env = child_env(engine, {"OTEL_SERVICE_NAME": service})
+    argv = ["node", scripts / "obs_log_trigger.mjs", "node", "warn"]
+    with WorkerProcess(service, argv, cwd=scripts, env=env) as worker:
+        worker.wait_ready(WAIT_S)
+        run = uuid.uuid4().hex[:8]
+        client.trigger({"function_id": "engine::log::warn", "payload": {"message": f"e-warn-{run}"}})
+        client.trigger({"function_id": "engine::log::error", "payload": {"message": f"e-error-{run}"}})
+        lines = [{"level": level, "message": f"l-{level}-{run}"} for level in ("info", "warn")]
+        client.trigger({"function_id": "node.emit", "payload": {"lines": lines}})
+        handled = {f"handled e-warn-{run}", f"handled l-warn-{run}"}
+        kept = listed(client, {f"l-info-{run}", f"l-warn-{run}"} | handled)
+        client.trigger({"function_id": "engine::log::warn", "payload": {"message": f"end-{run}"}})
+
+        got = records_until(lambda: worker.expect("GOT", WAIT_S), f"end-{run}")
+        details = f"{worker.output()}\n{tail(engine.log_text())}"
+        assert [record["body"] for record in got] == [f"e-warn-{run}", f"l-warn-{run}", f"end-{run}"], details
+        assert list(got[1]) == list(LOG_PAYLOAD_FIELDS), got[1]
+        assert (got[1]["severity_number"], got[1]["service_name"]) == (13, service), got[1]
+        for body in handled:
+            assert kept[body]["trace_id"] not in (None, got[1]["trace_id"]), kept[body]
+        assert not engine_complaints(engine), tail(engine.log_text())
 
 
 def test_trace_bindings_tick_with_the_matching_traces_coalesced_and_never_for_their_own_spans(
