@@ -17,9 +17,9 @@ internal spans (the rule ``engine::traces::list`` hides them by) do not count.
 
 No loop: every delivery of either type is a call in a trace of its own that the module starts (the callee's SDK
 records the handler's span, and its logs, in that trace), and the module knows its own trace ids by their make
-(half of the id is a keyed hash of the other half). Records and spans of those traces, and spans of a function
-bound to ``trace``, fire neither trigger type: a handler that logs, or calls functions that log, is not told of
-its own lines. They are still kept and listed.
+(half of the id is a keyed hash of the other half). Records and spans of those traces fire neither trigger type
+(nor do the spans of a function bound to ``trace``, the reference's rule): a handler that logs, or calls
+functions that log, is not told of its own lines. They are still kept and listed.
 
 Delivery: each binding is called in order, one call at a time, never holding up the ingestion of records; the
 records waiting for one binding are bounded (:data:`MAX_WAITING`): past it they are dropped for that binding
