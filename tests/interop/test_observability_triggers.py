@@ -84,7 +84,15 @@ def test_log_bindings_get_exactly_the_records_of_their_level_and_never_their_own
     official worker's ``Logger``, in the reference's shape, in order, nothing else; and that a handler logging
     at its own level (with the ``Logger`` and with ``engine::log::*``) does not call itself forever."""
     warnings: queue.Queue[dict[str, Any]] = queue.Queue()
-    client.register_function("ours.warn-sink", warnings.put)
+
+    async def our_sink(record: dict[str, Any]) -> None:
+        warnings.put(record)
+        invocation = client.current_invocation()  # a line of its own, at its level, in its delivery's trace
+        assert invocation is not None and invocation.traceparent is not None
+        payload = {"message": f"ours handled {record['body']}", "trace_id": invocation.traceparent.split("-")[1]}
+        await client.trigger_async({"function_id": "engine::log::warn", "payload": payload})
+
+    client.register_function("ours.warn-sink", our_sink)
     client.register_trigger({"type": "log", "function_id": "ours.warn-sink", "config": {"level": "warn"}})
     run = uuid.uuid4().hex[:8]
     for level in ("debug", "info", "warn", "error"):
@@ -94,6 +102,7 @@ def test_log_bindings_get_exactly_the_records_of_their_level_and_never_their_own
 
     handled = {f"handled {body}-{run}" for body in ("e-error", "l-error")}
     handled |= {f"engine handled {body}-{run}" for body in ("e-error", "l-error")}
+    handled |= {f"ours handled {body}-{run}" for body in ("e-warn", "l-warn")}
     kept = listed(client, {f"l-{level}-{run}" for level in ("info", "warn", "error")} | handled)
     client.trigger({"function_id": "engine::log::error", "payload": {"message": f"end-{run}"}})
     client.trigger({"function_id": "engine::log::warn", "payload": {"message": f"end-{run}"}})
