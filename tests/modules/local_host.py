@@ -40,6 +40,8 @@ class LocalHost:
         """Functions of the test's "workers" that the module may invoke."""
         self.invocations: list[tuple[str, Any]] = []
         """Every invoke/invoke_void the module made, in order."""
+        self.call_context: list[tuple[Any, str | None]] = []
+        """The metadata and traceparent of each invocation, in the order of :attr:`invocations`."""
         self._left_callbacks: list[Callable[[str], None]] = []
         self._binding_ids = itertools.count(1)
         self._void_tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +84,7 @@ class LocalHost:
         baggage: str | None = None,
     ) -> Any:
         self.invocations.append((function_id, data))
+        self.call_context.append((metadata, traceparent))
         target = self.served.get(function_id)
         if target is None:
             raise InvocationError("function_not_found", f"Function {function_id} not found")
@@ -128,10 +131,13 @@ class LocalHost:
 
     # --- the test's side -------------------------------------------------------------------------------
 
-    async def call(self, function_id: str, data: Any, worker_id: str | None = "test-worker") -> Any:
-        """Call one of the module's functions as a worker would; raises FunctionError as the module did."""
+    async def call(
+        self, function_id: str, data: Any, worker_id: str | None = "test-worker", traceparent: str | None = None
+    ) -> Any:
+        """Call one of the module's functions as a worker would (in the trace context ``traceparent``, if given);
+        raises FunctionError as the module did."""
         handler = self.functions[function_id]
-        result = handler(data, CallInfo(worker_id=worker_id))
+        result = handler(data, CallInfo(worker_id=worker_id, traceparent=traceparent))
         if inspect.isawaitable(result):
             result = await result
         return result

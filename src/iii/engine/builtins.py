@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from iii.engine import introspection
 from iii.engine.observer_records import OBSERVE_FEATURE
-from iii.engine.registry import BuiltinFailure, BuiltinInputError, BuiltinLimitError
+from iii.engine.registry import CALL_TRACEPARENT, BuiltinFailure, BuiltinInputError, BuiltinLimitError
+from iii.engine.spans import in_trace
 
 if TYPE_CHECKING:
     from iii.engine.core import Core
@@ -379,11 +380,12 @@ class Builtins:
         channel = channels.create(size, caller.worker_id if caller is not None else None)
         channel_id = channel.channel_id
         spans = self.core.spans
-        if spans is not None and spans.context is not None:  # its lifetime, in the trace of the call that made it
+        context = CALL_TRACEPARENT.get()
+        if spans is not None and in_trace(context):  # its lifetime, in the trace of the call that made it
             attributes = [("iii.channel.id", channel_id), ("iii.channel.buffer_frames", str(channel.buffer_frames))]
             if caller is not None:
                 attributes.append(("iii.caller.worker_id", caller.worker_id))
-            channel.span = spans.start(f"channel {channel_id}", spans.context, attributes)
+            channel.span = spans.start(f"channel {channel_id}", context, attributes)
         return {
             "writer": {"channel_id": channel_id, "access_key": channel.writer_key, "direction": "write"},
             "reader": {"channel_id": channel_id, "access_key": channel.reader_key, "direction": "read"},

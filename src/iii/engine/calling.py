@@ -25,6 +25,7 @@ from iii.engine.observer_records import OBSERVE_FEATURE
 from iii.engine.observing import Observing, stamp_caller
 from iii.engine.peers import Caller
 from iii.engine.registry import (
+    CALL_TRACEPARENT,
     BuiltinFailure,
     BuiltinInputError,
     BuiltinLimitError,
@@ -274,29 +275,28 @@ class Calls:
         span: OpenSpan | None = None,
     ) -> None:
         """Run a function served inside the engine (``engine::*``, a module's); answer at once, or when the
-        awaitable it returned completes. While it runs, the engine's trace context is ``traceparent`` (for
-        what it starts: :attr:`~iii.engine.spans.EngineSpans.context`)."""
+        awaitable it returned completes. The handler, and the task that awaits what it returned, see
+        ``traceparent`` in :data:`CALL_TRACEPARENT` (a module's ``CallInfo.traceparent``; the trace what it
+        starts joins, a channel's span)."""
         assert entry.handler is not None
         if entry.kind is not None and source is not None:  # a worker's function: its caller is named, as for any
             data = with_caller_worker_id(data, source.worker_id)
-        spans = self.spans
-        outer = None
-        if spans is not None:
-            outer, spans.context = spans.context, traceparent
+        context = CALL_TRACEPARENT.set(traceparent)
         try:
             value = entry.handler(source, decode_value(data))
+            if inspect.isawaitable(value):  # the task copies the context now, with the call's traceparent
+                task = asyncio.ensure_future(
+                    self._finish_builtin(entry, value, caller, caller_invocation_id, source, span)
+                )
+                self._builtin_tasks.add(task)
+                task.add_done_callback(self._builtin_tasks.discard)
+                return
         except Exception as exc:
             error = _builtin_error(entry, exc)
             self._answer_builtin(entry, caller, caller_invocation_id, source, JSON_NULL, error, span)
             return
         finally:
-            if spans is not None:
-                spans.context = outer
-        if inspect.isawaitable(value):
-            task = asyncio.ensure_future(self._finish_builtin(entry, value, caller, caller_invocation_id, source, span))
-            self._builtin_tasks.add(task)
-            task.add_done_callback(self._builtin_tasks.discard)
-            return
+            CALL_TRACEPARENT.reset(context)
         self._answer_builtin(entry, caller, caller_invocation_id, source, *_encoded(entry, value), span)
 
     async def _finish_builtin(

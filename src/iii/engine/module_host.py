@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from iii.engine.module_channels import InProcessChannel
-from iii.engine.registry import BuiltinFailure, BuiltinHandler
+from iii.engine.registry import CALL_TRACEPARENT, BuiltinFailure, BuiltinHandler
 from iii.engine.spans import OpenSpan, in_trace
 from iii.modules.api import (
     BindingInfo,
@@ -254,7 +254,7 @@ def _served_by(handler: Handler) -> BuiltinHandler:
     BuiltinFailure."""
 
     def serve(source: WorkerConnection | None, data: Any) -> Any:
-        call = CallInfo(worker_id=source.worker_id if source is not None else None)
+        call = CallInfo(worker_id=source.worker_id if source is not None else None, traceparent=CALL_TRACEPARENT.get())
         try:
             outcome = handler(data, call)
         except FunctionError as exc:

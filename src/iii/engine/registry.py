@@ -12,6 +12,7 @@ registry would plug in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -21,6 +22,10 @@ from iii.protocol.messages import JSON_NULL
 
 BuiltinHandler = Callable[[Any, Any], Any]
 """A builtin: ``handler(caller, data) -> result``; raises :class:`BuiltinInputError` on bad input."""
+
+CALL_TRACEPARENT: ContextVar[str | None] = ContextVar("CALL_TRACEPARENT", default=None)
+"""While a builtin's handler is called (the synchronous call, not what it awaits after), the W3C traceparent its
+call came with, if any: a handler that needs it reads it before it returns or awaits."""
 
 
 class BuiltinInputError(ValueError):

@@ -140,9 +140,6 @@ class EngineSpans:
         self._sink = sink
         self._batch: list[dict[str, Any]] = []
         self._flush_scheduled = False
-        self.context: str | None = None
-        """The ``traceparent`` the engine is working under while it runs a function served inside it, for what
-        that function starts (a channel's span); None outside one, or when the call had no trace context."""
 
     def start(self, name: str, traceparent: str | None, attributes: Iterable[tuple[str, str]] = ()) -> OpenSpan:
         """A span named ``name``, a child of ``traceparent`` (a new trace when it names none)."""

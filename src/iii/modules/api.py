@@ -98,9 +98,11 @@ class InvocationError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CallInfo:
-    """Who made a call: the calling worker's id (None for a call from inside the engine)."""
+    """Who made a call: the calling worker's id (None for a call from inside the engine), and the W3C trace
+    context the call came with (None if it came with none)."""
 
     worker_id: str | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,8 +434,9 @@ class ModuleHost(Protocol):
     ) -> Awaitable[Any]:
         """Call ``function_id``; the awaitable gives its result or raises :class:`InvocationError` (see the module
         docstring). ``metadata`` goes with the call (the callee's invocation metadata), and so do ``traceparent``
-        and ``baggage`` (W3C trace context: the call's span is a child of ``traceparent``), as a worker's
-        ``invokefunction`` carries them."""
+        and ``baggage``, as a worker's ``invokefunction`` carries them: ``traceparent`` is the W3C trace context
+        the call continues (the engine's span of the call, and the callee's, are in that trace). A host over the
+        worker protocol may leave them out (the SDK's calls carry the SDK's own context)."""
 
     def invoke_void(self, function_id: str, data: Any) -> None:
         """Call ``function_id`` without waiting for (or getting) its result."""

@@ -12,7 +12,8 @@ Functions, with the reference's names, inputs and answers (times in its units: f
 records in nanoseconds); each handler reads its input and runs a query of :mod:`.queries` over the rings:
 
 * ``engine::log::info|warn|error|debug|trace`` ``{message, data?, trace_id?, span_id?, service_name?}``: a log
-  record from the caller (severity 9, 13, 17, 5, 1); answers null.
+  record from the caller (severity 9, 13, 17, 5, 1); answers null. Without ``trace_id`` and ``span_id`` the
+  record has those of the trace context the call came with (the caller's span), if any.
 * ``engine::logs::list`` ``{trace_id?, span_id?, severity_min?, severity_text?, start_time?, end_time?, offset?,
   limit?}`` and ours, ``service_name?`` (the worker's service, a case-insensitive substring) →
   ``{logs, total, query, timestamp}``, newest first. ``engine::logs::clear`` → ``{success}``.
@@ -26,6 +27,9 @@ records in nanoseconds); each handler reads its input and runs a query of :mod:`
   timestamp, query}``: the metrics the SDKs sent, and the invocations and their latencies as the stored spans
   of function executions show them.
 * ``engine::health::check`` → ``{status, components: {otel, metrics, logs, spans}, timestamp, version}``.
+
+Trigger types ``log`` (config ``{level?}``: each record kept) and ``trace`` (config ``{service_name?, status?}``:
+a coalesced tick of the traces with span activity), as the reference has them: :mod:`.triggers`.
 
 The console's Logs and Trace views ask over ``/console/query`` (:meth:`console_query`, :mod:`.console`).
 """
@@ -47,6 +51,7 @@ from . import otlp, queries
 from .console import console_view
 from .settings import ObservabilitySettings
 from .store import Ring
+from .triggers import ObservabilityTriggers, traceparent_ids
 
 log = logging.getLogger("iii.modules.observability")
 
@@ -88,6 +93,8 @@ class ObservabilityModule:
         self._running = False
         self._encoder = msgspec.json.Encoder()
         self._listeners: list[RecordListener] = []
+        self.triggers: ObservabilityTriggers | None = None
+        """The ``log`` and ``trace`` trigger types (:mod:`.triggers`), once started."""
 
     def add_listener(self, listener: RecordListener) -> None:
         """Have ``listener`` told of every batch of records kept from now on."""
@@ -95,6 +102,9 @@ class ObservabilityModule:
 
     async def start(self, host: ModuleHost) -> None:
         host.receive_telemetry(self)
+        self.triggers = ObservabilityTriggers(host)
+        self.triggers.register(host)
+        self.add_listener(self.triggers)
         for level, (text, number) in LEVELS.items():
             host.register_function(
                 f"engine::log::{level}",
@@ -117,6 +127,8 @@ class ObservabilityModule:
 
     async def stop(self) -> None:
         self._running = False
+        if self.triggers is not None:
+            await self.triggers.close()
 
     # --- ingestion -----------------------------------------------------------------------------------
 
@@ -171,6 +183,8 @@ class ObservabilityModule:
             if not isinstance(message, str):
                 raise FunctionError(DESERIALIZATION_ERROR, "message must be a string")
             fields = {key: queries.optional_str(payload, key) for key in ("trace_id", "span_id", "service_name")}
+            if fields["trace_id"] is None and fields["span_id"] is None:  # the trace the call came in, if any
+                fields["trace_id"], fields["span_id"] = traceparent_ids(call.traceparent)
             extra = payload.get("data")
             now = time.time_ns()
             record: dict[str, Any] = {
@@ -273,6 +287,8 @@ class ObservabilityModule:
                 "Telemetry messages received (stored, or dropped: malformed, too_large)",
                 "counter",
             )
+        if self.triggers is not None:
+            yield from self.triggers.metrics()
 
     def snapshot(self) -> Mapping[str, Any]:
         return {
