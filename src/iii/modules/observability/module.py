@@ -45,6 +45,7 @@ from iii.protocol.errors import DESERIALIZATION_ERROR
 
 from . import otlp, queries
 from .console import console_view
+from .export import OtlpExporter, parse_headers
 from .settings import ObservabilitySettings
 from .store import Ring
 
@@ -88,12 +89,25 @@ class ObservabilityModule:
         self._running = False
         self._encoder = msgspec.json.Encoder()
         self._listeners: list[RecordListener] = []
+        self._exporter: OtlpExporter | None = None
+        """Forwards to the collector at ``otlp_endpoint``, when set (:mod:`.export`)."""
 
     def add_listener(self, listener: RecordListener) -> None:
         """Have ``listener`` told of every batch of records kept from now on."""
         self._listeners.append(listener)
 
     async def start(self, host: ModuleHost) -> None:
+        settings = self.settings
+        if settings.otlp_endpoint:
+            self._exporter = OtlpExporter(
+                settings.otlp_endpoint,
+                parse_headers(settings.otlp_headers),
+                max_records=settings.otlp_queue_max_records,
+                max_bytes=settings.otlp_queue_max_bytes,
+                timeout_s=settings.otlp_timeout_s,
+            )
+            await self._exporter.start()
+            self.add_listener(self._exporter)
         host.receive_telemetry(self)
         for level, (text, number) in LEVELS.items():
             host.register_function(
@@ -117,6 +131,8 @@ class ObservabilityModule:
 
     async def stop(self) -> None:
         self._running = False
+        if self._exporter is not None:
+            await self._exporter.stop()
 
     # --- ingestion -----------------------------------------------------------------------------------
 
@@ -240,7 +256,7 @@ class ObservabilityModule:
         return {
             "status": "healthy",
             "components": {
-                "otel": component(enabled=True, exporter="memory"),
+                "otel": component(enabled=True, exporter="both" if self._exporter is not None else "memory"),
                 "metrics": component(stored_metrics=len(self.metric_points), dropped=self.metric_points.dropped),
                 "logs": component(stored_logs=len(self.logs), dropped=self.logs.dropped),
                 "spans": component(
@@ -273,6 +289,8 @@ class ObservabilityModule:
                 "Telemetry messages received (stored, or dropped: malformed, too_large)",
                 "counter",
             )
+        if self._exporter is not None:
+            yield from self._exporter.metrics()
 
     def snapshot(self) -> Mapping[str, Any]:
         return {
