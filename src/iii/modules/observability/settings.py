@@ -33,6 +33,9 @@ class ObservabilitySettings:
     otlp_queue_max_records: int = 20_000
     otlp_queue_max_bytes: int = 16 * 1024 * 1024
     """The export queue's bounds (records, bytes of their bodies): past either the oldest batches go, counted."""
+    persist: bool = False
+    """Keep the records in ``data_dir`` too (``observability.sqlite3``, :mod:`.persistence`), bounded as the rings
+    are, so that they survive a restart."""
     data_dir: Path | None = None
     """The engine's data directory (``--data-dir``)."""
 
@@ -42,6 +45,10 @@ class ObservabilitySettings:
         for name in ("logs", "spans", "metrics"):
             if getattr(self, f"{name}_max_count") < 1 or getattr(self, f"{name}_max_bytes") < 1:
                 raise ValueError(f"observability needs {name}_max_count >= 1 and {name}_max_bytes >= 1")
+        if not isinstance(self.persist, bool):
+            raise ValueError(f"observability needs persist = true or false, got {self.persist!r}")
+        if self.persist and self.data_dir is None:
+            raise ValueError("observability needs a data_dir to persist")
         if self.otlp_endpoint:
             check_endpoint(self.otlp_endpoint)
         parse_headers(self.otlp_headers)
