@@ -160,7 +160,7 @@ class EngineConfig:
         default_factory=dict,
         metadata={
             "help": "per-module settings, from the TOML file's tables ([state], [stream], [pubsub], [cron], "
-            "[queue], [http_functions], [rbac])",
+            "[queue], [http_functions], [observability], [rbac])",
             "file_only": True,
         },
     )
