@@ -37,6 +37,7 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import msgspec
 
 from iii.modules.api import MetricSample
 
@@ -231,12 +232,20 @@ class OtlpExporter:
             self._wake.clear()
             while (taken := self._take()) is not None:
                 self._sending = taken
-                backoff = FIRST_BACKOFF_S
-                while (outcome := await self._post(*taken)) != "done":
-                    wait = outcome if isinstance(outcome, float) else backoff * random.uniform(0.5, 1.0)
-                    await asyncio.sleep(wait)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                try:
+                    await self._deliver(*taken)
+                except Exception:  # a bug here must not end the forwarding
+                    log.exception("OTLP export failed on %s records: dropped", taken[0])
+                    self._count(taken[0], "rejected", sum(batch.records for batch in taken[1]))
                 self._sending = None
+
+    async def _deliver(self, signal: str, batches: list[_Batch]) -> None:
+        """POST ``batches`` until done, waiting between the attempts that should be retried."""
+        backoff = FIRST_BACKOFF_S
+        while (outcome := await self._post(signal, batches)) != "done":
+            wait = outcome if isinstance(outcome, float) else backoff * random.uniform(0.5, 1.0)
+            await asyncio.sleep(wait)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _post(self, signal: str, batches: list[_Batch]) -> str | float:
         """POST ``batches`` once: ``"done"`` (accepted, or rejected and counted), else ``"retry"``, or the
@@ -245,6 +254,13 @@ class OtlpExporter:
         records = sum(batch.records for batch in batches)
         try:
             body = encoding.join(signal, [batch.body for batch in batches])
+        except msgspec.DecodeError as exc:  # cannot be: each body was decoded when it came
+            self._count(signal, "rejected", records)
+            log.error(
+                "OTLP export: %d %s records dropped, their requests could not be joined: %s", records, signal, exc
+            )
+            return "done"
+        try:
             async with self._session.post(self.endpoint + PATHS[signal], data=body) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After", "")

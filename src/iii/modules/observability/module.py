@@ -28,6 +28,10 @@ records in nanoseconds); each handler reads its input and runs a query of :mod:`
 * ``engine::health::check`` → ``{status, components: {otel, metrics, logs, spans}, timestamp, version}``.
 
 The console's Logs and Trace views ask over ``/console/query`` (:meth:`console_query`, :mod:`.console`).
+
+Every batch kept is also told to the :class:`RecordListener` s: with ``otlp_endpoint`` the forwarder to a
+collector (:mod:`.export`), with ``persist`` the copy in the data directory (:mod:`.persistence`, read back into
+the rings at start).
 """
 
 from __future__ import annotations
