@@ -2,8 +2,8 @@
 nothing a sender gets wrong costs it, or anyone else, a connection.
 
 In-process engines on ephemeral ports; the senders are raw WebSockets sending what the SDKs send (a 4-byte tag
-and OTLP/JSON), and the observability module's functions answer a raw worker. Each test closes its telemetry
-sockets (the engine's shutdown waits for the ones left open, as for the SDKs' own).
+and OTLP/JSON), and the observability module's functions answer a raw worker. The engine's shutdown closes the telemetry
+sockets left open (1001).
 """
 
 from __future__ import annotations
@@ -108,3 +108,19 @@ async def test_without_the_module_otel_is_read_and_dropped(start_engine: StartEn
     answer = await worker.call("engine::logs::list", {})
     assert answer["error"]["code"] == "function_not_found", answer
     await telemetry.close()
+
+
+async def test_shutdown_closes_telemetry_sockets_with_going_away_without_waiting_out_the_grace(
+    start_engine: StartEngine,
+) -> None:
+    """An SDK's telemetry socket is told the engine is going away (1001, as the worker sockets are), so that its
+    sender stops or reconnects elsewhere, and the engine's shutdown does not wait its grace for it to leave."""
+    engine = await start_engine(shutdown_grace_s=60.0)
+    worker = await RawWorker.connect(engine.url)
+    telemetry = await connect_raw(engine.url + "/otel")
+    await telemetry.send(logs_message("before the shutdown"))
+    await listed(worker, ["before the shutdown"])
+    async with asyncio.timeout(10):  # far under the grace
+        await engine.stop()
+        await telemetry.wait_closed()
+    assert (telemetry.close_code, telemetry.close_reason) == (1001, "the engine is shutting down")

@@ -21,6 +21,7 @@ import pytest
 
 from iii import III, register_worker
 from iii.testing import EngineProcess
+from tests.interop.environments import PythonEnv
 from tests.interop.processes import WorkerProcess, child_env, engine_complaints, tail
 
 PYTHON_WORKER = Path(__file__).resolve().parent / "official_python_telemetry.py"
@@ -114,6 +115,27 @@ def test_an_official_workers_log_lines_and_spans_are_listed_within_a_second(
         flat = list(_walk(tree["roots"]))
         assert span["span_id"] in {node["span_id"] for node in flat}, tree
         assert not engine_complaints(engine), tail(engine.log_text())
+
+
+def test_an_engine_stops_without_waiting_out_its_grace_for_an_official_workers_telemetry_socket(
+    official_python: PythonEnv,
+) -> None:
+    """The official SDK keeps its ``/otel`` socket open; the engine closes it on shutdown (1001, going away)
+    instead of waiting its whole grace for the worker to leave."""
+    grace_s = 60.0
+    with EngineProcess(["--shutdown-grace-s", str(grace_s)]) as engine:
+        function_id, marker = "telemetry.shutdown.greet", f"before the shutdown {uuid.uuid4().hex}"
+        with start_worker("python", engine, function_id, marker, official_python.root) as worker:
+            worker.wait_ready(CALL_TIMEOUT_S, prefix="CALLED ")
+            iii = register_worker(engine.url)
+            try:  # the worker's line listed: its telemetry socket is open
+                until_found(iii, "engine::logs::list", {}, "logs", lambda row: row["body"] == marker)
+            finally:
+                iii.shutdown()
+            asked = time.monotonic()
+            assert engine.stop(timeout_s=grace_s * 2) == 0, tail(engine.log_text())
+            took = time.monotonic() - asked
+            assert took < grace_s / 6, f"the engine took {took:.1f} s to stop\n{tail(engine.log_text())}"
 
 
 def _walk(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -70,7 +70,10 @@ async def serve(config: EngineConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = Engine(config)
+    try:
+        server = Engine(config)
+    except ValueError as exc:  # a module's settings (its table, --otlp-endpoint, ...) that it refuses
+        raise click.UsageError(str(exc)) from None
     await server.start()
     await stop.wait()
     log.info("stop signal received, shutting down")

@@ -131,6 +131,24 @@ class EngineConfig:
             "(default: ws://host:port, with the machine's name for a wildcard host)"
         },
     )
+    otlp_endpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "base URL of an OTLP/HTTP collector (http://host:4318): the observability module forwards every "
+            "log, span and metric it keeps there (POST /v1/logs, /v1/traces, /v1/metrics, JSON); overrides "
+            "[observability] otlp_endpoint",
+            "table": "observability",
+        },
+    )
+    otlp_headers: str | None = field(
+        default=None,
+        metadata={
+            "help": "headers for the OTLP collector, key=value pairs separated by commas (values percent-encoded, "
+            "as OTEL_EXPORTER_OTLP_HEADERS); overrides [observability] otlp_headers",
+            "secret": True,
+            "table": "observability",
+        },
+    )
     modules: str = field(
         default="state,stream,pubsub,cron,queue,http_functions,observability",
         metadata={
@@ -142,7 +160,7 @@ class EngineConfig:
         default_factory=dict,
         metadata={
             "help": "per-module settings, from the TOML file's tables ([state], [stream], [pubsub], [cron], "
-            "[queue], [http_functions], [rbac])",
+            "[queue], [http_functions], [observability], [rbac])",
             "file_only": True,
         },
     )
@@ -308,6 +326,8 @@ def load_toml(path: str) -> dict[str, Any]:
         spec = specs.get(name)
         if spec is None:
             raise ValueError(f"{path}: unknown setting {key!r} (see iii engine --help)")
+        if "table" in spec.metadata:  # a module's setting that a flag can also give: its place in the file is there
+            raise ValueError(f"{path}: {key} goes in the [{spec.metadata['table']}] table")
         kind = field_type(spec)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

@@ -46,6 +46,9 @@ class ModuleSpec:
     place: its table in the config file is refused, or with :attr:`has_table`, these keys in it are)."""
     has_table: bool = True
     """Whether it takes settings from its table in the config file (the ones :attr:`from_engine` does not give)."""
+    engine_overrides: Callable[[EngineConfig], dict[str, Any]] | None = None
+    """Settings of its table that an engine setting (a flag, an environment variable) overrides when it is given:
+    the module's names and the values given."""
 
 
 HTTP: Final = "http"
@@ -77,6 +80,13 @@ def stream_settings(config: EngineConfig) -> dict[str, Any]:
 def rbac_settings(config: EngineConfig) -> dict[str, Any]:
     """The rbac module's address, from the engine's ``--rbac-host`` and ``--rbac-port``."""
     return {"host": config.rbac_host, "port": config.rbac_port or 0}
+
+
+def observability_overrides(config: EngineConfig) -> dict[str, Any]:
+    """``--otlp-endpoint`` and ``--otlp-headers`` (or their environment variables), when given, over the
+    ``[observability]`` table's ``otlp_endpoint`` and ``otlp_headers``."""
+    given = {"otlp_endpoint": config.otlp_endpoint, "otlp_headers": config.otlp_headers}
+    return {key: value for key, value in given.items() if value}
 
 
 _START_HINTS: Final = {
@@ -117,7 +127,9 @@ CATALOG: Final[Mapping[str, ModuleSpec]] = {
         "iii.modules.observability",
         "ObservabilityModule",
         "ObservabilitySettings",
-        "the workers' logs, spans and metrics, kept in bounded memory (engine::log::*, logs, traces, metrics)",
+        "the workers' logs, spans and metrics, kept in bounded memory (engine::log::*, logs, traces, metrics), "
+        "forwarded to an OTLP collector",
+        engine_overrides=observability_overrides,
     ),
     HTTP: ModuleSpec(
         "iii.modules.http",
@@ -152,6 +164,8 @@ def build(name: str, config: EngineConfig) -> Module:
         flags = ", ".join(f"--{name}-{key.replace('_', '-')}" for key in duplicated)
         raise ValueError(f"[{name}]: {', '.join(duplicated)}: the engine's own setting(s) ({flags})")
     shared.update(from_engine)
+    if spec.engine_overrides is not None:
+        own.update(spec.engine_overrides(config))
     in_table = known - set(from_engine)
     unknown = sorted(set(own) - in_table)
     if unknown:

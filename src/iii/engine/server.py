@@ -56,7 +56,7 @@ from iii.engine.core import Core
 from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from iii.engine.modules import RunningModules
-from iii.engine.sockets import ChannelSocket, RefusingSocket, TelemetrySocket, http_error
+from iii.engine.sockets import ChannelSocket, RefusingSocket, TelemetrySocket, http_error, linger_close
 from iii.engine.worker_ports import GatedPort, Route
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.modules.api import WorkerGate
@@ -201,7 +201,9 @@ class Engine:
     async def stop(self) -> None:
         """Shut down: stop accepting, fail pending calls with ``invocation_stopped``, close every socket.
 
-        Callers are told before their sockets close. Idempotent.
+        Callers are told before their sockets close. A socket with nothing to end (a worker's, an SDK's
+        telemetry, a console page's) is closed with 1001 (going away); the others end as their streams say.
+        Idempotent.
         """
         if self._stopping:
             return
@@ -224,7 +226,9 @@ class Engine:
         for relay in list(self._relays):
             relay.close(close_codes.SERVICE_RESTART, "the engine is shutting down")
         for worker in list(self.workers.values()):
-            worker.close(1001, "the engine is shutting down")
+            worker.close(close_codes.GOING_AWAY, "the engine is shutting down")
+        for transport in list(self._sockets):  # the rest (the SDKs' telemetry, the console's queries) go too
+            linger_close(transport, close_codes.GOING_AWAY, "the engine is shutting down")
         pending = [asyncio.ensure_future(t.wait_disconnected()) for t in list(self._sockets)]
         if pending:
             _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)

@@ -8,6 +8,9 @@ from typing import Final
 
 NORMAL: Final = 1000
 """The writer ended the stream deliberately (or the worker socket closed normally)."""
+GOING_AWAY: Final = 1001
+"""The engine is shutting down: sent to the worker sockets and to every other socket still open (the SDKs'
+telemetry, the console's queries)."""
 POLICY_VIOLATION: Final = 1008
 """Refused: the end is already taken, the bearer token is missing or wrong, or a worker port's gate (the RBAC
 listener's auth function) refused the worker."""

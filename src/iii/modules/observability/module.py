@@ -32,6 +32,10 @@ Trigger types ``log`` (config ``{level?}``: each record kept) and ``trace`` (con
 a coalesced tick of the traces with span activity), as the reference has them: :mod:`.triggers`.
 
 The console's Logs and Trace views ask over ``/console/query`` (:meth:`console_query`, :mod:`.console`).
+
+Every batch kept is also told to the :class:`RecordListener` s: with ``otlp_endpoint`` the forwarder to a
+collector (:mod:`.export`), with ``persist`` the copy in the data directory (:mod:`.persistence`, read back into
+the rings at start).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from iii.protocol.errors import DESERIALIZATION_ERROR
 
 from . import otlp, queries
 from .console import console_view
+from .export import OtlpExporter, parse_headers
+from .persistence import PersistedRecords
 from .settings import ObservabilitySettings
 from .store import Ring
 from .triggers import ObservabilityTriggers, traceparent_ids
@@ -95,12 +101,32 @@ class ObservabilityModule:
         self._listeners: list[RecordListener] = []
         self.triggers: ObservabilityTriggers | None = None
         """The ``log`` and ``trace`` trigger types (:mod:`.triggers`), once started."""
+        self._exporter: OtlpExporter | None = None
+        """Forwards to the collector at ``otlp_endpoint``, when set (:mod:`.export`)."""
+        self._persisted: PersistedRecords | None = None
+        """Keeps the records in ``data_dir``, with ``persist`` (:mod:`.persistence`)."""
 
     def add_listener(self, listener: RecordListener) -> None:
         """Have ``listener`` told of every batch of records kept from now on."""
         self._listeners.append(listener)
 
     async def start(self, host: ModuleHost) -> None:
+        settings = self.settings
+        if settings.persist and settings.data_dir is not None:
+            self._persisted = await PersistedRecords.open(settings.data_dir, self._bounds())
+            for signal, records in (await self._persisted.load()).items():
+                self.keep(signal, records, restored=True)
+            self.add_listener(self._persisted)
+        if settings.otlp_endpoint:
+            self._exporter = OtlpExporter(
+                settings.otlp_endpoint,
+                parse_headers(settings.otlp_headers),
+                max_records=settings.otlp_queue_max_records,
+                max_bytes=settings.otlp_queue_max_bytes,
+                timeout_s=settings.otlp_timeout_s,
+            )
+            await self._exporter.start()
+            self.add_listener(self._exporter)
         host.receive_telemetry(self)
         self.triggers = ObservabilityTriggers(host)
         self.triggers.register(host)
@@ -114,10 +140,10 @@ class ObservabilityModule:
             )
         functions: list[tuple[str, Callable[[Any, CallInfo], Any], str]] = [
             ("engine::logs::list", self._list_logs, "List stored logs, newest first, with filters"),
-            ("engine::logs::clear", self._clear(self.logs), "Drop every stored log"),
+            ("engine::logs::clear", self._clear("logs"), "Drop every stored log"),
             ("engine::traces::list", self._list_traces, "List stored spans (root spans by default) with filters"),
             ("engine::traces::tree", self._trace_tree, "One trace's spans as a tree"),
-            ("engine::traces::clear", self._clear(self.spans), "Drop every stored span"),
+            ("engine::traces::clear", self._clear("spans"), "Drop every stored span"),
             ("engine::metrics::list", self._list_metrics, "The metrics the SDKs sent, and invocation statistics"),
             ("engine::health::check", self._health, "The observability stores' health"),
         ]
@@ -129,6 +155,10 @@ class ObservabilityModule:
         self._running = False
         if self.triggers is not None:
             await self.triggers.close()
+        if self._exporter is not None:
+            await self._exporter.stop()
+        if self._persisted is not None:
+            await self._persisted.close()
 
     # --- ingestion -----------------------------------------------------------------------------------
 
@@ -158,12 +188,17 @@ class ObservabilityModule:
             dropped = sum(n for (_, outcome), n in self._messages.items() if outcome != "stored")
             log.warning("%s; %d dropped so far (iii_observability_messages_total)", what, dropped)
 
-    def keep(self, signal: str, records: list[dict[str, Any]], raw: bytes | None = None) -> None:
+    def keep(
+        self, signal: str, records: list[dict[str, Any]], raw: bytes | None = None, *, restored: bool = False
+    ) -> None:
         """Keep ``records`` of ``signal`` (``"spans"``, ``"logs"``, ``"metrics"``) in their ring and tell the
-        listeners; ``raw`` as :meth:`RecordListener.on_records` has it."""
+        listeners; ``raw`` as :meth:`RecordListener.on_records` has it. ``restored``: records read back from the
+        data directory at start, only put in their ring (the listeners were told when they first came)."""
         ring = self._ring(signal)
         for record in records:
             ring.add(record, len(self._encoder.encode(record)))
+        if restored:
+            return
         for listener in self._listeners:
             try:
                 listener.on_records(signal, records, raw)
@@ -215,10 +250,11 @@ class ObservabilityModule:
         asked = {key: query.get(key) for key in queries.LOGS_QUERY_KEYS}
         return {"logs": logs, "total": total, "query": asked, "timestamp": queries.now_ms()}
 
-    @staticmethod
-    def _clear(ring: Ring[dict[str, Any]]) -> Callable[[Any, CallInfo], dict[str, Any]]:
+    def _clear(self, signal: str) -> Callable[[Any, CallInfo], dict[str, Any]]:
         def clear(data: Any, call: CallInfo) -> dict[str, Any]:
-            ring.clear()
+            self._ring(signal).clear()
+            if self._persisted is not None:
+                self._persisted.clear(signal)
             return {"success": True}
 
         return clear
@@ -254,7 +290,7 @@ class ObservabilityModule:
         return {
             "status": "healthy",
             "components": {
-                "otel": component(enabled=True, exporter="memory"),
+                "otel": component(enabled=True, exporter="both" if self._exporter is not None else "memory"),
                 "metrics": component(stored_metrics=len(self.metric_points), dropped=self.metric_points.dropped),
                 "logs": component(stored_logs=len(self.logs), dropped=self.logs.dropped),
                 "spans": component(
@@ -289,10 +325,14 @@ class ObservabilityModule:
             )
         if self.triggers is not None:
             yield from self.triggers.metrics()
+        if self._exporter is not None:
+            yield from self._exporter.metrics()
+        if self._persisted is not None:
+            yield from self._persisted.metrics()
 
     def snapshot(self) -> Mapping[str, Any]:
         return {
-            "backend": "memory",
+            "backend": "memory+sqlite" if self._persisted is not None else "memory",
             **{
                 signal: {"records": len(ring), "bytes": ring.bytes, "dropped": ring.dropped}
                 for signal, ring in self._rings()
@@ -301,6 +341,10 @@ class ObservabilityModule:
                 count for (_, outcome), count in self._messages.items() if outcome == "malformed"
             ),
         }
+
+    def _bounds(self) -> dict[str, tuple[int, int]]:
+        """Each signal's ring bounds (count, bytes)."""
+        return {signal: (ring.max_count, ring.max_bytes) for signal, ring in self._rings()}
 
     def _ring(self, signal: str) -> Ring[dict[str, Any]]:
         return self.spans if signal == "spans" else self.logs if signal == "logs" else self.metric_points
