@@ -52,6 +52,7 @@ from _common import (
     emit,
     engine_process,
     fmt_bytes,
+    fmt_runs,
     median,
     percentile,
     rss_bytes,
@@ -461,7 +462,8 @@ def rows(runs: Sequence[FloodRun], rate: float, seconds: float, messages: Sequen
                 f"{last.ring['records']:,.0f} records, {fmt_bytes(last.ring['bytes'])} counted "
                 f"(bounds {settings.logs_max_count:,} records, {fmt_bytes(bound)}), "
                 f"{last.ring['dropped_total']:,.0f} oldest dropped and counted; engine::health::check logs: "
-                f"{last.health_logs}; median of {len(runs)} run(s)"
+                f"{last.health_logs}; median of {len(runs)} run(s): growth "
+                f"[{fmt_runs([(r.rss_peak - r.rss_before) / MIB for r in runs], 1)}] MiB"
             ),
         ),
         Measurement(
@@ -473,7 +475,8 @@ def rows(runs: Sequence[FloodRun], rate: float, seconds: float, messages: Sequen
             target_text=f"≥ {TARGET_CALL_RATIO:.2f}x",
             details=(
                 f"{IN_FLIGHT} calls in flight (lean caller and echo worker of bench/invocations.py), {seconds:.0f} s "
-                f"before, during and after the flood; round trip median {before_p50:.0f} → {during_p50:.0f} µs "
+                f"before, during and after the flood; runs [{fmt_runs([r.during.rate / r.before.rate for r in runs])}]"
+                f"x; round trip median {before_p50:.0f} → {during_p50:.0f} µs "
                 f"({p50_ratio:.2f}x), p99 {before_p99:.0f} → {during_p99:.0f} µs ({p99_ratio:.2f}x); after the flood "
                 f"(ring full, once taken in) {median([r.after.rate for r in runs]):,.0f} calls/s; CPU during the "
                 f"flood (% of one core): engine {share('engine')}%, A {share('A')}%, B {share('B')}%, the senders "
