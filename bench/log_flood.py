@@ -9,11 +9,12 @@ One fresh engine process with its default modules (``observability`` keeps the l
   per message, its exporter's OTLP/JSON), byte for byte, one WebSocket binary frame each (client frames, masked
   with a zero key so that the payload is sent as made). Together they aim at ``RATE`` records/s for ``SECONDS``
   (paced every 10 ms). Like the SDK, whose connection queue holds 1,000 messages and drops past that, a sender
-  drops (and counts) a message when 1,000 messages' bytes already wait in its socket's send buffer: an engine
-  that reads slower than the flood comes slows nobody's worker;
+  drops (and counts) a message when 1,000 messages' bytes already wait in its socket's send buffer (so an engine
+  that reads slower than the flood arrives holds no worker back);
 * an unrelated **caller/worker pair** (the lean clients of ``bench/invocations.py``: worker B echoes, worker A
   calls with ``IN_FLIGHT`` calls in flight) measuring calls/s and the round trip's median and p99 for
-  ``SECONDS`` before the flood, during it, and after it (the ring full).
+  ``SECONDS`` before the flood, during it, and after it (the ring full, once the engine has taken in what the
+  senders' sockets still held).
 
 Reported per run: records/s sent by the senders (and dropped by them, as the SDK would) and accepted by the engine
 (``iii_observability_messages_total{signal="logs",outcome="stored"}``: one record each) during the flood; the
