@@ -21,6 +21,9 @@
 13. stream subscriptions: ``stream::set`` changes fanned out to 1,000 subscriber sockets of one group, and the
     same with one stalled subscriber that the engine must drop (``--only streams``).
 14. the SDKs' own telemetry: calls/s with it on and off, our SDK and the official one (``--only telemetry``).
+15. a flood of workers' logs: 10 processes sending log records as the official Python SDK does, 100,000/s for
+    10 s, at an engine that keeps them (the engine's RSS growth against the logs ring's bound), and the calls/s of
+    an unrelated caller during the flood against without it (``--only flood``).
 
 ``--quick`` uses small sizes and one run each (a smoke test, not a measurement: about a minute on 2
 cores; ``.ci/run`` runs it before the tests); ``--verify`` adds checksums and per-call result checks;
@@ -33,7 +36,7 @@ Besides the table (stdout), a full run of every part draws the rows that have a 
 Each part also runs alone: ``bench/tcp_relay.py``, ``bench/channel_relay.py``, ``bench/invocations.py``,
 ``bench/memory.py``, ``bench/sdk_relay.py``, ``bench/sdk_calls.py``, ``bench/http_triggers.py``,
 ``bench/engine_modules.py``, ``bench/queues.py``, ``bench/cluster.py``, ``bench/streams.py``,
-``bench/sdk_telemetry.py``.
+``bench/sdk_telemetry.py``, ``bench/log_flood.py``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import cluster
 import engine_modules
 import http_triggers
 import invocations
+import log_flood
 import memory
 import queues
 import sdk_calls
@@ -61,7 +65,19 @@ import streams
 from _chart import draw_chart, require_matplotlib
 from _common import BENCH_DIR, Measurement, markdown_table
 
-PARTS = ("relay", "invoke", "memory", "sdk", "http", "modules", "queues", "cluster", "streams", "telemetry")
+PARTS = (
+    "relay",
+    "invoke",
+    "memory",
+    "sdk",
+    "http",
+    "modules",
+    "queues",
+    "cluster",
+    "streams",
+    "telemetry",
+    "flood",
+)
 DEFAULT_CHART = BENCH_DIR.parent / "docs" / "benchmarks.png"
 
 
@@ -136,6 +152,9 @@ def main() -> None:
     if "telemetry" in parts:
         print("running: SDK telemetry on and off (ours and official) ...", file=sys.stderr, flush=True)
         rows += sdk_telemetry.measure(args.quick, repeat)
+    if "flood" in parts:
+        print("running: a flood of log records at the engine, and calls beside it ...", file=sys.stderr, flush=True)
+        rows += log_flood.measure(args.quick, repeat)
     mode = "QUICK (smoke test, not a measurement)" if args.quick else f"{repeat} run(s) per timed measurement"
     header = f"{notes}; {mode}; took {time.monotonic() - started:.0f} s"
     print(f"iii-py benchmarks — {header}\n")

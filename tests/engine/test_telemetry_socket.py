@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from iii.engine.server import Engine
+from iii.engine.telemetry_intake import TelemetryIntake
 from tests.engine.wire import RawWorker, connect_raw, scrape
 from tests.modules.observability.frames import logs_message
 
@@ -124,3 +125,25 @@ async def test_shutdown_closes_telemetry_sockets_with_going_away_without_waiting
         await engine.stop()
         await telemetry.wait_closed()
     assert (telemetry.close_code, telemetry.close_reason) == (1001, "the engine is shutting down")
+
+
+async def test_a_flood_pauses_the_socket_and_every_message_arrives_in_order(start_engine: StartEngine) -> None:
+    """More telemetry than the engine takes in per turn waits in its intake; past the intake's bound the socket is
+    no longer read (the sender's buffers hold the rest) and is read again once the intake drains: nothing lost."""
+    engine = await start_engine()
+    engine.telemetry_intake = TelemetryIntake(engine.core.on_telemetry, max_queued_bytes=16 * 1024)
+    worker = await RawWorker.connect(engine.url)
+    telemetry = await connect_raw(engine.url + "/otel")
+    count = 2000
+    for n in range(count):
+        await telemetry.send(logs_message(f"line {n}"))
+    _, samples = await scrape(engine)
+    stored = ("iii_observability_messages_total", "module=observability,outcome=stored,signal=logs")
+    async with asyncio.timeout(10):
+        while samples.get(stored) != count:  # asking again is the wait
+            _, samples = await scrape(engine)
+    assert engine.telemetry_intake.pauses > 0
+    assert await bodies(worker, limit=count) == [f"line {n}" for n in reversed(range(count))]
+    await worker.ping()
+    await telemetry.ping()
+    await telemetry.close()

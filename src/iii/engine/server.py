@@ -57,6 +57,7 @@ from iii.engine.memory import release_free_memory
 from iii.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from iii.engine.modules import RunningModules
 from iii.engine.sockets import ChannelSocket, RefusingSocket, TelemetrySocket, http_error, linger_close
+from iii.engine.telemetry_intake import TelemetryIntake
 from iii.engine.worker_ports import GatedPort, Route
 from iii.engine.worker_socket import Outbox, WorkerConnection, read_limit
 from iii.modules.api import WorkerGate
@@ -110,6 +111,8 @@ class Engine:
         self._sockets: set[WSTransport] = set()
         self._relays: set[ChannelRelay] = set()
         """Channel ends relayed to the other engines of a cluster."""
+        self.telemetry_intake = TelemetryIntake(self.core.on_telemetry)
+        """The ``/otel`` messages on their way to the core, a bounded cost per turn of the loop."""
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -360,7 +363,7 @@ class Engine:
         """The listener of an ``/otel`` connection: its messages go to the core's telemetry sink, if any."""
         core = self.core
         return TelemetrySocket(
-            core.on_telemetry, lambda: core.receives_telemetry, self.config.max_message_bytes, self.track
+            self.telemetry_intake.offer, lambda: core.receives_telemetry, self.config.max_message_bytes, self.track
         )
 
     def route_channel(self, channel_id: str, query: str) -> WSListener | WSUpgradeResponseWithListener:

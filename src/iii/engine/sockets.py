@@ -48,6 +48,10 @@ close; closing at once with unread data would reset the connection and lose the 
 _WRITER_RCVBUF: Final = 256 * 1024
 """Kernel receive buffer of a writer's socket. picows reads whatever the kernel holds into a buffer that
 only grows; a bounded kernel buffer keeps each read (and the memory it touches) small and cache-warm."""
+_TELEMETRY_RCVBUF: Final = 64 * 1024
+"""Kernel receive buffer of an ``/otel`` socket, for the same reason: under a flood of telemetry, each read would
+otherwise grow picows' buffer up to what the kernel holds (megabytes per socket, kept for good) and hand the
+engine thousands of messages at once."""
 
 
 def http_error(status: int, text: str) -> WSUpgradeResponseWithListener:
@@ -250,7 +254,8 @@ class RefusingSocket(TrackedListener):
 
 
 class TelemetrySocket(TrackedListener):
-    """``/otel``: the SDKs' telemetry. Each binary message (its fragments joined) goes to ``deliver``; text
+    """``/otel``: the SDKs' telemetry. Each binary message (its fragments joined) goes to ``deliver``, with the
+    socket's transport (so that a receiver that falls behind can pause reading it); text
     frames are ignored. While ``wanted()`` is false (no module receives telemetry) everything is read and
     dropped unassembled. A message larger than ``max_message_bytes`` is dropped (logged once per socket, so that
     a sender cannot flood the log) and the socket goes on: one bad message must not cost the SDK its
@@ -258,7 +263,7 @@ class TelemetrySocket(TrackedListener):
 
     def __init__(
         self,
-        deliver: Callable[[bytes], None],
+        deliver: Callable[[bytes, WSTransport], None],
         wanted: Callable[[], bool],
         max_message_bytes: int,
         tracker: Tracker = _untracked,
@@ -272,6 +277,12 @@ class TelemetrySocket(TrackedListener):
         self._oversized = 0
         """Messages dropped for their size."""
 
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        sock = transport.underlying_transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _TELEMETRY_RCVBUF)
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
         if msg_type is WSMsgType.BINARY:
@@ -279,7 +290,7 @@ class TelemetrySocket(TrackedListener):
             if not self._wanted():
                 return
             if frame.fin:
-                self._complete(frame.get_payload_as_bytes())
+                self._complete(transport, frame.get_payload_as_bytes())
             else:
                 self._fragments = bytearray(frame.get_payload_as_memoryview())
                 self._check_size()
@@ -289,7 +300,7 @@ class TelemetrySocket(TrackedListener):
             self._fragments += frame.get_payload_as_memoryview()
             if self._check_size() and frame.fin:
                 message, self._fragments = bytes(self._fragments), None
-                self._complete(message)
+                self._complete(transport, message)
         elif msg_type is WSMsgType.TEXT:
             self._fragments = None
         elif msg_type is WSMsgType.CLOSE:
@@ -302,11 +313,11 @@ class TelemetrySocket(TrackedListener):
             return False
         return True
 
-    def _complete(self, message: bytes) -> None:
+    def _complete(self, transport: WSTransport, message: bytes) -> None:
         if len(message) > self._max_bytes:
             self._drop_oversized()
             return
-        self._deliver(message)
+        self._deliver(message, transport)
 
     def _drop_oversized(self) -> None:
         self._oversized += 1

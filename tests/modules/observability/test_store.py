@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+import json
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
 import pytest
 
-from iii.modules.observability.store import Ring
+from iii.modules.observability import otlp
+from iii.modules.observability.store import Ring, record_size
+from tests.modules.observability import frames
 
 
 def test_past_the_count_the_oldest_records_go_and_are_counted() -> None:
@@ -55,3 +64,60 @@ def test_since_gives_the_records_kept_after_a_count_still_held() -> None:
     ring.clear()
     ring.add(5, 10)
     assert (ring.kept, ring.since(4), ring.since(5), ring.since(6)) == (6, [5], [5], [])
+
+
+def _string(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _official_sdk_log(n: int) -> bytes:
+    """A log message as the official Python SDK sends one (its Logger with data: one record, its resource)."""
+    resource = [
+        _string("telemetry.sdk.language", "python"),
+        _string("telemetry.sdk.name", "iii-python-sdk"),
+        _string("telemetry.sdk.version", "1.45.2"),
+        _string("service.instance.id", f"854a2bc2-dbc0-45aa-92e9-{n:012d}"),
+        _string("service.name", "orders-worker"),
+        _string("service.version", "unknown"),
+    ]
+    data = [_string("order_id", f"ord_{n:06d}"), {"key": "amount", "value": {"doubleValue": 49.99}}]
+    record = {
+        "timeUnixNano": str(1_700_000_000_000_000_000 + n),
+        "observedTimeUnixNano": str(1_700_000_000_000_000_000 + n),
+        "severityNumber": 9,
+        "severityText": "INFO",
+        "body": {"stringValue": f"order {n} processed"},
+        "attributes": [_string("service.name", ""), {"key": "log.data", "value": {"kvlistValue": {"values": data}}}],
+    }
+    scope_logs = [{"scope": {"name": "iii.logger", "version": ""}, "logRecords": [record]}]
+    return (
+        b"LOGS"
+        + json.dumps({"resourceLogs": [{"resource": {"attributes": resource}, "scopeLogs": scope_logs}]}).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(_official_sdk_log, id="official Python SDK log"),
+        pytest.param(lambda n: frames.logs_message(f"line {n}"), id="small log"),
+        pytest.param(lambda n: frames.logs_message("x" * 4000 + str(n)), id="long log"),
+        pytest.param(
+            lambda n: frames.spans_message(frames.span(f"execute f{n}", f"{n + 1:016x}", frames.ROOT)), id="span"
+        ),
+    ],
+)
+def test_record_size_is_close_to_the_memory_the_records_hold(message: Callable[[int], bytes]) -> None:
+    """The rings' byte bounds are about memory: a record's size is within -30% / +60% of what its objects hold
+    (its JSON alone is a few times smaller)."""
+    encoder = msgspec.json.Encoder()
+    messages = [message(n) for n in range(500)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        records = [record for m in messages for record in otlp.decode(m)[1]]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    estimated = sum(record_size(encoder.encode(record)) for record in records)
+    assert 0.7 * held <= estimated <= 1.6 * held

@@ -3,10 +3,10 @@ observability worker keeps and serves it (its in-memory exporter).
 
 It receives the engine's telemetry (:meth:`~iii.modules.api.ModuleHost.receive_telemetry`), decodes each message
 (:mod:`.otlp`) and keeps the records in three rings (:class:`.store.Ring`), each bounded by a count and by bytes
-(``[observability]`` settings): past a bound the oldest records go, counted in
-``iii_observability_dropped_total{signal}``. A message that does not decode is dropped whole and counted in
-``iii_observability_messages_total{signal, outcome="malformed"}`` (one over ``max_message_bytes``, undecoded, as
-``too_large``); the connection it came on goes on.
+(an estimate of the records' memory, :func:`.store.record_size`; ``[observability]`` settings): past a bound the
+oldest records go, counted in ``iii_observability_dropped_total{signal}``. A message that does not decode is
+dropped whole and counted in ``iii_observability_messages_total{signal, outcome="malformed"}`` (one over
+``max_message_bytes``, undecoded, as ``too_large``); the connection it came on goes on.
 
 Functions, with the reference's names, inputs and answers (times in its units: filters in Unix milliseconds,
 records in nanoseconds); each handler reads its input and runs a query of :mod:`.queries` over the rings:
@@ -56,7 +56,7 @@ from .console import console_view
 from .export import OtlpExporter, parse_headers
 from .persistence import PersistedRecords
 from .settings import ObservabilitySettings
-from .store import Ring
+from .store import Ring, record_size
 from .triggers import ObservabilityTriggers, traceparent_ids
 
 log = logging.getLogger("iii.modules.observability")
@@ -195,8 +195,9 @@ class ObservabilityModule:
         listeners; ``raw`` as :meth:`RecordListener.on_records` has it. ``restored``: records read back from the
         data directory at start, only put in their ring (the listeners were told when they first came)."""
         ring = self._ring(signal)
+        encode = self._encoder.encode
         for record in records:
-            ring.add(record, len(self._encoder.encode(record)))
+            ring.add(record, record_size(encode(record)))
         if restored:
             return
         for listener in self._listeners:
@@ -311,7 +312,9 @@ class ObservabilityModule:
         for signal, ring in self._rings():
             labels = {"signal": signal}
             yield MetricSample("observability_records", len(ring), labels, "Telemetry records kept")
-            yield MetricSample("observability_bytes", ring.bytes, labels, "Bytes of the telemetry records kept")
+            yield MetricSample(
+                "observability_bytes", ring.bytes, labels, "Memory of the telemetry records kept (estimated)"
+            )
             yield MetricSample(
                 "observability_dropped_total", ring.dropped, labels, "Oldest records dropped past a bound", "counter"
             )

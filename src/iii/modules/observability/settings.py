@@ -11,7 +11,8 @@ from .export import check_endpoint, parse_headers
 @dataclass(frozen=True, slots=True)
 class ObservabilitySettings:
     """The ``[observability]`` table: how much each store keeps (the oldest go past either bound). A record's
-    bytes are the size of its JSON; Python's objects for it take a few times that."""
+    bytes are an estimate of the memory its Python objects hold (:func:`.store.record_size`), not the size of its
+    JSON (a few times smaller)."""
 
     logs_max_count: int = 10_000
     logs_max_bytes: int = 8 * 1024 * 1024
