@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import msgspec
 
+from iii.protocol import otlp as otlp_json
+
 RESOURCE_KEYS: Final = {"logs": "resourceLogs", "spans": "resourceSpans", "metrics": "resourceMetrics"}
 """Each signal's top-level list in its export request."""
 _SCOPE_KEYS: Final = {"logs": "scopeLogs", "spans": "scopeSpans", "metrics": "scopeMetrics"}
@@ -93,29 +95,9 @@ def _scope(name: str, version: str) -> dict[str, str]:
     return scope
 
 
-def any_value(value: Any) -> dict[str, Any]:
-    """A JSON value as an OTLP ``AnyValue`` (None: the empty value)."""
-    if isinstance(value, str):
-        return {"stringValue": value}
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    if isinstance(value, list | tuple):
-        return {"arrayValue": {"values": [any_value(item) for item in value]}}
-    if isinstance(value, Mapping):
-        return {"kvlistValue": {"values": _key_values(value)}}
-    if value is None:
-        return {}
-    return {"stringValue": str(value)}
-
-
 def _key_values(attributes: Any) -> list[dict[str, Any]]:
-    """Attributes as OTLP ``KeyValue`` s: a mapping, or ``[key, value]`` pairs (as spans keep them)."""
-    pairs = attributes.items() if isinstance(attributes, Mapping) else attributes or ()
-    return [{"key": str(key), "value": any_value(value)} for key, value in pairs]
+    """Attributes as OTLP ``KeyValue`` s: a mapping, or ``[key, value]`` pairs (as spans keep them), or None."""
+    return otlp_json.attributes(attributes or ())
 
 
 def _nanos(value: Any) -> str:
@@ -128,7 +110,7 @@ def _log(record: Mapping[str, Any]) -> dict[str, Any]:
         "observedTimeUnixNano": _nanos(record.get("observed_timestamp_unix_nano")),
         "severityNumber": int(record.get("severity_number") or 0),
         "severityText": record.get("severity_text") or "",
-        "body": any_value(record.get("body")),
+        "body": otlp_json.any_value(record.get("body")),
         "attributes": _key_values(record.get("attributes")),
     }
     for field, key in (("trace_id", "traceId"), ("span_id", "spanId")):
