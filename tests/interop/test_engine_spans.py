@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ READY_TIMEOUT_S = 60.0
 ARRIVAL_S = 10.0
 
 pytestmark = pytest.mark.timeout(1200)  # includes building the official environments on a cold machine
-
-
-@pytest.fixture
-def engine() -> Iterator[EngineProcess]:
-    with EngineProcess([]) as running:
-        yield running
 
 
 def start(engine: EngineProcess, env: PythonEnv, service: str, *args: str) -> WorkerProcess:

@@ -33,12 +33,6 @@ pytestmark = pytest.mark.timeout(1200)  # includes building the official environ
 
 
 @pytest.fixture
-def engine() -> Iterator[EngineProcess]:
-    with EngineProcess([]) as running:
-        yield running
-
-
-@pytest.fixture
 def client(engine: EngineProcess) -> Iterator[III]:
     iii = register_worker(engine.url)
     try:

@@ -35,12 +35,6 @@ relay_log = logging.getLogger("tests.relay")
 
 
 @pytest.fixture
-def engine() -> Iterator[EngineProcess]:
-    with EngineProcess([]) as running:
-        yield running
-
-
-@pytest.fixture
 def client(engine: EngineProcess) -> Iterator[III]:
     iii = register_worker(engine.url, InitOptions(otel={"enabled": False}))
     try:
