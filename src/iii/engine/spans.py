@@ -21,6 +21,7 @@ The observability functions are never traced: the pipeline must not observe itse
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -61,9 +62,11 @@ class SpanSink(Protocol):
     def keep(self, signal: str, records: list[dict[str, Any]]) -> None: ...
 
 
+@functools.lru_cache(maxsize=256)
 def parse_traceparent(traceparent: str | None) -> tuple[str, str, str] | None:
     """``(trace_id, parent_span_id, flags)`` of a W3C ``traceparent``; None when there is none or it is not one
-    (a version ``ff``, an all-zero id, a version-00 header with more after it, upper-case hex)."""
+    (a version ``ff``, an all-zero id, a version-00 header with more after it, upper-case hex). Cached: a call's
+    context is read when deciding on its span and again when starting it."""
     if not traceparent:
         return None
     found = _TRACEPARENT.match(traceparent)
