@@ -244,8 +244,9 @@ def test_logs_follow_with_function_shows_a_line_once_its_span_arrives(engine: En
     trace_id = uuid.uuid4().hex
     first, running, ended, other = (uuid.uuid4().hex[:16] for _ in range(4))
 
-    def line(body: str, span_id: str) -> bytes:
-        return logs_message(body, service=service, traceId=trace_id, spanId=span_id, timeUnixNano=str(time.time_ns()))
+    def line(body: str, span_id: str, ago_s: float = 0.0) -> bytes:
+        stamp = str(time.time_ns() - int(ago_s * 1e9))
+        return logs_message(body, service=service, traceId=trace_id, spanId=span_id, timeUnixNano=stamp)
 
     def execute_span(span_id: str, name: str = function) -> bytes:  # as the SDKs send it: the function is named
         return spans_message({**span(f"execute {name}", span_id, trace=trace_id), "attributes": []})  # only
@@ -257,7 +258,9 @@ def test_logs_follow_with_function_shows_a_line_once_its_span_arrives(engine: En
             telemetry.send(execute_span(first))
             terminal.wait_for("a line before", 10.0)  # the tail is running (on its first page or after)
 
-            telemetry.send(line("a line of a call still running", running))
+            # a call that started 2 s ago (less than the tail's lookback) logged a line then; a call that started
+            # after it logged one now and ended now
+            telemetry.send(line("a line of a call still running", running, ago_s=2.0))
             telemetry.send(line("a line of a call that ended", ended))
             telemetry.send(execute_span(ended))
             terminal.wait_for("a line of a call that ended", 10.0)
