@@ -5,6 +5,7 @@ of its functions (``official_python_nested.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -25,7 +26,7 @@ from iii.testing import EngineProcess
 from tests.cli.test_cli import iii
 from tests.interop.environments import ensure_python_env
 from tests.interop.processes import WorkerProcess, child_env, tail
-from tests.modules.observability.frames import logs_message
+from tests.modules.observability.frames import logs_message, span, spans_message
 
 NESTED_WORKER = Path(__file__).resolve().parent / "official_python_nested.py"
 ARRIVAL_S = 2.0
@@ -172,7 +173,11 @@ def test_logs_follow_shows_new_and_late_lines_within_seconds_in_colour_and_ctrl_
         terminal.close()
 
 
-def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess, client: III) -> None:
+@contextlib.contextmanager
+def nested_worker(engine: EngineProcess, client: III) -> Iterator[tuple[str, str, str]]:
+    """An official PyPI worker (``official_python_nested.py``) that has called its ``PREFIX.outer`` (which logs
+    ``MARKER outer`` and calls ``PREFIX.inner``, which logs ``MARKER inner``), once the engine has both
+    ``execute`` spans: ``(prefix, marker, trace id)``."""
     python = ensure_python_env().root
     prefix, marker = f"nested{uuid.uuid4().hex[:8]}", f"hello {uuid.uuid4().hex}"
     env = child_env(engine, {"OTEL_SERVICE_NAME": "nested-python"})
@@ -188,8 +193,11 @@ def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess,
             if len(spans) == 2:
                 break
             assert time.monotonic() < deadline, f"{answer}\n{worker.output()}\n{tail(engine.log_text())}"
-        trace_id = spans[0]["trace_id"]
+        yield prefix, marker, spans[0]["trace_id"]
 
+
+def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess, client: III) -> None:
+    with nested_worker(engine, client) as (prefix, marker, trace_id):
         done = iii(engine, "trace", trace_id)
 
         assert done.returncode == 0, done.stderr
@@ -210,6 +218,78 @@ def test_trace_prints_an_official_workers_spans_as_a_tree(engine: EngineProcess,
 
         logs = iii(engine, "logs", "--worker", "nested-python")
         assert f"WARN  nested-python {marker} inner trace={trace_id[:8]}" in logs.stdout.decode(), logs.stdout
+
+
+def test_logs_function_prints_exactly_the_lines_logged_in_that_functions_runs(
+    engine: EngineProcess, client: III
+) -> None:
+    with nested_worker(engine, client) as (prefix, marker, trace_id):
+        log(client, "error", f"{marker} not in a function", "nested-python")
+
+        def lines(*args: str) -> list[str]:
+            done = iii(engine, "logs", *args)
+            assert done.returncode == 0, done.stderr
+            return [line.split(maxsplit=1)[1] for line in lines_of(done.stdout)]  # without the time
+
+        short = trace_id[:8]
+        assert lines("--function", f"{prefix}.inner") == [f"WARN  nested-python {marker} inner trace={short}"]
+        assert lines("--function", f"{prefix}.outer") == [f"INFO  nested-python {marker} outer trace={short}"]
+        assert lines("--function", f"{prefix}.outer", "--level", "warn") == []
+        assert lines("--function", prefix) == []  # a function's id, not a prefix of one
+        assert len([line for line in lines("--worker", "nested-python") if marker in line]) == 3
+
+
+def test_logs_follow_with_function_shows_a_line_once_its_span_arrives(engine: EngineProcess) -> None:
+    function, service = f"tailed{uuid.uuid4().hex[:8]}", f"fn-tail-{uuid.uuid4().hex[:8]}"
+    trace_id = uuid.uuid4().hex
+    first, running, ended, other = (uuid.uuid4().hex[:16] for _ in range(4))
+
+    def line(body: str, span_id: str, ago_s: float = 0.0) -> bytes:
+        stamp = str(time.time_ns() - int(ago_s * 1e9))
+        return logs_message(body, service=service, traceId=trace_id, spanId=span_id, timeUnixNano=stamp)
+
+    def execute_span(span_id: str, name: str = function) -> bytes:  # as the SDKs send it: the function is named
+        return spans_message({**span(f"execute {name}", span_id, trace=trace_id), "attributes": []})  # only
+
+    terminal = Terminal("logs", "-f", "--function", function, "--url", engine.url)
+    try:
+        with websockets.sync.client.connect(engine.url + "/otel") as telemetry:
+            telemetry.send(line("a line before", first))
+            telemetry.send(execute_span(first))
+            terminal.wait_for("a line before", 10.0)  # the tail is running (on its first page or after)
+
+            # a call that started 2 s ago (less than the tail's lookback) logged a line then; a call that started
+            # after it logged one now and ended now
+            telemetry.send(line("a line of a call still running", running, ago_s=2.0))
+            telemetry.send(line("a line of a call that ended", ended))
+            telemetry.send(execute_span(ended))
+            terminal.wait_for("a line of a call that ended", 10.0)
+            assert b"a line of a call still running" not in terminal.output, terminal.output  # its span is unknown
+
+            telemetry.send(execute_span(running))  # the call ends: its line, older than one printed, shows now
+            sent = time.monotonic()
+            assert terminal.wait_for("a line of a call still running", 10.0) - sent <= ARRIVAL_S, terminal.output
+
+            telemetry.send(line("a line of another function", other))
+            telemetry.send(execute_span(other, f"{function}.other"))
+            telemetry.send(line("the last line", ended))
+            terminal.wait_for("the last line", 10.0)
+
+        terminal.process.send_signal(signal.SIGINT)
+        assert terminal.process.wait(timeout=30) == 0, terminal.output
+        terminal.read_to_end()
+        text = _ANSI.sub(b"", terminal.output).decode()
+        assert (
+            [row.split(maxsplit=3)[3] for row in text.splitlines()]
+            == [
+                f"a line before trace={trace_id[:8]}",
+                f"a line of a call that ended trace={trace_id[:8]}",
+                f"a line of a call still running trace={trace_id[:8]}",  # once, though every later ask has it
+                f"the last line trace={trace_id[:8]}",
+            ]
+        ), text
+    finally:
+        terminal.close()
 
 
 def test_trace_of_an_unknown_id_says_so_and_exits_1(engine: EngineProcess) -> None:

@@ -83,7 +83,10 @@ class _Tail:
     later (the SDKs send every 100 ms), possibly after a newer record of another worker was printed; so each ask
     reaches :data:`LOOKBACK_S` back from the newest record printed, and the records of that window already printed
     (remembered by their stamp, service, span and message) are left out. A record that arrives later still is
-    not shown by the tail; nor one older than the first page when ``--limit`` cut that page short."""
+    not shown by the tail; nor one older than the first page when ``--limit`` cut that page short.
+
+    With ``--function`` a record is selected only once its span is stored, which the SDKs send when the call
+    ends: to the tail it is a late record like any other, shown once then if it is within the window."""
 
     def __init__(self, query: dict[str, Any]) -> None:
         self.query = query
@@ -128,6 +131,11 @@ class _Tail:
 @click.command()
 @click.option("--follow", "-f", is_flag=True, help="keep printing new records until Ctrl-C")
 @click.option("--worker", help="only records of services whose name contains this (case-insensitive)")
+@click.option(
+    "--function",
+    "function_id",
+    help="only records logged in runs of this function (with -f: a call's lines show when it ends)",
+)
 @click.option("--level", type=click.Choice(list(SEVERITY_MIN)), help="only records at this level or above")
 @click.option(
     "--limit",
@@ -137,12 +145,26 @@ class _Tail:
     help="how many of the newest records to print",
 )
 @engine_options
-def logs(follow: bool, worker: str | None, level: str | None, limit: int, url: str | None, token: str | None) -> None:
+def logs(
+    follow: bool,
+    worker: str | None,
+    function_id: str | None,
+    level: str | None,
+    limit: int,
+    url: str | None,
+    token: str | None,
+) -> None:
     """Print the workers' log records the engine keeps, oldest first, coloured by level (-f: and the new ones,
-    until Ctrl-C)."""
+    until Ctrl-C).
+
+    --function F: a record is F's once the span of the call it was logged in reaches the engine, when the call
+    ends. So with -f a call's lines show when it ends, and not at all if they are more than 5 s older than the
+    newest line printed by then (a long call while other lines were printed); without -f they show."""
     query: dict[str, Any] = {}
     if worker:
         query["service_name"] = worker
+    if function_id:
+        query["function_id"] = function_id
     if level:
         query["severity_min"] = SEVERITY_MIN[level]
     console = _console()

@@ -54,6 +54,20 @@ async def test_logs_list_answers_newest_first_with_the_references_filters(
     assert (await host.call("engine::logs::list", {}))["total"] == 0
 
 
+async def test_logs_list_selects_a_functions_records_by_their_stored_spans(
+    start_observability: StartObservability,
+) -> None:
+    _, host = await start_observability()
+    send(host, logs_message("getting", traceId=TRACE, spanId=CHILD))
+    send(host, logs_message("calling", traceId=TRACE, spanId=ROOT))
+    assert (await host.call("engine::logs::list", {"function_id": "orders.get"}))["total"] == 0  # span not yet in
+    send(host, spans_message({**span("execute orders.get", CHILD, parent=ROOT), "attributes": []}))
+    found = await host.call("engine::logs::list", {"function_id": "orders.get"})
+    assert [row["body"] for row in found["logs"]] == ["getting"]
+    error = await host.call_error("engine::logs::list", {"function_id": ["orders.get"]})
+    assert error.code == DESERIALIZATION_ERROR
+
+
 async def test_a_worker_logs_through_engine_log_functions(start_observability: StartObservability) -> None:
     _, host = await start_observability()
     assert await host.call("engine::log::warn", {"message": "disk low", "data": {"free": 3}, "trace_id": TRACE}) is None

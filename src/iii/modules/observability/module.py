@@ -15,8 +15,10 @@ records in nanoseconds); each handler reads its input and runs a query of :mod:`
   record from the caller (severity 9, 13, 17, 5, 1); answers null. Without ``trace_id`` and ``span_id`` the
   record has those of the trace context the call came with (the caller's span), if any.
 * ``engine::logs::list`` ``{trace_id?, span_id?, severity_min?, severity_text?, start_time?, end_time?, offset?,
-  limit?}`` and ours, ``service_name?`` (the worker's service, a case-insensitive substring) →
-  ``{logs, total, query, timestamp}``, newest first. ``engine::logs::clear`` → ``{success}``.
+  limit?}`` and ours, ``service_name?`` (the worker's service, a case-insensitive substring) and
+  ``function_id?`` (the records logged in a run of that function: their span is a stored ``execute <id>`` or
+  ``call <id>`` span, :func:`.queries.function_spans`) → ``{logs, total, query, timestamp}``, newest first.
+  ``engine::logs::clear`` → ``{success}``.
 * ``engine::traces::list`` (the reference's filters: ``trace_id``, ``trace_ids``, ``service_name``, ``name``,
   ``status``, ``min_duration_ms``, ``max_duration_ms``, ``start_time``, ``end_time``, ``attributes``,
   ``exclude_attributes``, ``include_internal``, ``search_all_spans``, ``sort_by``, ``sort_order``, ``offset``,
@@ -247,7 +249,7 @@ class ObservabilityModule:
 
     def _list_logs(self, data: Any, call: CallInfo) -> dict[str, Any]:
         query = queries.as_object(data)
-        logs, total = queries.list_logs(self.logs, query)
+        logs, total = queries.list_logs(self.logs, query, self.spans)
         asked = {key: query.get(key) for key in queries.LOGS_QUERY_KEYS}
         return {"logs": logs, "total": total, "query": asked, "timestamp": queries.now_ms()}
 

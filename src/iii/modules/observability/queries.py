@@ -42,15 +42,22 @@ def now_ms() -> int:
 # --- logs --------------------------------------------------------------------------------------------
 
 
-def list_logs(records: Iterable[Record], query: Mapping[str, Any]) -> tuple[list[Record], int]:
-    """``engine::logs::list``: the page of the records ``query`` selects, newest first, and how many it selects."""
+def list_logs(records: Iterable[Record], query: Mapping[str, Any], spans: Iterable[Record]) -> tuple[list[Record], int]:
+    """``engine::logs::list``: the page of the records ``query`` selects, newest first, and how many it selects.
+
+    Besides the reference's filters, ours: ``service_name`` (a case-insensitive substring of the record's
+    service) and ``function_id``: the records logged in a run of that function, i.e. whose span (``span_id``) is
+    one of ``spans`` that :func:`function_spans` finds for it. ``spans`` is read only for ``function_id`` (one
+    pass); a record whose span is not (yet) among them does not match."""
     trace_id = optional_str(query, "trace_id")
     span_id = optional_str(query, "span_id")
     severity_min = optional_int(query, "severity_min")
     severity_text = optional_str(query, "severity_text")
     service = (optional_str(query, "service_name") or "").lower()
+    function_id = optional_str(query, "function_id")
     start_ns, end_ns = window(query)
     offset, limit = optional_int(query, "offset") or 0, optional_int(query, "limit")
+    span_ids = None if function_id is None else function_spans(spans, function_id)
 
     def wanted(record: Record) -> bool:
         stamp = record["timestamp_unix_nano"]
@@ -62,6 +69,7 @@ def list_logs(records: Iterable[Record], query: Mapping[str, Any]) -> tuple[list
             and (start_ns is None or stamp >= start_ns)
             and (end_ns is None or stamp <= end_ns)
             and (not service or service in record["service_name"].lower())
+            and (span_ids is None or record["span_id"] in span_ids)
         )
 
     found = sorted(
@@ -267,6 +275,23 @@ def executed_function(span: Record) -> str | None:
     """The function a span of a function execution (``execute <id>``) ran; None for any other span."""
     name: str = span["name"]
     return name[len("execute ") :] if name.startswith("execute ") else None
+
+
+def function_spans(spans: Iterable[Record], function_id: str) -> set[str]:
+    """The ids of the spans of runs of ``function_id``: a handler's ``execute <id>`` (the name is all the official
+    PyPI and npm SDKs and ours put on it: no attribute names the function) and the engine's ``call <id>`` (with
+    the attribute ``function_id``; the only span of a call the engine runs itself or over HTTP). Not the other
+    engine spans that carry the attribute (``enqueue <id> → <queue>``): they are not a run of the function."""
+    executed, called = f"execute {function_id}", f"call {function_id}"
+    return {
+        span["span_id"]
+        for span in spans
+        if span["name"] == executed
+        or (
+            span["name"] == called
+            and any(pair[0] == "function_id" and pair[1] == function_id for pair in span["attributes"])
+        )
+    }
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
