@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 
 from iii.engine import Engine
 from iii.modules.streams import StreamsModule
+from tests.engine.wire import RawWorker
 
 TIMEOUT_S = 10.0
 
@@ -132,3 +133,24 @@ class StalledSubscriber:
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def bind(worker: RawWorker, trigger_type: str, function_id: str) -> None:
+    await worker.send({"type": "registerfunction", "id": function_id})
+    await worker.send(
+        {"type": "registertrigger", "id": f"{trigger_type}-binding", "trigger_type": trigger_type,
+         "function_id": function_id, "config": {}}
+    )  # fmt: skip
+    await worker.ping()
+
+
+async def answer(worker: RawWorker, function_id: str, result: Any = None, error: Any = None) -> dict[str, Any]:
+    """Answer the next call of ``function_id`` (with ``result``, or ``error``); returns its payload."""
+    delivery = await worker.recv_type("invokefunction")
+    assert delivery["function_id"] == function_id, delivery
+    reply: dict[str, Any] = {"type": "invocationresult", "invocation_id": delivery["invocation_id"]}
+    reply.update({"error": error} if error is not None else {"result": result})
+    await worker.send(reply)
+    data = delivery.get("data")
+    assert isinstance(data, dict), delivery
+    return data

@@ -12,30 +12,10 @@ import websockets
 
 from iii.engine import Engine
 from tests.engine.wire import RawWorker
-from tests.modules.streams.subscriber_client import Subscriber, join, leave, stream_module
+from tests.modules.streams.subscriber_client import Subscriber, answer, bind, join, leave, stream_module
 
 StartEngine = Callable[..., Awaitable[Engine]]
 AUTH = {"stream": {"auth_function": "auth::stream", "auth_timeout_s": 5.0}}
-
-
-async def bind(worker: RawWorker, trigger_type: str, function_id: str) -> None:
-    await worker.send({"type": "registerfunction", "id": function_id})
-    await worker.send(
-        {"type": "registertrigger", "id": f"{trigger_type}-binding", "trigger_type": trigger_type,
-         "function_id": function_id, "config": {}}
-    )  # fmt: skip
-    await worker.ping()
-
-
-async def answer(worker: RawWorker, function_id: str, result: Any = None, error: Any = None) -> dict[str, Any]:
-    """Answer the next call of ``function_id`` (with ``result``, or ``error``); returns its payload."""
-    delivery = await worker.recv_type("invokefunction")
-    assert delivery["function_id"] == function_id, delivery
-    reply: dict[str, Any] = {"type": "invocationresult", "invocation_id": delivery["invocation_id"]}
-    reply.update({"error": error} if error is not None else {"result": result})
-    await worker.send(reply)
-    data: dict[str, Any] = delivery.get("data")
-    return data
 
 
 @pytest.fixture

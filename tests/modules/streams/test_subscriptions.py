@@ -13,7 +13,15 @@ import pytest
 from iii.engine import Engine
 from iii.testing import EngineProcess
 from tests.engine.wire import RawWorker, eventually, scrape
-from tests.modules.streams.subscriber_client import StalledSubscriber, Subscriber, join, leave, stream_module
+from tests.modules.streams.subscriber_client import (
+    StalledSubscriber,
+    Subscriber,
+    answer,
+    bind,
+    join,
+    leave,
+    stream_module,
+)
 
 StartEngine = Callable[..., Awaitable[Engine]]
 
@@ -273,4 +281,40 @@ async def test_a_stalled_subscriber_holds_little_engine_memory_before_it_is_drop
     # the queue's 8 messages, the transport's batch and the bounded kernel buffer: about 1 MB at most
     assert made * 10_000 < 1_200_000, f"{made} changes of 10 KB were absorbed before the subscriber was dropped"
     stalled.close()
+    await worker.close()
+
+
+async def test_a_client_that_stops_answering_pings_is_dropped_and_one_that_answers_stays(
+    start_engine: StartEngine,
+) -> None:
+    """A client gone without a close (its machine asleep, its network lost) never answers the pings: it is dropped
+    within about one and a half heartbeats, with a ``stream:leave`` for its subscription, while a client that
+    answers every ping keeps its subscription and its changes."""
+    engine = await start_engine(
+        http_port=-1, modules="stream", module_settings={"stream": {"subscriber_heartbeat_s": 0.2}}
+    )
+    module = stream_module(engine)
+    worker = await RawWorker.connect(engine.url)
+    await bind(worker, "stream:leave", "on::leave")
+    async with aiohttp.ClientSession() as session, session.ws_connect(module.url, autoping=False) as alive:
+        await alive.send_str(join("kept", "todos", "inbox"))
+        assert (await alive.receive_json(timeout=10))["event"]["type"] == "sync"
+        gone = await StalledSubscriber.connect(module.url)  # reads nothing: never answers a ping
+        gone.send(join("lost", "todos", "inbox"))
+        await eventually(lambda: _subscriptions(engine) == 2)
+
+        pings = 0
+        while pings < 3:  # three heartbeats answered by hand: the engine's pings are what this client sees
+            message = await alive.receive(timeout=10)
+            assert message.type == aiohttp.WSMsgType.PING, message
+            await alive.pong(message.data)
+            pings += 1
+        assert (await answer(worker, "on::leave"))["subscription_id"] == "lost"
+        await eventually(lambda: _subscriptions(engine) == 1)
+
+        await worker.result_of("stream::set", item("a", data={"n": 1}))
+        while (message := await alive.receive(timeout=10)).type == aiohttp.WSMsgType.PING:
+            await alive.pong(message.data)
+        assert message.json()["event"]["type"] == "create", message
+        gone.close()
     await worker.close()

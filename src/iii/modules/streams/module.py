@@ -133,6 +133,7 @@ class StreamsModule:
                 settings.subscriber_queue_messages,
                 settings.subscriber_queue_bytes,
                 settings.subscriber_max_message_bytes,
+                settings.subscriber_heartbeat_s,
             )
             self._server = SubscriberServer(subscribers, limits)
             await self._server.listen(settings.host, settings.port)

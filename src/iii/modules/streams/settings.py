@@ -47,6 +47,10 @@ class StreamsSettings:
     """Bytes one subscriber may have waiting to be sent (its syncs not counted); more drops it (close 1013)."""
     subscriber_max_message_bytes: int = 64 * 1024
     """The largest message a subscriber may send (a join or a leave); a longer one closes its socket (1009)."""
+    subscriber_heartbeat_s: float = 20.0
+    """A subscriber is pinged when this long passed since its last ping, and dropped (close 1006, a ``stream:leave``
+    for each of its subscriptions) when no pong comes within half of it: a client gone without a close (a laptop
+    closed, a network lost) is noticed in seconds, not when TCP gives up. 0: never pinged."""
     console_max_groups: int = 500
     """The console lists at most this many groups (of all streams), with the number left out."""
     console_max_items: int = 100
@@ -63,6 +67,8 @@ class StreamsSettings:
             raise ValueError(f"sqlite_synchronous must be 'full' or 'normal', not {self.sqlite_synchronous!r}")
         if not -1 <= self.port <= 65535:
             raise ValueError(f"port must be -1..65535, not {self.port}")
+        if self.subscriber_heartbeat_s < 0:
+            raise ValueError(f"subscriber_heartbeat_s must be 0 (off) or more, not {self.subscriber_heartbeat_s}")
         if self.auth_timeout_s <= 0:
             raise ValueError(f"auth_timeout_s must be positive, not {self.auth_timeout_s}")
         for name in (

@@ -160,6 +160,8 @@ class Limits:
     queue_messages: int
     queue_bytes: int
     max_message_bytes: int
+    heartbeat_s: float = 0.0
+    """Ping interval (aiohttp's ``heartbeat``: no pong within half of it closes the socket); 0: none."""
 
 
 @dataclass(slots=True)
@@ -376,6 +378,7 @@ class SubscriberServer:
             compress=False,  # one encoding of a change is sent to every subscriber: compressing would be per socket
             max_msg_size=self._limits.max_message_bytes,
             timeout=CLOSE_TIMEOUT_S,
+            heartbeat=self._limits.heartbeat_s or None,
         )
         if not ws.can_prepare(request).ok:
             return _text(426, "this is a WebSocket endpoint: connect with a WebSocket client", {"Upgrade": "websocket"})
