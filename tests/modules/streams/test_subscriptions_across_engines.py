@@ -3,11 +3,12 @@ triggers fire only where the change was made."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from iii.engine import Engine
-from tests.engine.wire import RawWorker
+from tests.engine.wire import RawWorker, scrape
 from tests.modules.streams.subscriber_client import Subscriber, join, stream_module
 from tests.redis_server import RedisServer
 
@@ -30,6 +31,15 @@ async def next_trigger(worker: RawWorker) -> Any:
     delivery = await worker.recv_type("invokefunction")
     await worker.send({"type": "invocationresult", "invocation_id": delivery["invocation_id"], "result": None})
     return delivery["data"]
+
+
+async def relay_counts(engine: Engine) -> dict[str, float]:
+    """The engine's ``iii_stream_relay_messages_total`` by outcome (-1: not exported)."""
+    _, samples = await scrape(engine)
+    return {
+        outcome: samples.get(("iii_stream_relay_messages_total", f"module=stream,outcome={outcome}"), -1)
+        for outcome in ("published", "received", "lost")
+    }
 
 
 async def test_a_subscriber_of_one_engine_sees_the_changes_made_on_the_other(
@@ -60,6 +70,13 @@ async def test_a_subscriber_of_one_engine_sees_the_changes_made_on_the_other(
     assert (await next_trigger(watcher_a))["event"]["event"]["type"] == "mark"  # B's delete never reached A's
     for subscriber in (on_a, on_b):
         assert (await subscriber.event())["type"] == "event"
+    # The relay counts what it published and what it heard from the other engine (its own copies not counted);
+    # a publish is counted when Redis answered it, which may come after the other engine heard it.
+    for engine, published, received in ((a, 3, 1), (b, 1, 3)):
+        expected = {"published": published, "received": received, "lost": 0}
+        async with asyncio.timeout(10):
+            while (counted := await relay_counts(engine)) != expected:  # asking again is the wait
+                assert all(counted[key] <= expected[key] for key in expected), counted
     for connection in (on_a, on_b):
         await connection.close()
     for worker in (watcher_a, watcher_b, writer_a, writer_b):

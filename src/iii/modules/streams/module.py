@@ -191,6 +191,18 @@ class StreamsModule:
                 help="Subscribers dropped (close 1013) for not keeping up",
                 kind="counter",
             )
+        relay = self._relay
+        if relay is not None:
+            relayed = {"published": relay.published, "received": relay.received, "lost": relay.lost}
+            for outcome, value in relayed.items():
+                yield MetricSample(
+                    "stream_relay_messages",
+                    value,
+                    {"outcome": outcome},
+                    help="Changes relayed through Redis to the other engines' subscribers (published, received from "
+                    "other engines, lost: not published, Redis not keeping up)",
+                    kind="counter",
+                )
 
     def snapshot(self) -> Mapping[str, Any]:
         operations: dict[str, dict[str, int]] = {}
