@@ -146,10 +146,12 @@ class ChangeTriggers(Generic[S]):
     """The part of a change-driven trigger type's provider that does not depend on what changed: its bindings
     by id (a subclass fills them in ``activate``), and the delivery of a change to those that match it."""
 
-    def __init__(self, host: ModuleHost, name: str, log: logging.Logger, *, enabled: bool) -> None:
+    def __init__(
+        self, host: ModuleHost, name: str, log: logging.Logger, *, enabled: bool, max_waiting: int = MAX_WAITING
+    ) -> None:
         self._enabled = enabled
         self._subscriptions: dict[str, S] = {}
-        self._deliveries = ChangeDeliveries(host, name, log)
+        self._deliveries = ChangeDeliveries(host, name, log, max_waiting=max_waiting)
 
     @property
     def firing(self) -> bool:

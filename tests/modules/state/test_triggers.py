@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -147,3 +148,32 @@ async def test_triggers_can_be_disabled(start_module: StartModule) -> None:
     await host.call("state::set", {"scope": "s", "key": "k", "value": 1})
     await module.settle_triggers()
     assert events == []
+
+
+async def test_the_changes_waiting_for_a_function_are_bounded_by_a_setting(start_module: StartModule) -> None:
+    """``trigger_max_waiting`` bounds what waits for one bound function that does not answer: past it the changes
+    are dropped for that function and counted; once it answers it gets the ones it kept, in order."""
+    module, host = await start_module(trigger_max_waiting=2)
+    release = asyncio.Event()
+    heard: list[Any] = []
+
+    async def stuck(change: Any) -> dict[str, Any]:
+        heard.append(change["new_value"])
+        await release.wait()
+        return {}
+
+    host.serve("fn", stuck)
+    host.bind("state", "fn", {})
+    for n in range(5):
+        await host.call("state::set", {"scope": "s", "key": "k", "value": n})
+    samples = [sample for sample in module.metrics() if sample.name == "state_trigger_calls"]
+    calls = {sample.labels["outcome"]: sample.value for sample in samples}
+    assert calls["dropped"] == 3
+    release.set()
+    await module.settle_triggers()
+    assert heard == [0, 1]
+
+
+def test_trigger_max_waiting_must_be_positive(settings_for: Any) -> None:
+    with pytest.raises(ValueError, match="trigger_max_waiting"):
+        settings_for(trigger_max_waiting=0)

@@ -103,7 +103,9 @@ class StateModule:
     async def start(self, host: ModuleHost) -> None:
         self._store = await open_store(self.settings)
         log.info("state: %s backend at %s", self._store.kind, self._store.describe())
-        self._triggers = StateTriggers(host, enabled=self.settings.triggers_enabled)
+        self._triggers = StateTriggers(
+            host, enabled=self.settings.triggers_enabled, max_waiting=self.settings.trigger_max_waiting
+        )
         host.register_trigger_type(TRIGGER_TYPE, self._triggers, description="State trigger")
         functions: list[tuple[str, Callable[[Any], Awaitable[Any]], str]] = [
             ("state::set", self._set, "Set a value in state"),

@@ -26,6 +26,9 @@ class StateSettings:
     """A scope or key longer than this (UTF-8) is refused (``invalid_scope`` / ``invalid_key``)."""
     triggers_enabled: bool = True
     """False: writes fire no ``state`` triggers (the reference's ``triggers_enabled``)."""
+    trigger_max_waiting: int = 10_000
+    """Changes that may wait for one bound function (the one in flight included); past it a change is dropped for
+    that function, counted in ``iii_state_trigger_calls_total{outcome="dropped"}`` and logged."""
     sqlite_synchronous: Literal["full", "normal"] = "full"
     """SQLite's ``synchronous`` in WAL mode; see :mod:`iii.modules.state.sqlite_store` for what each keeps."""
     sqlite_batch_max_writes: int = 1024
@@ -43,7 +46,7 @@ class StateSettings:
             raise ValueError("the redis state backend needs a redis_url")
         if self.sqlite_synchronous not in ("full", "normal"):
             raise ValueError(f"sqlite_synchronous must be 'full' or 'normal', not {self.sqlite_synchronous!r}")
-        for name in ("max_value_bytes", "max_name_bytes", "sqlite_batch_max_writes"):
+        for name in ("max_value_bytes", "max_name_bytes", "sqlite_batch_max_writes", "trigger_max_waiting"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.stats_interval_s <= 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from iii.modules.api import BindingInfo, ModuleHost
-from iii.modules.change_triggers import ChangeTriggers
+from iii.modules.change_triggers import MAX_WAITING, ChangeTriggers
 
 log = logging.getLogger("iii.modules.state")
 
@@ -44,8 +44,8 @@ class _Subscription:
 class StateTriggers(ChangeTriggers[_Subscription]):
     """The provider of the ``state`` trigger type (:class:`~iii.modules.api.TriggerProvider`)."""
 
-    def __init__(self, host: ModuleHost, *, enabled: bool = True) -> None:
-        super().__init__(host, TRIGGER_TYPE, log, enabled=enabled)
+    def __init__(self, host: ModuleHost, *, enabled: bool = True, max_waiting: int = MAX_WAITING) -> None:
+        super().__init__(host, TRIGGER_TYPE, log, enabled=enabled, max_waiting=max_waiting)
 
     def activate(self, binding: BindingInfo) -> str | None:
         config = binding.config if binding.config is not None else {}

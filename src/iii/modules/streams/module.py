@@ -98,7 +98,9 @@ class StreamsModule:
         self._store = await open_stream_store(self.settings)
         self._host = host
         log.info("stream: %s backend at %s", self._store.kind, self._store.describe())
-        self._triggers = StreamTriggers(host, enabled=self.settings.triggers_enabled)
+        self._triggers = StreamTriggers(
+            host, enabled=self.settings.triggers_enabled, max_waiting=self.settings.trigger_max_waiting
+        )
         host.register_trigger_type(TRIGGER_TYPE, self._triggers, description="Stream trigger")
         functions: list[tuple[str, Callable[[Any], Awaitable[Any]], str]] = [
             ("stream::set", self._set, "Set a value in a stream"),

@@ -26,6 +26,9 @@ class StreamsSettings:
     """A stream name, group id or item id longer than this (UTF-8) is refused (``invalid_name``)."""
     triggers_enabled: bool = True
     """False: changes and events fire no ``stream`` triggers."""
+    trigger_max_waiting: int = 10_000
+    """Changes that may wait for one bound function (the one in flight included); past it a change is dropped for
+    that function, counted in ``iii_stream_trigger_calls_total{outcome="dropped"}`` and logged."""
     sqlite_synchronous: Literal["full", "normal"] = "full"
     """SQLite's ``synchronous`` in WAL mode (as the state module's)."""
     sqlite_batch_max_writes: int = 1024
@@ -73,6 +76,7 @@ class StreamsSettings:
             raise ValueError(f"auth_timeout_s must be positive, not {self.auth_timeout_s}")
         for name in (
             "max_value_bytes",
+            "trigger_max_waiting",
             "max_name_bytes",
             "sqlite_batch_max_writes",
             "subscriber_queue_messages",
