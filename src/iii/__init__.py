@@ -30,7 +30,7 @@ from iii.sdk.context import InvocationContext, current_invocation
 from iii.sdk.functions import FunctionRef, FunctionStatus
 from iii.sdk.http import HttpRequest, StreamResponse, http_response
 from iii.sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
-from iii.sdk.telemetry import Logger
+from iii.sdk.telemetry.logs import Logger
 
 __all__ = [
     "DEFAULT_ENGINE_URL",

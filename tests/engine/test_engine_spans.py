@@ -16,9 +16,9 @@ import aiohttp
 import websockets
 
 from iii.engine import Engine
-from iii.engine.spans import parse_traceparent
 from iii.modules.http import HttpModule
 from iii.protocol.refs import channel_url
+from iii.protocol.trace_context import parse_traceparent
 from tests.engine.wire import RawWorker
 
 StartEngine = Callable[..., Awaitable[Engine]]

@@ -18,7 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from iii.modules.observability import otlp as decoder
 from iii.protocol import otlp
-from iii.sdk.telemetry import ExecutionSpan, TelemetrySettings, _encoded_span, baggage_entries, parse_traceparent
+from iii.protocol.trace_context import parse_traceparent
+from iii.sdk.telemetry.settings import TelemetrySettings
+from iii.sdk.telemetry.spans import ExecutionSpan, baggage_entries, encoded_span
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -57,8 +59,8 @@ def _value(any_value: Any) -> Any:
 
 def test_a_span_message_is_an_export_trace_request_with_every_field_as_meant() -> None:
     span = ExecutionSpan("execute orders.get", TRACE, PARENT, "tenant=acme,plan=gold;ttl=5")
-    failed = _encoded_span(span, span.start_ns + 1500, {"code": "bad", "message": "no", "stacktrace": "Trace..."})
-    root = _encoded_span(ExecutionSpan("execute root", TRACE, None, None), span.start_ns + 9, None)
+    failed = encoded_span(span, span.start_ns + 1500, {"code": "bad", "message": "no", "stacktrace": "Trace..."})
+    root = encoded_span(ExecutionSpan("execute root", TRACE, None, None), span.start_ns + 9, None)
     message = otlp.spans_message(RESOURCE, SCOPE, [failed, root])
     assert message[:4] == otlp.SPANS
 
@@ -141,12 +143,18 @@ def test_a_log_message_is_an_export_logs_request_holding_any_attribute_value(
 
 
 def test_traceparent_and_baggage_are_read_as_w3c_defines_them() -> None:
-    assert parse_traceparent(f"00-{TRACE}-{PARENT}-01") == (TRACE, PARENT, True)
-    assert parse_traceparent(f"00-{TRACE.upper()}-{PARENT}-00") == (TRACE, PARENT, False)
-    assert parse_traceparent(f"01-{TRACE}-{PARENT}-01-future") == (TRACE, PARENT, True)
+    assert parse_traceparent(f"00-{TRACE}-{PARENT}-01") == (TRACE, PARENT, "01")
+    sampled, unsampled = parse_traceparent(f"00-{TRACE}-{PARENT}-01"), parse_traceparent(f"00-{TRACE}-{PARENT}-00")
+    assert sampled is not None and sampled.sampled and unsampled is not None and not unsampled.sampled
+    assert parse_traceparent(f"01-{TRACE}-{PARENT}-01-future") == (TRACE, PARENT, "01")
+    # Upper-case hex is not a traceparent: W3C trace context's grammar has lower-case hex only (HEXDIGLC) and a
+    # receiver ignores a header that does not parse; the SDK then starts a new trace, as the engine does. So is a
+    # version-00 header with more after it (version 00 is exactly 55 characters).
+    upper, longer = f"00-{TRACE.upper()}-{PARENT}-00", f"00-{TRACE}-{PARENT}-01-more"
     for bad in (None, "", "garbage", f"ff-{TRACE}-{PARENT}-01", f"00-{'0' * 32}-{PARENT}-01", f"00-{TRACE}-xyz-01"):
         assert parse_traceparent(bad) is None, bad
     assert parse_traceparent(f"00-{TRACE}-{'0' * 16}-01") is None
+    assert parse_traceparent(upper) is None and parse_traceparent(longer) is None
     assert baggage_entries("a=1, b = two%20words ;prop=x,broken,=nokey") == [("a", "1"), ("b", "two words")]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from iii import III, FunctionError, InitOptions, Logger, current_invocation, register_worker
-from iii.sdk import telemetry
+from iii.sdk.telemetry import connection, exporter
 from iii.testing import EngineProcess
 from tests.engine.wire import RawWorker
 
@@ -245,7 +245,7 @@ def test_a_telemetry_socket_that_hangs_never_holds_a_call_up_and_what_does_not_f
     """Proves the bound and the independence from the network: with the telemetry socket stuck in its handshake
     (a listener that never accepts), calls are answered at their usual pace, the queue keeps at most its bound
     and every span beyond it is counted as dropped."""
-    monkeypatch.setattr(telemetry, "MAX_QUEUED", 5)
+    monkeypatch.setattr(exporter, "MAX_QUEUED", 5)
     stuck = socket.socket()
     stuck.bind(("127.0.0.1", 0))
     stuck.listen(100)
@@ -253,12 +253,12 @@ def test_a_telemetry_socket_that_hangs_never_holds_a_call_up_and_what_does_not_f
     try:
         assert worker.telemetry is not None
         port = stuck.getsockname()[1]
-        monkeypatch.setattr(worker.telemetry, "_address", lambda: f"ws://127.0.0.1:{port}")
+        monkeypatch.setattr(worker.telemetry._connection, "_address", lambda: f"ws://127.0.0.1:{port}")
         worker.register_function("stuck.echo", lambda data: data).wait_active(10)
         started = time.monotonic()
         for n in range(8):
             assert caller.trigger({"function_id": "stuck.echo", "payload": n}) == n
-        assert time.monotonic() - started < telemetry.CONNECT_TIMEOUT_S / 2
+        assert time.monotonic() - started < connection.CONNECT_TIMEOUT_S / 2
         assert worker.telemetry.dropped == 3
         assert len(worker.telemetry._spans) == 5
     finally:

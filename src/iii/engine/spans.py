@@ -1,7 +1,8 @@
 """The engine's own spans: what it does for a call (routing it, queueing it, an HTTP exchange, a channel's life),
 recorded as the OpenTelemetry spans of the reference engine and kept by the module that receives telemetry.
 
-A span is a child of the caller's W3C ``traceparent`` (a new trace when there is none, or when it is not one),
+A span is a child of the caller's W3C ``traceparent`` (a new trace when there is none, or when it is not one:
+:func:`~iii.protocol.trace_context.parse_traceparent`),
 and whoever the engine hands the work to gets a ``traceparent`` naming the engine's span
 (:attr:`OpenSpan.traceparent`), so a trace shows the whole path: the caller's span, the engine's, the callee's.
 Baggage is not the engine's business: it passes unchanged.
@@ -21,15 +22,13 @@ The observability functions are never traced: the pipeline must not observe itse
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import random
-import re
 import time
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
 from iii._version import __version__
+from iii.protocol.trace_context import new_span_id, new_trace_id, parse_traceparent
 
 log = logging.getLogger("iii.engine")
 
@@ -50,11 +49,6 @@ UNTRACED_PREFIXES: Final = (
 )
 """The observability functions (the reference's list): their calls never get a span."""
 
-_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE: Final = "0" * 32
-_ZERO_SPAN: Final = "0" * 16
-_getrandbits = random.getrandbits
-
 
 class SpanSink(Protocol):
     """Where the records go (the module's :class:`~iii.modules.api.TelemetrySink`)."""
@@ -62,33 +56,11 @@ class SpanSink(Protocol):
     def keep(self, signal: str, records: list[dict[str, Any]]) -> None: ...
 
 
-@functools.lru_cache(maxsize=256)
-def parse_traceparent(traceparent: str | None) -> tuple[str, str, str] | None:
-    """``(trace_id, parent_span_id, flags)`` of a W3C ``traceparent``; None when there is none or it is not one
-    (a version ``ff``, an all-zero id, a version-00 header with more after it, upper-case hex). Cached: a call's
-    context is read when deciding on its span and again when starting it."""
-    if not traceparent:
-        return None
-    found = _TRACEPARENT.match(traceparent)
-    if found is None:
-        return None
-    version, trace_id, span_id, flags = found.groups()
-    if (
-        version == "ff"
-        or (version == "00" and len(traceparent) != 55)
-        or (len(traceparent) > 55 and traceparent[55] != "-")
-    ):
-        return None
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    return trace_id, span_id, flags
-
-
 def in_trace(traceparent: str | None) -> bool:
     """Whether ``traceparent`` names a parent in a sampled trace (the W3C flags' lowest bit): the engine's spans
     join such traces only."""
     parent = parse_traceparent(traceparent)
-    return parent is not None and int(parent[2], 16) & 1 == 1
+    return parent is not None and parent.sampled
 
 
 def call_span_wanted(function_id: str, traceparent: str | None) -> bool:
@@ -153,11 +125,10 @@ class EngineSpans:
         calls' path gives the spans of the calls between the same workers one list."""
         parent = parse_traceparent(traceparent)
         if parent is None:
-            trace_id, parent_id, flags = f"{_getrandbits(128) or 1:032x}", None, "01"
+            trace_id, parent_id, flags = new_trace_id(), None, "01"
         else:
             trace_id, parent_id, flags = parent
-        span_id = f"{_getrandbits(64) or 1:016x}"
-        return OpenSpan(self, name, trace_id, span_id, parent_id, flags, attributes)
+        return OpenSpan(self, name, trace_id, new_span_id(), parent_id, flags, attributes)
 
     def end(self, span: OpenSpan, error: tuple[str, str] | None = None) -> None:
         """End ``span`` now: status ``ok``, or ``error`` with ``(code, message)`` as the reference records a

@@ -59,7 +59,8 @@ from iii.sdk.options import InitOptions, resolve_urls
 from iii.sdk.payloads import describe_error, encode_payload
 from iii.sdk.portal import Portal
 from iii.sdk.serving import Server
-from iii.sdk.telemetry import Exporter, TelemetrySettings
+from iii.sdk.telemetry.exporter import Exporter
+from iii.sdk.telemetry.settings import TelemetrySettings
 from iii.sdk.triggers import Trigger, TriggerConfig, TriggerHandler, TriggerTypeRef
 
 log = logging.getLogger("iii.sdk")

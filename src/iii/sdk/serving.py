@@ -27,7 +27,8 @@ from iii.sdk.context import InvocationContext, handler_context, take_caller
 from iii.sdk.functions import FunctionTable, RegisteredFunction
 from iii.sdk.payloads import encode_payload, failure
 from iii.sdk.portal import Portal
-from iii.sdk.telemetry import ExecutionSpan, Exporter
+from iii.sdk.telemetry.exporter import Exporter
+from iii.sdk.telemetry.spans import ExecutionSpan
 
 log = logging.getLogger("iii.sdk")
 
