@@ -6,7 +6,6 @@ JSON mapping expects), and every field must hold what the SDK meant. The engine'
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -21,6 +20,7 @@ from iii.protocol import otlp
 from iii.protocol.trace_context import parse_traceparent
 from iii.sdk.telemetry.settings import TelemetrySettings
 from iii.sdk.telemetry.spans import ExecutionSpan, baggage_entries, encoded_span
+from tests.otlp_json import hex_ids_to_base64
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -28,22 +28,10 @@ RESOURCE = TelemetrySettings(service_name="svc", service_instance_id="one").reso
 SCOPE = otlp.Scope("iii-py", "1.2.3")
 
 
-def _ids_to_base64(document: Any) -> Any:
-    """The message with its hex ids in base64, as protobuf's JSON mapping wants bytes."""
-    if isinstance(document, dict):
-        return {
-            key: base64.b64encode(bytes.fromhex(value)).decode()
-            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str)
-            else _ids_to_base64(value)
-            for key, value in document.items()
-        }
-    if isinstance(document, list):
-        return [_ids_to_base64(item) for item in document]
-    return document
-
-
 def _parsed(message: bytes, request: Any) -> Any:
-    return json_format.Parse(json.dumps(_ids_to_base64(json.loads(message[4:]))), request, ignore_unknown_fields=False)
+    return json_format.Parse(
+        json.dumps(hex_ids_to_base64(json.loads(message[4:]))), request, ignore_unknown_fields=False
+    )
 
 
 def _value(any_value: Any) -> Any:

@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.message import Message
 
-from tests.modules.observability.test_otlp_oracle import _hex_ids_to_base64, protobuf_request
+from tests.modules.observability.test_otlp_oracle import protobuf_request
+from tests.otlp_json import hex_ids_to_base64
 
 TAGS = {"/v1/logs": b"LOGS", "/v1/traces": b"OTLP", "/v1/metrics": b"MTRC"}
 
@@ -84,7 +85,7 @@ class Collector:
                 if request.content_type != "application/json":
                     raise ValueError(f"content type {request.content_type}")
                 document = json.loads(body)
-                parsed = protobuf_request(TAGS[request.path], _hex_ids_to_base64(document))
+                parsed = protobuf_request(TAGS[request.path], hex_ids_to_base64(document))
             except Exception as exc:
                 self.problems.append(f"{request.path}: {exc!r}: {body[:300]!r}")
                 return web.Response(status=400, text=str(exc))

@@ -11,7 +11,8 @@ import pytest
 
 from iii.modules.observability import encoding, otlp
 from tests.modules.observability.frames import CHILD, ROOT, logs_message, metrics_message, span, spans_message
-from tests.modules.observability.test_otlp_oracle import _hex_ids_to_base64, protobuf_request
+from tests.modules.observability.test_otlp_oracle import protobuf_request
+from tests.otlp_json import hex_ids_to_base64
 
 TAGS = {"logs": otlp.LOGS, "spans": otlp.SPANS, "metrics": otlp.METRICS}
 
@@ -43,7 +44,7 @@ def test_records_encoded_decode_to_the_same_records_and_parse_as_protobuf(signal
     records = [record for message in MESSAGES[signal] for record in otlp.decode(message)[1]]
     body = encoding.encode(signal, records)
     assert otlp.decode(TAGS[signal] + body) == (signal, records)
-    protobuf_request(TAGS[signal], _hex_ids_to_base64(json.loads(body)))  # raises if protobuf refuses it
+    protobuf_request(TAGS[signal], hex_ids_to_base64(json.loads(body)))  # raises if protobuf refuses it
 
 
 def test_an_engine_log_record_keeps_its_data_typed_and_its_service() -> None:

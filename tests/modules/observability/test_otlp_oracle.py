@@ -34,6 +34,7 @@ from tests.modules.observability.frames import (
     span,
     spans_message,
 )
+from tests.otlp_json import hex_ids_to_base64
 
 Doc = dict[str, Any]
 Pair = tuple[Any, Any]
@@ -209,20 +210,6 @@ _ORACLES: dict[bytes, tuple[type[Message], Callable[[Any], list[Doc]]]] = {
 }
 
 
-def _hex_ids_to_base64(node: Any) -> Any:
-    """OTLP/JSON's hex trace and span ids as protobuf's JSON mapping has bytes (base64), as the SDKs send them."""
-    if isinstance(node, list):
-        return [_hex_ids_to_base64(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    return {
-        key: base64.b64encode(bytes.fromhex(value)).decode()
-        if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str)
-        else _hex_ids_to_base64(value)
-        for key, value in node.items()
-    }
-
-
 def protobuf_request(tag: bytes, protobuf_json: Doc) -> Message:
     """The export request protobuf's JSON parser makes of a message (:class:`json_format.ParseError` if none)."""
     request = _ORACLES[tag][0]()
@@ -234,7 +221,7 @@ def assert_same_records(tag: bytes, sent: Doc, protobuf_json: Doc | None = None)
     """otlp.py's records of the message ``sent`` are the oracle's (``protobuf_json``: the message in protobuf's
     JSON mapping, by default ``sent`` with its hex ids in base64)."""
     if protobuf_json is None:
-        protobuf_json = _hex_ids_to_base64(sent)
+        protobuf_json = hex_ids_to_base64(sent)
     expected = _ORACLES[tag][1](protobuf_request(tag, protobuf_json))
     before = time.time_ns()
     signal, records = otlp.decode(tag + json.dumps(sent).encode())
@@ -391,7 +378,7 @@ def log_messages(draw: st.DrawFn) -> Pair:
         sent, proto = {**record, **ids, "attributes": attributes[0]}, {**record, **ids, "attributes": attributes[1]}
         if body is not None:
             sent["body"], proto["body"] = body
-        records.append((sent, _hex_ids_to_base64(proto)))
+        records.append((sent, hex_ids_to_base64(proto)))
     resource, scope = draw(resources_and_scopes())
     return _envelope("resourceLogs", "scopeLogs", "logRecords", records, resource, scope)
 
@@ -432,7 +419,7 @@ def span_messages(draw: st.DrawFn) -> Pair:
         ]
         sent |= {"events": [e[0] for e in events], "links": [link[0] for link in links]}
         proto |= {"events": [e[1] for e in events], "links": [link[1] for link in links]}
-        spans.append((sent, _hex_ids_to_base64(proto)))
+        spans.append((sent, hex_ids_to_base64(proto)))
     resource, scope = draw(resources_and_scopes())
     return _envelope("resourceSpans", "scopeSpans", "spans", spans, resource, scope)
 
@@ -606,7 +593,7 @@ the message is malformed rather than keep a value that is not the one sent."""
 @pytest.mark.parametrize("case", REFUSED_BY_THE_DECODER_ONLY.values(), ids=REFUSED_BY_THE_DECODER_ONLY.keys())
 def test_what_otlp_json_does_not_allow_the_decoder_refuses(case: tuple[bytes, Doc]) -> None:
     tag, document = case
-    protobuf_request(tag, _hex_ids_to_base64(document))
+    protobuf_request(tag, hex_ids_to_base64(document))
     with pytest.raises(otlp.MalformedTelemetry):
         otlp.decode(tag + json.dumps(document).encode())
 
@@ -615,7 +602,7 @@ def test_what_otlp_json_does_not_allow_the_decoder_refuses(case: tuple[bytes, Do
 def test_what_protobuf_refuses_the_decoder_refuses(case: tuple[bytes, Any]) -> None:
     tag, document = case
     with pytest.raises((json_format.ParseError, TypeError, AttributeError)):
-        protobuf_request(tag, _hex_ids_to_base64(document))
+        protobuf_request(tag, hex_ids_to_base64(document))
     with pytest.raises(otlp.MalformedTelemetry):
         otlp.decode(tag + json.dumps(document).encode())
 
@@ -624,6 +611,6 @@ def test_what_protobuf_refuses_the_decoder_refuses(case: tuple[bytes, Any]) -> N
 def test_what_protobuf_refuses_the_decoder_takes_as_documented(case: tuple[tuple[bytes, Doc], Doc]) -> None:
     (tag, document), fields = case
     with pytest.raises(json_format.ParseError):
-        protobuf_request(tag, _hex_ids_to_base64(document))
+        protobuf_request(tag, hex_ids_to_base64(document))
     _, (record,) = otlp.decode(tag + json.dumps(document).encode())
     assert {key: record[key] for key in fields} == fields
