@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from iii import III, register_worker
+from iii.testing import EngineProcess
 from tests.interop.environments import (
     NodeEnv,
     PythonEnv,
@@ -54,3 +56,13 @@ def node_scripts(node_env: NodeEnv) -> Iterator[Path]:
         yield target
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+@pytest.fixture
+def client(engine: EngineProcess) -> Iterator[III]:
+    """A worker of our SDK on the test's engine, for the test's own calls (``engine::*`` queries, triggers)."""
+    iii = register_worker(engine.url)
+    try:
+        yield iii
+    finally:
+        iii.shutdown()

@@ -32,15 +32,6 @@ ARRIVAL_S = 1.0
 pytestmark = pytest.mark.timeout(1200)  # includes building the official environments on a cold machine
 
 
-@pytest.fixture
-def client(engine: EngineProcess) -> Iterator[III]:
-    iii = register_worker(engine.url)
-    try:
-        yield iii
-    finally:
-        iii.shutdown()
-
-
 def until_found(
     client: III, function_id: str, payload: dict[str, Any], key: str, found: Callable[[dict[str, Any]], bool]
 ) -> tuple[dict[str, Any], float]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from iii import III, register_worker
+from iii import III
 from iii.errors import InvocationError
 from iii.modules.observability.triggers import LOG_PAYLOAD_FIELDS
 from iii.testing import EngineProcess
@@ -31,15 +31,6 @@ SERVICE = "obs-triggers-python"
 WAIT_S = 30.0
 
 pytestmark = pytest.mark.timeout(1200)  # includes building the official environments on a cold machine
-
-
-@pytest.fixture
-def client(engine: EngineProcess) -> Iterator[III]:
-    iii = register_worker(engine.url)
-    try:
-        yield iii
-    finally:
-        iii.shutdown()
 
 
 @pytest.fixture
