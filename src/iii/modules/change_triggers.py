@@ -16,10 +16,10 @@ import asyncio
 import functools
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from iii.modules.api import BindingInfo, InvocationError, ModuleHost
+from iii.modules.api import BindingInfo, InvocationError, MetricSample, ModuleHost
 
 MAX_WAITING: Final = 10_000
 """Changes that may wait for one function (the one in flight included) before more are dropped for it: as many
@@ -149,6 +149,7 @@ class ChangeTriggers(Generic[S]):
     def __init__(
         self, host: ModuleHost, name: str, log: logging.Logger, *, enabled: bool, max_waiting: int = MAX_WAITING
     ) -> None:
+        self._name = name
         self._enabled = enabled
         self._subscriptions: dict[str, S] = {}
         self._deliveries = ChangeDeliveries(host, name, log, max_waiting=max_waiting)
@@ -191,3 +192,18 @@ class ChangeTriggers(Generic[S]):
     @property
     def binding_count(self) -> int:
         return len(self._subscriptions)
+
+    def metrics(self) -> Iterator[MetricSample]:
+        """``<type>_trigger_bindings`` and ``<type>_trigger_calls{outcome=ok|failed|dropped}``, for the module's
+        ``/metrics``."""
+        name = self._name
+        yield MetricSample(f"{name}_trigger_bindings", self.binding_count, help=f"Bindings of `{name}`")
+        outcomes = {"ok": self.delivered, "failed": self.failed, "dropped": self.dropped}
+        for outcome, value in outcomes.items():
+            yield MetricSample(
+                f"{name}_trigger_calls",
+                value,
+                {"outcome": outcome},
+                help=f"{name.capitalize()} trigger calls (dropped: not made, too many waiting for the function)",
+                kind="counter",
+            )

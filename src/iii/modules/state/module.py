@@ -158,17 +158,7 @@ class StateModule:
                     kind="counter",
                 )
         if self._triggers is not None:
-            yield MetricSample("state_trigger_bindings", self._triggers.binding_count, help="Bindings of `state`")
-            triggers = self._triggers
-            outcomes = {"ok": triggers.delivered, "failed": triggers.failed, "dropped": triggers.dropped}
-            for outcome, value in outcomes.items():
-                yield MetricSample(
-                    "state_trigger_calls",
-                    value,
-                    {"outcome": outcome},
-                    help="State trigger calls (dropped: not made, too many waiting for the function)",
-                    kind="counter",
-                )
+            yield from self._triggers.metrics()
 
     def snapshot(self) -> Mapping[str, Any]:
         recent: dict[str, list[str]] = {}

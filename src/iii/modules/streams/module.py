@@ -168,17 +168,7 @@ class StreamsModule:
                 kind="counter",
             )
         if self._triggers is not None:
-            yield MetricSample("stream_trigger_bindings", self._triggers.binding_count, help="Bindings of `stream`")
-            triggers = self._triggers
-            outcomes = {"ok": triggers.delivered, "failed": triggers.failed, "dropped": triggers.dropped}
-            for outcome, value in outcomes.items():
-                yield MetricSample(
-                    "stream_trigger_calls",
-                    value,
-                    {"outcome": outcome},
-                    help="Stream trigger calls (dropped: not made, too many waiting for the function)",
-                    kind="counter",
-                )
+            yield from self._triggers.metrics()
 
         subscribers, server = self._subscribers, self._server
         if subscribers is not None and server is not None:
