@@ -53,13 +53,9 @@ def error_raw(code: str, message: str) -> msgspec.Raw:
     return msgspec.Raw(encode_value({"code": code, "message": message}))
 
 
-def _error_code(error: msgspec.Raw) -> str:
-    """The ``code`` of an ``invocationresult.error`` (for metrics; ``invocation_failed`` if it has none)."""
-    return _error_parts(error)[0]
-
-
 def _error_parts(error: msgspec.Raw) -> tuple[str, str]:
-    """The ``code`` (``invocation_failed`` if it has none) and ``message`` of an ``invocationresult.error``."""
+    """The ``code`` (``invocation_failed`` if it has none: the outcome in metrics) and ``message`` of an
+    ``invocationresult.error`` (a span's error)."""
     try:
         value = decode_value(error)
     except (msgspec.DecodeError, RecursionError):
@@ -259,11 +255,6 @@ class Calls:
             made = self._span_attributes[key] = (f"call {function_id}", attributes)
         return spans.start_with(made[0], traceparent, made[1])
 
-    @staticmethod
-    def _end_span(span: OpenSpan, error: msgspec.Raw) -> None:
-        """End a call's span with the call's outcome (an ``invocationresult.error``, or null)."""
-        span.end(None if is_null(error) else _error_parts(error))
-
     def _run_builtin(
         self,
         entry: FunctionEntry,
@@ -330,8 +321,8 @@ class Calls:
         error: msgspec.Raw,
         span: OpenSpan | None = None,
     ) -> None:
-        if span is not None:
-            self._end_span(span, error)
+        if span is not None:  # ended with the call's outcome
+            span.end(None if is_null(error) else _error_parts(error))
         if caller is None or caller_invocation_id is None:
             return
         caller.deliver_result(caller_invocation_id, entry.function_id, result, error)
@@ -344,10 +335,10 @@ class Calls:
         if call is None:
             log.debug("worker=%s result for unknown or foreign invocation dropped", worker.worker_id)
             return
-        outcome = OK if is_null(message.error) else _error_code(message.error)
-        self.metrics.call_finished(outcome, time.monotonic() - call.started_at)
+        failure = None if is_null(message.error) else _error_parts(message.error)  # decoded once, for both
+        self.metrics.call_finished(OK if failure is None else failure[0], time.monotonic() - call.started_at)
         if call.span is not None:
-            self._end_span(call.span, message.error)
+            call.span.end(failure)
         if call.observed is not None and self.observing is not None:
             self.observing.end(call, message.result, message.error)
         if call.caller is not None and call.caller_invocation_id is not None:
